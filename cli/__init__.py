@@ -1,0 +1,1 @@
+"""The ``vlmt`` command line (typer + rich)."""

@@ -1,0 +1,162 @@
+"""``vlmt``: the user's entry point.
+
+The CLI parses arguments, calls the library (``core``) or a flow (``flows``), and
+prints. Errors in user input are printed as one line naming the file/field at fault
+and exit with status 2; a run in which some items failed exits with status 1 after
+printing every result.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from core.errors import VlmtError
+
+app = typer.Typer(help="VLMs as teachers for video reasoning: benchmarks, scoring and the test-time method.", no_args_is_help=True)
+bench_app = typer.Typer(help="Make, read and score benchmarks.", no_args_is_help=True)
+make_app = typer.Typer(help="Generate a benchmark.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+bench_app.add_typer(make_app, name="make")
+
+console = Console()
+
+
+class SplitOption(str, Enum):
+    ID = "ID"
+    OOD = "OOD"
+    all = "all"
+
+
+class PurposeOption(str, Enum):
+    train = "train"
+    test = "test"
+
+
+@app.callback()
+def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(message)s",
+        handlers=[RichHandler(console=Console(stderr=True), show_path=False)],
+    )
+
+
+def _fail(exc: Exception) -> None:
+    console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+@make_app.command("synth")
+def make_synth(
+    out: Annotated[Path, typer.Option(help="Output directory (VBVR layout).")],
+    per_family: Annotated[int, typer.Option(min=1, help="Instances per task family.")] = 5,
+    seed: Annotated[int, typer.Option(help="Seed; instances are deterministic per (purpose, family, seed, index).")] = 0,
+    split: Annotated[SplitOption, typer.Option(help="Which families: in-domain, out-of-domain or all.")] = SplitOption.all,
+    purpose: Annotated[PurposeOption, typer.Option(help="Disjoint halves of the instance space; evaluate on test.")] = PurposeOption.test,
+    family: Annotated[list[str] | None, typer.Option(help="Only these families (repeatable).")] = None,
+    width: int = 64,
+    height: int = 64,
+    frames: Annotated[int, typer.Option(help="Frames per video.")] = 17,
+    fps: float = 8.0,
+) -> None:
+    """Generate the built-in synthetic benchmark in the VBVR-Bench layout."""
+    from core.bench.record import Purpose, Split
+    from core.bench.synth.generate import RenderConfig, make_synth_benchmark
+
+    try:
+        cfg = RenderConfig(width=width, height=height, n_frames=frames, fps=fps)
+        t0 = time.perf_counter()
+        bench = make_synth_benchmark(
+            out, per_family, seed=seed, split=None if split == SplitOption.all else Split(split.value),
+            purpose=Purpose(purpose.value), cfg=cfg, families=family,
+        )
+    except (VlmtError, ValueError, KeyError) as exc:
+        _fail(exc)
+    families = sorted({i.task_family for i in bench.instances})
+    console.print(
+        f"wrote {len(bench.instances)} {purpose.value} instances of {len(families)} families to {out} "
+        f"in {time.perf_counter() - t0:.1f}s"
+    )
+
+
+@bench_app.command("score")
+def score(
+    bench: Annotated[Path, typer.Option(help="Benchmark directory (VBVR layout).")],
+    videos: Annotated[Path | None, typer.Option(help="Model outputs at {split}/{task_id}/{index}.mp4.")] = None,
+    ground_truth: Annotated[bool, typer.Option("--ground-truth", help="Score the benchmark's own ground truth.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="End with one JSON line of the summary.")] = False,
+    skip_invalid: Annotated[bool, typer.Option("--skip-invalid", help="Report unreadable instances instead of stopping.")] = False,
+    details: Annotated[Path | None, typer.Option(help="Write every item's sub-criteria to this JSON file.")] = None,
+) -> None:
+    """Score videos with the rule-based scorers: a table by split, faculty and family."""
+    from core.bench.source import open_benchmark
+    from core.io import write_json_atomic
+    from core.scoring import score_benchmark, summarise
+
+    if ground_truth == (videos is not None):
+        _fail(VlmtError("give exactly one of --videos DIR or --ground-truth"))
+    try:
+        benchmark = open_benchmark(bench, skip_invalid=skip_invalid)
+        with _progress() as progress:
+            task = progress.add_task("scoring", total=len(benchmark.instances))
+            items = score_benchmark(benchmark, videos, ground_truth=ground_truth, on_item=lambda _: progress.advance(task))
+    except VlmtError as exc:
+        _fail(exc)
+    summary = summarise(items)
+    _print_summary(summary)
+    for bad in benchmark.invalid:
+        console.print(f"[yellow]invalid instance[/] {bad.where}: {bad.error}", highlight=False)
+    for item in items:
+        if item.error:
+            console.print(f"[red]failed[/] {item.instance_id}: {item.error}", highlight=False)
+    if details:
+        write_json_atomic(details, [i.model_dump(mode="json") for i in items])
+    if as_json:
+        payload = summary.model_dump(mode="json") | {"n_invalid": len(benchmark.invalid)}
+        print(json.dumps(payload, separators=(",", ":")))
+    if any(i.error for i in items) or benchmark.invalid:
+        raise typer.Exit(1)
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=Console(stderr=True), transient=True, disable=not sys.stderr.isatty(),
+    )
+
+
+def _print_summary(summary) -> None:
+    table = Table(title="Rule-based scores (mean in [0, 1]; strict success rate)")
+    for col in ("group", "n", "score", "success", "errors"):
+        table.add_column(col, justify="left" if col == "group" else "right")
+
+    def row(name: str, g) -> None:
+        table.add_row(name, str(g.n), f"{g.mean_score:.3f}", f"{g.success_rate:.1%}", str(g.n_errors))
+
+    for title, groups in (("split", summary.by_split), ("faculty", summary.by_faculty), ("family", summary.by_family)):
+        table.add_section()
+        for name, g in groups.items():
+            row(f"{title}: {name}", g)
+    table.add_section()
+    row("overall", summary.overall)
+    console.print(table)
+
+
+def main() -> None:  # pragma: no cover - console-script shim
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
