@@ -164,18 +164,20 @@ def _iter_raw_records(path: Path) -> Iterator[tuple[str, Any]]:
                 yield f"{path}:line {lineno}", json.loads(line)
             except json.JSONDecodeError as exc:
                 # Yield the error instead of raising so that skip_invalid can keep going.
-                yield f"{path}:line {lineno}", InputError(f"{path}:line {lineno}", f"not valid JSON: {exc.msg}", "one JSON object per line")
+                where = f"{path}:line {lineno}"
+                yield where, InputError(where, f"not valid JSON: {exc.msg}", "one JSON object per line")
         return
+    expected_json = 'a JSON list of records or {"data": [...]}'
     if suffix != ".json":
         raise InputError(path, "unknown record file type", "a .json, .jsonl or .parquet file")
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise InputError(path, f"not valid JSON: {exc.msg} at line {exc.lineno}", "a JSON list of records or {\"data\": [...]}") from exc
+        raise InputError(path, f"not valid JSON: {exc.msg} at line {exc.lineno}", expected_json) from exc
     if isinstance(data, dict) and isinstance(data.get("data"), list):
         data = data["data"]
     if not isinstance(data, list):
-        raise InputError(path, "top level is neither a list nor an object with a 'data' list", "a JSON list of records or {\"data\": [...]}")
+        raise InputError(path, "top level is neither a list nor an object with a 'data' list", expected_json)
     for i, record in enumerate(data):
         yield f"{path}[{i}]", record
 
@@ -258,11 +260,16 @@ def _record_to_instance(record: Any, locator: str, position: int, image_root: Pa
         raise InputError(locator, f"record is a {type(record).__name__}", "a JSON object with the RULER-Bench fields")
     missing = [f for f in REQUIRED_FIELDS if record.get(f) is None]
     if missing:
-        raise InputError(f"{locator}:{missing[0]}", f"missing required field(s) {', '.join(missing)}", f"fields {', '.join(REQUIRED_FIELDS)}")
+        raise InputError(
+            f"{locator}:{missing[0]}", f"missing required field(s) {', '.join(missing)}", f"fields {', '.join(REQUIRED_FIELDS)}"
+        )
 
     task_name = record["task_name"]
-    if not isinstance(task_name, str) or not task_name.strip() or "/" in task_name or "\\" in task_name or task_name.strip() in {".", ".."}:
-        raise InputError(f"{locator}:task_name", f"invalid task_name {task_name!r}", "a non-empty name usable as a directory (no '/')")
+    # task_name becomes a directory of the output layout, so it must be one path component.
+    if not isinstance(task_name, str) or task_name.strip() in {"", ".", ".."} or "/" in task_name or "\\" in task_name:
+        raise InputError(
+            f"{locator}:task_name", f"invalid task_name {task_name!r}", "a non-empty name usable as a directory (no '/')"
+        )
     task_name = task_name.strip()
     index = _parse_index(record["index"], f"{locator}:index")
     # From here on errors also name the instance, which is how the dataset refers to it.
@@ -336,7 +343,11 @@ def read_ruler(path: Path, *, image_root: Path | None = None, skip_invalid: bool
         try:
             key, instance = _record_to_instance(record, locator, position, root)
             if key in seen:
-                raise InputError(f"{locator} ({key[0]}/{key[1]}):index", f"duplicate (task_name, index) {key}, first at {seen[key]}", "unique (task_name, index) pairs")
+                raise InputError(
+                    f"{locator} ({key[0]}/{key[1]}):index",
+                    f"duplicate (task_name, index) {key}, first at {seen[key]}",
+                    "unique (task_name, index) pairs",
+                )
         except InputError as exc:
             if not skip_invalid:
                 raise
@@ -547,7 +558,9 @@ def aggregate(judgements: Iterable[RulerJudgement]) -> RulerReport:
         by_dim: dict[str, list[int]] = defaultdict(list)
         for q in judgement.labels:
             if q.label not in LABEL_SCORES:  # guards judgements built with model_construct
-                raise InvalidJudgeReply(f"{judgement.instance_id}: label {q.label!r} is not a known label", len(judgement.labels), str(q.label))
+                raise InvalidJudgeReply(
+                    f"{judgement.instance_id}: label {q.label!r} is not a known label", len(judgement.labels), str(q.label)
+                )
             if q.dimension not in RULER_DIMENSIONS:
                 raise ValueError(f"{judgement.instance_id}: unknown dimension {q.dimension!r} (expected one of {_DIMENSIONS_TEXT})")
             by_dim[q.dimension].append(LABEL_SCORES[q.label])

@@ -1,0 +1,48 @@
+"""The ``vlmt bench`` commands, run through typer's test runner."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+from typer.testing import CliRunner
+
+from cli.main import app
+
+runner = CliRunner()
+
+
+def test_make_and_score_ground_truth_json(tmp_path):
+    out = tmp_path / "bench"
+    r = runner.invoke(app, ["bench", "make", "synth", "--out", str(out), "--per-family", "1", "--seed", "2"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["bench", "score", "--bench", str(out), "--ground-truth", "--json"])
+    assert r.exit_code == 0, r.output
+    summary = json.loads(r.output.strip().splitlines()[-1])
+    assert summary["overall"]["mean_score"] == 1.0 and summary["overall"]["n"] == 7
+    assert set(summary["by_split"]) == {"ID", "OOD"} and len(summary["by_faculty"]) == 5
+
+
+def test_score_model_videos_and_report_missing_ones(tmp_path):
+    out = tmp_path / "bench"
+    runner.invoke(app, ["bench", "make", "synth", "--out", str(out), "--per-family", "1", "--split", "OOD"])
+    videos = tmp_path / "videos"
+    for gt in sorted(out.glob("*/*/*/ground_truth.mp4"))[:1]:
+        split, task, index = gt.parts[-4:-1]
+        (videos / split / task).mkdir(parents=True)
+        shutil.copy(gt, videos / split / task / f"{index}.mp4")
+    r = runner.invoke(app, ["bench", "score", "--bench", str(out), "--videos", str(videos), "--json"])
+    assert r.exit_code == 1
+    summary = json.loads(r.output.strip().splitlines()[-1])
+    assert summary["overall"]["n"] == 2 and summary["overall"]["n_errors"] == 1
+    assert summary["overall"]["mean_score"] == 0.5
+    assert "not found" in r.output
+
+
+def test_bad_input_is_one_clear_line(tmp_path):
+    r = runner.invoke(app, ["bench", "score", "--bench", str(tmp_path / "nope"), "--ground-truth"])
+    assert r.exit_code == 2 and "benchmark path not found" in r.output
+    r = runner.invoke(app, ["bench", "make", "synth", "--out", str(tmp_path / "x"), "--width", "63"])
+    assert r.exit_code == 2 and "even" in r.output
+    r = runner.invoke(app, ["bench", "make", "synth", "--out", str(tmp_path / "y"), "--family", "nope"])
+    assert r.exit_code == 2 and "unknown synth family" in r.output

@@ -1,0 +1,101 @@
+"""The synthetic generator: layout, determinism, disjoint train/test, configurable rendering."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from core.bench.record import Faculty, Purpose, Split
+from core.bench.source import open_benchmark
+from core.bench.synth.families import FAMILIES
+from core.bench.synth.generate import RenderConfig, layout_purpose, make_synth_benchmark, perturbed_video, sample_layout
+from core.media import read_image, read_video
+from core.scoring import score_benchmark, summarise
+
+
+def test_families_cover_all_faculties_and_hold_out_ood_families():
+    assert len(FAMILIES) >= 6
+    assert {f.faculty for f in FAMILIES.values()} == set(Faculty)
+    assert sum(f.split == Split.OOD for f in FAMILIES.values()) >= 2
+    assert len({f.task_id for f in FAMILIES.values()}) == len(FAMILIES)
+
+
+def test_writes_the_vbvr_layout_and_reads_it_back(tmp_path):
+    bench = make_synth_benchmark(tmp_path / "b", per_family=2, seed=3)
+    assert bench.kind == "synth" and len(bench.instances) == 2 * len(FAMILIES)
+    index = json.loads((tmp_path / "b" / "VBVR-Bench.json").read_text())
+    assert len(index) == len(bench.instances)
+    for inst in bench.instances:
+        d = inst.first_frame.parent
+        assert {p.name for p in d.iterdir()} >= {"first_frame.png", "final_frame.png", "ground_truth.mp4", "prompt.txt", "meta.json"}
+        assert d.parent.parent.name.startswith("In-Domain" if inst.split == Split.ID else "Out-of-Domain")
+        assert inst.metadata["purpose"] == "test" and inst.faculty is not None
+        video = read_video(inst.ground_truth)
+        assert video.shape == (17, 64, 64, 3)
+        assert np.abs(video[0].astype(int) - read_image(inst.first_frame).astype(int)).mean() < 3
+        assert len(inst.prompt) > 80  # states the goal and the rules
+
+
+def test_generation_is_deterministic_per_seed(tmp_path):
+    a = make_synth_benchmark(tmp_path / "a", per_family=2, seed=11)
+    b = make_synth_benchmark(tmp_path / "b", per_family=2, seed=11)
+    c = make_synth_benchmark(tmp_path / "c", per_family=2, seed=12)
+    for x, y in zip(a.instances, b.instances, strict=True):
+        assert x.metadata == y.metadata and x.prompt == y.prompt
+        assert x.first_frame.read_bytes() == y.first_frame.read_bytes()
+        assert np.array_equal(read_video(x.ground_truth), read_video(y.ground_truth))
+        assert x.content_hash() == y.content_hash()
+    assert [i.metadata["layout"] for i in a.instances] != [i.metadata["layout"] for i in c.instances]
+
+
+def test_train_and_test_instances_never_overlap():
+    for family in FAMILIES.values():
+        train = {json.dumps(sample_layout(family, Purpose.TRAIN, s, i), sort_keys=True) for s in range(3) for i in range(40)}
+        test = {json.dumps(sample_layout(family, Purpose.TEST, s, i), sort_keys=True) for s in range(3) for i in range(40)}
+        assert not train & test, family.name
+        assert all(layout_purpose(family, json.loads(x)) == Purpose.TEST for x in test)
+
+
+def test_split_and_family_selection(tmp_path):
+    ood = make_synth_benchmark(tmp_path / "ood", per_family=1, split=Split.OOD)
+    assert {i.split for i in ood.instances} == {Split.OOD}
+    one = make_synth_benchmark(tmp_path / "one", per_family=3, families=["flood_fill"])
+    assert {i.task_family for i in one.instances} == {"flood_fill"} and len(one.instances) == 3
+
+
+def test_resolution_and_frame_count_are_configurable_and_still_score_perfectly(tmp_path):
+    cfg = RenderConfig(width=96, height=80, n_frames=25, fps=12)
+    bench = make_synth_benchmark(tmp_path / "big", per_family=1, seed=5, cfg=cfg)
+    assert read_video(bench.instances[0].ground_truth).shape == (25, 80, 96, 3)
+    summary = summarise(score_benchmark(bench, ground_truth=True))
+    assert summary.overall.mean_score == pytest.approx(1.0) and summary.overall.success_rate == 1.0
+
+
+def test_odd_sizes_are_refused():
+    with pytest.raises(ValueError, match="even"):
+        RenderConfig(width=63)
+
+
+def test_perturbed_video_helper(tmp_path):
+    bench = make_synth_benchmark(tmp_path / "p", per_family=1, families=["maze_navigate"])
+    meta = bench.instances[0].metadata
+    video = perturbed_video(meta, "freeze")
+    assert video.shape == (17, 64, 64, 3) and np.array_equal(video[0], video[-1])
+    with pytest.raises(ValueError, match="unknown perturbation"):
+        perturbed_video(meta, "explode")
+
+
+def test_missing_video_is_recorded_per_item_without_losing_others(tmp_path):
+    bench = make_synth_benchmark(tmp_path / "m", per_family=1, families=["maze_navigate", "flood_fill"])
+    videos = tmp_path / "videos"
+    keep = bench.instances[0]
+    out = bench.output_path(videos, keep)
+    out.parent.mkdir(parents=True)
+    out.write_bytes(keep.ground_truth.read_bytes())
+    items = score_benchmark(bench, videos)
+    assert items[0].success and items[0].error is None
+    assert items[1].error and "not found" in items[1].error and items[1].score == 0.0
+    assert summarise(items).overall.n_errors == 1
+    assert open_benchmark(tmp_path / "m").instances == bench.instances
