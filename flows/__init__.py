@@ -1,0 +1,1 @@
+"""Prefect flows: compositions of ``tasks`` that users run, schedule and resume."""
