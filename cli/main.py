@@ -19,7 +19,13 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from core.errors import VlmtError
@@ -109,6 +115,9 @@ def score(
         _fail(VlmtError("give exactly one of --videos DIR or --ground-truth"))
     try:
         benchmark = open_benchmark(bench, skip_invalid=skip_invalid)
+        if benchmark.kind != "synth":
+            _score_external(benchmark, videos, ground_truth, as_json)
+            return
         with _progress() as progress:
             task = progress.add_task("scoring", total=len(benchmark.instances))
             items = score_benchmark(benchmark, videos, ground_truth=ground_truth, on_item=lambda _: progress.advance(task))
@@ -128,6 +137,29 @@ def score(
         print(json.dumps(payload, separators=(",", ":")))
     if any(i.error for i in items) or benchmark.invalid:
         raise typer.Exit(1)
+
+
+def _score_external(benchmark, videos: Path | None, ground_truth: bool, as_json: bool) -> None:
+    """Real benchmarks are scored by their official protocol, never by our synth scorers."""
+    if benchmark.kind == "ruler":
+        raise VlmtError(
+            f"{benchmark.root}: RULER-Bench is scored by a VLM judge answering each checklist; aggregate judge "
+            "labels with core.bench.ruler.aggregate (the Teacher-as-judge command comes with the method)"
+        )
+    if ground_truth or videos is None:
+        raise VlmtError(f"{benchmark.root}: --ground-truth works for synth benchmarks only; give --videos DIR")
+    from core.bench.vbvr import score_with_official_toolkit
+
+    result = score_with_official_toolkit(benchmark.root, videos, videos.parent / f"{videos.name}_vbvr_eval")
+    scores = result.get("mean_score", {})
+    table = Table(title="VBVR-Bench (official toolkit)")
+    table.add_column("split")
+    table.add_column("mean score", justify="right")
+    for split, value in scores.items():
+        table.add_row(str(split), f"{value:.3f}" if isinstance(value, (int, float)) else str(value))
+    console.print(table)
+    if as_json:
+        print(json.dumps({"mean_score": scores}, separators=(",", ":"), default=str))
 
 
 def _progress() -> Progress:

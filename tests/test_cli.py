@@ -46,3 +46,14 @@ def test_bad_input_is_one_clear_line(tmp_path):
     assert r.exit_code == 2 and "even" in r.output
     r = runner.invoke(app, ["bench", "make", "synth", "--out", str(tmp_path / "y"), "--family", "nope"])
     assert r.exit_code == 2 and "unknown synth family" in r.output
+
+
+def test_official_vbvr_layout_needs_the_official_toolkit(tmp_path):
+    """A non-synth VBVR directory is never scored by our synth scorers."""
+    out = tmp_path / "bench"
+    runner.invoke(app, ["bench", "make", "synth", "--out", str(out), "--per-family", "1", "--family", "maze_navigate"])
+    for meta in out.glob("*/*/*/meta.json"):
+        meta.unlink()  # now it is an official-layout directory without our metadata
+    (out / "VBVR-Bench.json").unlink()
+    r = runner.invoke(app, ["bench", "score", "--bench", str(out), "--videos", str(tmp_path / "v")])
+    assert r.exit_code == 2 and "vbvr_bench" in r.output

@@ -10,7 +10,13 @@ import pytest
 from core.bench.record import Faculty, Purpose, Split
 from core.bench.source import open_benchmark
 from core.bench.synth.families import FAMILIES
-from core.bench.synth.generate import RenderConfig, layout_purpose, make_synth_benchmark, perturbed_video, sample_layout
+from core.bench.synth.generate import (
+    RenderConfig,
+    layout_purpose,
+    make_synth_benchmark,
+    perturbed_video,
+    sample_layout,
+)
 from core.media import read_image, read_video
 from core.scoring import score_benchmark, summarise
 
@@ -91,9 +97,8 @@ def test_missing_video_is_recorded_per_item_without_losing_others(tmp_path):
     bench = make_synth_benchmark(tmp_path / "m", per_family=1, families=["maze_navigate", "flood_fill"])
     videos = tmp_path / "videos"
     keep = bench.instances[0]
-    out = bench.output_path(videos, keep)
-    out.parent.mkdir(parents=True)
-    out.write_bytes(keep.ground_truth.read_bytes())
+    out = bench.write_output(videos, keep, read_video(keep.ground_truth), fps=8)
+    assert out == videos / "In-Domain_2" / keep.task_id / f"{keep.index}.mp4"
     items = score_benchmark(bench, videos)
     assert items[0].success and items[0].error is None
     assert items[1].error and "not found" in items[1].error and items[1].score == 0.0

@@ -62,7 +62,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from core.bench.record import RULER_DIMENSIONS, ChecklistItem, RulerDimension, TaskInstance
+from core.bench.record import (
+    RULER_DIMENSIONS,
+    ChecklistItem,
+    RulerDimension,
+    TaskInstance,
+)
 from core.bench.source import Benchmark, InvalidItem
 from core.errors import InputError, VlmtError
 

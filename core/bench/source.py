@@ -53,6 +53,14 @@ class Benchmark(BaseModel):
 
         return vbvr_output_path(out_root, instance)
 
+    def write_output(
+        self, out_root: str | Path, instance: TaskInstance, frames, fps: float = 8.0, model: str | None = None
+    ) -> Path:
+        """Write a model's (T, H, W, 3) uint8 video for ``instance`` where the benchmark expects it."""
+        from core.media import write_video
+
+        return write_video(self.output_path(out_root, instance, model), frames, fps=fps)
+
     def select(
         self,
         split: Split | None = None,

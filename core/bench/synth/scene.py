@@ -110,6 +110,14 @@ def path_positions(path: list[tuple[int, int]] | np.ndarray, n_frames: int, end_
     return path[lo] * (1 - frac) + path[hi] * frac
 
 
+def paint_schedule(n_cells: int, n_frames: int) -> np.ndarray:
+    """Frame at which the i-th of ``n_cells`` steps happens: evenly over frames 1..F-2.
+
+    The last step lands one frame before the end, so the finished state is shown.
+    """
+    return np.maximum(1, np.round((np.arange(n_cells) + 1) * (n_frames - 2) / n_cells)).astype(int)
+
+
 def _pixel_edges(n_px: int, grid: int) -> np.ndarray:
     return np.round(np.linspace(0, n_px, grid + 1)).astype(int)
 

@@ -10,7 +10,6 @@ from core.bench.record import Faculty, Split
 from core.bench.synth.family import Resample, SpriteFamily
 from core.bench.synth.grid import Cell, shortest_path
 from core.bench.synth.palette import BACKGROUND, cid
-
 from core.bench.synth.scene import Scene, Sprite, path_positions, static_cells
 
 TILE_COLOURS = ("red", "green", "blue", "yellow", "magenta", "orange")

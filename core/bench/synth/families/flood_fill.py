@@ -10,7 +10,7 @@ from core.bench.record import Faculty, Split
 from core.bench.synth.family import PaintFamily, Resample
 from core.bench.synth.grid import STEPS8, Cell, bfs_layers, neighbours
 from core.bench.synth.palette import BACKGROUND, cid
-from core.bench.synth.scene import Scene, static_cells
+from core.bench.synth.scene import Scene, paint_schedule, static_cells
 
 
 class FloodFill(PaintFamily):
@@ -48,7 +48,7 @@ class FloodFill(PaintFamily):
         cells = static_cells(self.layer(layout), n_frames)
         region = {tuple(c) for c in layout["region"]}
         layers = bfs_layers(tuple(layout["seed"]), region, self.grid)[1:]  # type: ignore[arg-type]
-        for layer, f in zip(layers, _layer_frames(len(layers), n_frames), strict=True):
+        for layer, f in zip(layers, paint_schedule(len(layers), n_frames), strict=True):
             for r, c in layer:
                 cells[f:, r, c] = cid(self.paint)
         return Scene(cells)
@@ -72,6 +72,3 @@ class FloodFill(PaintFamily):
             "the walls stay unchanged."
         )
 
-
-def _layer_frames(n_layers: int, n_frames: int) -> np.ndarray:
-    return np.maximum(1, np.round((np.arange(n_layers) + 1) * (n_frames - 2) / n_layers)).astype(int)

@@ -10,15 +10,10 @@ from core.bench.record import Faculty, Split
 from core.bench.synth.family import PaintFamily, Resample
 from core.bench.synth.grid import Cell
 from core.bench.synth.palette import BACKGROUND, cid
-from core.bench.synth.scene import Scene, static_cells
+from core.bench.synth.scene import Scene, paint_schedule, static_cells
 
 FIRST_COLUMN, N_BARS = 1, 4
 RULES = ("constant", "plus_one", "minus_one", "alternate")
-
-
-def paint_schedule(n_cells: int, n_frames: int) -> np.ndarray:
-    """Frame at which the i-th of ``n_cells`` cells gets painted: evenly over frames 1..F-2."""
-    return np.maximum(1, np.round((np.arange(n_cells) + 1) * (n_frames - 2) / n_cells)).astype(int)
 
 
 class PatternGrow(PaintFamily):

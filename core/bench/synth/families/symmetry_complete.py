@@ -7,11 +7,10 @@ from typing import Any
 import numpy as np
 
 from core.bench.record import Faculty, Split
-from core.bench.synth.families.pattern_grow import paint_schedule
 from core.bench.synth.family import PaintFamily, Resample
 from core.bench.synth.grid import Cell, neighbours
 from core.bench.synth.palette import BACKGROUND, cid
-from core.bench.synth.scene import Scene, static_cells
+from core.bench.synth.scene import Scene, paint_schedule, static_cells
 
 AXIS = 3  # the gray axis column; the left side is columns 0..2, its mirror columns 4..6
 
