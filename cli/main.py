@@ -33,7 +33,9 @@ from core.errors import VlmtError
 app = typer.Typer(help="VLMs as teachers for video reasoning: benchmarks, scoring and the test-time method.", no_args_is_help=True)
 bench_app = typer.Typer(help="Make, read and score benchmarks.", no_args_is_help=True)
 make_app = typer.Typer(help="Generate a benchmark.", no_args_is_help=True)
+zoo_app = typer.Typer(help="Train and evaluate the embedded tiny model zoo.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
+app.add_typer(zoo_app, name="zoo")
 bench_app.add_typer(make_app, name="make")
 
 console = Console()
@@ -183,6 +185,81 @@ def _print_summary(summary) -> None:
             row(f"{title}: {name}", g)
     table.add_section()
     row("overall", summary.overall)
+    console.print(table)
+
+
+class ZooPreset(str, Enum):
+    full = "full"
+    quick = "quick"
+    micro = "micro"
+
+
+@zoo_app.command("train")
+def zoo_train(
+    out: Annotated[Path, typer.Option(help="Where the models are published.")] = Path("models"),
+    work: Annotated[Path, typer.Option(help="Stage outputs and benchmarks (resumable cache).")] = Path("runs/zoo"),
+    quick: Annotated[bool, typer.Option("--quick", help="About a quarter of the full budget (a smoke run).")] = False,
+    preset: Annotated[ZooPreset | None, typer.Option(help="full, quick or micro (tests); overrides --quick.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of every stage.")] = 0,
+    evaluate: Annotated[bool, typer.Option(help="Measure the quality targets and write the model cards.")] = True,
+) -> None:
+    """Build the Reasoner, surrogate decoder and Teacher from scratch (offline, seeded) and publish them."""
+    from flows.zoo import zoo_train as flow
+
+    chosen = preset.value if preset else ("quick" if quick else "full")
+    t0 = time.perf_counter()
+    try:
+        result = flow(out=str(out), work=str(work), preset=chosen, seed=seed, evaluate=evaluate)
+    except VlmtError as exc:
+        _fail(exc)
+    table = Table(title=f"zoo trained ({chosen}) in {time.perf_counter() - t0:.0f} s -> {result['models']}")
+    table.add_column("stage")
+    table.add_column("seconds", justify="right")
+    for name, rec in result["stages"].items():
+        table.add_row(name, f"{rec['seconds']:.0f}")
+    console.print(table)
+    if evaluate:
+        _print_zoo_eval(result["eval"])
+
+
+@zoo_app.command("eval")
+def zoo_eval(
+    models: Annotated[Path, typer.Option(help="The zoo folder.")] = Path("models"),
+    work: Annotated[Path, typer.Option(help="Where test instances are generated.")] = Path("runs/zoo-eval"),
+    seed: Annotated[int, typer.Option(help="Seed of the test instances and samples.")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Last line: one JSON object.")] = False,
+) -> None:
+    """Measure the zoo's quality targets on test instances."""
+    from flows.zoo import zoo_evaluate
+
+    try:
+        result = zoo_evaluate(models=str(models), work=str(work), seed=seed)
+    except VlmtError as exc:
+        _fail(exc)
+    _print_zoo_eval(result)
+    if as_json:
+        print(json.dumps(result, separators=(",", ":"), default=str))
+
+
+def _print_zoo_eval(ev: dict) -> None:
+    table = Table(title="Tiny zoo quality on test instances")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for split, v in ev["vae_psnr_db"].items():
+        table.add_row(f"VAE reconstruction PSNR ({split})", f"{v:.2f} dB")
+    s = ev["surrogate"]
+    table.add_row("surrogate vs VAE decode PSNR", f"{s['psnr_vs_vae_db']:.2f} dB")
+    table.add_row("decode s/video: VAE | surrogate", f"{s['vae_decode_s']:.3f} | {s['surrogate_decode_s']:.4f} ({s['speedup']}x)")
+    for name in ("reasoner", "reasoner_base"):
+        r = ev[name]
+        table.add_row(f"{name} ({r['steps']} steps) score ID | OOD", f"{r['score_id']:.3f} | {r['score_ood']:.3f}")
+    table.add_row("distilled - base (ID)", f"{ev['distilled_minus_base_id']:+.3f}")
+    for k, v in ev["teacher"].items():
+        if isinstance(v, float):
+            table.add_row(f"teacher {k}", f"{v:.3f}")
+    table.add_section()
+    for k, ok in ev["targets"].items():
+        table.add_row(k, "[green]met[/]" if ok else "[red]missed[/]")
     console.print(table)
 
 

@@ -1,0 +1,155 @@
+"""Train the Reasoner's transformer by flow matching, then step-distil it to 4 steps.
+
+Flow matching (rectified flow, the objective Wan is trained with): ``z_s = (1 - s) x0 + s eps``,
+the transformer predicts ``v = eps - x0``; the first latent frame is the clean encoded first
+frame at timestep 0 (TI2V conditioning) and is excluded from the loss.
+
+Step distillation is *reflow* (Liu et al., "Flow Straight and Fast", ICLR 2023; the first
+stage of InstaFlow, Liu et al. ICLR 2024): the undistilled model's own deterministic ODE
+samples (30 Euler steps) pair each noise ``eps`` with an endpoint ``x_T``; the student, a copy
+of the teacher, is trained on the straight path between them, at the noise levels of the
+4-step schedule. On a straight path the velocity is constant, so one Euler step from pure
+noise already lands on ``x_T``: the first step's clean-latent prediction
+``eps - v(eps, t=1)`` is sharp, which is what the method differentiates (METHOD.md).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Sequence
+
+import torch
+from diffusers import FlowMatchEulerDiscreteScheduler, WanTransformer3DModel
+from pydantic import BaseModel, Field
+
+from core.models.wan import euler_sample, sampling_sigmas, velocity
+from core.train.common import seed_everything, step_progress
+
+log = logging.getLogger(__name__)
+
+
+class LatentDataset:
+    """Normalised video latents with their text embeddings (shared per unique prompt)."""
+
+    def __init__(self, latents: torch.Tensor, prompt_index: Sequence[int], text_table: torch.Tensor) -> None:
+        if len(latents) != len(prompt_index):
+            raise ValueError(f"{len(latents)} latents but {len(prompt_index)} prompt indices")
+        self.latents = latents
+        self.prompt_index = torch.as_tensor(list(prompt_index), dtype=torch.long)
+        self.text_table = text_table
+
+    def __len__(self) -> int:
+        return len(self.latents)
+
+    def batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.latents[idx], self.text_table[self.prompt_index[idx]]
+
+
+class FlowMatchConfig(BaseModel):
+    steps: int = Field(4000, ge=1)
+    batch: int = Field(16, ge=1)
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    seed: int = 0
+
+
+def _masked_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """MSE over latent frames 1.. (frame 0 is the given condition)."""
+    return ((pred[:, :, 1:] - target[:, :, 1:]) ** 2).mean()
+
+
+def _optimiser(model: torch.nn.Module, lr: float, weight_decay: float, steps: int):
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.05)
+    return opt, sched
+
+
+def train_flow_matching(transformer: WanTransformer3DModel, data: LatentDataset, cfg: FlowMatchConfig) -> list[float]:
+    """Train ``transformer`` in place; noise levels uniform in [0, 1]. Returns the loss curve."""
+    gen = seed_everything(cfg.seed)
+    opt, sched = _optimiser(transformer, cfg.lr, cfg.weight_decay, cfg.steps)
+    transformer.train()
+    curve, running = [], 0.0
+    with step_progress("Reasoner flow matching", cfg.steps) as advance:
+        for step in range(cfg.steps):
+            idx = torch.randint(len(data), (cfg.batch,), generator=gen)
+            x0, text = data.batch(idx)
+            eps = torch.randn(x0.shape, generator=gen)
+            sigma = torch.rand(cfg.batch, generator=gen)
+            s = sigma.view(-1, 1, 1, 1, 1)
+            loss = _masked_mse(velocity(transformer, (1 - s) * x0 + s * eps, x0, sigma, text), eps - x0)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(transformer.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            running = 0.98 * running + 0.02 * loss.item() if step else loss.item()
+            if step % 50 == 0:
+                curve.append(round(running, 5))
+            advance(loss=running)
+    transformer.eval()
+    return curve
+
+
+class DistillConfig(BaseModel):
+    teacher_steps: int = Field(30, ge=2, description="Euler steps of the undistilled model that make the reflow pairs.")
+    student_steps: int = Field(4, ge=1)
+    pairs_per_item: int = Field(2, ge=1, description="Noise draws per training item.")
+    steps: int = Field(2000, ge=1)
+    batch: int = Field(16, ge=1)
+    lr: float = 3e-4
+    uniform_fraction: float = Field(0.25, ge=0, le=1, description="Share of samples at uniform noise levels, not only the schedule's.")
+    seed: int = 1
+
+
+@torch.no_grad()
+def reflow_pairs(
+    teacher: WanTransformer3DModel, scheduler: FlowMatchEulerDiscreteScheduler, data: LatentDataset, cfg: DistillConfig,
+    gen: torch.Generator, chunk: int = 32,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(noise, teacher endpoint, item index) triples from the undistilled model's ODE."""
+    sigmas = sampling_sigmas(scheduler, cfg.teacher_steps)
+    items = torch.arange(len(data)).repeat(cfg.pairs_per_item)
+    noise = torch.randn((len(items), *data.latents.shape[1:]), generator=gen)
+    ends = []
+    with step_progress("reflow pairs", (len(items) + chunk - 1) // chunk) as advance:
+        for i in range(0, len(items), chunk):
+            x0, text = data.batch(items[i : i + chunk])
+            ends.append(euler_sample(teacher, noise[i : i + chunk], x0, text, sigmas))
+            advance()
+    return noise, torch.cat(ends), items
+
+
+def distil(
+    teacher: WanTransformer3DModel, scheduler: FlowMatchEulerDiscreteScheduler, data: LatentDataset, cfg: DistillConfig
+) -> tuple[WanTransformer3DModel, list[float]]:
+    """A reflowed copy of ``teacher`` for ``cfg.student_steps``-step Euler sampling."""
+    gen = seed_everything(cfg.seed)
+    teacher.eval()
+    noise, ends, items = reflow_pairs(teacher, scheduler, data, cfg, gen)
+    levels = sampling_sigmas(scheduler, cfg.student_steps)[:-1]  # the student's noise levels, 1.0 first
+    student = copy.deepcopy(teacher).train()
+    opt, sched = _optimiser(student, cfg.lr, 0.0, cfg.steps)
+    curve, running = [], 0.0
+    with step_progress("Reasoner distillation", cfg.steps) as advance:
+        for step in range(cfg.steps):
+            idx = torch.randint(len(items), (cfg.batch,), generator=gen)
+            eps, x_end = noise[idx], ends[idx]
+            _, text = data.batch(items[idx])
+            sigma = levels[torch.randint(len(levels), (cfg.batch,), generator=gen)]
+            uniform = torch.rand(cfg.batch, generator=gen) < cfg.uniform_fraction
+            sigma = torch.where(uniform, torch.rand(cfg.batch, generator=gen), sigma)
+            s = sigma.view(-1, 1, 1, 1, 1)
+            loss = _masked_mse(velocity(student, (1 - s) * x_end + s * eps, x_end, sigma, text), eps - x_end)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            running = 0.98 * running + 0.02 * loss.item() if step else loss.item()
+            if step % 50 == 0:
+                curve.append(round(running, 5))
+            advance(loss=running)
+    student.eval()
+    return student, curve

@@ -1,0 +1,116 @@
+"""Train a (tiny) Wan VAE for reconstruction, and fit its latent normalisation.
+
+The Wan VAE is causal in time: the first frame of a clip is encoded on its own, later frames
+in groups of ``scale_factor_temporal`` with a cache of the previous chunk. Training on clips
+of 1 + 2 st frames (the lone first frame, a chunk without and a chunk with a cached
+predecessor: measured, clips of 1 + st frames leave later chunks ~8 dB worse) starting
+anywhere in a video, on grid-aligned spatial crops, exercises both paths at a fraction of
+the cost of whole videos; the network is convolutional, so it then runs on whole videos.
+The encoder's posterior *mode* is what the pipeline uses, so that is what is trained
+(a deterministic autoencoder with a small latent-magnitude penalty in place of the KL).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from diffusers import AutoencoderKLWan
+from pydantic import BaseModel, Field
+
+from core.models.wan import decode_latents, encode_videos, frames_to_tensor
+from core.train.common import psnr, seed_everything, step_progress
+
+log = logging.getLogger(__name__)
+
+
+class VaeTrainConfig(BaseModel):
+    steps: int = Field(3000, ge=1)
+    batch: int = Field(8, ge=1)
+    crop: int = Field(32, ge=8, description="Square crop side in pixels, a multiple of the spatial factor.")
+    lr: float = 2e-3
+    latent_penalty: float = 1e-4
+    seed: int = 0
+
+
+def _clips(videos: torch.Tensor, cfg: VaeTrainConfig, st: int, ss: int, gen: torch.Generator) -> torch.Tensor:
+    n, _, t, h, w = videos.shape
+    idx = torch.randint(n, (cfg.batch,), generator=gen)
+    length = 1 + 2 * st  # first frame alone, then two cached chunks: every path the encoder/decoder takes
+    start = int(torch.randint(0, t - length + 1, (1,), generator=gen))
+    crop = min(cfg.crop, h, w)
+    cy = ss * int(torch.randint(0, (h - crop) // ss + 1, (1,), generator=gen))
+    cx = ss * int(torch.randint(0, (w - crop) // ss + 1, (1,), generator=gen))
+    return videos[idx, :, start : start + length, cy : cy + crop, cx : cx + crop]
+
+
+def stack_videos(videos: Sequence[np.ndarray]) -> torch.Tensor:
+    """List of (T, H, W, 3) uint8 -> (N, 3, T, H, W) in [-1, 1]."""
+    return torch.stack([frames_to_tensor(v) for v in videos])
+
+
+def decode_unclamped(vae: AutoencoderKLWan, z: torch.Tensor) -> torch.Tensor:
+    """``vae.decode`` before its final clamp to [-1, 1].
+
+    The clamp has zero gradient wherever a prediction overshoots, so a pixel pushed past the
+    wrong extreme never comes back; training on the raw decoder output avoids that. The raw
+    per-chunk outputs are collected with a forward hook (public API, no copy of the decode loop).
+    """
+    chunks: list[torch.Tensor] = []
+    handle = vae.decoder.register_forward_hook(lambda _m, _i, out: chunks.append(out))
+    try:
+        vae.decode(z)
+    finally:
+        handle.remove()
+    return torch.cat(chunks, dim=2)
+
+
+def train_vae(vae: AutoencoderKLWan, videos: Sequence[np.ndarray], cfg: VaeTrainConfig) -> list[float]:
+    """Train ``vae`` in place on ground-truth videos; returns the loss curve (every 50 steps)."""
+    gen = seed_everything(cfg.seed)
+    data = stack_videos(videos)
+    st, ss = vae.config.scale_factor_temporal, vae.config.scale_factor_spatial
+    if cfg.crop % ss:
+        raise ValueError(f"crop {cfg.crop} must be a multiple of the VAE's spatial factor {ss}")
+    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.05)
+    vae.train()
+    curve = []
+    with step_progress("VAE", cfg.steps) as advance:
+        for step in range(cfg.steps):
+            x = _clips(data, cfg, st, ss, gen)
+            z = vae.encode(x).latent_dist.mode()
+            y = decode_unclamped(vae, z)
+            loss = (y - x).abs().mean() + ((y - x) ** 2).mean() + cfg.latent_penalty * (z**2).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            if step % 50 == 0:
+                curve.append(round(loss.item(), 5))
+            advance(loss=loss.item())
+    vae.eval()
+    return curve
+
+
+@torch.no_grad()
+def fit_latent_stats(vae: AutoencoderKLWan, videos: Sequence[np.ndarray], batch: int = 8) -> None:
+    """Set ``latents_mean`` / ``latents_std`` in the VAE config from the training videos' latents."""
+    vae.register_to_config(latents_mean=[0.0] * vae.config.z_dim, latents_std=[1.0] * vae.config.z_dim)
+    lat = torch.cat([encode_videos(vae, stack_videos(videos[i : i + batch])) for i in range(0, len(videos), batch)])
+    mean = lat.mean(dim=(0, 2, 3, 4))
+    std = lat.std(dim=(0, 2, 3, 4)).clamp_min(1e-3)
+    vae.register_to_config(latents_mean=[round(float(m), 6) for m in mean], latents_std=[round(float(s), 6) for s in std])
+
+
+@torch.no_grad()
+def reconstruction_psnr(vae: AutoencoderKLWan, videos: Sequence[np.ndarray], batch: int = 8) -> float:
+    """Mean PSNR (dB) of encode -> decode over whole videos."""
+    values = []
+    for i in range(0, len(videos), batch):
+        x = stack_videos(videos[i : i + batch])
+        values.append(psnr(decode_latents(vae, encode_videos(vae, x)), x))
+    return float(np.mean(values))

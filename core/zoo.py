@@ -1,0 +1,415 @@
+"""The embedded model zoo: train the tiny Reasoner, surrogate decoder and Teacher, evaluate, ship.
+
+Every stage is a plain function from files to files (a work directory and the output
+``models/`` directory), so ``flows/zoo.py`` can wrap each one as a cached Prefect task and
+rerun only what changed. Everything is seeded; budgets are in steps, never wall time.
+
+Layout written under ``out`` (default ``models/``)::
+
+    reasoner/           WanImageToVideoPipeline, 4-step distilled transformer (the default Reasoner)
+    reasoner-base/      the same pipeline with the undistilled transformer (30-step reference)
+    surrogate-decoder/  SurrogateDecoder (config.json + safetensors), no VAE needed to load it
+    teacher/            Qwen2.5-VL model + processor + tokenizer + chat template
+    zoo.json            configs, per-stage wall seconds and the quality figures
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from pydantic import BaseModel, Field
+
+from core.bench.record import Purpose, Split, TaskInstance
+from core.bench.source import Benchmark, open_benchmark
+from core.bench.synth.generate import make_synth_benchmark
+from core.io import write_json_atomic, write_text_atomic
+from core.media import read_image
+from core.models.surrogate import SurrogateDecoder
+from core.models.wan import (
+    WanReasonerArch,
+    assemble_pipeline,
+    build_scheduler,
+    build_text_encoder,
+    build_transformer,
+    build_vae,
+    encode_prompts,
+    encode_videos,
+    generate_videos,
+    load_reasoner,
+)
+from core.scoring.synth import score_synth
+from core.train.common import ground_truth_video
+from core.train.reasoner import (
+    DistillConfig,
+    FlowMatchConfig,
+    LatentDataset,
+    distil,
+    train_flow_matching,
+)
+from core.train.surrogate import SurrogateTrainConfig, decoder_fidelity, train_surrogate
+from core.train.teacher import TeacherTrainConfig, evaluate_teacher, train_teacher
+from core.train.vae import (
+    VaeTrainConfig,
+    fit_latent_stats,
+    reconstruction_psnr,
+    stack_videos,
+    train_vae,
+)
+
+log = logging.getLogger(__name__)
+
+REASONER, REASONER_BASE, SURROGATE, TEACHER = "reasoner", "reasoner-base", "surrogate-decoder", "teacher"
+UMT5_SPECIALS = ["<pad>", "</s>", "<unk>"]
+
+
+class ZooConfig(BaseModel):
+    """Everything that decides the shipped zoo. ``vlmt zoo train`` uses the defaults."""
+
+    seed: int = 0
+    train_per_family: int = Field(120, description="Train-purpose instances per family.")
+    test_per_family: int = Field(10, description="Test-purpose instances per family, for every figure reported.")
+    sample_per_family: int = Field(40, description="Reasoner samples per family fed to the Teacher as training videos.")
+    reasoner_vocab: int = 400
+    arch: WanReasonerArch = WanReasonerArch()
+    vae: VaeTrainConfig = VaeTrainConfig()
+    surrogate: SurrogateTrainConfig = SurrogateTrainConfig()
+    flow: FlowMatchConfig = FlowMatchConfig()
+    distill: DistillConfig = DistillConfig()
+    teacher: TeacherTrainConfig = TeacherTrainConfig()
+    eval_steps_base: int = 30
+
+    @classmethod
+    def quick(cls) -> ZooConfig:
+        """About a quarter of the full budget: a smoke run of the real recipe."""
+        full = cls()
+        return cls(
+            train_per_family=60, sample_per_family=20,
+            vae=full.vae.model_copy(update={"steps": full.vae.steps // 4}),
+            surrogate=full.surrogate.model_copy(update={"steps": full.surrogate.steps // 4}),
+            flow=full.flow.model_copy(update={"steps": full.flow.steps // 4}),
+            distill=full.distill.model_copy(update={"steps": full.distill.steps // 4, "pairs_per_item": 1}),
+            teacher=full.teacher.model_copy(update={"steps": max(1, full.teacher.steps // 4)}),
+        )
+
+    @classmethod
+    def micro(cls) -> ZooConfig:
+        """Tiny sizes and a few steps: the test suite trains a whole zoo with it in seconds."""
+        return cls(
+            train_per_family=2, test_per_family=1, sample_per_family=1, reasoner_vocab=300, arch=WanReasonerArch.micro(),
+            vae=VaeTrainConfig(steps=2, batch=2, crop=16),
+            surrogate=SurrogateTrainConfig(hidden=8, num_res_blocks=1, steps=2, batch=2),
+            flow=FlowMatchConfig(steps=3, batch=2), distill=DistillConfig(teacher_steps=2, pairs_per_item=1, steps=2, batch=2),
+            teacher=TeacherTrainConfig.micro(), eval_steps_base=3,
+        )
+
+
+# --------------------------------------------------------------------------- data
+
+def make_benchmarks(work: Path, cfg: ZooConfig) -> tuple[Path, Path]:
+    """Train (all families) and test (all families) synth benchmarks under ``work``."""
+    train, test = work / "bench-train", work / "bench-test"
+    for path, purpose, n in ((train, Purpose.TRAIN, cfg.train_per_family), (test, Purpose.TEST, cfg.test_per_family)):
+        if n and not (path / "VBVR-Bench.json").is_file():
+            shutil.rmtree(path, ignore_errors=True)
+            make_synth_benchmark(path, per_family=n, seed=cfg.seed, purpose=purpose)
+    return train, test
+
+
+def in_domain(bench: Benchmark) -> list[TaskInstance]:
+    """The Reasoner's world: in-domain families only (OOD families are never trained on)."""
+    return bench.select(split=Split.ID)
+
+
+# --------------------------------------------------------------------------- Reasoner
+
+def build_reasoner_tokenizer(bench: Benchmark, vocab: int):
+    from core.models.tokenizer import build_bpe_tokenizer
+
+    prompts = sorted({inst.prompt for inst in bench.instances})
+    return build_bpe_tokenizer(prompts, vocab, UMT5_SPECIALS, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
+
+
+def train_reasoner_vae(train_dir: Path, target: Path, cfg: ZooConfig) -> Path:
+    """Stage: the VAE (in-domain ground truth), with latent statistics fitted."""
+    videos = [ground_truth_video(i) for i in in_domain(open_benchmark(train_dir))]
+    torch.manual_seed(cfg.seed)
+    vae = build_vae(cfg.arch)
+    curve = train_vae(vae, videos, cfg.vae)
+    fit_latent_stats(vae, videos)
+    vae.save_pretrained(target)
+    write_json_atomic(target / "train_curve.json", curve)
+    return target
+
+
+def train_surrogate_decoder(vae_dir: Path, train_dir: Path, target: Path, cfg: ZooConfig) -> Path:
+    """Stage: distil the surrogate decoder from the trained VAE; saved as its own folder."""
+    from diffusers import AutoencoderKLWan
+
+    vae = AutoencoderKLWan.from_pretrained(vae_dir).eval()
+    instances = in_domain(open_benchmark(train_dir))
+    videos = [ground_truth_video(i) for i in instances[:: max(1, len(instances) // 200)]]
+    surrogate, curve = train_surrogate(vae, videos, cfg.surrogate)
+    surrogate.save_pretrained(target)
+    write_json_atomic(target / "train_curve.json", curve)
+    return target
+
+
+def _latent_dataset(pipe, instances: list[TaskInstance], batch: int = 16) -> LatentDataset:
+    prompts = sorted({i.prompt for i in instances})
+    table = torch.cat([encode_prompts(pipe, prompts[j : j + batch]) for j in range(0, len(prompts), batch)])
+    lat = []
+    for j in range(0, len(instances), batch):
+        lat.append(encode_videos(pipe.vae, stack_videos([ground_truth_video(i) for i in instances[j : j + batch]])))
+    lookup = {p: k for k, p in enumerate(prompts)}
+    return LatentDataset(torch.cat(lat), [lookup[i.prompt] for i in instances], table)
+
+
+def train_reasoner(vae_dir: Path, train_dir: Path, base_target: Path, target: Path, cfg: ZooConfig) -> tuple[Path, Path]:
+    """Stages: flow matching (-> the undistilled ``base_target``) then reflow distillation (-> ``target``)."""
+    from diffusers import AutoencoderKLWan
+
+    bench = open_benchmark(train_dir)
+    tokenizer = build_reasoner_tokenizer(bench, cfg.reasoner_vocab)
+    torch.manual_seed(cfg.seed)
+    pipe = assemble_pipeline(
+        tokenizer, build_text_encoder(cfg.arch, len(tokenizer)), AutoencoderKLWan.from_pretrained(vae_dir),
+        build_transformer(cfg.arch), build_scheduler(cfg.arch),
+    )
+    pipe.text_encoder.eval()  # random and frozen: prompts are templated per family (see the model card)
+    data = _latent_dataset(pipe, in_domain(bench))
+    flow_curve = train_flow_matching(pipe.transformer, data, cfg.flow)
+    pipe.save_pretrained(base_target)
+    write_json_atomic(base_target / "train_curve.json", flow_curve)
+    student, distil_curve = distil(pipe.transformer, pipe.scheduler, data, cfg.distill)
+    pipe.register_modules(transformer=student)
+    pipe.save_pretrained(target)
+    write_json_atomic(target / "train_curve.json", distil_curve)
+    return base_target, target
+
+
+def reasoner_samples(
+    reasoner_dir: Path, instances: list[TaskInstance], seed: int, steps: int = 4
+) -> list[tuple[TaskInstance, np.ndarray]]:
+    """The Reasoner's own videos for ``instances`` (4 steps, VAE decode), paired with their instance."""
+    if not instances:
+        return []
+    pipe = load_reasoner(reasoner_dir)
+    frames = [read_image(i.first_frame) for i in instances]
+    videos = generate_videos(pipe, frames, [i.prompt for i in instances], [seed + k for k in range(len(instances))],
+                             steps, instances[0].metadata["n_frames"])
+    return list(zip(instances, videos))
+
+
+def per_family(bench: Benchmark, n: int) -> list[TaskInstance]:
+    """The first ``n`` instances of every family, in benchmark order."""
+    chosen, seen = [], {}
+    for inst in bench.instances:
+        if seen.get(inst.task_family, 0) < n:
+            chosen.append(inst)
+            seen[inst.task_family] = seen.get(inst.task_family, 0) + 1
+    return chosen
+
+
+# --------------------------------------------------------------------------- Teacher
+
+def train_teacher_stage(train_dir: Path, reasoner_dir: Path, target: Path, cfg: ZooConfig) -> Path:
+    """Stage: the Teacher, on all families, with the Reasoner's own samples among its videos."""
+    bench = open_benchmark(train_dir)
+    samples = reasoner_samples(reasoner_dir, per_family(bench, cfg.sample_per_family), seed=cfg.seed + 10_000)
+    train_teacher(target, bench, cfg.teacher, reasoner_samples=samples)
+    return target
+
+
+# --------------------------------------------------------------------------- evaluation
+
+class ReasonerEval(BaseModel):
+    steps: int
+    score_id: float
+    score_ood: float
+    success_id: float
+    success_ood: float
+    n_id: int
+    n_ood: int
+    per_family: dict[str, float]
+
+
+def score_videos(samples: list[tuple[TaskInstance, np.ndarray]], steps: int) -> ReasonerEval:
+    results = [(inst, score_synth(inst, video)) for inst, video in samples]
+
+    def mean(values: list[float]) -> float:
+        return round(float(np.mean(values)), 4) if values else float("nan")
+
+    by_split = {s: [r for i, r in results if i.split == s] for s in Split}
+    families = sorted({i.task_family for i, _ in results})
+    return ReasonerEval(
+        steps=steps,
+        score_id=mean([r.score for r in by_split[Split.ID]]), score_ood=mean([r.score for r in by_split[Split.OOD]]),
+        success_id=mean([float(r.success) for r in by_split[Split.ID]]),
+        success_ood=mean([float(r.success) for r in by_split[Split.OOD]]),
+        n_id=len(by_split[Split.ID]), n_ood=len(by_split[Split.OOD]),
+        per_family={f: mean([r.score for i, r in results if i.task_family == f]) for f in families},
+    )
+
+
+class ZooEval(BaseModel):
+    vae_psnr_db: dict[str, float]
+    surrogate: dict[str, float]
+    reasoner: ReasonerEval
+    reasoner_base: ReasonerEval
+    distilled_minus_base_id: float
+    teacher: dict
+    targets: dict[str, bool]
+
+
+def evaluate_zoo(models: Path, test_dir: Path, cfg: ZooConfig) -> ZooEval:
+    """Every quality figure of the issue, on test-purpose instances only."""
+    from diffusers import WanTransformer3DModel
+
+    bench = open_benchmark(test_dir)
+    pipe = load_reasoner(models / REASONER)
+    gt = {s: [ground_truth_video(i) for i in bench.select(split=s)] for s in Split}
+    vae_psnr = {s.value: round(reconstruction_psnr(pipe.vae, v), 2) for s, v in gt.items() if v}
+    surrogate = SurrogateDecoder.from_pretrained(models / SURROGATE).eval()
+    fidelity = decoder_fidelity(pipe.vae, surrogate, gt[Split.ID][:20] + gt[Split.OOD][:10])
+    distilled = score_videos(reasoner_samples(models / REASONER, bench.instances, seed=cfg.seed), 4)
+    base_tf = WanTransformer3DModel.from_pretrained(models / REASONER_BASE / "transformer").eval()
+    frames = [read_image(i.first_frame) for i in bench.instances]
+    base_videos = generate_videos(pipe, frames, [i.prompt for i in bench.instances],
+                                  [cfg.seed + k for k in range(len(bench.instances))], cfg.eval_steps_base,
+                                  bench.instances[0].metadata["n_frames"], transformer=base_tf)
+    base = score_videos(list(zip(bench.instances, base_videos)), cfg.eval_steps_base)
+    samples = reasoner_samples(models / REASONER, bench.instances, seed=cfg.seed + 20_000)
+    teacher = evaluate_teacher(models / TEACHER, bench, reasoner_samples=samples).model_dump()
+    gap = round(distilled.score_id - base.score_id, 4)
+    targets = {
+        "vae_psnr_ge_30": min(vae_psnr.values()) >= 30,
+        "surrogate_psnr_ge_25": fidelity.psnr_vs_vae_db >= 25,
+        "surrogate_speedup_ge_5": fidelity.speedup >= 5,
+        "reasoner_id_in_0.3_0.7": 0.3 <= distilled.score_id <= 0.7,
+        "reasoner_ood_below_id": distilled.score_ood < distilled.score_id,
+        "distilled_within_0.05_of_base": abs(gap) <= 0.05,
+        "teacher_accuracy_ge_0.9": teacher.get("accuracy", 0) >= 0.9,
+        "teacher_query_json_ge_0.95": teacher.get("query_valid_rate", 0) >= 0.95,
+    }
+    return ZooEval(vae_psnr_db=vae_psnr, surrogate=fidelity.model_dump(), reasoner=distilled, reasoner_base=base,
+                   distilled_minus_base_id=gap, teacher=teacher, targets=targets)
+
+
+# --------------------------------------------------------------------------- publishing
+
+def publish(stage_records: dict[str, dict], out: Path, cfg: ZooConfig) -> Path:
+    """Copy the stage outputs into ``out`` and write ``zoo.json`` (config, keys, wall seconds)."""
+    sources = {
+        REASONER: Path(stage_records["reasoner"]["path"]) / REASONER,
+        REASONER_BASE: Path(stage_records["reasoner"]["path"]) / REASONER_BASE,
+        SURROGATE: Path(stage_records["surrogate"]["path"]),
+        TEACHER: Path(stage_records["teacher"]["path"]),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    for name, src in sources.items():
+        tmp = out / f".{name}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(src, tmp, ignore=shutil.ignore_patterns("stage.json"))
+        shutil.rmtree(out / name, ignore_errors=True)
+        tmp.rename(out / name)
+    seconds = {k: v["seconds"] for k, v in stage_records.items()}
+    record = {
+        "config": cfg.model_dump(mode="json"),
+        "stages": {k: {"key": v["key"], "seconds": v["seconds"]} for k, v in stage_records.items()},
+        "train_seconds_total": round(sum(seconds.values()), 1),
+        "machine": _machine(),
+    }
+    write_json_atomic(out / "zoo.json", record)
+    return out
+
+
+def _machine() -> str:
+    import os
+    import platform
+
+    return f"{platform.machine()} {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
+
+
+def _params(folder: Path) -> int:
+    from safetensors import safe_open
+
+    total = 0
+    for f in folder.rglob("*.safetensors"):
+        with safe_open(f, "pt") as st:
+            total += sum(int(np.prod(st.get_slice(k).get_shape())) for k in st.keys())
+    return total
+
+
+def _size_mib(folder: Path) -> float:
+    return round(sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 2**20, 2)
+
+
+def write_cards(models: Path, evaluation: dict) -> None:
+    """A README.md model card in every folder, and the figures in ``zoo.json``."""
+    import json
+
+    record = json.loads((models / "zoo.json").read_text())
+    record["eval"] = evaluation
+    write_json_atomic(models / "zoo.json", record)
+    cfg, st, ev = record["config"], record["stages"], evaluation
+    common = (
+        f"Trained from scratch by `vlmt zoo train` (flow `zoo-train`), seed {cfg['seed']}, offline, on the built-in "
+        f"synthetic benchmark's *train* instances ({cfg['train_per_family']} per family); every figure below is on "
+        f"*test* instances ({cfg['test_per_family']} per family), which never overlap with train. Machine: "
+        f"{record['machine']}. Whole zoo: {record['train_seconds_total'] / 60:.1f} min of training.\n"
+    )
+    r, b = ev["reasoner"], ev["reasoner_base"]
+    cards = {
+        REASONER: (
+            "diffusers", "WanImageToVideoPipeline",
+            f"A tiny Wan2.2-TI2V-style Reasoner (`expand_timesteps=True`), step-distilled to **4 steps** by reflow.\n\n"
+            f"- Architecture: `{json.dumps(cfg['arch'])}`; {_params(models / REASONER):,} parameters in all.\n"
+            f"- Text encoder: a tiny UMT5, randomly initialised and frozen (prompts are templated per family, so the "
+            f"first frame carries most of the task); tokenizer: byte-level BPE built from the benchmark's prompts.\n"
+            f"- VAE: tiny `AutoencoderKLWan`, trained for reconstruction on in-domain ground truth "
+            f"({cfg['vae']['steps']} steps); PSNR on test videos: {ev['vae_psnr_db']} dB.\n"
+            f"- Transformer: flow matching on the in-domain families only ({cfg['flow']['steps']} steps), then reflow "
+            f"distillation ({cfg['distill']['steps']} steps on {cfg['distill']['teacher_steps']}-step ODE pairs). "
+            f"Use `num_inference_steps=4, guidance_scale=1.0`.\n"
+            f"- Wall time: VAE {st['vae']['seconds']:.0f} s, transformer + distillation {st['reasoner']['seconds']:.0f} s.\n\n"
+            f"| sampler | ID score | OOD score | ID strict success | OOD strict success |\n|---|---|---|---|---|\n"
+            f"| this model, 4 steps | {r['score_id']:.3f} | {r['score_ood']:.3f} | {r['success_id']:.2f} | {r['success_ood']:.2f} |\n"
+            f"| undistilled (`reasoner-base`), {b['steps']} steps | {b['score_id']:.3f} | {b['score_ood']:.3f} | "
+            f"{b['success_id']:.2f} | {b['success_ood']:.2f} |\n\nPer family (4 steps): {r['per_family']}\n"
+        ),
+        REASONER_BASE: (
+            "diffusers", "WanImageToVideoPipeline",
+            f"The undistilled Reasoner (flow matching only, {cfg['flow']['steps']} steps on in-domain families): "
+            f"the reference the 4-step `reasoner` is measured against. Sample with 30 steps.\n\n"
+            f"ID score {b['score_id']:.3f}, OOD score {b['score_ood']:.3f} ({b['steps']} Euler steps).\n"
+        ),
+        SURROGATE: (
+            "diffusers", "SurrogateDecoder",
+            f"A surrogate for the Reasoner's VAE decoder (`core.models.surrogate.SurrogateDecoder`, "
+            f"{_params(models / SURROGATE):,} parameters), distilled from the VAE's own decodes of clean and noisy "
+            f"latents ({cfg['surrogate']['steps']} steps, {st['surrogate']['seconds']:.0f} s). Load with "
+            f"`SurrogateDecoder.from_pretrained(path)`; it takes the same raw latents as `vae.decode`.\n\n"
+            f"- PSNR against the VAE decode: {ev['surrogate']['psnr_vs_vae_db']} dB\n"
+            f"- Decode time per video: VAE {ev['surrogate']['vae_decode_s']} s, surrogate "
+            f"{ev['surrogate']['surrogate_decode_s']} s ({ev['surrogate']['speedup']}x faster)\n"
+        ),
+        TEACHER: (
+            "transformers", "Qwen2_5_VLForConditionalGeneration",
+            f"A tiny Qwen2.5-VL Teacher ({_params(models / TEACHER):,} parameters) trained on all seven families to "
+            f"write rule queries as JSON and to answer Yes/No about a video, with augmentation (blur, noise, shifts). "
+            f"Its training videos include ground truth, rule-breaking perturbations and the Reasoner's own samples "
+            f"labelled by the rule-based scorers. Recipe: `{json.dumps(cfg['teacher'])}`; "
+            f"{st['teacher']['seconds']:.0f} s.\n\nFigures on test instances: `{json.dumps(ev['teacher'])}`\n"
+        ),
+    }
+    for name, (library, cls, body) in cards.items():
+        text = (
+            f"---\nlibrary_name: {library}\nlicense: apache-2.0\ntags: [vlmt, tiny, synthetic]\n---\n\n"
+            f"# vlmt tiny zoo: {name} (`{cls}`)\n\n{body}\n{common}\nFolder size: {_size_mib(models / name)} MiB.\n"
+            f"Targets checked by `vlmt zoo eval`: `{json.dumps(ev['targets'])}`\n"
+        )
+        write_text_atomic(models / name / "README.md", text)

@@ -1,0 +1,87 @@
+"""The zoo flow: build the embedded default models from scratch, evaluate them, ship them.
+
+    benchmarks -> VAE -> surrogate decoder
+                      -> Reasoner (flow matching, then 4-step distillation) -> Teacher
+    -> publish to ``out`` (default ``models/``) -> evaluate on test instances -> model cards
+
+Each stage's cache key is computed here from exactly what it depends on, so changing the
+Teacher's recipe retrains only the Teacher, and a rerun after a crash resumes at the first
+unfinished stage.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import flow, get_run_logger
+
+from core import zoo
+from tasks import zoo as stages
+from tasks.caching import digest, dir_digest
+
+#: Bump when a stage's code changes what it produces.
+CODE_VERSION = "zoo-1"
+
+
+def zoo_config(preset: str = "full", seed: int = 0) -> zoo.ZooConfig:
+    presets = {"full": zoo.ZooConfig, "quick": zoo.ZooConfig.quick, "micro": zoo.ZooConfig.micro}
+    if preset not in presets:
+        raise ValueError(f"preset {preset!r}: expected one of {sorted(presets)}")
+    return presets[preset]().model_copy(update={"seed": seed})
+
+
+def _run(task, target: Path, **kwargs) -> dict:
+    """Call a stage task; refresh its cache when its output directory has disappeared."""
+    return task.with_options(refresh_cache=not target.is_dir())(target=str(target), **kwargs)
+
+
+@flow(name="zoo-train")
+def zoo_train(out: str = "models", work: str = "runs/zoo", preset: str = "full", seed: int = 0, evaluate: bool = True) -> dict:
+    """Train the tiny Reasoner, surrogate decoder and Teacher; publish them under ``out``."""
+    log = get_run_logger()
+    cfg = zoo_config(preset, seed)
+    cfg_json = cfg.model_dump_json()
+    stage_dir = Path(work) / "stages"
+    c = cfg.model_dump(mode="json")
+
+    k_bench = digest("bench", CODE_VERSION, c["seed"], c["train_per_family"], c["test_per_family"])
+    bench = _run(stages.benchmarks, stage_dir / f"bench-{k_bench[:12]}", cfg_json=cfg_json, key=k_bench)
+
+    vae_arch = {k: v for k, v in c["arch"].items() if k.startswith("vae_")}
+    k_vae = digest("vae", CODE_VERSION, k_bench, vae_arch, c["vae"])
+    vae = _run(stages.vae, stage_dir / f"vae-{k_vae[:12]}", bench_dir=bench["path"], cfg_json=cfg_json, key=k_vae)
+    vae_id = dir_digest(vae["path"])
+
+    k_sur = digest("surrogate", CODE_VERSION, k_bench, vae_id, c["surrogate"])
+    sur = _run(stages.surrogate, stage_dir / f"surrogate-{k_sur[:12]}", vae_dir=vae["path"], bench_dir=bench["path"],
+               cfg_json=cfg_json, key=k_sur)
+
+    k_rea = digest("reasoner", CODE_VERSION, k_bench, vae_id, c["arch"], c["flow"], c["distill"], c["reasoner_vocab"])
+    rea = _run(stages.reasoner, stage_dir / f"reasoner-{k_rea[:12]}", vae_dir=vae["path"], bench_dir=bench["path"],
+               cfg_json=cfg_json, key=k_rea)
+    reasoner_dir = str(Path(rea["path"]) / zoo.REASONER)
+
+    k_tea = digest("teacher", CODE_VERSION, k_bench, dir_digest(reasoner_dir), c["teacher"], c["sample_per_family"])
+    tea = _run(stages.teacher, stage_dir / f"teacher-{k_tea[:12]}", bench_dir=bench["path"], reasoner_dir=reasoner_dir,
+               cfg_json=cfg_json, key=k_tea)
+
+    records = {"benchmarks": bench, "vae": vae, "surrogate": sur, "reasoner": rea, "teacher": tea}
+    models = stages.publish(records, out, cfg_json)
+    log.info("zoo published under %s (training %.0f s in all)", models, sum(r["seconds"] for r in records.values()))
+    result = {"models": models, "stages": records}
+    if evaluate:
+        result["eval"] = stages.evaluate(models, bench["path"], cfg_json)
+        zoo.write_cards(Path(models), result["eval"])
+    return result
+
+
+@flow(name="zoo-evaluate")
+def zoo_evaluate(models: str = "models", work: str = "runs/zoo-eval", seed: int = 0) -> dict:
+    """Measure the zoo's quality figures on freshly generated test instances."""
+    cfg = zoo.ZooConfig(seed=seed)
+    cfg_json = cfg.model_dump_json()
+    c = cfg.model_dump(mode="json")
+    k_bench = digest("bench", CODE_VERSION, c["seed"], 0, c["test_per_family"])
+    bench = _run(stages.benchmarks, Path(work) / f"bench-{k_bench[:12]}",
+                 cfg_json=cfg.model_copy(update={"train_per_family": 0}).model_dump_json(), key=k_bench)
+    return stages.evaluate(models, bench["path"], cfg_json)

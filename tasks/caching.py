@@ -1,0 +1,63 @@
+"""Run-independent cache keys for stage tasks.
+
+Prefect's default cache policy includes the flow run id, so a rerun would recompute
+everything. Stage tasks here take an explicit ``key`` argument computed by the flow from what
+the stage depends on (its config, the identity of its inputs, a code version) and use it as
+the cache key. Each stage writes into a directory named after its key, and the flow refreshes
+the cache when that directory has gone missing, so a cached result never points at nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from prefect.context import TaskRunContext
+
+from core.io import write_json_atomic
+
+
+def digest(*parts: Any) -> str:
+    """A stable hex digest of JSON-able parts (pydantic models are dumped first)."""
+    norm = [p.model_dump(mode="json") if hasattr(p, "model_dump") else p for p in parts]
+    return hashlib.sha256(json.dumps(norm, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def dir_digest(path: str | Path) -> str:
+    """Content identity of a folder (every file's relative path and bytes), e.g. a model's weights."""
+    root = Path(path)
+    h = hashlib.sha256()
+    for file in sorted(p for p in root.rglob("*") if p.is_file()):
+        h.update(str(file.relative_to(root)).encode() + b"\0")
+        with file.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+def given_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
+    """Cache key function: the ``key`` parameter the flow computed."""
+    return f"{context.task.name}-{parameters['key']}"
+
+
+def build_into(target: str | Path, key: str, build: Callable[[Path], Any]) -> dict:
+    """Run ``build(tmp_dir)`` and move the result to ``target`` atomically; record the wall time.
+
+    A killed run leaves only a ``.tmp`` directory behind, never a half-written ``target``.
+    """
+    target = Path(target)
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    t0 = time.perf_counter()
+    build(tmp)
+    record = {"key": key, "seconds": round(time.perf_counter() - t0, 1)}
+    write_json_atomic(tmp / "stage.json", record)
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
+    return {"path": str(target), **record}

@@ -1,0 +1,68 @@
+"""Zoo training stages as cached Prefect tasks (bodies in ``core.zoo``).
+
+Inputs and outputs are paths and JSON; every task takes the ``key`` its flow computed from
+the stage's own config, the identity of its inputs and the code version (see
+``tasks.caching``), and returns ``{"path", "key", "seconds"}``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import task
+
+from core import zoo
+from tasks.caching import build_into, given_key
+
+_cached = {"cache_key_fn": given_key, "persist_result": True}
+
+
+@task(name="zoo-benchmarks", **_cached)
+def benchmarks(target: str, cfg_json: str, key: str) -> dict:
+    cfg = zoo.ZooConfig.model_validate_json(cfg_json)
+    return build_into(target, key, lambda tmp: zoo.make_benchmarks(tmp, cfg))
+
+
+@task(name="zoo-vae", **_cached)
+def vae(bench_dir: str, target: str, cfg_json: str, key: str) -> dict:
+    cfg = zoo.ZooConfig.model_validate_json(cfg_json)
+    return build_into(target, key, lambda tmp: zoo.train_reasoner_vae(Path(bench_dir) / "bench-train", tmp, cfg))
+
+
+@task(name="zoo-surrogate-decoder", **_cached)
+def surrogate(vae_dir: str, bench_dir: str, target: str, cfg_json: str, key: str) -> dict:
+    cfg = zoo.ZooConfig.model_validate_json(cfg_json)
+    return build_into(
+        target, key, lambda tmp: zoo.train_surrogate_decoder(Path(vae_dir), Path(bench_dir) / "bench-train", tmp, cfg)
+    )
+
+
+@task(name="zoo-reasoner", **_cached)
+def reasoner(vae_dir: str, bench_dir: str, target: str, cfg_json: str, key: str) -> dict:
+    """Flow matching then distillation; ``target`` holds ``reasoner-base/`` and ``reasoner/``."""
+    cfg = zoo.ZooConfig.model_validate_json(cfg_json)
+
+    def build(tmp: Path) -> None:
+        zoo.train_reasoner(Path(vae_dir), Path(bench_dir) / "bench-train", tmp / zoo.REASONER_BASE, tmp / zoo.REASONER, cfg)
+
+    return build_into(target, key, build)
+
+
+@task(name="zoo-teacher", **_cached)
+def teacher(bench_dir: str, reasoner_dir: str, target: str, cfg_json: str, key: str) -> dict:
+    cfg = zoo.ZooConfig.model_validate_json(cfg_json)
+    return build_into(
+        target, key, lambda tmp: zoo.train_teacher_stage(Path(bench_dir) / "bench-train", Path(reasoner_dir), tmp, cfg)
+    )
+
+
+@task(name="zoo-evaluate")
+def evaluate(models: str, bench_dir: str, cfg_json: str) -> dict:
+    cfg = zoo.ZooConfig.model_validate_json(cfg_json)
+    return zoo.evaluate_zoo(Path(models), Path(bench_dir) / "bench-test", cfg).model_dump(mode="json")
+
+
+@task(name="zoo-publish")
+def publish(stage_records: dict[str, dict], out: str, cfg_json: str) -> str:
+    cfg = zoo.ZooConfig.model_validate_json(cfg_json)
+    return str(zoo.publish(stage_records, Path(out), cfg))
