@@ -202,6 +202,7 @@ def zoo_train(
     preset: Annotated[ZooPreset | None, typer.Option(help="full, quick or micro (tests); overrides --quick.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of every stage.")] = 0,
     evaluate: Annotated[bool, typer.Option(help="Measure the quality targets and write the model cards.")] = True,
+    until: Annotated[str | None, typer.Option(help="Stop after this stage ('reasoner'); rerun later to finish.")] = None,
 ) -> None:
     """Build the Reasoner, surrogate decoder and Teacher from scratch (offline, seeded) and publish them."""
     from flows.zoo import zoo_train as flow
@@ -209,7 +210,7 @@ def zoo_train(
     chosen = preset.value if preset else ("quick" if quick else "full")
     t0 = time.perf_counter()
     try:
-        result = flow(out=str(out), work=str(work), preset=chosen, seed=seed, evaluate=evaluate)
+        result = flow(out=str(out), work=str(work), preset=chosen, seed=seed, evaluate=evaluate, until=until)
     except VlmtError as exc:
         _fail(exc)
     table = Table(title=f"zoo trained ({chosen}) in {time.perf_counter() - t0:.0f} s -> {result['models']}")
@@ -218,7 +219,7 @@ def zoo_train(
     for name, rec in result["stages"].items():
         table.add_row(name, f"{rec['seconds']:.0f}")
     console.print(table)
-    if evaluate:
+    if "eval" in result:
         _print_zoo_eval(result["eval"])
 
 

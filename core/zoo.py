@@ -91,7 +91,7 @@ class ZooConfig(BaseModel):
             vae=full.vae.model_copy(update={"steps": full.vae.steps // 4}),
             surrogate=full.surrogate.model_copy(update={"steps": full.surrogate.steps // 4}),
             flow=full.flow.model_copy(update={"steps": full.flow.steps // 4}),
-            distill=full.distill.model_copy(update={"steps": full.distill.steps // 4, "pairs_per_item": 1}),
+            distill=full.distill.model_copy(update={"steps": full.distill.steps // 4}),
             teacher=full.teacher.model_copy(update={"steps": max(1, full.teacher.steps // 4)}),
         )
 

@@ -36,8 +36,15 @@ def _run(task, target: Path, **kwargs) -> dict:
 
 
 @flow(name="zoo-train")
-def zoo_train(out: str = "models", work: str = "runs/zoo", preset: str = "full", seed: int = 0, evaluate: bool = True) -> dict:
-    """Train the tiny Reasoner, surrogate decoder and Teacher; publish them under ``out``."""
+def zoo_train(
+    out: str = "models", work: str = "runs/zoo", preset: str = "full", seed: int = 0, evaluate: bool = True,
+    until: str | None = None,
+) -> dict:
+    """Train the tiny Reasoner, surrogate decoder and Teacher; publish them under ``out``.
+
+    ``until="reasoner"`` stops after the Reasoner stages (nothing is published); a later full
+    run picks up from there.
+    """
     log = get_run_logger()
     cfg = zoo_config(preset, seed)
     cfg_json = cfg.model_dump_json()
@@ -60,6 +67,8 @@ def zoo_train(out: str = "models", work: str = "runs/zoo", preset: str = "full",
     rea = _run(stages.reasoner, stage_dir / f"reasoner-{k_rea[:12]}", vae_dir=vae["path"], bench_dir=bench["path"],
                cfg_json=cfg_json, key=k_rea)
     reasoner_dir = str(Path(rea["path"]) / zoo.REASONER)
+    if until == "reasoner":
+        return {"models": None, "stages": {"benchmarks": bench, "vae": vae, "surrogate": sur, "reasoner": rea}}
 
     k_tea = digest("teacher", CODE_VERSION, k_bench, dir_digest(reasoner_dir), c["teacher"], c["sample_per_family"])
     tea = _run(stages.teacher, stage_dir / f"teacher-{k_tea[:12]}", bench_dir=bench["path"], reasoner_dir=reasoner_dir,

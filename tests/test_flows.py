@@ -5,14 +5,6 @@ from __future__ import annotations
 import pytest
 
 
-@pytest.fixture(scope="module")
-def prefect_harness():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness():
-        yield
-
-
 def test_synth_sanity_flow_scores_ground_truth_perfectly(prefect_harness, tmp_path):
     from flows.bench import synth_sanity
 
