@@ -340,7 +340,7 @@ def _params(folder: Path) -> int:
     total = 0
     for f in folder.rglob("*.safetensors"):
         with safe_open(f, "pt") as st:
-            total += sum(int(np.prod(st.get_slice(k).get_shape())) for k in st.keys())
+            total += sum(int(np.prod(st.get_slice(k).get_shape())) for k in st.keys())  # noqa: SIM118 (safe_open is not a dict)
     return total
 
 
@@ -366,44 +366,52 @@ def write_cards(models: Path, evaluation: dict) -> None:
     cards = {
         REASONER: (
             "diffusers", "WanImageToVideoPipeline",
-            f"A tiny Wan2.2-TI2V-style Reasoner (`expand_timesteps=True`), step-distilled to **4 steps** by reflow.\n\n"
-            f"- Architecture: `{json.dumps(cfg['arch'])}`; {_params(models / REASONER):,} parameters in all.\n"
-            f"- Text encoder: a tiny UMT5, randomly initialised and frozen (prompts are templated per family, so the "
-            f"first frame carries most of the task); tokenizer: byte-level BPE built from the benchmark's prompts.\n"
-            f"- VAE: tiny `AutoencoderKLWan`, trained for reconstruction on in-domain ground truth "
-            f"({cfg['vae']['steps']} steps); PSNR on test videos: {ev['vae_psnr_db']} dB.\n"
-            f"- Transformer: flow matching on the in-domain families only ({cfg['flow']['steps']} steps), then reflow "
-            f"distillation ({cfg['distill']['steps']} steps on {cfg['distill']['teacher_steps']}-step ODE pairs). "
-            f"Use `num_inference_steps=4, guidance_scale=1.0`.\n"
-            f"- Wall time: VAE {st['vae']['seconds']:.0f} s, transformer + distillation {st['reasoner']['seconds']:.0f} s.\n\n"
-            f"| sampler | ID score | OOD score | ID strict success | OOD strict success |\n|---|---|---|---|---|\n"
-            f"| this model, 4 steps | {r['score_id']:.3f} | {r['score_ood']:.3f} | {r['success_id']:.2f} | {r['success_ood']:.2f} |\n"
-            f"| undistilled (`reasoner-base`), {b['steps']} steps | {b['score_id']:.3f} | {b['score_ood']:.3f} | "
-            f"{b['success_id']:.2f} | {b['success_ood']:.2f} |\n\nPer family (4 steps): {r['per_family']}\n"
+            (
+                f"A tiny Wan2.2-TI2V-style Reasoner (`expand_timesteps=True`), step-distilled to **4 steps** by reflow.\n\n"
+                f"- Architecture: `{json.dumps(cfg['arch'])}`; {_params(models / REASONER):,} parameters in all.\n"
+                f"- Text encoder: a tiny UMT5, randomly initialised and frozen (prompts are templated per family, so the "
+                f"first frame carries most of the task); tokenizer: byte-level BPE built from the benchmark's prompts.\n"
+                f"- VAE: tiny `AutoencoderKLWan`, trained for reconstruction on in-domain ground truth "
+                f"({cfg['vae']['steps']} steps); PSNR on test videos: {ev['vae_psnr_db']} dB.\n"
+                f"- Transformer: flow matching on the in-domain families only ({cfg['flow']['steps']} steps), then reflow "
+                f"distillation ({cfg['distill']['steps']} steps on {cfg['distill']['teacher_steps']}-step ODE pairs). "
+                f"Use `num_inference_steps=4, guidance_scale=1.0`.\n"
+                f"- Wall time: VAE {st['vae']['seconds']:.0f} s, transformer + distillation {st['reasoner']['seconds']:.0f} s.\n\n"
+                f"| sampler | ID score | OOD score | ID strict success | OOD strict success |\n|---|---|---|---|---|\n"
+                f"| this model, 4 steps | {r['score_id']:.3f} | {r['score_ood']:.3f} | {r['success_id']:.2f} | {r['success_ood']:.2f} |\n"
+                f"| undistilled (`reasoner-base`), {b['steps']} steps | {b['score_id']:.3f} | {b['score_ood']:.3f} | "
+                f"{b['success_id']:.2f} | {b['success_ood']:.2f} |\n\nPer family (4 steps): {r['per_family']}\n"
+            ),
         ),
         REASONER_BASE: (
             "diffusers", "WanImageToVideoPipeline",
-            f"The undistilled Reasoner (flow matching only, {cfg['flow']['steps']} steps on in-domain families): "
-            f"the reference the 4-step `reasoner` is measured against. Sample with 30 steps.\n\n"
-            f"ID score {b['score_id']:.3f}, OOD score {b['score_ood']:.3f} ({b['steps']} Euler steps).\n"
+            (
+                f"The undistilled Reasoner (flow matching only, {cfg['flow']['steps']} steps on in-domain families): "
+                f"the reference the 4-step `reasoner` is measured against. Sample with 30 steps.\n\n"
+                f"ID score {b['score_id']:.3f}, OOD score {b['score_ood']:.3f} ({b['steps']} Euler steps).\n"
+            ),
         ),
         SURROGATE: (
             "diffusers", "SurrogateDecoder",
-            f"A surrogate for the Reasoner's VAE decoder (`core.models.surrogate.SurrogateDecoder`, "
-            f"{_params(models / SURROGATE):,} parameters), distilled from the VAE's own decodes of clean and noisy "
-            f"latents ({cfg['surrogate']['steps']} steps, {st['surrogate']['seconds']:.0f} s). Load with "
-            f"`SurrogateDecoder.from_pretrained(path)`; it takes the same raw latents as `vae.decode`.\n\n"
-            f"- PSNR against the VAE decode: {ev['surrogate']['psnr_vs_vae_db']} dB\n"
-            f"- Decode time per video: VAE {ev['surrogate']['vae_decode_s']} s, surrogate "
-            f"{ev['surrogate']['surrogate_decode_s']} s ({ev['surrogate']['speedup']}x faster)\n"
+            (
+                f"A surrogate for the Reasoner's VAE decoder (`core.models.surrogate.SurrogateDecoder`, "
+                f"{_params(models / SURROGATE):,} parameters), distilled from the VAE's own decodes of clean and noisy "
+                f"latents ({cfg['surrogate']['steps']} steps, {st['surrogate']['seconds']:.0f} s). Load with "
+                f"`SurrogateDecoder.from_pretrained(path)`; it takes the same raw latents as `vae.decode`.\n\n"
+                f"- PSNR against the VAE decode: {ev['surrogate']['psnr_vs_vae_db']} dB\n"
+                f"- Decode time per video: VAE {ev['surrogate']['vae_decode_s']} s, surrogate "
+                f"{ev['surrogate']['surrogate_decode_s']} s ({ev['surrogate']['speedup']}x faster)\n"
+            ),
         ),
         TEACHER: (
             "transformers", "Qwen2_5_VLForConditionalGeneration",
-            f"A tiny Qwen2.5-VL Teacher ({_params(models / TEACHER):,} parameters) trained on all seven families to "
-            f"write rule queries as JSON and to answer Yes/No about a video, with augmentation (blur, noise, shifts). "
-            f"Its training videos include ground truth, rule-breaking perturbations and the Reasoner's own samples "
-            f"labelled by the rule-based scorers. Recipe: `{json.dumps(cfg['teacher'])}`; "
-            f"{st['teacher']['seconds']:.0f} s.\n\nFigures on test instances: `{json.dumps(ev['teacher'])}`\n"
+            (
+                f"A tiny Qwen2.5-VL Teacher ({_params(models / TEACHER):,} parameters) trained on all seven families to "
+                f"write rule queries as JSON and to answer Yes/No about a video, with augmentation (blur, noise, shifts). "
+                f"Its training videos include ground truth, rule-breaking perturbations and the Reasoner's own samples "
+                f"labelled by the rule-based scorers. Recipe: `{json.dumps(cfg['teacher'])}`; "
+                f"{st['teacher']['seconds']:.0f} s.\n\nFigures on test instances: `{json.dumps(ev['teacher'])}`\n"
+            ),
         ),
     }
     for name, (library, cls, body) in cards.items():

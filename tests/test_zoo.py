@@ -21,7 +21,7 @@ def micro_zoo(prefect_harness, tmp_path_factory):
 
 
 def test_micro_zoo_publishes_every_model_with_cards_and_figures(micro_zoo):
-    root, result = micro_zoo
+    root, _ = micro_zoo
     models = root / "models"
     for name in ("reasoner", "reasoner-base", "surrogate-decoder", "teacher"):
         assert (models / name / "README.md").is_file(), name
@@ -36,7 +36,7 @@ def test_shipped_reasoner_generates_from_a_synth_first_frame(micro_zoo):
     from core.bench.source import open_benchmark
     from core.media import read_image
 
-    root, result = micro_zoo
+    root, _ = micro_zoo
     bench = open_benchmark(next((root / "work" / "stages").glob("bench-*")) / "bench-test")
     inst = bench.instances[0]
     pipe = WanImageToVideoPipeline.from_pretrained(root / "models" / "reasoner")

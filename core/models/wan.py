@@ -20,6 +20,7 @@ so the clean-latent prediction at any level is ``x0_hat = z_s - s v``.
 from __future__ import annotations
 
 import logging
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -219,7 +220,7 @@ def euler_sample(
 ) -> torch.Tensor:
     """Euler integration from ``noise`` over ``sigmas`` (what the scheduler's step does); returns clean latents."""
     z = noise
-    for s, s_next in zip(sigmas[:-1], sigmas[1:]):
+    for s, s_next in pairwise(sigmas):
         sig = torch.full((z.shape[0],), float(s), dtype=z.dtype, device=z.device)
         z = z + (s_next - s) * velocity(transformer, z, condition, sig, text)
     return with_condition(z, condition)

@@ -47,8 +47,8 @@ class LatentDataset:
 
 
 class FlowMatchConfig(BaseModel):
-    steps: int = Field(2000, ge=1)
-    batch: int = Field(16, ge=1)
+    steps: int = Field(1500, ge=1)
+    batch: int = Field(8, ge=1)
     lr: float = 1e-3
     weight_decay: float = 0.0
     seed: int = 0
@@ -96,8 +96,8 @@ class DistillConfig(BaseModel):
     teacher_steps: int = Field(30, ge=2, description="Euler steps of the undistilled model that make the reflow pairs.")
     student_steps: int = Field(4, ge=1)
     pairs_per_item: int = Field(1, ge=1, description="Noise draws per training item.")
-    steps: int = Field(1000, ge=1)
-    batch: int = Field(16, ge=1)
+    steps: int = Field(500, ge=1)
+    batch: int = Field(8, ge=1)
     lr: float = 3e-4
     uniform_fraction: float = Field(0.25, ge=0, le=1, description="Share of samples at uniform noise levels, not only the schedule's.")
     seed: int = 1

@@ -1,0 +1,1 @@
+"""Model families (Reasoner, Teacher, surrogate decoder) and their shared building blocks."""

@@ -1,0 +1,532 @@
+"""The Teacher's model family: a transformers Qwen2.5-VL vision-language model.
+
+One specification object for the family, in the finetrainers spirit: how to build a tiny
+random one (``build_teacher``), how to load any one by path (``load_teacher``: our shipped
+tiny checkpoint, or a real Qwen2.5-VL folder on a GPU machine), and the model-level
+operations the method needs:
+
+* ``video_to_pixels``: a differentiable torch version of the library's image processor
+  (resize, normalise, pad to the temporal patch, patchify), so that the gradient of the
+  Teacher's "Yes" log-probability reaches the video pixels;
+* ``render_chat`` / ``video_qa_batch``: the prompt built with the folder's own chat
+  template, with the single ``<|video_pad|>`` expanded to one token per merged patch, as
+  Qwen2.5-VL's processor does;
+* ``answer_logprob``: log P("Yes") and log P("No") at the answer position;
+* ``generate_queries``: rule extraction (first frame + instruction -> JSON rule set).
+
+**Loading without torchvision.** transformers' ``Qwen2_5_VLProcessor`` always loads a
+``Qwen2VLVideoProcessor``, which needs torchvision; without torchvision neither
+``AutoProcessor`` nor even the processor's constructor works. Our folder therefore
+names ``PaddleOCRVLProcessor`` as its processor class in ``processor_config.json``: a
+library processor with exactly the parts we need and nothing more (an image processor
+and a tokenizer, no video processor), whose image path is Qwen2.5-VL's own (it expands
+``<|image_pad|>`` to ``grid_t*grid_h*grid_w/merge^2`` tokens and returns
+``mm_token_type_ids``). The image processor is the library's ``Qwen2VLImageProcessor``
+(the PIL backend is picked automatically where torchvision is missing). Videos never go
+through a library processor: ``video_to_pixels`` builds them in torch, which the method
+needs anyway for gradients. So ``AutoProcessor.from_pretrained(dir)`` works offline with
+or without torchvision, and ``Qwen2_5_VLForConditionalGeneration.from_pretrained(dir)``
+loads the model.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, Field
+from transformers import (
+    AutoProcessor,
+    Qwen2_5_VLConfig,
+    Qwen2_5_VLForConditionalGeneration,
+)
+
+from core.errors import InputError
+from core.io import write_json_atomic, write_text_atomic
+from core.models.tokenizer import build_bpe_tokenizer
+
+log = logging.getLogger(__name__)
+
+IM_START, IM_END, ENDOFTEXT = "<|im_start|>", "<|im_end|>", "<|endoftext|>"
+VISION_START, VISION_END, IMAGE_PAD, VIDEO_PAD = "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"
+QWEN_SPECIAL_TOKENS = [ENDOFTEXT, IM_START, IM_END, VISION_START, VISION_END, IMAGE_PAD, VIDEO_PAD]
+YES, NO = "Yes", "No"
+
+#: What the Teacher is asked after the instruction when it writes the rules (stage 1).
+QUERY_INSTRUCTION = (
+    "Write the rules of this task as yes/no questions about the video, each answered Yes when the rule "
+    'holds, as JSON: {"goal": "<one final-goal question>", "process": ["<1 to 3 process questions>"]}'
+)
+#: What follows each rule question when the Teacher judges a video (stage 3).
+ANSWER_INSTRUCTION = "Answer Yes or No."
+
+#: Qwen2.5-VL's chat template in spirit: ChatML turns (a system turn only when given: the
+#: tiny Teacher saves the tokens of Qwen's default one), image and
+#: video content parts as vision_start + one pad token + vision_end (the pad is expanded
+#: to the number of merged patches after rendering), and the assistant generation prompt.
+CHAT_TEMPLATE = (
+    "{%- for message in messages -%}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' }}"
+    "{%- if message['content'] is string -%}"
+    "{{ message['content'] }}"
+    "{%- else -%}"
+    "{%- for part in message['content'] -%}"
+    "{%- if part['type'] == 'image' -%}{{ '<|vision_start|><|image_pad|><|vision_end|>' }}"
+    "{%- elif part['type'] == 'video' -%}{{ '<|vision_start|><|video_pad|><|vision_end|>' }}"
+    "{%- elif part['type'] == 'text' -%}{{ part['text'] }}"
+    "{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- endif -%}"
+    "{{ '<|im_end|>\\n' }}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ '<|im_start|>assistant\\n' }}{%- endif -%}"
+)
+
+
+# --------------------------------------------------------------------------- architecture
+
+class TeacherArchConfig(BaseModel):
+    """Sizes of a tiny Qwen2.5-VL Teacher. Defaults are the shipped zoo's."""
+
+    vocab_size: int = Field(1024, description="Target BPE vocabulary (bytes + specials + merges).")
+    text_hidden: int = 160
+    text_layers: int = 3
+    text_heads: int = 4
+    text_kv_heads: int = 2
+    text_intermediate: int = 384
+    vision_depth: int = 2
+    vision_hidden: int = 80
+    vision_heads: int = 4
+    vision_intermediate: int = 160
+    patch_size: int = 8
+    spatial_merge_size: int = 2
+    temporal_patch_size: int = 2
+    window_size: int = Field(64, description="Window attention size in pixels; 64 makes a 64x64 frame one window.")
+    tokens_per_second: int = Field(4, description="Temporal rope step per second; 4 with 8 fps and 2-frame patches gives 1 per patch.")
+    image_size: int = Field(64, description="Frames are resized (smart_resize) to about this many pixels per side.")
+    max_position_embeddings: int = 2048
+    tie_word_embeddings: bool = True
+
+    @classmethod
+    def micro(cls) -> TeacherArchConfig:
+        """The smallest sensible Teacher: for tests."""
+        return cls(vocab_size=512, text_hidden=64, text_layers=1, text_heads=2, text_kv_heads=1, text_intermediate=128,
+                   vision_depth=1, vision_hidden=32, vision_heads=2, vision_intermediate=64)
+
+    @property
+    def head_dim(self) -> int:
+        return self.text_hidden // self.text_heads
+
+    def mrope_section(self) -> list[int]:
+        """Split head_dim/2 rotary frequencies over (time, height, width), Qwen's 1/4, 3/8, 3/8."""
+        half = self.head_dim // 2
+        t = max(1, half // 4)
+        h = (half - t) // 2
+        return [t, h, half - t - h]
+
+
+def teacher_config(arch: TeacherArchConfig, tokenizer) -> Qwen2_5_VLConfig:
+    """The ``Qwen2_5_VLConfig`` (transformers 5 style) for ``arch`` and a built tokenizer."""
+    if arch.text_hidden % arch.text_heads or arch.head_dim % 2:
+        raise InputError("TeacherArchConfig.text_heads", f"{arch.text_heads} does not give an even head size for {arch.text_hidden}",
+                         "text_hidden divisible by text_heads with an even quotient")
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIAL_TOKENS}
+    return Qwen2_5_VLConfig(
+        text_config={
+            "vocab_size": len(tokenizer),
+            "hidden_size": arch.text_hidden,
+            "intermediate_size": arch.text_intermediate,
+            "num_hidden_layers": arch.text_layers,
+            "num_attention_heads": arch.text_heads,
+            "num_key_value_heads": arch.text_kv_heads,
+            "max_position_embeddings": arch.max_position_embeddings,
+            "rope_parameters": {"rope_type": "default", "rope_theta": 1e4, "mrope_section": arch.mrope_section()},
+            "bos_token_id": ids[ENDOFTEXT],
+            "eos_token_id": ids[IM_END],
+            "pad_token_id": ids[ENDOFTEXT],
+            "tie_word_embeddings": arch.tie_word_embeddings,
+        },
+        vision_config={
+            "depth": arch.vision_depth,
+            "hidden_size": arch.vision_hidden,
+            "intermediate_size": arch.vision_intermediate,
+            "num_heads": arch.vision_heads,
+            "patch_size": arch.patch_size,
+            "spatial_merge_size": arch.spatial_merge_size,
+            "temporal_patch_size": arch.temporal_patch_size,
+            "tokens_per_second": arch.tokens_per_second,
+            "window_size": arch.window_size,
+            "out_hidden_size": arch.text_hidden,
+            "fullatt_block_indexes": [arch.vision_depth - 1],
+        },
+        image_token_id=ids[IMAGE_PAD],
+        video_token_id=ids[VIDEO_PAD],
+        vision_start_token_id=ids[VISION_START],
+        vision_end_token_id=ids[VISION_END],
+        tie_word_embeddings=arch.tie_word_embeddings,
+    )
+
+
+def build_teacher_tokenizer(corpus: Iterable[str], vocab_size: int):
+    """Byte-level BPE over the Teacher's texts, with Qwen's chat and vision special tokens.
+
+    "Yes" and "No" are added to the corpus often enough to become single tokens, which the
+    reward needs (the answer is read as one token's log-probability).
+    """
+    texts = list(corpus) + [YES, NO] * 50 + [QUERY_INSTRUCTION, ANSWER_INSTRUCTION] * 5
+    tok = build_bpe_tokenizer(texts, vocab_size, QWEN_SPECIAL_TOKENS, pad_token=ENDOFTEXT, eos_token=IM_END,
+                              model_max_length=4096)
+    tok.chat_template = CHAT_TEMPLATE
+    return tok
+
+
+def build_image_processor(arch: TeacherArchConfig):
+    """Qwen2-VL image processor for patch 8 / merge 2 whose pixel bounds keep image_size^2 unchanged."""
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import (
+        Qwen2VLImageProcessorPil,
+    )
+
+    factor = arch.patch_size * arch.spatial_merge_size
+    side = max(factor, round(arch.image_size / factor) * factor)
+    return Qwen2VLImageProcessorPil(
+        patch_size=arch.patch_size, merge_size=arch.spatial_merge_size, temporal_patch_size=arch.temporal_patch_size,
+        min_pixels=factor * factor, max_pixels=side * side,
+    )
+
+
+def build_teacher(out_dir: str | Path, tokenizer_corpus: Iterable[str], arch: TeacherArchConfig, seed: int = 0) -> Path:
+    """Build a randomly initialised tiny Teacher folder: model, tokenizer, chat template, processor.
+
+    The folder is a standard transformers folder: ``Qwen2_5_VLForConditionalGeneration`` and
+    ``AutoProcessor`` load it offline (see the module docstring for the processor class).
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = build_teacher_tokenizer(tokenizer_corpus, arch.vocab_size)
+    torch.manual_seed(seed)
+    model = Qwen2_5_VLForConditionalGeneration(teacher_config(arch, tokenizer)).eval()
+    save_teacher(out, model, tokenizer, build_image_processor(arch))
+    log.info("built a %.2fM-parameter Teacher in %s", sum(p.numel() for p in model.parameters()) / 1e6, out)
+    return out
+
+
+def save_teacher(out: Path, model: Qwen2_5_VLForConditionalGeneration, tokenizer, image_processor) -> None:
+    """Write model (safetensors), tokenizer, image processor, chat template and processor config."""
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    image_processor.save_pretrained(out)
+    write_text_atomic(out / "chat_template.jinja", CHAT_TEMPLATE)
+    write_json_atomic(out / "processor_config.json", {"processor_class": "PaddleOCRVLProcessor"})
+    # PaddleOCRVLProcessor reads the placeholder names from the tokenizer (tokenizer.image_token).
+    cfg_path = out / "tokenizer_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    extra = cfg.get("extra_special_tokens") or []
+    if isinstance(extra, list):
+        cfg["extra_special_tokens"] = {"image_token": IMAGE_PAD, "video_token": VIDEO_PAD}
+        cfg["additional_special_tokens"] = extra
+    write_json_atomic(cfg_path, cfg)
+
+
+# --------------------------------------------------------------------------- loading
+
+@dataclass
+class VisionPreprocess:
+    """The numbers of the library image processor that ``video_to_pixels`` reproduces."""
+
+    patch_size: int
+    merge_size: int
+    temporal_patch_size: int
+    min_pixels: int
+    max_pixels: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    @classmethod
+    def from_image_processor(cls, ip: Any) -> VisionPreprocess:
+        size = ip.size
+        get = size.get if isinstance(size, dict) else (lambda k: getattr(size, k))
+        return cls(int(ip.patch_size), int(ip.merge_size), int(ip.temporal_patch_size), int(get("shortest_edge")),
+                   int(get("longest_edge")), tuple(float(x) for x in ip.image_mean), tuple(float(x) for x in ip.image_std))
+
+    def target_size(self, height: int, width: int) -> tuple[int, int]:
+        return smart_resize(height, width, self.patch_size * self.merge_size, self.min_pixels, self.max_pixels)
+
+
+@dataclass
+class Teacher:
+    """A loaded Teacher: model, processor, tokenizer and the ids the reward reads."""
+
+    model: Qwen2_5_VLForConditionalGeneration
+    processor: Any
+    tokenizer: Any
+    vision: VisionPreprocess
+    yes_id: int
+    no_id: int
+    video_fps: float = 8.0
+
+    @property
+    def video_token_id(self) -> int:
+        return int(self.model.config.video_token_id)
+
+    @property
+    def image_token_id(self) -> int:
+        return int(self.model.config.image_token_id)
+
+
+def answer_token_id(tokenizer, word: str, where: str) -> int:
+    """The single token id of ``word`` at the start of an assistant turn; a clear error otherwise."""
+    ids = tokenizer(word, add_special_tokens=False)["input_ids"]
+    if len(ids) != 1:
+        pieces = tokenizer.convert_ids_to_tokens(ids)
+        raise InputError(where, f"the answer {word!r} tokenises into {len(ids)} tokens {pieces}",
+                         f"{word!r} to be a single token (the reward reads one token's log-probability)")
+    return int(ids[0])
+
+
+def load_teacher(path: str | Path, dtype: torch.dtype = torch.float32) -> Teacher:
+    """Load a Teacher folder (ours or a real Qwen2.5-VL one) offline, in eval mode."""
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise InputError(path, "is not a Teacher folder (no config.json)", "a folder written by build_teacher/train_teacher")
+    processor = AutoProcessor.from_pretrained(path, local_files_only=True)
+    tokenizer = processor.tokenizer
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(path, dtype=dtype, local_files_only=True).eval()
+    yes_id = answer_token_id(tokenizer, YES, f"{path}:tokenizer")
+    no_id = answer_token_id(tokenizer, NO, f"{path}:tokenizer")
+    return Teacher(model, processor, tokenizer, VisionPreprocess.from_image_processor(processor.image_processor), yes_id, no_id)
+
+
+# --------------------------------------------------------------------------- pixels
+
+def smart_resize(height: int, width: int, factor: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
+    """The size Qwen-VL's processors resize to: multiples of ``factor``, area within bounds, aspect kept."""
+    if max(height, width) / min(height, width) > 200:
+        raise InputError("frames", f"aspect ratio {max(height, width) / min(height, width):.0f} is too extreme", "at most 200")
+    h = round(height / factor) * factor
+    w = round(width / factor) * factor
+    if h * w > max_pixels:
+        beta = math.sqrt(height * width / max_pixels)
+        h = max(factor, math.floor(height / beta / factor) * factor)
+        w = max(factor, math.floor(width / beta / factor) * factor)
+    elif h * w < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h = math.ceil(height * beta / factor) * factor
+        w = math.ceil(width * beta / factor) * factor
+    return h, w
+
+
+def video_to_pixels(frames: torch.Tensor, cfg: VisionPreprocess) -> tuple[torch.Tensor, torch.Tensor]:
+    """(K, 3, H, W) frames in [0, 1] -> (pixel_values_videos, video_grid_thw), differentiably.
+
+    Mirrors the library processor step by step: resize to the smart_resize size (bicubic,
+    skipped when the size already fits), normalise with the processor's mean/std, repeat
+    the last frame up to a multiple of the temporal patch, then cut (gt, tps, C, gh/m, m,
+    p, gw/m, m, p) patches and order them merge-window-major as Qwen-VL expects.
+    A batch of videos is the concatenation of their outputs (and of their grid rows).
+    """
+    if frames.ndim != 4 or frames.shape[1] != 3:
+        raise InputError("frames", f"has shape {tuple(frames.shape)}", "(K, 3, H, W) in [0, 1]")
+    k, c, h, w = frames.shape
+    th, tw = cfg.target_size(h, w)
+    x = frames
+    if (th, tw) != (h, w):
+        x = F.interpolate(x, size=(th, tw), mode="bicubic", align_corners=False, antialias=True)
+    mean = torch.tensor(cfg.mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(cfg.std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    x = (x - mean) / std
+    tps, p, m = cfg.temporal_patch_size, cfg.patch_size, cfg.merge_size
+    if k % tps:
+        x = torch.cat([x, x[-1:].expand(tps - k % tps, -1, -1, -1)], dim=0)
+    gt, gh, gw = x.shape[0] // tps, th // p, tw // p
+    x = x.reshape(gt, tps, c, gh // m, m, p, gw // m, m, p).permute(0, 3, 6, 4, 7, 2, 1, 5, 8)
+    pixels = x.reshape(gt * gh * gw, c * tps * p * p)
+    grid = torch.tensor([[gt, gh, gw]], dtype=torch.long, device=frames.device)
+    return pixels, grid
+
+
+def frames_to_tensor(video: np.ndarray) -> torch.Tensor:
+    """(T, H, W, 3) uint8 -> (T, 3, H, W) float in [0, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(video)).permute(0, 3, 1, 2).float().div(255.0)
+
+
+def n_vision_tokens(grid_thw: torch.Tensor, merge_size: int) -> int:
+    return int(grid_thw.prod().item()) // (merge_size * merge_size)
+
+
+# --------------------------------------------------------------------------- prompts
+
+def render_chat(tokenizer, messages: list[dict], *, add_generation_prompt: bool, n_image_tokens: int = 0,
+                n_video_tokens: int = 0) -> str:
+    """Render ``messages`` with the tokenizer's chat template and expand the vision placeholders.
+
+    Each image/video content part renders as one pad token; like Qwen2.5-VL's processor we
+    replace it with ``n`` copies (``grid_t*grid_h*grid_w/merge^2``). One image and/or one
+    video per conversation, which is all the method uses.
+    """
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+    for pad, n in ((IMAGE_PAD, n_image_tokens), (VIDEO_PAD, n_video_tokens)):
+        count = text.count(pad)
+        if count > 1 or (count == 1) != (n > 0):
+            raise InputError("messages", f"has {count} {pad} placeholders for {n} tokens", "one placeholder per given image/video")
+        text = text.replace(pad, pad * n)
+    return text
+
+
+def qa_messages(question: str) -> list[dict]:
+    """The judging prompt: the question first, then the video, then the answer format.
+
+    Question-first lets a causal Teacher read the video *with the question in mind*: every
+    video token can attend to the question, so a small model learns question-specific
+    checks in a few hundred steps instead of squeezing them into the last few tokens.
+    """
+    return [{"role": "user", "content": [{"type": "text", "text": question}, {"type": "video"},
+                                         {"type": "text", "text": ANSWER_INSTRUCTION}]}]
+
+
+def query_messages(prompt: str) -> list[dict]:
+    return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": f"{prompt.strip()}\n{QUERY_INSTRUCTION}"}]}]
+
+
+def mm_token_types(input_ids: torch.Tensor, image_token_id: int, video_token_id: int) -> torch.Tensor:
+    """Qwen's modality ids per token: 0 text, 1 image, 2 video (needed for the 3D rope)."""
+    types = torch.zeros_like(input_ids)
+    types[input_ids == image_token_id] = 1
+    types[input_ids == video_token_id] = 2
+    return types
+
+
+def _pad(seqs: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad token lists into (ids, attention_mask)."""
+    n = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), n), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), n), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+        mask[i, : len(s)] = 1
+    return ids, mask
+
+
+@dataclass
+class VideoQABatch:
+    """Model inputs for B (video, question) pairs and where each answer is read.
+
+    ``answer_pos[i]`` is the position whose logits predict the answer token of row i (the
+    last prompt token); it lies before any padding.
+    """
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    mm_token_type_ids: torch.Tensor
+    pixel_values_videos: torch.Tensor
+    video_grid_thw: torch.Tensor
+    second_per_grid_ts: torch.Tensor
+    answer_pos: torch.Tensor
+
+    def model_inputs(self) -> dict[str, torch.Tensor]:
+        return {
+            "input_ids": self.input_ids, "attention_mask": self.attention_mask, "mm_token_type_ids": self.mm_token_type_ids,
+            "pixel_values_videos": self.pixel_values_videos, "video_grid_thw": self.video_grid_thw,
+            "second_per_grid_ts": self.second_per_grid_ts,
+        }
+
+
+def video_qa_batch(teacher: Teacher, videos: Sequence[torch.Tensor] | torch.Tensor, questions: Sequence[str]) -> VideoQABatch:
+    """Batch (K, 3, H, W) videos in [0, 1] with one question each; pixels stay differentiable."""
+    if len(videos) != len(questions):
+        raise InputError("video_qa_batch", f"{len(videos)} videos for {len(questions)} questions", "one question per video")
+    pixels, grids, seqs = [], [], []
+    for frames, question in zip(videos, questions, strict=True):
+        px, grid = video_to_pixels(frames, teacher.vision)
+        pixels.append(px)
+        grids.append(grid)
+        text = render_chat(teacher.tokenizer, qa_messages(question), add_generation_prompt=True,
+                           n_video_tokens=n_vision_tokens(grid, teacher.vision.merge_size))
+        seqs.append(teacher.tokenizer(text, add_special_tokens=False)["input_ids"])
+    ids, mask = _pad(seqs, teacher.tokenizer.pad_token_id)
+    tps = teacher.vision.temporal_patch_size
+    return VideoQABatch(
+        input_ids=ids, attention_mask=mask, mm_token_type_ids=mm_token_types(ids, teacher.image_token_id, teacher.video_token_id),
+        pixel_values_videos=torch.cat(pixels), video_grid_thw=torch.cat(grids),
+        second_per_grid_ts=torch.full((len(seqs),), tps / teacher.video_fps),
+        answer_pos=torch.tensor([len(s) - 1 for s in seqs], dtype=torch.long),
+    )
+
+
+def answer_logits(teacher: Teacher, batch: VideoQABatch) -> torch.Tensor:
+    """(B, vocab) next-token logits at each row's answer position.
+
+    Runs the backbone, then the LM head on the answer positions only (the head over every
+    position would cost as much as a transformer layer and is never read).
+    """
+    hidden = teacher.model.model(**batch.model_inputs(), use_cache=False).last_hidden_state
+    rows = torch.arange(batch.input_ids.shape[0])
+    return teacher.model.lm_head(hidden[rows, batch.answer_pos]).float()
+
+
+def answer_logprob(teacher: Teacher, batch: VideoQABatch) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log P("Yes"), log P("No")) at each row's answer position, each of shape (B,).
+
+    Differentiable with respect to ``batch.pixel_values_videos``; the reward is -log P("Yes").
+    """
+    logp = torch.log_softmax(answer_logits(teacher, batch), dim=-1)
+    return logp[:, teacher.yes_id], logp[:, teacher.no_id]
+
+
+@torch.no_grad()
+def p_yes(teacher: Teacher, video: np.ndarray, question: str) -> float:
+    """P("Yes") for one (T, H, W, 3) uint8 video: a convenience for scripts and tests."""
+    yes, _ = answer_logprob(teacher, video_qa_batch(teacher, [frames_to_tensor(video)], [question]))
+    return float(yes.exp()[0])
+
+
+# --------------------------------------------------------------------------- rule extraction
+
+@dataclass
+class QueryPrompt:
+    """Model inputs for writing one instance's rules (image + instruction)."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    mm_token_type_ids: torch.Tensor
+    pixel_values: torch.Tensor
+    image_grid_thw: torch.Tensor
+
+
+def image_to_pixels(image: torch.Tensor, cfg: VisionPreprocess) -> tuple[torch.Tensor, torch.Tensor]:
+    """(3, H, W) in [0, 1] -> (pixel_values, image_grid_thw): one frame repeated over the temporal patch."""
+    return video_to_pixels(image[None].expand(cfg.temporal_patch_size, -1, -1, -1), cfg)
+
+
+def query_prompt_ids(teacher: Teacher, grid: torch.Tensor, prompt: str) -> list[int]:
+    text = render_chat(teacher.tokenizer, query_messages(prompt), add_generation_prompt=True,
+                       n_image_tokens=n_vision_tokens(grid, teacher.vision.merge_size))
+    return teacher.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def query_prompt(teacher: Teacher, first_frame: np.ndarray, prompt: str) -> QueryPrompt:
+    px, grid = image_to_pixels(frames_to_tensor(first_frame[None])[0], teacher.vision)
+    ids = torch.tensor([query_prompt_ids(teacher, grid, prompt)], dtype=torch.long)
+    return QueryPrompt(ids, torch.ones_like(ids), mm_token_types(ids, teacher.image_token_id, teacher.video_token_id), px, grid)
+
+
+@torch.no_grad()
+def generate_queries(teacher: Teacher, first_frame: np.ndarray, prompt: str, max_new_tokens: int = 160) -> str:
+    """Rule extraction: greedy-decode the Teacher's JSON rule set for a first frame and instruction.
+
+    Returns the raw text (validate with ``RuleQueries.parse``).
+    """
+    q = query_prompt(teacher, first_frame, prompt)
+    out = teacher.model.generate(
+        input_ids=q.input_ids, attention_mask=q.attention_mask, mm_token_type_ids=q.mm_token_type_ids,
+        pixel_values=q.pixel_values, image_grid_thw=q.image_grid_thw, max_new_tokens=max_new_tokens, do_sample=False,
+        eos_token_id=teacher.tokenizer.convert_tokens_to_ids(IM_END), pad_token_id=teacher.tokenizer.pad_token_id,
+    )
+    return teacher.tokenizer.decode(out[0, q.input_ids.shape[1]:], skip_special_tokens=True).strip()

@@ -1,0 +1,1 @@
+"""Training stages of the embedded model zoo (Reasoner, VAE, surrogate decoder, Teacher)."""

@@ -1,0 +1,727 @@
+"""Train and evaluate the tiny Teacher (Qwen2.5-VL) on the synthetic benchmark, all 7 families.
+
+Two jobs, one model, trained jointly from scratch:
+
+* **rule extraction**: first frame (image) + instruction -> the instance's reference rule
+  set as compact JSON (``core.bench.synth.queries.rule_queries``), cross-entropy on the JSON
+  tokens and the closing ``<|im_end|>`` only;
+* **video judging**: K frames (a video input) + one rule question -> "Yes"/"No",
+  cross-entropy on the answer token only.
+
+Judging data: every training instance's ground truth, *every* applicable rule-breaking
+perturbation (``PERTURBATIONS``), Reasoner samples when given, and Reasoner stand-ins
+(blurred, noisy, ghosted, frame-shuffled variants of the former), all labelled by the
+rule-based scorers through ``label_video``. Every criterion of an instance is asked about
+every video (with a random phrasing each time), Yes and No are drawn equally often, and
+training-time augmentation (blur, noise, 1-pixel shifts, brightness) keeps labels but
+makes answers, and the pixel gradients the method uses, smooth.
+
+Training is budgeted in steps and seeded, so a config reproduces its weights;
+``max_minutes`` is an optional safety cap that trades that away.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, Field
+
+from core.bench.record import TaskInstance
+from core.bench.source import Benchmark
+from core.bench.synth.family import PERTURBATIONS
+from core.bench.synth.generate import perturbed_video
+from core.bench.synth.queries import (
+    RuleQueries,
+    label_video,
+    queries_content_ok,
+    query_bank,
+    rule_queries,
+)
+from core.errors import InputError
+from core.io import write_json_atomic
+from core.models.teacher import (
+    IM_END,
+    Teacher,
+    TeacherArchConfig,
+    answer_logprob,
+    build_image_processor,
+    build_teacher,
+    frames_to_tensor,
+    generate_queries,
+    image_to_pixels,
+    load_teacher,
+    mm_token_types,
+    query_prompt_ids,
+    save_teacher,
+    video_qa_batch,
+)
+from core.train.common import ground_truth_video, seed_everything, step_progress
+
+log = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------- configs
+
+class AugmentConfig(BaseModel):
+    """Label-preserving training augmentation (well inside the scorers' tolerances)."""
+
+    blur_prob: float = 0.5
+    blur_sigma: tuple[float, float] = (0.4, 1.2)
+    noise_prob: float = 0.5
+    noise_std: tuple[float, float] = (0.005, 0.03)
+    shift_prob: float = 0.3
+    shift_px: int = 1
+    brightness: float = Field(0.06, description="Multiplicative jitter: x * (1 + U(-b, b)).")
+
+
+class TeacherTrainConfig(BaseModel):
+    """Everything that decides a trained Teacher. Defaults: the shipped zoo's recipe."""
+
+    arch: TeacherArchConfig = TeacherArchConfig()
+    seed: int = 0
+    instances_per_family: int | None = Field(60, description="Cap on train instances used per family (None: all).")
+    standins_per_instance: int = Field(2, description="Reasoner stand-in videos per instance (blur/noise/ghost/shuffle).")
+    steps: int = Field(1200, ge=1)
+    max_minutes: float | None = Field(None, description="Optional wall-time cap on the step loop (breaks reproducibility).")
+    lr: float = 2e-3
+    min_lr_fraction: float = 0.05
+    warmup_steps: int = 60
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    batch_qa: int = Field(16, ge=1, description="(video, question) pairs per step.")
+    batch_query: int = Field(4, ge=0, description="Query-writing examples per step they are trained.")
+    query_every: int = Field(2, ge=1, description="Train rule extraction every n-th step.")
+    label_workers: int | None = Field(None, description="Processes that score the training videos (None: torch's thread count).")
+    query_weight: float = 0.5
+    aux_weight: float = Field(1.0, description="Weight of the training-only cell-colour loss on the vision tokens.")
+    aux_llm_weight: float = Field(1.0, description="Weight of the training-only 'colour at the first / previous patch' "
+                                                   "loss on the video tokens after the first decoder layer.")
+    aux_llm_layer: int = 1
+    augment: AugmentConfig = AugmentConfig()
+    threads: int | None = Field(None, description="torch threads for training (None: leave as is).")
+
+    @classmethod
+    def micro(cls) -> TeacherTrainConfig:
+        """Tiny sizes and a few steps: for tests (seconds)."""
+        return cls(arch=TeacherArchConfig.micro(), instances_per_family=1, standins_per_instance=1, steps=6,
+                   warmup_steps=1, lr=3e-3, batch_qa=4, batch_query=2, query_every=1)
+
+
+# --------------------------------------------------------------------------- data
+
+@dataclass
+class QAVideo:
+    """One judged video and the truth of every criterion of its instance."""
+
+    instance: int
+    source: str  # "gt", "perturbation:<kind>", "reasoner", "standin:<kind>"
+    labels: list[bool]  # per query_bank criterion
+
+
+@dataclass
+class TeacherData:
+    """Everything the Teacher trains on, built once, labelled by the scorers."""
+
+    instances: list[TaskInstance]
+    videos: list[torch.Tensor]  # (T, 3, H, W) uint8 each
+    items: list[QAVideo]
+    banks: list[list[list[str]]]  # per instance: per criterion: phrasings
+    kinds: list[list[str]]  # per instance: per criterion: "goal" | "process"
+    first_frames: list[np.ndarray]
+    query_targets: list[str]  # per instance: the reference rule set as JSON
+    seconds: float = 0.0
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def pairs(self) -> tuple[np.ndarray, np.ndarray]:
+        """All (video, criterion) pairs as an (N, 2) index array, and their labels."""
+        idx, lab = [], []
+        for v, item in enumerate(self.items):
+            for c, y in enumerate(item.labels):
+                idx.append((v, c))
+                lab.append(y)
+        return np.asarray(idx, dtype=np.int64).reshape(-1, 2), np.asarray(lab, dtype=bool)
+
+
+def _gauss_kernel(sigma: float) -> torch.Tensor:
+    r = max(1, math.ceil(2.5 * sigma))
+    x = torch.arange(-r, r + 1, dtype=torch.float32)
+    k = torch.exp(-0.5 * (x / sigma) ** 2)
+    return k / k.sum()
+
+
+def blur(frames: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable gaussian blur of (K, 3, H, W) floats, edges replicated."""
+    if sigma <= 0:
+        return frames
+    k = _gauss_kernel(sigma).to(frames)
+    r = len(k) // 2
+    x = F.pad(frames, (r, r, r, r), mode="replicate")
+    c = frames.shape[1]
+    x = F.conv2d(x, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    return F.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+
+def standin_video(video: np.ndarray, other: np.ndarray | None, rng: np.random.Generator) -> tuple[np.ndarray, str]:
+    """A Reasoner-like variant of a rendered video: what a small generator's output looks like.
+
+    Always blurred and noisy (decoder softness); plus one of: nothing, ghosting with another
+    video of the same instance (two half-present objects, the typical diffusion failure),
+    a shuffled stretch of frames, or a stalled/skipped stretch. The scorer labels the result.
+    """
+    x = video.astype(np.float32)
+    kind = str(rng.choice(["soft", "ghost", "shuffle", "stall"]))
+    t = len(x)
+    if kind == "ghost" and other is not None:
+        a = float(rng.uniform(0.35, 0.65))
+        x = a * x + (1 - a) * other.astype(np.float32)
+    elif kind == "shuffle":
+        s = int(rng.integers(1, t - 4))
+        w = int(rng.integers(3, 6))
+        seg = np.arange(s, min(t, s + w))
+        x[seg] = x[rng.permutation(seg)]
+    elif kind == "stall":
+        s = int(rng.integers(1, t - 6))
+        w = int(rng.integers(3, 6))
+        idx = np.arange(t)
+        idx[s : s + w] = s
+        x = x[idx]
+    else:
+        kind = "soft"
+    ft = torch.from_numpy(x).permute(0, 3, 1, 2) / 255.0
+    ft = blur(ft, float(rng.uniform(0.6, 1.3)))
+    ft = ft + torch.from_numpy(rng.normal(0, rng.uniform(0.005, 0.02), ft.shape).astype(np.float32))
+    out = (ft.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    return out, kind
+
+
+def _per_family(instances: Sequence[TaskInstance], n: int | None) -> list[TaskInstance]:
+    if n is None:
+        return list(instances)
+    chosen, seen = [], {}
+    for inst in instances:
+        if seen.get(inst.task_family, 0) < n:
+            chosen.append(inst)
+            seen[inst.task_family] = seen.get(inst.task_family, 0) + 1
+    return chosen
+
+
+def _label_job(job: tuple[TaskInstance, np.ndarray, list]) -> list[bool]:
+    return label_video(*job)
+
+
+def _label_all(jobs: list[tuple[TaskInstance, np.ndarray, list]], workers: int) -> list[list[bool]]:
+    """Score every video (the slow part: ~35 ms each), in ``workers`` processes when > 1."""
+    if workers <= 1 or len(jobs) < 64:
+        return [_label_job(j) for j in jobs]
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    # spawn, not fork: the parent holds torch/OpenBLAS thread pools that a fork can deadlock.
+    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+        return list(pool.map(_label_job, jobs, chunksize=32))
+
+
+def build_teacher_data(
+    train_bench: Benchmark | Sequence[TaskInstance],
+    reasoner_samples: Sequence[tuple[TaskInstance, np.ndarray]] = (),
+    *,
+    instances_per_family: int | None = None,
+    standins_per_instance: int = 2,
+    seed: int = 0,
+    workers: int = 1,
+) -> TeacherData:
+    """Query-writing examples and labelled judging videos for ``train_bench``'s instances.
+
+    Judging videos per instance: the ground truth, every applicable perturbation, and
+    ``standins_per_instance`` Reasoner stand-ins; plus every given Reasoner sample (its
+    instance is added if it is not among the chosen ones). Labels come from the scorers.
+    """
+    t0 = time.perf_counter()
+    all_instances = train_bench.instances if isinstance(train_bench, Benchmark) else list(train_bench)
+    instances = _per_family([i for i in all_instances if i.benchmark == "synth"], instances_per_family)
+    if not instances:
+        raise InputError("train_bench", "has no synth instances", "a synthetic benchmark (core.bench.synth)")
+    index = {inst.id: k for k, inst in enumerate(instances)}
+    for inst, _ in reasoner_samples:
+        if inst.id not in index:
+            index[inst.id] = len(instances)
+            instances.append(inst)
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 7]))
+    data = TeacherData(instances=instances, videos=[], items=[], banks=[], kinds=[], first_frames=[], query_targets=[])
+    counts: dict[str, int] = {}
+    jobs: list[tuple[TaskInstance, np.ndarray, list]] = []
+
+    def add(k: int, video: np.ndarray, source: str, queries) -> None:
+        jobs.append((instances[k], video, queries))
+        data.videos.append(torch.from_numpy(np.ascontiguousarray(video)).permute(0, 3, 1, 2).contiguous())
+        data.items.append(QAVideo(k, source, []))
+        key = source.split(":")[0]
+        counts[key] = counts.get(key, 0) + 1
+
+    for k, inst in enumerate(instances):
+        bank = query_bank(inst.metadata)
+        data.banks.append([[q.text for q in variants] for variants in bank])
+        data.kinds.append([variants[0].kind for variants in bank])
+        reference = [variants[0] for variants in bank]
+        gt = ground_truth_video(inst)
+        data.first_frames.append(gt[0])
+        data.query_targets.append(RuleQueries.from_queries(rule_queries(inst.metadata)).to_json())
+        add(k, gt, "gt", reference)
+        broken = []
+        for kind in PERTURBATIONS:
+            v = perturbed_video(inst.metadata, kind, seed=seed)
+            if v is not None:
+                add(k, v, f"perturbation:{kind}", reference)
+                broken.append(v)
+        for _ in range(standins_per_instance):
+            pool = [gt] + broken
+            base = pool[int(rng.integers(len(pool)))]
+            other = pool[int(rng.integers(len(pool)))]
+            v, kind = standin_video(base, other, rng)
+            add(k, v, f"standin:{kind}", reference)
+    for inst, video in reasoner_samples:
+        k = index[inst.id]
+        add(k, np.asarray(video, dtype=np.uint8), "reasoner", [variants[0] for variants in query_bank(inst.metadata)])
+    for item, labels in zip(data.items, _label_all(jobs, workers), strict=True):
+        item.labels = labels
+    data.seconds = round(time.perf_counter() - t0, 2)
+    _, labels = data.pairs()
+    counts.update({"instances": len(instances), "videos": len(data.items), "pairs": len(labels),
+                   "pairs_yes": int(labels.sum()), "pairs_no": int((~labels).sum())})
+    data.counts = counts
+    log.info("teacher data: %s in %.1f s", counts, data.seconds)
+    return data
+
+
+# --------------------------------------------------------------------------- augmentation
+
+def augment_video(frames: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> torch.Tensor:
+    """Label-preserving jitter of one (K, 3, H, W) video in [0, 1]."""
+
+    def u() -> float:
+        return float(torch.rand((), generator=gen))
+
+    x = frames
+    if cfg.brightness > 0:
+        x = x * (1.0 + (2 * u() - 1) * cfg.brightness)
+    if cfg.shift_px > 0 and u() < cfg.shift_prob:
+        dy, dx = (int(torch.randint(-cfg.shift_px, cfg.shift_px + 1, (), generator=gen)) for _ in range(2))
+        p = cfg.shift_px
+        x = F.pad(x, (p, p, p, p), mode="replicate")[:, :, p + dy : p + dy + frames.shape[2], p + dx : p + dx + frames.shape[3]]
+    if u() < cfg.blur_prob:
+        lo, hi = cfg.blur_sigma
+        x = blur(x, lo + (hi - lo) * u())
+    if u() < cfg.noise_prob:
+        lo, hi = cfg.noise_std
+        x = x + torch.randn(x.shape, generator=gen) * (lo + (hi - lo) * u())
+    return x.clamp(0.0, 1.0)
+
+
+# --------------------------------------------------------------------------- training
+
+class TeacherTrainReport(BaseModel):
+    steps: int
+    seconds_data: float
+    seconds_train: float
+    params: int
+    size_mib: float
+    data_counts: dict[str, int]
+    loss_qa_first: float
+    loss_qa_last: float
+    loss_query_first: float
+    loss_query_last: float
+    curve: list[tuple[int, float, float, float]] = Field(
+        description="(step, qa loss, query loss, vision + LLM aux losses), running means every 50 steps.")
+
+
+def _query_batch(teacher: Teacher, data: TeacherData, idx: Sequence[int], cfg: TeacherTrainConfig,
+                 gen: torch.Generator) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Model inputs and labels (-100 outside the JSON answer) for query-writing examples."""
+    tok = teacher.tokenizer
+    end = tok.convert_tokens_to_ids(IM_END)
+    pixels, grids, seqs, labels = [], [], [], []
+    for i in idx:
+        frame = frames_to_tensor(data.first_frames[i][None])
+        frame = augment_video(frame, cfg.augment.model_copy(update={"blur_prob": 0.2, "shift_prob": 0.0}), gen)[0]
+        px, grid = image_to_pixels(frame, teacher.vision)
+        prompt_ids = query_prompt_ids(teacher, grid, data.instances[i].prompt)
+        target = tok(data.query_targets[i], add_special_tokens=False)["input_ids"] + [end]
+        pixels.append(px)
+        grids.append(grid)
+        seqs.append(prompt_ids + target)
+        labels.append([-100] * len(prompt_ids) + target)
+    n = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), n), tok.pad_token_id, dtype=torch.long)
+    lab = torch.full((len(seqs), n), -100, dtype=torch.long)
+    mask = torch.zeros((len(seqs), n), dtype=torch.long)
+    for r, (s, y) in enumerate(zip(seqs, labels, strict=True)):
+        ids[r, : len(s)] = torch.tensor(s)
+        lab[r, : len(y)] = torch.tensor(y)
+        mask[r, : len(s)] = 1
+    inputs = {"input_ids": ids, "attention_mask": mask,
+              "mm_token_type_ids": mm_token_types(ids, teacher.image_token_id, teacher.video_token_id),
+              "pixel_values": torch.cat(pixels), "image_grid_thw": torch.cat(grids)}
+    return inputs, lab
+
+
+def cell_colour_targets(frames: torch.Tensor, grid: int, merge: int, tps: int) -> torch.Tensor:
+    """Palette class of every grid cell in every frame, laid out like the merged vision tokens.
+
+    (K, 3, H, W) in [0, 1] -> (n_tokens, tps * merge * merge) class ids: the colour nearest
+    the mean of each cell's central quarter. Assumes one merged token covers merge x merge
+    cells (patch size = cell size), which holds for 64x64 frames of the 8x8 synthetic grid.
+    """
+    from core.bench.synth.palette import RGB
+
+    k, _, h, w = frames.shape
+    ch, cw = h // grid, w // grid
+    cells = frames.reshape(k, 3, grid, ch, grid, cw)[:, :, :, ch // 4 : ch - ch // 4, :, cw // 4 : cw - cw // 4].mean(dim=(3, 5))
+    palette = torch.from_numpy(RGB / 255.0).to(frames)  # (P, 3)
+    d = ((cells.permute(0, 2, 3, 1)[..., None, :] - palette) ** 2).sum(-1)  # (K, G, G, P)
+    cls = d.argmin(-1)
+    if k % tps:
+        cls = torch.cat([cls, cls[-1:].expand(tps - k % tps, -1, -1)])
+    gt, g = cls.shape[0] // tps, grid // merge
+    cls = cls.reshape(gt, tps, g, merge, g, merge).permute(0, 2, 4, 1, 3, 5)
+    return cls.reshape(gt * g * g, tps * merge * merge)
+
+
+class _VisionCapture:
+    """Forward hook that keeps the vision tower's merged tokens of the current forward."""
+
+    def __init__(self, visual: torch.nn.Module) -> None:
+        self.tokens: torch.Tensor | None = None
+        self.active = False
+        self.handle = visual.register_forward_hook(self._hook)
+
+    def _hook(self, module, args, output) -> None:
+        if self.active:
+            self.tokens = output.pooler_output
+
+    def remove(self) -> None:
+        self.handle.remove()
+
+
+def _lr_at(step: int, cfg: TeacherTrainConfig) -> float:
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    t = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    return cfg.lr * (cfg.min_lr_fraction + (1 - cfg.min_lr_fraction) * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
+
+
+def _tokenizer_corpus(data: TeacherData) -> list[str]:
+    texts = [inst.prompt for inst in data.instances] + data.query_targets
+    texts += [q for bank in data.banks for variants in bank for q in variants]
+    return texts
+
+
+def train_on_data(teacher: Teacher, data: TeacherData, cfg: TeacherTrainConfig) -> dict:
+    """The step loop: balanced Yes/No judging batches plus query-writing batches, AdamW."""
+    gen = seed_everything(cfg.seed)
+    model = teacher.model
+    model.train()
+    from core.bench.synth.palette import RGB
+
+    # Training-only head: the vision tokens must tell each cell's colour in both frames of
+    # their temporal patch. Dense supervision that teaches the vision tower in a few
+    # hundred steps what the 1-bit Yes/No answers alone teach slowly; it is not saved.
+    vision = teacher.vision
+    per_token = vision.temporal_patch_size * vision.merge_size**2
+    aux_head = torch.nn.Linear(model.config.text_config.hidden_size, per_token * len(RGB))
+    # Training-only head on the video tokens inside the language model: each must tell its
+    # cells' colours in the first frame and in the previous temporal patch, i.e. learn the
+    # compare-across-time attention that every rule check (moved? vanished? changed?) needs.
+    llm_head = torch.nn.Linear(model.config.text_config.hidden_size, 2 * vision.merge_size**2 * len(RGB))
+    capture = _VisionCapture(model.model.visual)
+    params = list(model.named_parameters()) + [(f"aux.{n}", p) for n, p in aux_head.named_parameters()]
+    params += [(f"aux_llm.{n}", p) for n, p in llm_head.named_parameters()]
+    decay = [p for n, p in params if p.ndim >= 2]
+    no_decay = [p for n, p in params if p.ndim < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+                            lr=cfg.lr, betas=(0.9, 0.98))
+    pairs, labels = data.pairs()
+    yes_pool, no_pool = np.nonzero(labels)[0], np.nonzero(~labels)[0]
+    if len(no_pool) == 0 or len(yes_pool) == 0:
+        raise InputError("teacher data", "has only one answer class", "both Yes and No labels (perturbations give No)")
+    targets = torch.tensor([teacher.yes_id, teacher.no_id])
+    curve, run_qa, run_q, run_aux, first = [], [], [], [], {}
+    t0 = time.perf_counter()
+    steps_done = 0
+    with step_progress("teacher", cfg.steps) as advance:
+        for step in range(cfg.steps):
+            if cfg.max_minutes is not None and time.perf_counter() - t0 > 60 * cfg.max_minutes:
+                log.warning("teacher training stopped by max_minutes=%s after %d steps", cfg.max_minutes, step)
+                break
+            for group in opt.param_groups:
+                group["lr"] = _lr_at(step, cfg)
+            n_yes = cfg.batch_qa // 2
+            pick = torch.cat([
+                torch.from_numpy(yes_pool)[torch.randint(len(yes_pool), (n_yes,), generator=gen)],
+                torch.from_numpy(no_pool)[torch.randint(len(no_pool), (cfg.batch_qa - n_yes,), generator=gen)],
+            ])
+            videos, questions, answers, cell_targets = [], [], [], []
+            for j in pick.tolist():
+                v, c = pairs[j]
+                item = data.items[v]
+                variants = data.banks[item.instance][c]
+                questions.append(variants[int(torch.randint(len(variants), (), generator=gen))])
+                clean = data.videos[v].float() / 255.0
+                if cfg.aux_weight > 0:
+                    cell_targets.append(cell_colour_targets(clean, data.instances[item.instance].metadata.get("grid", 8),
+                                                            vision.merge_size, vision.temporal_patch_size))
+                videos.append(augment_video(clean, cfg.augment, gen))
+                answers.append(0 if labels[j] else 1)
+            batch = video_qa_batch(teacher, videos, questions)
+            capture.active = cfg.aux_weight > 0
+            out = model.model(**batch.model_inputs(), use_cache=False, output_hidden_states=cfg.aux_llm_weight > 0)
+            capture.active = False
+            rows = torch.arange(len(pick))
+            logits_qa = model.lm_head(out.last_hidden_state[rows, batch.answer_pos]).float()
+            loss_qa = F.cross_entropy(logits_qa, targets[answers])
+            loss = loss_qa
+            if cfg.aux_llm_weight > 0:
+                hid = out.hidden_states[cfg.aux_llm_layer][batch.input_ids == teacher.video_token_id]
+                cells = vision.merge_size**2
+                gt = int(batch.video_grid_thw[0, 0])
+                cur = torch.cat(cell_targets).reshape(len(pick), gt, -1, vision.temporal_patch_size, cells)
+                at_start = cur[:, :1, :, 0].expand(-1, gt, -1, -1)  # every cell's colour in frame 0
+                prev = torch.cat([cur[:, :1, :, 0], cur[:, :-1, :, -1]], dim=1)  # ... in the previous patch's last frame
+                tgt = torch.stack([at_start, prev], dim=-2).reshape(-1)
+                pred = llm_head(hid).reshape(-1, len(RGB))
+                loss_llm = F.cross_entropy(pred, tgt)
+                loss = loss + cfg.aux_llm_weight * loss_llm
+            loss_aux = torch.tensor(float("nan"))
+            if cfg.aux_weight > 0 and capture.tokens is not None:
+                pred = aux_head(capture.tokens).reshape(-1, len(RGB))
+                loss_aux = F.cross_entropy(pred, torch.cat(cell_targets).reshape(-1))
+                loss = loss + cfg.aux_weight * loss_aux
+                capture.tokens = None
+            loss_q = torch.tensor(float("nan"))
+            if cfg.batch_query and step % cfg.query_every == 0:
+                qidx = torch.randint(len(data.instances), (cfg.batch_query,), generator=gen).tolist()
+                inputs, lab = _query_batch(teacher, data, qidx, cfg, gen)
+                logits = model(**inputs, use_cache=False).logits[:, :-1].float()
+                loss_q = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), lab[:, 1:].reshape(-1), ignore_index=-100)
+                loss = loss + cfg.query_weight * loss_q
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            steps_done = step + 1
+            run_qa.append(loss_qa.item())
+            if not math.isnan(loss_q.item()):
+                run_q.append(loss_q.item())
+            first.setdefault("qa", loss_qa.item())
+            if not math.isnan(loss_q.item()):
+                first.setdefault("q", loss_q.item())
+            if steps_done % 50 == 0 or steps_done == cfg.steps:
+                curve.append((steps_done, round(float(np.mean(run_qa[-50:])), 4),
+                              round(float(np.mean(run_q[-25:])) if run_q else float("nan"), 4),
+                              round(float(np.mean(run_aux[-50:])), 4)))
+                log.info("step %d qa %.4f query %.4f aux %.4f", *curve[-1])
+            run_aux.append(loss_aux.item() + (loss_llm.item() if cfg.aux_llm_weight > 0 else 0.0))
+            advance(qa=loss_qa.item(), query=loss_q.item(), aux=run_aux[-1])
+    capture.remove()
+    model.eval()
+    tail = max(1, min(20, len(run_qa) // 5))
+    return {
+        "steps": steps_done, "seconds": round(time.perf_counter() - t0, 2), "curve": curve,
+        "loss_qa_first": round(first.get("qa", float("nan")), 4),
+        "loss_qa_last": round(float(np.mean(run_qa[-tail:])), 4),
+        "loss_query_first": round(first.get("q", float("nan")), 4),
+        "loss_query_last": round(float(np.mean(run_q[-tail:])) if run_q else float("nan"), 4),
+    }
+
+
+def _folder_mib(path: Path) -> float:
+    return round(sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20, 3)
+
+
+def train_teacher(
+    out_dir: str | Path,
+    train_bench: Benchmark | Sequence[TaskInstance],
+    cfg: TeacherTrainConfig | None = None,
+    reasoner_samples: Sequence[tuple[TaskInstance, np.ndarray]] = (),
+    *,
+    data: TeacherData | None = None,
+) -> TeacherTrainReport:
+    """Build, train and save a Teacher folder at ``out_dir`` (written beside, then moved into place).
+
+    ``data`` skips building the training data (experiments reuse one labelled set).
+    """
+    cfg = cfg or TeacherTrainConfig()
+    out = Path(out_dir)
+    threads = torch.get_num_threads()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    try:
+        if data is None:
+            data = build_teacher_data(train_bench, reasoner_samples, instances_per_family=cfg.instances_per_family,
+                                      standins_per_instance=cfg.standins_per_instance, seed=cfg.seed,
+                                      workers=cfg.label_workers or torch.get_num_threads())
+        partial = out.with_name(out.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        build_teacher(partial, _tokenizer_corpus(data), cfg.arch, seed=cfg.seed)
+        teacher = load_teacher(partial)
+        result = train_on_data(teacher, data, cfg)
+        save_teacher(partial, teacher.model, teacher.tokenizer, build_image_processor(cfg.arch))
+        report = TeacherTrainReport(
+            steps=result["steps"], seconds_data=data.seconds, seconds_train=result["seconds"],
+            params=sum(p.numel() for p in teacher.model.parameters()), size_mib=0.0, data_counts=data.counts,
+            loss_qa_first=result["loss_qa_first"], loss_qa_last=result["loss_qa_last"],
+            loss_query_first=result["loss_query_first"], loss_query_last=result["loss_query_last"], curve=result["curve"],
+        )
+        write_json_atomic(partial / "train_config.json", cfg.model_dump(mode="json"))
+        report.size_mib = _folder_mib(partial)
+        write_json_atomic(partial / "train_report.json", report.model_dump(mode="json"))
+        report.size_mib = _folder_mib(partial)
+        shutil.rmtree(out, ignore_errors=True)
+        partial.rename(out)
+    finally:
+        torch.set_num_threads(threads)
+    log.info("trained Teacher in %s: %d steps, %.0f s data + %.0f s train, %.2f MiB", out, report.steps,
+             report.seconds_data, report.seconds_train, report.size_mib)
+    return report
+
+
+# --------------------------------------------------------------------------- evaluation
+
+class TeacherEval(BaseModel):
+    """How well a Teacher judges videos and writes rules, on held-out (test-purpose) instances.
+
+    Judging is on each instance's reference rule set (goal + 3 process queries) for every
+    video: the ground truth, every perturbation, and the Reasoner samples (or stand-ins).
+    "Yes" is predicted when log P(Yes) > log P(No).
+    """
+
+    accuracy: float
+    accuracy_goal: float
+    accuracy_process: float
+    balanced_accuracy: float
+    accuracy_gt: float
+    accuracy_perturbed: float
+    accuracy_reasoner: float = Field(description="On Reasoner samples alone (stand-ins when none were given).")
+    reasoner_source: str = Field(description="'reasoner' or 'standin'.")
+    false_yes_rate: float = Field(description="P(answer Yes | rule broken) over perturbed and Reasoner videos.")
+    false_pass_rate: float = Field(description="Rule-breaking videos on which every query was answered Yes.")
+    mean_p_yes_true: float
+    mean_p_yes_false: float
+    query_valid_rate: float = Field(description="Greedy rule sets that parse as JSON with one goal and 1-3 process questions.")
+    query_content_rate: float = Field(description="Valid rule sets that ask this instance's goal and distinct known process rules.")
+    query_exact_rate: float
+    per_family: dict[str, float]
+    per_source: dict[str, float]
+    counts: dict[str, int]
+    examples: list[dict] = Field(default_factory=list, description="A few generated rule sets, for eyeballing.")
+
+
+def _rate(values: list[bool]) -> float:
+    return round(float(np.mean(values)), 4) if values else float("nan")
+
+
+@torch.no_grad()
+def evaluate_teacher(
+    teacher_dir: str | Path,
+    test_bench: Benchmark | Sequence[TaskInstance],
+    reasoner_samples: Sequence[tuple[TaskInstance, np.ndarray]] = (),
+    *,
+    standins_per_instance: int = 2,
+    batch: int = 16,
+    seed: int = 12345,
+    n_examples: int = 7,
+    workers: int | None = None,
+    data: TeacherData | None = None,
+) -> TeacherEval:
+    """Judging accuracy and rule-writing validity of the Teacher at ``teacher_dir`` on ``test_bench``.
+
+    Without Reasoner samples, ``standins_per_instance`` stand-ins per instance take their
+    place (and their accuracy is reported as ``accuracy_reasoner`` with
+    ``reasoner_source='standin'``). ``data`` reuses an already labelled test set.
+    """
+    teacher = load_teacher(teacher_dir)
+    instances = test_bench.instances if isinstance(test_bench, Benchmark) else list(test_bench)
+    instances = [i for i in instances if i.benchmark == "synth"]
+    use_standins = len(reasoner_samples) == 0
+    if data is None:
+        data = build_teacher_data(instances, reasoner_samples, standins_per_instance=standins_per_instance if use_standins else 0,
+                                  seed=seed, workers=workers or torch.get_num_threads())
+    instances = data.instances
+    rows = []  # (video index, query text, kind, label)
+    for v, item in enumerate(data.items):
+        inst = data.instances[item.instance]
+        reference = rule_queries(inst.metadata)
+        bank_criteria = [variants[0].criterion for variants in query_bank(inst.metadata)]
+        for q in reference:
+            rows.append((v, q.text, q.kind, item.labels[bank_criteria.index(q.criterion)]))
+    probs = []
+    for s in range(0, len(rows), batch):
+        chunk = rows[s : s + batch]
+        b = video_qa_batch(teacher, [data.videos[v].float() / 255.0 for v, *_ in chunk], [q for _, q, _, _ in chunk])
+        yes, no = answer_logprob(teacher, b)
+        probs.extend(torch.softmax(torch.stack([yes, no], 1), 1)[:, 0].tolist())
+    pred = [p > 0.5 for p in probs]
+    truth = [r[3] for r in rows]
+    correct = [a == b for a, b in zip(pred, truth, strict=True)]
+    source = [data.items[r[0]].source.split(":")[0] for r in rows]
+    family = [data.instances[data.items[r[0]].instance].task_family for r in rows]
+    kind = [r[2] for r in rows]
+    broken_src = {"perturbation", "reasoner", "standin"}
+    false_yes = [p for p, t, s in zip(pred, truth, source, strict=True) if not t and s in broken_src]
+    # video-level false pass: a rule-breaking video (some query No) on which all answers were Yes
+    by_video: dict[int, list[tuple[bool, bool]]] = {}
+    for (v, *_), p, t in zip(rows, pred, truth, strict=True):
+        by_video.setdefault(v, []).append((p, t))
+    broken_videos = [v for v, pt in by_video.items() if not all(t for _, t in pt)]
+    false_pass = [all(p for p, _ in by_video[v]) for v in broken_videos]
+    yes_acc = [c for c, t in zip(correct, truth, strict=True) if t]
+    no_acc = [c for c, t in zip(correct, truth, strict=True) if not t]
+    reasoner_key = "standin" if use_standins else "reasoner"
+
+    valid, content, exact, examples = [], [], [], []
+    for k, inst in enumerate(instances):
+        text = generate_queries(teacher, data.first_frames[k], inst.prompt)
+        try:
+            parsed = RuleQueries.parse(text, where=f"{inst.id}:queries")
+        except InputError:
+            parsed = None
+        valid.append(parsed is not None)
+        content.append(parsed is not None and queries_content_ok(inst.metadata, parsed))
+        exact.append(parsed is not None and parsed.to_json() == data.query_targets[k])
+        if len(examples) < n_examples and inst.task_family not in {e["family"] for e in examples}:
+            examples.append({"family": inst.task_family, "id": inst.id, "generated": text, "reference": data.query_targets[k]})
+
+    families = sorted(set(family))
+    sources = sorted(set(source))
+    return TeacherEval(
+        accuracy=_rate(correct),
+        accuracy_goal=_rate([c for c, k in zip(correct, kind, strict=True) if k == "goal"]),
+        accuracy_process=_rate([c for c, k in zip(correct, kind, strict=True) if k == "process"]),
+        balanced_accuracy=round(0.5 * (_rate(yes_acc) + _rate(no_acc)), 4) if yes_acc and no_acc else float("nan"),
+        accuracy_gt=_rate([c for c, s in zip(correct, source, strict=True) if s == "gt"]),
+        accuracy_perturbed=_rate([c for c, s in zip(correct, source, strict=True) if s == "perturbation"]),
+        accuracy_reasoner=_rate([c for c, s in zip(correct, source, strict=True) if s == reasoner_key]),
+        reasoner_source=reasoner_key,
+        false_yes_rate=_rate(false_yes),
+        false_pass_rate=_rate(false_pass),
+        mean_p_yes_true=round(float(np.mean([p for p, t in zip(probs, truth, strict=True) if t] or [float("nan")])), 4),
+        mean_p_yes_false=round(float(np.mean([p for p, t in zip(probs, truth, strict=True) if not t] or [float("nan")])), 4),
+        query_valid_rate=_rate(valid),
+        query_content_rate=_rate(content),
+        query_exact_rate=_rate(exact),
+        per_family={f: _rate([c for c, g in zip(correct, family, strict=True) if g == f]) for f in families},
+        per_source={s: _rate([c for c, g in zip(correct, source, strict=True) if g == s]) for s in sources},
+        counts={"instances": len(instances), "videos": len(data.items), "questions": len(rows),
+                "questions_yes": int(sum(truth)), "questions_no": int(len(truth) - sum(truth)),
+                "broken_videos": len(broken_videos), **{f"videos_{k}": v for k, v in data.counts.items() if k in broken_src | {"gt"}}},
+        examples=examples,
+    )
+
