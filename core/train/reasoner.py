@@ -65,29 +65,42 @@ def _optimiser(model: torch.nn.Module, lr: float, weight_decay: float, steps: in
     return opt, sched
 
 
-def train_flow_matching(transformer: WanTransformer3DModel, data: LatentDataset, cfg: FlowMatchConfig) -> list[float]:
-    """Train ``transformer`` in place; noise levels uniform in [0, 1]. Returns the loss curve."""
-    gen = seed_everything(cfg.seed)
-    opt, sched = _optimiser(transformer, cfg.lr, cfg.weight_decay, cfg.steps)
-    transformer.train()
+def _regress_velocity(model: WanTransformer3DModel, batch, description: str, steps: int, lr: float, weight_decay: float) -> list[float]:
+    """The loop flow matching and reflow share: regress ``v = eps - x`` on ``z = (1 - s) x + s eps``.
+
+    ``batch(step)`` returns ``(x, eps, sigma, text)``; ``x``'s first latent frame is the condition.
+    Returns the smoothed loss every 50 steps.
+    """
+    opt, sched = _optimiser(model, lr, weight_decay, steps)
     curve, running = [], 0.0
-    with step_progress("Reasoner flow matching", cfg.steps) as advance:
-        for step in range(cfg.steps):
-            idx = torch.randint(len(data), (cfg.batch,), generator=gen)
-            x0, text = data.batch(idx)
-            eps = torch.randn(x0.shape, generator=gen)
-            sigma = torch.rand(cfg.batch, generator=gen)
+    with step_progress(description, steps) as advance:
+        for step in range(steps):
+            x, eps, sigma, text = batch(step)
             s = sigma.view(-1, 1, 1, 1, 1)
-            loss = _masked_mse(velocity(transformer, (1 - s) * x0 + s * eps, x0, sigma, text), eps - x0)
+            loss = _masked_mse(velocity(model, (1 - s) * x + s * eps, x, sigma, text), eps - x)
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(transformer.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             sched.step()
             running = 0.98 * running + 0.02 * loss.item() if step else loss.item()
             if step % 50 == 0:
                 curve.append(round(running, 5))
             advance(loss=running)
+    return curve
+
+
+def train_flow_matching(transformer: WanTransformer3DModel, data: LatentDataset, cfg: FlowMatchConfig) -> list[float]:
+    """Train ``transformer`` in place; noise levels uniform in [0, 1]. Returns the loss curve."""
+    gen = seed_everything(cfg.seed)
+    transformer.train()
+
+    def batch(_step: int):
+        idx = torch.randint(len(data), (cfg.batch,), generator=gen)
+        x0, text = data.batch(idx)
+        return x0, torch.randn(x0.shape, generator=gen), torch.rand(cfg.batch, generator=gen), text
+
+    curve = _regress_velocity(transformer, batch, "Reasoner flow matching", cfg.steps, cfg.lr, cfg.weight_decay)
     transformer.eval()
     return curve
 
@@ -130,26 +143,15 @@ def distil(
     noise, ends, items = reflow_pairs(teacher, scheduler, data, cfg, gen)
     levels = sampling_sigmas(scheduler, cfg.student_steps)[:-1]  # the student's noise levels, 1.0 first
     student = copy.deepcopy(teacher).train()
-    opt, sched = _optimiser(student, cfg.lr, 0.0, cfg.steps)
-    curve, running = [], 0.0
-    with step_progress("Reasoner distillation", cfg.steps) as advance:
-        for step in range(cfg.steps):
-            idx = torch.randint(len(items), (cfg.batch,), generator=gen)
-            eps, x_end = noise[idx], ends[idx]
-            _, text = data.batch(items[idx])
-            sigma = levels[torch.randint(len(levels), (cfg.batch,), generator=gen)]
-            uniform = torch.rand(cfg.batch, generator=gen) < cfg.uniform_fraction
-            sigma = torch.where(uniform, torch.rand(cfg.batch, generator=gen), sigma)
-            s = sigma.view(-1, 1, 1, 1, 1)
-            loss = _masked_mse(velocity(student, (1 - s) * x_end + s * eps, x_end, sigma, text), eps - x_end)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            running = 0.98 * running + 0.02 * loss.item() if step else loss.item()
-            if step % 50 == 0:
-                curve.append(round(running, 5))
-            advance(loss=running)
+
+    def batch(_step: int):
+        idx = torch.randint(len(items), (cfg.batch,), generator=gen)
+        _, text = data.batch(items[idx])
+        sigma = levels[torch.randint(len(levels), (cfg.batch,), generator=gen)]
+        uniform = torch.rand(cfg.batch, generator=gen) < cfg.uniform_fraction
+        sigma = torch.where(uniform, torch.rand(cfg.batch, generator=gen), sigma)
+        return ends[idx], noise[idx], sigma, text
+
+    curve = _regress_velocity(student, batch, "Reasoner distillation", cfg.steps, cfg.lr, 0.0)
     student.eval()
     return student, curve

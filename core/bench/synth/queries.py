@@ -124,6 +124,26 @@ def _facts(meta: dict[str, Any]) -> dict[str, str]:
     return facts
 
 
+#: The maze agent's process rules, shared by maze_navigate and key_then_goal.
+_AGENT_IN_MAZE_RULES = [
+    ("no_wall_crossing", "process", (
+        "Does the red agent avoid passing through the gray walls?",
+        "Does the red agent stay on free cells without crossing any gray wall?",
+    )),
+    ("agent_intact", "process", (
+        "Does the red agent stay intact without splitting or vanishing?",
+        "Does the red agent remain one red square that never disappears or splits?",
+    )),
+    ("continuous_motion", "process", (
+        "Does the red agent move smoothly between neighbouring cells without jumping?",
+        "Does the red agent move continuously, never teleporting?",
+    )),
+    ("walls_preserved", "process", (
+        "Do the walls stay in place?",
+        "Do the gray walls and the green goal stay exactly where they are?",
+    )),
+]
+
 #: family -> (criterion, kind, phrasings). The order of process criteria is their relevance:
 #: the first two always appear in ``rule_queries``, one of the rest is drawn per instance.
 _BANK: dict[str, list[tuple[str, str, tuple[str, ...]]]] = {
@@ -132,22 +152,7 @@ _BANK: dict[str, list[tuple[str, str, tuple[str, ...]]]] = {
             "By the end of the video, does the red agent reach the green goal cell?",
             "Does the red agent end the video standing on the green goal cell?",
         )),
-        ("no_wall_crossing", "process", (
-            "Does the red agent avoid passing through the gray walls?",
-            "Does the red agent stay on free cells without crossing any gray wall?",
-        )),
-        ("agent_intact", "process", (
-            "Does the red agent stay intact without splitting or vanishing?",
-            "Does the red agent remain one red square that never disappears or splits?",
-        )),
-        ("continuous_motion", "process", (
-            "Does the red agent move smoothly between neighbouring cells without jumping?",
-            "Does the red agent move continuously, never teleporting?",
-        )),
-        ("walls_preserved", "process", (
-            "Do the walls stay in place?",
-            "Do the gray walls and the green goal stay exactly where they are?",
-        )),
+        *_AGENT_IN_MAZE_RULES,
     ],
     "color_match": [
         ("reaches_matching_tile", "goal", (
@@ -250,22 +255,7 @@ _BANK: dict[str, list[tuple[str, str, tuple[str, ...]]]] = {
             "Does the red agent pick up the yellow key before it reaches the green goal?",
             "Does the yellow key disappear only when the red agent steps onto it, before the goal?",
         )),
-        ("no_wall_crossing", "process", (
-            "Does the red agent avoid passing through the gray walls?",
-            "Does the red agent stay on free cells without crossing any gray wall?",
-        )),
-        ("agent_intact", "process", (
-            "Does the red agent stay intact without splitting or vanishing?",
-            "Does the red agent remain one red square that never disappears or splits?",
-        )),
-        ("continuous_motion", "process", (
-            "Does the red agent move smoothly between neighbouring cells without jumping?",
-            "Does the red agent move continuously, never teleporting?",
-        )),
-        ("walls_preserved", "process", (
-            "Do the walls stay in place?",
-            "Do the gray walls and the green goal stay exactly where they are?",
-        )),
+        *_AGENT_IN_MAZE_RULES,
     ],
     "symmetry_complete": [
         ("mirror_complete", "goal", (
