@@ -134,8 +134,12 @@ def build_reasoner_tokenizer(bench: Benchmark, vocab: int):
 
 
 def train_reasoner_vae(train_dir: Path, target: Path, cfg: ZooConfig) -> Path:
-    """Stage: the VAE (in-domain ground truth), with latent statistics fitted."""
-    videos = [ground_truth_video(i) for i in in_domain(open_benchmark(train_dir))]
+    """Stage: the VAE, with latent statistics fitted.
+
+    Trained on every family's ground truth: the VAE is the Reasoner's generic video codec
+    (a real Wan VAE encodes any video); only the transformer is kept to in-domain families.
+    """
+    videos = [ground_truth_video(i) for i in open_benchmark(train_dir).instances]
     torch.manual_seed(cfg.seed)
     vae = build_vae(cfg.arch)
     curve = train_vae(vae, videos, cfg.vae)
@@ -150,7 +154,7 @@ def train_surrogate_decoder(vae_dir: Path, train_dir: Path, target: Path, cfg: Z
     from diffusers import AutoencoderKLWan
 
     vae = AutoencoderKLWan.from_pretrained(vae_dir).eval()
-    instances = in_domain(open_benchmark(train_dir))
+    instances = open_benchmark(train_dir).instances  # every family: it decodes OOD outputs too
     videos = [ground_truth_video(i) for i in instances[:: max(1, len(instances) // 200)]]
     surrogate, curve = train_surrogate(vae, videos, cfg.surrogate)
     surrogate.save_pretrained(target)
@@ -276,7 +280,7 @@ def evaluate_zoo(models: Path, test_dir: Path, cfg: ZooConfig) -> ZooEval:
     surrogate = SurrogateDecoder.from_pretrained(models / SURROGATE).eval()
     fidelity = decoder_fidelity(pipe.vae, surrogate, gt[Split.ID][:20] + gt[Split.OOD][:10])
     distilled = score_videos(reasoner_samples(models / REASONER, bench.instances, seed=cfg.seed), 4)
-    base_tf = WanTransformer3DModel.from_pretrained(models / REASONER_BASE / "transformer").eval()
+    base_tf = WanTransformer3DModel.from_pretrained(models / REASONER_BASE).eval()
     frames = [read_image(i.first_frame) for i in bench.instances]
     base_videos = generate_videos(pipe, frames, [i.prompt for i in bench.instances],
                                   [cfg.seed + k for k in range(len(bench.instances))], cfg.eval_steps_base,
@@ -305,7 +309,8 @@ def publish(stage_records: dict[str, dict], out: Path, cfg: ZooConfig) -> Path:
     """Copy the stage outputs into ``out`` and write ``zoo.json`` (config, keys, wall seconds)."""
     sources = {
         REASONER: Path(stage_records["reasoner"]["path"]) / REASONER,
-        REASONER_BASE: Path(stage_records["reasoner"]["path"]) / REASONER_BASE,
+        # the undistilled reference ships as its transformer alone: the rest equals the Reasoner's
+        REASONER_BASE: Path(stage_records["reasoner"]["path"]) / REASONER_BASE / "transformer",
         SURROGATE: Path(stage_records["surrogate"]["path"]),
         TEACHER: Path(stage_records["teacher"]["path"]),
     }
@@ -371,7 +376,7 @@ def write_cards(models: Path, evaluation: dict) -> None:
                 f"- Architecture: `{json.dumps(cfg['arch'])}`; {_params(models / REASONER):,} parameters in all.\n"
                 f"- Text encoder: a tiny UMT5, randomly initialised and frozen (prompts are templated per family, so the "
                 f"first frame carries most of the task); tokenizer: byte-level BPE built from the benchmark's prompts.\n"
-                f"- VAE: tiny `AutoencoderKLWan`, trained for reconstruction on in-domain ground truth "
+                f"- VAE: tiny `AutoencoderKLWan`, trained for reconstruction on every family's ground truth "
                 f"({cfg['vae']['steps']} steps); PSNR on test videos: {ev['vae_psnr_db']} dB.\n"
                 f"- Transformer: flow matching on the in-domain families only ({cfg['flow']['steps']} steps), then reflow "
                 f"distillation ({cfg['distill']['steps']} steps on {cfg['distill']['teacher_steps']}-step ODE pairs). "
@@ -384,10 +389,13 @@ def write_cards(models: Path, evaluation: dict) -> None:
             ),
         ),
         REASONER_BASE: (
-            "diffusers", "WanImageToVideoPipeline",
+            "diffusers", "WanTransformer3DModel",
             (
-                f"The undistilled Reasoner (flow matching only, {cfg['flow']['steps']} steps on in-domain families): "
-                f"the reference the 4-step `reasoner` is measured against. Sample with 30 steps.\n\n"
+                f"The undistilled Reasoner's transformer (flow matching only, {cfg['flow']['steps']} steps on in-domain "
+                f"families): the reference the 4-step `reasoner` is measured against. Its text encoder, VAE and "
+                f"scheduler are the `reasoner` folder's; load it with `WanTransformer3DModel.from_pretrained(path)` and "
+                f"pass it as `transformer=` to `WanImageToVideoPipeline.from_pretrained(\"models/reasoner\", ...)`. "
+                f"Sample with 30 steps.\n\n"
                 f"ID score {b['score_id']:.3f}, OOD score {b['score_ood']:.3f} ({b['steps']} Euler steps).\n"
             ),
         ),

@@ -27,12 +27,16 @@ log = logging.getLogger(__name__)
 
 
 class VaeTrainConfig(BaseModel):
-    steps: int = Field(2000, ge=1)
-    batch: int = Field(4, ge=1)
-    crop: int = Field(32, ge=8, description="Square crop side in pixels, a multiple of the spatial factor.")
+    # At equal compute, 16-pixel crops in batches of 8 reached 22.3 dB where 32-pixel crops in
+    # batches of 4 reached 21.0 dB (1200 vs 600 steps); wider VAEs ([1,2,4], [1,4,8]) were worse.
+    steps: int = Field(2500, ge=1)
+    batch: int = Field(8, ge=1)
+    crop: int = Field(16, ge=8, description="Square crop side in pixels, a multiple of the spatial factor.")
     clip_frames: int | None = Field(None, description="Frames per training clip; None: the whole video.")
     lr: float = 3e-3
     latent_penalty: float = 1e-4
+    foreground_weight: float = Field(
+        8.0, ge=0, description="Extra loss weight on pixels away from the clip's background colour (small objects).")
     seed: int = 0
 
 
@@ -68,6 +72,18 @@ def decode_unclamped(vae: AutoencoderKLWan, z: torch.Tensor) -> torch.Tensor:
     return torch.cat(chunks, dim=2)
 
 
+def foreground_weights(x: torch.Tensor, extra: float) -> torch.Tensor:
+    """Per-pixel loss weights (B, 1, T, H, W): ``1 + extra`` away from each clip's background colour.
+
+    The task lives in small objects (an agent is one 4x4 cell, under 1% of the pixels); an
+    unweighted loss is satisfied by the background and measured here to smear those objects
+    into the wrong colour. The background is the clip's per-channel median.
+    """
+    background = x.flatten(2).median(dim=2).values[:, :, None, None, None]
+    away = ((x - background).abs().amax(dim=1, keepdim=True) > 0.2).to(x.dtype)
+    return 1.0 + extra * away
+
+
 def train_vae(vae: AutoencoderKLWan, videos: Sequence[np.ndarray], cfg: VaeTrainConfig) -> list[float]:
     """Train ``vae`` in place on ground-truth videos; returns the loss curve (every 50 steps)."""
     gen = seed_everything(cfg.seed)
@@ -84,7 +100,9 @@ def train_vae(vae: AutoencoderKLWan, videos: Sequence[np.ndarray], cfg: VaeTrain
             x = _clips(data, cfg, st, ss, gen)
             z = vae.encode(x).latent_dist.mode()
             y = decode_unclamped(vae, z)
-            loss = (y - x).abs().mean() + ((y - x) ** 2).mean() + cfg.latent_penalty * (z**2).mean()
+            w = foreground_weights(x, cfg.foreground_weight)
+            err = (y - x).abs() + (y - x) ** 2
+            loss = (w * err).mean() / w.mean() + cfg.latent_penalty * (z**2).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
