@@ -263,6 +263,126 @@ def _print_zoo_eval(ev: dict) -> None:
         table.add_row(k, "[green]met[/]" if ok else "[red]missed[/]")
     console.print(table)
 
+class GradModeOption(str, Enum):
+    first_step = "first_step"
+    last_step = "last_step"
+    full = "full"
+
+
+@app.command("compare")
+def compare_cmd(
+    bench: Annotated[str, typer.Option(help="'synth' (generated test instances) or a synth benchmark directory.")] = "synth",
+    models: Annotated[Path, typer.Option(help="Zoo folder with reasoner/, surrogate-decoder/, teacher/.")] = Path("models"),
+    reasoner: Annotated[Path | None, typer.Option(help="A Wan I2V pipeline folder (default: MODELS/reasoner).")] = None,
+    surrogate: Annotated[Path | None, typer.Option(help="A surrogate decoder folder (default: MODELS/surrogate-decoder).")] = None,
+    teacher: Annotated[Path | None, typer.Option(help="A Qwen2.5-VL folder (default: MODELS/teacher).")] = None,
+    methods: Annotated[str, typer.Option(help="Comma-separated: vanilla,best_of_n,pass_at_n,pe,videotpo,teacher.")] =
+        "vanilla,best_of_n,pass_at_n,pe,videotpo,teacher",
+    limit: Annotated[int | None, typer.Option(help="At most this many items (spread over families).")] = None,
+    per_family: Annotated[int, typer.Option(help="Test instances per family when --bench synth.")] = 9,
+    n: Annotated[str, typer.Option(help="Candidates for best_of_n/pass_at_n, or 'auto' (match the teacher's wall time).")] = "auto",
+    seed: Annotated[int, typer.Option(help="Base seed (per-item seeds derive from it and the item id).")] = 0,
+    lr: Annotated[float | None, typer.Option(help="LoRA learning rate.")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Maximum LoRA updates per item.")] = None,
+    tau: Annotated[float | None, typer.Option(help="Early-stop threshold on the reward loss.")] = None,
+    early_stop: Annotated[bool, typer.Option(help="Stop when the loss <= tau.")] = True,
+    lam: Annotated[float | None, typer.Option(help="Weight of the goal query (lambda).")] = None,
+    grad_mode: Annotated[GradModeOption | None, typer.Option(help="Which sampler steps the gradient flows through.")] = None,
+    k_frames: Annotated[int | None, typer.Option(help="Frames the Teacher sees.")] = None,
+    rank: Annotated[int | None, typer.Option(help="LoRA rank.")] = None,
+    threads: Annotated[int | None, typer.Option(help="torch CPU threads.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Write every (item, method) record to this JSON file.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Last line: one JSON object keyed by method.")] = False,
+) -> None:
+    """Run the methods on benchmark items and print the comparison table (calls core directly)."""
+    import torch
+
+    from core.bench.record import Purpose
+    from core.bench.source import open_benchmark
+    from core.bench.synth.generate import make_synth_benchmark
+    from core.io import write_json_atomic
+    from core.method.compare import compare, summarise_methods
+    from core.method.methods import Method, MethodConfig
+    from core.method.optimise import OptimConfig
+    from core.method.reasoner import ReasonerAdapter
+    from core.models.teacher import load_teacher
+
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        chosen = [Method(m.strip()) for m in methods.split(",") if m.strip()]
+    except ValueError as exc:
+        _fail(VlmtError(f"--methods: {exc} (expected names from {[m.value for m in Method]})"))
+    if n != "auto" and not n.isdigit():
+        _fail(VlmtError(f"--n: {n!r} (expected a positive integer or 'auto')"))
+    updates = {k: v for k, v in {"lr": lr, "max_steps": max_steps, "tau": tau, "lam": lam, "k_frames": k_frames}.items() if v is not None}
+    if grad_mode:
+        updates["grad_mode"] = grad_mode.value
+    optim = OptimConfig(**updates, early_stop=early_stop)
+    if rank:
+        optim.lora.rank = rank
+        optim.lora.alpha = float(rank)
+    cfg = MethodConfig(optim=optim)
+    try:
+        if bench == "synth":
+            benchmark = make_synth_benchmark(Path("runs/compare-bench") / f"seed{seed}-pf{per_family}", per_family, seed=seed,
+                                             purpose=Purpose.TEST)
+        else:
+            benchmark = open_benchmark(bench)
+        instances = _spread(benchmark.instances, limit)
+        r = ReasonerAdapter.from_paths(reasoner or models / "reasoner", surrogate or models / "surrogate-decoder")
+        t = load_teacher(teacher or models / "teacher")
+        t0 = time.perf_counter()
+        with _progress() as progress:
+            task = progress.add_task("items x methods", total=len(instances) * len(chosen))
+            results = compare(r, t, instances, chosen, cfg, n="auto" if n == "auto" else int(n), base_seed=seed,
+                              on_result=lambda _: progress.advance(task))
+    except VlmtError as exc:
+        _fail(exc)
+    summary = summarise_methods(results)
+    _print_comparison(summary, len(instances), time.perf_counter() - t0)
+    for res in results:
+        if res.error:
+            console.print(f"[red]failed[/] {res.instance_id} {res.method} ({res.error_stage}): {res.error}", highlight=False)
+    if out:
+        write_json_atomic(out, {"config": cfg.model_dump(mode="json"), "results": [x.model_dump(mode="json") for x in results]})
+    if as_json:
+        print(json.dumps({k: v.model_dump(mode="json") for k, v in summary.items()}, separators=(",", ":")))
+    if any(res.error for res in results):
+        raise typer.Exit(1)
+
+
+def _spread(instances, limit: int | None):
+    """Up to ``limit`` instances taken round-robin over families (so a limit keeps every family)."""
+    if limit is None or limit >= len(instances):
+        return list(instances)
+    by_family: dict[str, list] = {}
+    for inst in instances:
+        by_family.setdefault(inst.task_family, []).append(inst)
+    picked, k = [], 0
+    while len(picked) < limit:
+        for group in by_family.values():
+            if k < len(group) and len(picked) < limit:
+                picked.append(group[k])
+        k += 1
+    return picked
+
+
+def _print_comparison(summary: dict, n_items: int, seconds: float) -> None:
+    faculties = sorted({f for s in summary.values() for f in s.by_faculty})
+    table = Table(title=f"Methods on {n_items} items ({seconds:.0f} s): mean score, strict success, cost")
+    cols = ["method", "score", "success", "ID", "OOD", *faculties, "s/item", "NFE/item", "hacking", "errors"]
+    for c in cols:
+        table.add_column(c, justify="left" if c == "method" else "right")
+    for name, s in summary.items():
+        table.add_row(name, f"{s.mean_score:.3f}", f"{s.success_rate:.1%}", f"{s.by_split.get('ID', float('nan')):.3f}",
+                      f"{s.by_split.get('OOD', float('nan')):.3f}", *(f"{s.by_faculty.get(f, float('nan')):.3f}" for f in faculties),
+                      f"{s.seconds_per_item:.2f}", f"{s.nfe_per_item:.1f}", f"{s.hacking_rate:.1%}", str(s.n_errors))
+    console.print(table)
+    extras = {k: s.extra for k, s in summary.items() if s.extra}
+    if extras:
+        console.print(" ".join(f"{k}: {v}" for k, v in extras.items()), highlight=False)
+
 
 def main() -> None:  # pragma: no cover - console-script shim
     app()

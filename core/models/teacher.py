@@ -518,15 +518,18 @@ def query_prompt(teacher: Teacher, first_frame: np.ndarray, prompt: str) -> Quer
 
 
 @torch.no_grad()
-def generate_queries(teacher: Teacher, first_frame: np.ndarray, prompt: str, max_new_tokens: int = 160) -> str:
-    """Rule extraction: greedy-decode the Teacher's JSON rule set for a first frame and instruction.
+def generate_queries(teacher: Teacher, first_frame: np.ndarray, prompt: str, max_new_tokens: int = 160,
+                     sample: bool = False, temperature: float = 0.8) -> str:
+    """Rule extraction: decode the Teacher's JSON rule set for a first frame and instruction.
 
+    Greedy by default; ``sample=True`` draws from the torch RNG (seed it for reproducibility).
     Returns the raw text (validate with ``RuleQueries.parse``).
     """
     q = query_prompt(teacher, first_frame, prompt)
     out = teacher.model.generate(
         input_ids=q.input_ids, attention_mask=q.attention_mask, mm_token_type_ids=q.mm_token_type_ids,
-        pixel_values=q.pixel_values, image_grid_thw=q.image_grid_thw, max_new_tokens=max_new_tokens, do_sample=False,
+        pixel_values=q.pixel_values, image_grid_thw=q.image_grid_thw, max_new_tokens=max_new_tokens, do_sample=sample,
+        **({"temperature": temperature, "top_k": 0, "top_p": 1.0} if sample else {}),
         eos_token_id=teacher.tokenizer.convert_tokens_to_ids(IM_END), pad_token_id=teacher.tokenizer.pad_token_id,
     )
     return teacher.tokenizer.decode(out[0, q.input_ids.shape[1]:], skip_special_tokens=True).strip()

@@ -1,0 +1,195 @@
+"""The methods compared, each one function of (item, adapters, config) -> a video and what it did.
+
+* ``vanilla``: the Reasoner once, from the item's seed.
+* ``best_of_n``: N seeds; the Teacher's judge picks the video with the lowest reward loss
+  (non-oracle: it sees only what a user would have).
+* ``pass_at_n``: the same N seeds; the benchmark's own scorer picks (the paper's oracle
+  Pass@N; an upper bound on selection, not a deployable method).
+* ``pe`` (VLM-as-Solver, prompt engineering): the Teacher expands the instruction once, and
+  the Reasoner generates from the expanded prompt. Our expansion appends the Teacher's own
+  extracted rules to the instruction (one Teacher generation; the tiny zoo Teacher was not
+  trained to write free-form prompts, and appending its rules is what a VLM-as-Solver adds).
+* ``videotpo`` (VLM-as-Solver, iterative): each round generates two videos from the current
+  prompt, the Teacher judges them, and the rules the better one breaks (P(Yes) < 0.5) are
+  appended to the prompt as the critique; the best video by the judge over all rounds is kept.
+* ``teacher`` (the paper's method): a fresh LoRA optimised on the item by the Teacher's
+  differentiable reward, then the final video with the full schedule, the same eps and the VAE.
+
+Every method shares the item's rules (extracted and compiled once per item); their cost is
+added to each method that uses them. Seeds: candidate ``k`` of an item uses ``seed + k``, so
+candidate 0 is the vanilla video.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from core.bench.record import TaskInstance
+from core.method.cost import CostMeter
+from core.method.optimise import OptimConfig, detach_lora, optimise_item
+from core.method.reasoner import ItemCondition, ReasonerAdapter
+from core.method.teacher import CompiledReward, RuleSet, judge, judge_loss
+from core.models.teacher import Teacher
+
+log = logging.getLogger(__name__)
+
+
+class Method(str, Enum):
+    VANILLA = "vanilla"
+    BEST_OF_N = "best_of_n"
+    PASS_AT_N = "pass_at_n"
+    PE = "pe"
+    VIDEOTPO = "videotpo"
+    TEACHER = "teacher"
+
+
+#: Methods that need the item's rules from the Teacher.
+USES_RULES = {Method.BEST_OF_N, Method.PE, Method.VIDEOTPO, Method.TEACHER}
+
+
+class MethodConfig(BaseModel):
+    """Knobs of every method; ``optim`` is the teacher method's."""
+
+    optim: OptimConfig = OptimConfig()
+    n: int = Field(4, ge=1, description="Candidates for best_of_n and pass_at_n.")
+    tpo_rounds: int = Field(2, ge=1)
+    tpo_videos: int = Field(2, ge=1, description="Videos per VideoTPO round.")
+    rule_attempts: int = Field(3, ge=1, description="Teacher replies tried before the recorded fallback.")
+
+
+@dataclass
+class ItemContext:
+    """One item's fixed inputs, shared by every method."""
+
+    instance: TaskInstance
+    first_frame: np.ndarray
+    condition: ItemCondition
+    rules: RuleSet | None = None
+    reward: CompiledReward | None = None
+    scorer: Callable[[TaskInstance, np.ndarray], float] | None = None
+
+
+@dataclass
+class MethodOutput:
+    video: np.ndarray
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def _generate(reasoner: ReasonerAdapter, cond: ItemCondition, steps: int, meter: CostMeter) -> np.ndarray:
+    with meter.phase("generate"):
+        return reasoner.generate(cond, steps)
+
+
+def _seeded(reasoner: ReasonerAdapter, ctx: ItemContext, seed: int, text=None) -> ItemCondition:
+    if seed == ctx.condition.seed and text is None:
+        return ctx.condition
+    cond = reasoner.prepare(ctx.first_frame, ctx.instance.prompt, seed, ctx.condition.n_frames)
+    return cond if text is None else cond.with_text(text)
+
+
+def _judge(teacher: Teacher, reward: CompiledReward, video: np.ndarray, meter: CostMeter) -> list[float]:
+    with meter.phase("judge"):
+        return judge(teacher, reward, video, meter)
+
+
+def _need_reward(ctx: ItemContext) -> CompiledReward:
+    if ctx.reward is None:
+        raise ValueError("this method needs the item's compiled reward (extract and compile the rules first)")
+    return ctx.reward
+
+
+def run_vanilla(reasoner: ReasonerAdapter, teacher: Teacher, ctx: ItemContext, cfg: MethodConfig, meter: CostMeter) -> MethodOutput:
+    return MethodOutput(_generate(reasoner, ctx.condition, cfg.optim.sampler_steps, meter), {"seed": ctx.condition.seed})
+
+
+def candidates(reasoner: ReasonerAdapter, ctx: ItemContext, n: int, steps: int, meter: CostMeter) -> list[np.ndarray]:
+    return [_generate(reasoner, _seeded(reasoner, ctx, ctx.condition.seed + k), steps, meter) for k in range(n)]
+
+
+def run_best_of_n(reasoner: ReasonerAdapter, teacher: Teacher, ctx: ItemContext, cfg: MethodConfig, meter: CostMeter) -> MethodOutput:
+    reward = _need_reward(ctx)
+    videos = candidates(reasoner, ctx, cfg.n, cfg.optim.sampler_steps, meter)
+    losses = [judge_loss(reward, _judge(teacher, reward, v, meter)) for v in videos]
+    k = int(np.argmin(losses))
+    return MethodOutput(videos[k], {"n": cfg.n, "selected": k, "judge_losses": losses})
+
+
+def run_pass_at_n(reasoner: ReasonerAdapter, teacher: Teacher, ctx: ItemContext, cfg: MethodConfig, meter: CostMeter) -> MethodOutput:
+    if ctx.scorer is None:
+        raise ValueError("pass_at_n needs the benchmark's scorer (it is the oracle baseline)")
+    videos = candidates(reasoner, ctx, cfg.n, cfg.optim.sampler_steps, meter)
+    with meter.phase("oracle_select"):
+        scores = [ctx.scorer(ctx.instance, v) for v in videos]
+    k = int(np.argmax(scores))
+    return MethodOutput(videos[k], {"n": cfg.n, "selected": k, "oracle_scores": scores})
+
+
+def expanded_prompt(prompt: str, rules: list[str]) -> str:
+    """The instruction followed by the rules it must respect (PE and VideoTPO's rewrite)."""
+    if not rules:
+        return prompt
+    return f"{prompt.strip()} Make sure the answer to each is yes: {' '.join(rules)}"
+
+
+def run_pe(reasoner: ReasonerAdapter, teacher: Teacher, ctx: ItemContext, cfg: MethodConfig, meter: CostMeter) -> MethodOutput:
+    if ctx.rules is None:
+        raise ValueError("pe needs the item's rules")
+    prompt = expanded_prompt(ctx.instance.prompt, [q for q, _ in ctx.rules.queries])
+    with meter.phase("encode_prompt"):
+        cond = ctx.condition.with_text(reasoner.encode_text(prompt))
+    return MethodOutput(_generate(reasoner, cond, cfg.optim.sampler_steps, meter), {"prompt": prompt})
+
+
+def run_videotpo(reasoner: ReasonerAdapter, teacher: Teacher, ctx: ItemContext, cfg: MethodConfig, meter: CostMeter) -> MethodOutput:
+    reward = _need_reward(ctx)
+    prompt, text = ctx.instance.prompt, None
+    best: tuple[float, np.ndarray, int] | None = None
+    history = []
+    for r in range(cfg.tpo_rounds):
+        round_best: tuple[float, list[float]] | None = None
+        for j in range(cfg.tpo_videos):
+            seed = ctx.condition.seed + r * cfg.tpo_videos + j
+            video = _generate(reasoner, _seeded(reasoner, ctx, seed, text), cfg.optim.sampler_steps, meter)
+            p = _judge(teacher, reward, video, meter)
+            loss = judge_loss(reward, p)
+            if best is None or loss < best[0]:
+                best = (loss, video, r)
+            if round_best is None or loss < round_best[0]:
+                round_best = (loss, p)
+        assert round_best is not None
+        broken = [q.text for q, p in zip(reward.queries, round_best[1], strict=True) if p < 0.5]
+        history.append({"round": r, "prompt": prompt, "best_loss": round_best[0], "broken": broken})
+        if not broken:
+            break
+        prompt = expanded_prompt(ctx.instance.prompt, broken)
+        with meter.phase("encode_prompt"):
+            text = reasoner.encode_text(prompt)
+    assert best is not None
+    return MethodOutput(best[1], {"rounds": history, "selected_round": best[2]})
+
+
+def run_teacher(reasoner: ReasonerAdapter, teacher: Teacher, ctx: ItemContext, cfg: MethodConfig, meter: CostMeter) -> MethodOutput:
+    reward = _need_reward(ctx)
+    try:
+        result = optimise_item(reasoner, teacher, ctx.condition, reward, cfg.optim)
+        video = _generate(reasoner, ctx.condition, cfg.optim.sampler_steps, meter)
+    finally:
+        detach_lora(reasoner)
+    return MethodOutput(video, {"optim": result.model_dump()})
+
+
+RUNNERS: dict[Method, Callable[..., MethodOutput]] = {
+    Method.VANILLA: run_vanilla,
+    Method.BEST_OF_N: run_best_of_n,
+    Method.PASS_AT_N: run_pass_at_n,
+    Method.PE: run_pe,
+    Method.VIDEOTPO: run_videotpo,
+    Method.TEACHER: run_teacher,
+}

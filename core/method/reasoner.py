@@ -1,0 +1,219 @@
+"""The Reasoner adapter: a diffusers Wan image-to-video pipeline made differentiable.
+
+``WanImageToVideoPipeline.__call__`` runs under ``no_grad``, so the method needs its own
+sampling loop over the same components (``core.models.wan`` holds the arithmetic, tested
+equal to ``pipe(...)``). This module adds what test-time optimisation needs on top:
+
+* ``prepare``: everything that depends only on the item, computed once: the prompt
+  embedding, the encoded first frame, and the noise ``eps`` drawn from the item's recorded
+  seed (reused unchanged for the final video, as the paper does);
+* ``predict_clean``: the clean-latent prediction with a gradient mode. ``first_step`` (the
+  paper's): ``z0_hat = eps - s_0 * u(eps, s_0, c)`` with ``s_0 = 1`` for an unshifted
+  schedule; ``last_step``: earlier steps without a graph, the last one with; ``full``: the
+  whole rollout in the graph (with gradient checkpointing where the model supports it);
+* ``decode``: the surrogate decoder (default while optimising) or the VAE;
+* ``frames_for_teacher``: K frames sampled uniformly, in [0, 1], for the Teacher.
+
+The same code serves our tiny CPU zoo and a real Wan2.2-TI2V-5B on a GPU: on CUDA the
+transformer runs under bf16 autocast and gradient checkpointing; on CPU everything is fp32.
+Components are moved to the device once, at construction.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers import WanImageToVideoPipeline, WanTransformer3DModel
+
+from core.errors import InputError
+from core.media import sample_indices
+from core.method.cost import CostMeter
+from core.models.surrogate import SurrogateDecoder
+from core.models.wan import (
+    decode_latents,
+    denormalise,
+    encode_first_frames,
+    encode_prompts,
+    item_noise,
+    latent_shape,
+    load_reasoner,
+    sampling_sigmas,
+    tensor_to_frames,
+    velocity,
+    with_condition,
+)
+
+log = logging.getLogger(__name__)
+
+
+class GradMode(str, Enum):
+    """Which part of the sampler the reward's gradient flows through."""
+
+    FIRST_STEP = "first_step"
+    LAST_STEP = "last_step"
+    FULL = "full"
+
+
+class Decoder(str, Enum):
+    SURROGATE = "surrogate"
+    VAE = "vae"
+
+
+@dataclass
+class ItemCondition:
+    """What one item contributes to every rollout: fixed for the whole optimisation.
+
+    ``noise`` is eps for the item's seed; the final video reuses it.
+    """
+
+    text: torch.Tensor
+    condition: torch.Tensor
+    noise: torch.Tensor
+    seed: int
+    n_frames: int
+
+    def with_text(self, text: torch.Tensor) -> ItemCondition:
+        return ItemCondition(text, self.condition, self.noise, self.seed, self.n_frames)
+
+
+class ReasonerAdapter:
+    """A loaded Reasoner (pipeline + optional surrogate decoder) with the method's operations.
+
+    ``meter`` counts transformer forwards/backwards (NFE) and decoder calls; pass the one
+    the caller accounts costs with.
+    """
+
+    def __init__(
+        self,
+        pipe: WanImageToVideoPipeline,
+        surrogate: SurrogateDecoder | None = None,
+        device: str | torch.device | None = None,
+        gradient_checkpointing: bool | None = None,
+    ) -> None:
+        if not isinstance(pipe, WanImageToVideoPipeline):
+            raise InputError("reasoner", f"is a {type(pipe).__name__}", "a diffusers WanImageToVideoPipeline")
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.pipe = pipe.to(self.device)
+        self.pipe.text_encoder.requires_grad_(False)
+        self.pipe.vae.requires_grad_(False)
+        self.transformer.requires_grad_(False)
+        self.surrogate = surrogate.to(self.device).requires_grad_(False).eval() if surrogate is not None else None
+        on_cuda = self.device.type == "cuda"
+        if gradient_checkpointing if gradient_checkpointing is not None else on_cuda:
+            self.transformer.enable_gradient_checkpointing()
+        self.autocast_dtype = torch.bfloat16 if on_cuda else None
+        self.meter = CostMeter()
+
+    @classmethod
+    def from_paths(
+        cls, reasoner: str | Path, surrogate: str | Path | None = None, device: str | torch.device | None = None
+    ) -> ReasonerAdapter:
+        """Load a Wan I2V pipeline folder and, optionally, a surrogate decoder folder."""
+        pipe = load_reasoner(reasoner)
+        sur = None
+        if surrogate is not None:
+            if not (Path(surrogate) / "config.json").is_file():
+                raise InputError(surrogate, "is not a surrogate decoder folder (no config.json)",
+                                 "a folder written by `vlmt zoo train` or core.train.surrogate")
+            sur = SurrogateDecoder.from_pretrained(surrogate)
+        return cls(pipe, sur, device)
+
+    @property
+    def transformer(self) -> WanTransformer3DModel:
+        return self.pipe.transformer
+
+    # ------------------------------------------------------------------ per item
+
+    @torch.no_grad()
+    def encode_text(self, prompt: str) -> torch.Tensor:
+        return encode_prompts(self.pipe, [prompt])
+
+    @torch.no_grad()
+    def prepare(self, first_frame: np.ndarray, prompt: str, seed: int, n_frames: int) -> ItemCondition:
+        """Encode prompt and first frame once and draw the item's noise from ``seed``."""
+        if first_frame.ndim != 3 or first_frame.shape[2] != 3:
+            raise InputError("first_frame", f"has shape {first_frame.shape}", "(H, W, 3) uint8")
+        h, w = first_frame.shape[:2]
+        shape = latent_shape(self.pipe, n_frames, h, w)
+        cond = encode_first_frames(self.pipe.vae, [first_frame])
+        noise = item_noise(shape, seed)[None].to(self.device, cond.dtype)
+        return ItemCondition(self.encode_text(prompt), cond, noise, seed, n_frames)
+
+    # ------------------------------------------------------------------ sampling
+
+    def _velocity(self, z: torch.Tensor, item: ItemCondition, sigma: float) -> torch.Tensor:
+        sig = torch.full((z.shape[0],), float(sigma), dtype=z.dtype, device=z.device)
+        self.meter.count("reasoner_forward")
+        if self.autocast_dtype is None:
+            return velocity(self.transformer, z, item.condition, sig, item.text)
+        with torch.autocast(self.device.type, dtype=self.autocast_dtype):
+            return velocity(self.transformer, z, item.condition, sig, item.text).float()
+
+    def predict_clean(self, item: ItemCondition, steps: int, mode: GradMode = GradMode.FIRST_STEP) -> torch.Tensor:
+        """The clean-latent prediction (normalised latents, first frame = the condition).
+
+        Gradients flow only where ``mode`` says; ``first_step`` costs one transformer call
+        whatever ``steps`` is (``differentiated_calls`` says how many calls a backward spans).
+        """
+        mode = GradMode(mode)
+        sigmas = sampling_sigmas(self.pipe.scheduler, steps).tolist()
+        z = item.noise
+        if mode is GradMode.FIRST_STEP:
+            z0 = z - sigmas[0] * self._velocity(z, item, sigmas[0])
+            return with_condition(z0, item.condition)
+        pairs = list(itertools.pairwise(sigmas))
+        graph_from = len(pairs) - 1 if mode is GradMode.LAST_STEP else 0
+        with torch.no_grad():
+            for s, s_next in pairs[:graph_from]:
+                z = z + (s_next - s) * self._velocity(z, item, s)
+        for s, s_next in pairs[graph_from:]:
+            z = z + (s_next - s) * self._velocity(z, item, s)
+        return with_condition(z, item.condition)
+
+    @torch.no_grad()
+    def sample(self, item: ItemCondition, steps: int) -> torch.Tensor:
+        """Euler sampling over the full schedule without a graph (the final video's latents)."""
+        return self.predict_clean(item, steps, GradMode.FULL).detach()
+
+    # ------------------------------------------------------------------ decoding
+
+    def decode(self, latents: torch.Tensor, decoder: Decoder = Decoder.SURROGATE) -> torch.Tensor:
+        """Normalised latents -> (B, 3, T, H, W) in [-1, 1] by the surrogate or the VAE."""
+        decoder = Decoder(decoder)
+        self.meter.count(f"decode_{decoder.value}")
+        if decoder is Decoder.VAE:
+            return decode_latents(self.pipe.vae, latents)
+        if self.surrogate is None:
+            raise InputError("decoder", "is 'surrogate' but no surrogate decoder was loaded",
+                             "a surrogate folder (ReasonerAdapter.from_paths(..., surrogate=...)) or decoder='vae'")
+        return self.surrogate(denormalise(self.pipe.vae, latents))
+
+    @torch.no_grad()
+    def generate(self, item: ItemCondition, steps: int) -> np.ndarray:
+        """The final video: full schedule, the item's eps, the VAE decode; (T, H, W, 3) uint8."""
+        return tensor_to_frames(self.decode(self.sample(item, steps), Decoder.VAE)[0])
+
+
+def differentiated_calls(mode: GradMode, steps: int) -> int:
+    """How many transformer calls one backward through ``predict_clean`` traverses."""
+    return {GradMode.FIRST_STEP: 1, GradMode.LAST_STEP: 1, GradMode.FULL: steps}[GradMode(mode)]
+
+
+def frames_for_teacher(video: torch.Tensor, k: int) -> tuple[torch.Tensor, list[int]]:
+    """(3, T, H, W) in [-1, 1] -> ((K, 3, H, W) in [0, 1], indices): K frames spread evenly.
+
+    K is capped by the video length (a 17-frame video gives 17 frames for K = 24).
+    """
+    if video.ndim != 4 or video.shape[0] != 3:
+        raise InputError("video", f"has shape {tuple(video.shape)}", "(3, T, H, W)")
+    if k < 1:
+        raise InputError("k_frames", f"is {k}", "at least 1")
+    idx = sample_indices(video.shape[1], k).tolist()
+    frames = video[:, idx].permute(1, 0, 2, 3)
+    return (frames + 1.0) / 2.0, idx

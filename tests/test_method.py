@@ -1,0 +1,203 @@
+"""The method on tiny random Wan and Qwen2.5-VL models: gradients, optimisation, stops, rules, adapters."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from core.bench.record import Purpose
+from core.bench.synth.generate import make_synth_benchmark
+from core.errors import InputError
+from core.media import read_image
+from core.method.optimise import (
+    OptimConfig,
+    attach_lora,
+    detach_lora,
+    load_adapter,
+    lora_state,
+    optimise_item,
+    reward_step,
+    save_adapter,
+)
+from core.method.reasoner import GradMode, ReasonerAdapter, frames_for_teacher
+from core.method.teacher import (
+    GENERIC_PROCESS_QUERY,
+    RuleSet,
+    compile_reward,
+    extract_rules,
+    judge,
+    repair_rules,
+)
+from core.models.teacher import frames_to_tensor, load_teacher, video_qa_batch
+from tests.method_helpers import build_micro_reasoner, build_micro_teacher
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory):
+    return make_synth_benchmark(tmp_path_factory.mktemp("bench"), per_family=1, purpose=Purpose.TEST)
+
+
+@pytest.fixture(scope="module")
+def models(bench, tmp_path_factory):
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("models")
+    reasoner_dir, surrogate_dir = build_micro_reasoner(bench, out)
+    return reasoner_dir, surrogate_dir, build_micro_teacher(bench, out)
+
+
+@pytest.fixture()
+def reasoner(models):
+    return ReasonerAdapter.from_paths(models[0], models[1], device="cpu")
+
+
+@pytest.fixture(scope="module")
+def teacher(models):
+    return load_teacher(models[2])
+
+
+RULES = RuleSet(goal="Does the red agent reach the green goal cell?", process=["Does the red agent stay intact?",
+                                                                               "Does the agent avoid the walls?"],
+                source="teacher", attempts=1)
+
+
+@pytest.fixture()
+def item(bench, reasoner, teacher):
+    inst = bench.instances[0]
+    first = read_image(inst.first_frame)
+    cond = reasoner.prepare(first, inst.prompt, seed=7, n_frames=inst.metadata["n_frames"])
+    reward = compile_reward(teacher, RULES, inst.metadata["n_frames"], first.shape[:2], k_frames=8, lam=0.5)
+    return cond, reward
+
+
+@pytest.mark.parametrize("mode", list(GradMode))
+def test_gradients_reach_the_lora_in_every_mode(reasoner, teacher, item, mode):
+    cond, reward = item
+    params = attach_lora(reasoner, OptimConfig().lora, seed=0)
+    loss, _ = reward_step(reasoner, teacher, cond, reward, OptimConfig(grad_mode=mode, k_frames=8))
+    loss.backward()
+    named = dict(reasoner.transformer.named_parameters())
+    b_grads = [p.grad for n, p in named.items() if "lora_B" in n]
+    assert b_grads and all(g is not None for g in b_grads)
+    assert sum(float(g.abs().sum()) for g in b_grads) > 0
+    assert all(p.grad is None for n, p in named.items() if "lora_" not in n)  # the backbone stays frozen
+    assert len(params) == len([n for n in named if "lora_" in n])
+    detach_lora(reasoner)
+
+
+def test_loss_decreases_and_early_stop_triggers_at_tau(reasoner, teacher, item):
+    cond, reward = item
+    cfg = OptimConfig(lr=3e-2, max_steps=8, early_stop=False, k_frames=8)
+    res = optimise_item(reasoner, teacher, cond, reward, cfg)
+    losses = [s.loss for s in res.trace]
+    assert res.stop_reason == "max_steps" and res.steps_run == 8 and len(losses) == 9
+    assert losses[-1] < losses[0] - 1e-3
+    # the first step whose loss is <= tau is where the early-stopping run must stop
+    tau = losses[4]
+    first_hit = next(i for i, v in enumerate(losses) if v <= tau)
+    res2 = optimise_item(reasoner, teacher, cond, reward, cfg.model_copy(update={"early_stop": True, "tau": tau}))
+    assert res2.stop_reason == "tau" and res2.steps_run == first_hit
+    assert [s.loss for s in res2.trace] == pytest.approx(losses[: first_hit + 1], rel=1e-4)
+    detach_lora(reasoner)
+
+
+def test_nan_guard_keeps_the_best_adapter(reasoner, teacher, item, monkeypatch):
+    cond, reward = item
+    cfg = OptimConfig(lr=3e-2, max_steps=10, early_stop=False, k_frames=8)
+    calls = {"n": 0}
+    real_decode = reasoner.decode
+
+    def poisoned(latents, decoder):
+        calls["n"] += 1
+        out = real_decode(latents, decoder)
+        return out * float("nan") if calls["n"] == 5 else out
+
+    monkeypatch.setattr(reasoner, "decode", poisoned)
+    res = optimise_item(reasoner, teacher, cond, reward, cfg)
+    assert res.stop_reason == "nonfinite_loss" and len(res.trace) == 5 and math.isnan(res.trace[-1].loss)
+    finite = [s.loss for s in res.trace[:-1]]
+    assert res.best_loss == pytest.approx(min(finite)) and res.steps_run == res.best_step
+    monkeypatch.setattr(reasoner, "decode", real_decode)
+    with torch.no_grad():
+        loss, _ = reward_step(reasoner, teacher, cond, reward, cfg)
+    assert float(loss) == pytest.approx(res.best_loss, rel=1e-4)  # the restored adapter is the best one
+    detach_lora(reasoner)
+
+
+def test_saved_adapter_reloads_with_diffusers_and_reproduces_the_video(reasoner, teacher, item, tmp_path):
+    cond, reward = item
+    base = reasoner.generate(cond, steps=4)
+    optimise_item(reasoner, teacher, cond, reward, OptimConfig(lr=5e-2, max_steps=4, early_stop=False, k_frames=8))
+    adapted = reasoner.generate(cond, steps=4)
+    assert not np.array_equal(adapted, base)
+    state = lora_state(reasoner)
+    save_adapter(reasoner, tmp_path / "adapter", OptimConfig().lora)
+    detach_lora(reasoner)
+    assert np.array_equal(reasoner.generate(cond, steps=4), base)  # detaching restores the frozen Reasoner
+    load_adapter(reasoner, tmp_path / "adapter")
+    assert np.array_equal(reasoner.generate(cond, steps=4), adapted)
+    reloaded = lora_state(reasoner)
+    assert state.keys() == reloaded.keys() and all(torch.equal(state[k], reloaded[k]) for k in state)
+    detach_lora(reasoner)
+
+
+def test_compiled_ids_equal_the_processor_batch_and_judge_matches(teacher, bench):
+    inst = bench.instances[0]
+    video = (np.random.default_rng(0).random((17, 64, 64, 3)) * 255).astype(np.uint8)
+    reward = compile_reward(teacher, RULES, 17, (64, 64), k_frames=24)
+    assert reward.frame_indices == list(range(17))  # K is capped by the video length
+    for q in reward.queries:
+        batch = video_qa_batch(teacher, [frames_to_tensor(video)], [q.text])
+        prompt_ids = batch.input_ids[0, : batch.answer_pos[0] + 1].tolist()
+        assert q.input_ids[: q.answer_start] == prompt_ids
+    from core.models.teacher import p_yes
+
+    p = judge(teacher, reward, video)
+    assert p == pytest.approx([p_yes(teacher, video, q.text) for q in reward.queries], rel=1e-4)
+    assert reward.weights == [0.5, 0.25, 0.25]
+    del inst
+
+
+def test_frames_for_teacher_caps_k_and_maps_to_unit_range():
+    video = torch.linspace(-1, 1, 3 * 5 * 2 * 2).view(3, 5, 2, 2)
+    frames, idx = frames_for_teacher(video, 24)
+    assert idx == [0, 1, 2, 3, 4] and frames.shape == (5, 3, 2, 2)
+    assert float(frames.min()) == 0.0 and float(frames.max()) == 1.0
+    _, idx3 = frames_for_teacher(video, 3)
+    assert idx3 == [0, 2, 4]
+
+
+def test_malformed_rules_are_repaired_or_fall_back(teacher, bench, monkeypatch):
+    fixed, fixes = repair_rules('Sure! {"goal": "Does the ball reach the goal", "process": ["Does the ball stay intact?",'
+                                ' "Does the ball stay intact?", "Does the ball reach the goal?",],} Hope this helps')
+    assert fixed is not None and fixed.goal == "Does the ball reach the goal?"
+    assert fixed.process == ["Does the ball stay intact?"] and len(fixes) == 2
+    assert repair_rules("no json here")[0] is None
+    assert repair_rules('{"goal": "Does it work?", "process": []}')[0] is None
+
+    replies = iter(['{"goal": "x"}', "garbage", "more garbage"])
+    monkeypatch.setattr("core.method.teacher.generate_queries", lambda *a, **k: next(replies))
+    inst = bench.instances[0]
+    rules = extract_rules(teacher, read_image(inst.first_frame), inst.prompt, max_attempts=3)
+    assert rules.source == "fallback" and rules.attempts == 3 and len(rules.replies) == 3
+    assert inst.prompt.rstrip(".") in rules.goal and rules.process == [GENERIC_PROCESS_QUERY]
+    assert rules.problems  # why each reply was rejected is recorded
+
+    replies2 = iter(['{"goal": "Does the agent reach the goal?", "process": ["Does the agent avoid walls?"]}'])
+    monkeypatch.setattr("core.method.teacher.generate_queries", lambda *a, **k: next(replies2))
+    ok = extract_rules(teacher, read_image(inst.first_frame), inst.prompt)
+    assert ok.source == "teacher" and ok.attempts == 1
+
+
+def test_unsupported_inputs_fail_clearly(models, teacher):
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    with pytest.raises(InputError, match="WanImageToVideoPipeline"):
+        ReasonerAdapter(FlowMatchEulerDiscreteScheduler())
+    with pytest.raises(InputError, match="lam"):
+        compile_reward(teacher, RULES, 17, (64, 64), lam=1.5)
+    reasoner = ReasonerAdapter.from_paths(models[0], None, device="cpu")
+    with pytest.raises(InputError, match="surrogate"):
+        reasoner.decode(torch.zeros(1, 4, 5, 16, 16))
