@@ -35,6 +35,7 @@ def build_micro_reasoner(bench: Benchmark, out: Path, seed: int = 0) -> tuple[Pa
     return out / "reasoner", out / "surrogate"
 
 
-def build_micro_teacher(bench: Benchmark, out: Path, seed: int = 0) -> Path:
-    corpus = [i.prompt for i in bench.instances] * 3
-    return build_teacher(out / "teacher", corpus, TeacherArchConfig.micro(), seed=seed)
+def build_micro_teacher(bench: Benchmark, out: Path, seed: int = 0, family: str = "qwen2_5_vl") -> Path:
+    """A random micro Teacher of either Qwen-VL family (the timestamp tokens are in its vocabulary)."""
+    corpus = [i.prompt for i in bench.instances] * 3 + [f"<{t / 10:.1f} seconds>" for t in range(40)]
+    return build_teacher(out / f"teacher-{family}", corpus, TeacherArchConfig.micro(family), seed=seed)

@@ -45,7 +45,8 @@ def models(bench, tmp_path_factory):
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("models")
     reasoner_dir, surrogate_dir = build_micro_reasoner(bench, out)
-    return reasoner_dir, surrogate_dir, build_micro_teacher(bench, out)
+    teachers = {f: build_micro_teacher(bench, out, family=f) for f in ("qwen2_5_vl", "qwen3_vl")}
+    return reasoner_dir, surrogate_dir, teachers
 
 
 @pytest.fixture()
@@ -53,9 +54,9 @@ def reasoner(models):
     return ReasonerAdapter.from_paths(models[0], models[1], device="cpu")
 
 
-@pytest.fixture(scope="module")
-def teacher(models):
-    return load_teacher(models[2])
+@pytest.fixture(scope="module", params=["qwen2_5_vl", "qwen3_vl"])
+def teacher(models, request):
+    return load_teacher(models[2][request.param])
 
 
 RULES = RuleSet(goal="Does the red agent reach the green goal cell?", process=["Does the red agent stay intact?",
@@ -201,3 +202,30 @@ def test_unsupported_inputs_fail_clearly(models, teacher):
     reasoner = ReasonerAdapter.from_paths(models[0], None, device="cpu")
     with pytest.raises(InputError, match="surrogate"):
         reasoner.decode(torch.zeros(1, 4, 5, 16, 16))
+
+
+def test_qwen3_video_prompt_equals_the_library_processor_and_folder_loads(models):
+    """Qwen3-VL's per-patch timestamps: our layout is the real ``Qwen3VLProcessor.replace_video_token``'s."""
+    from types import SimpleNamespace
+
+    from transformers import AutoProcessor, Qwen3VLForConditionalGeneration
+    from transformers.models.qwen3_vl.processing_qwen3_vl import Qwen3VLProcessor
+
+    folder = models[2]["qwen3_vl"]
+    assert AutoProcessor.from_pretrained(folder, local_files_only=True).tokenizer is not None
+    assert isinstance(Qwen3VLForConditionalGeneration.from_pretrained(folder, local_files_only=True),
+                      Qwen3VLForConditionalGeneration)
+    teacher = load_teacher(folder)
+    assert teacher.family == "qwen3_vl" and teacher.video_kwargs(2) == {}
+    frames = torch.rand(9, 3, 64, 64)
+    indices = [0, 2, 4, 6, 8, 10, 12, 14, 16]
+    from core.models.teacher import video_to_pixels
+
+    _, grid = video_to_pixels(frames, teacher.vision)
+    lib = SimpleNamespace(video_processor=SimpleNamespace(merge_size=teacher.vision.merge_size,
+                                                          temporal_patch_size=teacher.vision.temporal_patch_size),
+                          vision_start_token="<|vision_start|>", vision_end_token="<|vision_end|>",
+                          video_token="<|video_pad|>")
+    lib._calculate_timestamps = lambda idx, fps, merge: Qwen3VLProcessor._calculate_timestamps(lib, idx, fps, merge)
+    inputs = {"video_grid_thw": grid, "video_metadata": [SimpleNamespace(fps=8.0, frames_indices=list(indices))]}
+    assert teacher.video_text(grid, indices, fps=8.0) == Qwen3VLProcessor.replace_video_token(lib, inputs, 0)

@@ -201,6 +201,7 @@ class CompiledReward(BaseModel):
     n_frames: int
     frame_indices: list[int]
     frame_size: tuple[int, int]
+    fps: float = Field(description="Frame rate of the judged videos (Qwen3-VL writes frame timestamps).")
     grid_thw: tuple[int, int, int]
     n_video_tokens: int
     answer: str = YES
@@ -212,7 +213,8 @@ class CompiledReward(BaseModel):
 
 
 def compile_reward(
-    teacher: Teacher, rules: RuleSet, n_frames: int, frame_size: tuple[int, int], k_frames: int = 24, lam: float = 0.5
+    teacher: Teacher, rules: RuleSet, n_frames: int, frame_size: tuple[int, int], k_frames: int = 24, lam: float = 0.5,
+    fps: float | None = None,
 ) -> CompiledReward:
     """Stage 2: tokenise every query with the answer in the assistant turn, once per item."""
     from core.media import sample_indices
@@ -222,17 +224,19 @@ def compile_reward(
     idx = sample_indices(n_frames, k_frames).tolist()
     if len(idx) < k_frames:
         log.info("video has %d frames < K=%d: the Teacher sees all %d", n_frames, k_frames, n_frames)
+    fps = fps or teacher.video_fps
     probe = torch.zeros(len(idx), 3, *frame_size)
     _, grid = video_to_pixels(probe, teacher.vision)
     n_tokens = n_vision_tokens(grid, teacher.vision.merge_size)
+    video_text = teacher.video_text(grid, idx, fps)
     tok = teacher.tokenizer
     answer_ids = tok(YES, add_special_tokens=False)["input_ids"]
     compiled = []
     for text, kind in rules.queries:
         messages = qa_messages(text)
-        prompt = render_chat(tok, messages, add_generation_prompt=True, n_video_tokens=n_tokens)
+        prompt = render_chat(tok, messages, add_generation_prompt=True, video_text=video_text)
         full = render_chat(tok, messages + [{"role": "assistant", "content": YES}], add_generation_prompt=False,
-                           n_video_tokens=n_tokens)
+                           video_text=video_text)
         p_ids = tok(prompt, add_special_tokens=False)["input_ids"]
         f_ids = tok(full, add_special_tokens=False)["input_ids"]
         span = f_ids[len(p_ids) : len(p_ids) + len(answer_ids)]
@@ -242,7 +246,7 @@ def compile_reward(
                              "the answer's tokens to be the same in context (the reward reads exactly those)")
         compiled.append(CompiledQuery(text=text, kind=kind, input_ids=p_ids + answer_ids, answer_start=len(p_ids),
                                       answer_ids=answer_ids))
-    return CompiledReward(queries=compiled, lam=lam, n_frames=n_frames, frame_indices=idx, frame_size=frame_size,
+    return CompiledReward(queries=compiled, lam=lam, n_frames=n_frames, frame_indices=idx, frame_size=frame_size, fps=fps,
                           grid_thw=tuple(int(g) for g in grid[0]), n_video_tokens=n_tokens)
 
 
@@ -268,12 +272,12 @@ def query_logprobs(
         ids[i, : len(s)] = torch.tensor(s)
         mask[i, : len(s)] = 1
     device = teacher.model.device
-    tps = teacher.vision.temporal_patch_size
+    extra = {k: v.to(device) for k, v in teacher.video_kwargs(m).items()}
     hidden = teacher.model.model(
         input_ids=ids.to(device), attention_mask=mask.to(device),
         mm_token_type_ids=mm_token_types(ids, teacher.image_token_id, teacher.video_token_id).to(device),
         pixel_values_videos=pixels.repeat(m, 1).to(device, teacher.model.dtype), video_grid_thw=grid.repeat(m, 1).to(device),
-        second_per_grid_ts=torch.full((m,), tps / teacher.video_fps, device=device), use_cache=False,
+        use_cache=False, **extra,
     ).last_hidden_state
     if meter is not None:
         meter.count("teacher_forward")

@@ -37,16 +37,21 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, Field
 from transformers import (
+    AutoImageProcessor,
     AutoProcessor,
+    AutoTokenizer,
+    PreTrainedModel,
     Qwen2_5_VLConfig,
     Qwen2_5_VLForConditionalGeneration,
+    Qwen3VLConfig,
+    Qwen3VLForConditionalGeneration,
 )
 
 from core.errors import InputError
@@ -59,6 +64,13 @@ IM_START, IM_END, ENDOFTEXT = "<|im_start|>", "<|im_end|>", "<|endoftext|>"
 VISION_START, VISION_END, IMAGE_PAD, VIDEO_PAD = "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"
 QWEN_SPECIAL_TOKENS = [ENDOFTEXT, IM_START, IM_END, VISION_START, VISION_END, IMAGE_PAD, VIDEO_PAD]
 YES, NO = "Yes", "No"
+
+#: The Qwen-VL families the Teacher code supports, by ``config.json`` model_type.
+MODEL_CLASSES: dict[str, type[PreTrainedModel]] = {
+    "qwen2_5_vl": Qwen2_5_VLForConditionalGeneration,
+    "qwen3_vl": Qwen3VLForConditionalGeneration,
+}
+TeacherFamily = Literal["qwen2_5_vl", "qwen3_vl"]
 
 #: What the Teacher is asked after the instruction when it writes the rules (stage 1).
 QUERY_INSTRUCTION = (
@@ -114,12 +126,13 @@ class TeacherArchConfig(BaseModel):
     image_size: int = Field(64, description="Frames are resized (smart_resize) to about this many pixels per side.")
     max_position_embeddings: int = 2048
     tie_word_embeddings: bool = True
+    family: TeacherFamily = Field("qwen2_5_vl", description="Architecture: Qwen2.5-VL or Qwen3-VL.")
 
     @classmethod
-    def micro(cls) -> TeacherArchConfig:
+    def micro(cls, family: TeacherFamily = "qwen2_5_vl") -> TeacherArchConfig:
         """The smallest sensible Teacher: for tests."""
         return cls(vocab_size=512, text_hidden=64, text_layers=1, text_heads=2, text_kv_heads=1, text_intermediate=128,
-                   vision_depth=1, vision_hidden=32, vision_heads=2, vision_intermediate=64)
+                   vision_depth=1, vision_hidden=32, vision_heads=2, vision_intermediate=64, family=family)
 
     @property
     def head_dim(self) -> int:
@@ -133,12 +146,14 @@ class TeacherArchConfig(BaseModel):
         return [t, h, half - t - h]
 
 
-def teacher_config(arch: TeacherArchConfig, tokenizer) -> Qwen2_5_VLConfig:
-    """The ``Qwen2_5_VLConfig`` (transformers 5 style) for ``arch`` and a built tokenizer."""
+def teacher_config(arch: TeacherArchConfig, tokenizer) -> Qwen2_5_VLConfig | Qwen3VLConfig:
+    """The ``Qwen2_5_VLConfig`` or ``Qwen3VLConfig`` (transformers 5 style) for ``arch`` and a built tokenizer."""
     if arch.text_hidden % arch.text_heads or arch.head_dim % 2:
         raise InputError("TeacherArchConfig.text_heads", f"{arch.text_heads} does not give an even head size for {arch.text_hidden}",
                          "text_hidden divisible by text_heads with an even quotient")
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIAL_TOKENS}
+    if arch.family == "qwen3_vl":
+        return _qwen3_config(arch, tokenizer, ids)
     return Qwen2_5_VLConfig(
         text_config={
             "vocab_size": len(tokenizer),
@@ -172,6 +187,30 @@ def teacher_config(arch: TeacherArchConfig, tokenizer) -> Qwen2_5_VLConfig:
         vision_start_token_id=ids[VISION_START],
         vision_end_token_id=ids[VISION_END],
         tie_word_embeddings=arch.tie_word_embeddings,
+    )
+
+
+def _qwen3_config(arch: TeacherArchConfig, tokenizer, ids: dict[str, int]) -> Qwen3VLConfig:
+    """Qwen3-VL: interleaved M-RoPE, learned (interpolated) vision position embeddings, DeepStack."""
+    grid = max(1, arch.image_size // arch.patch_size)
+    return Qwen3VLConfig(
+        text_config={
+            "vocab_size": len(tokenizer), "hidden_size": arch.text_hidden, "intermediate_size": arch.text_intermediate,
+            "num_hidden_layers": arch.text_layers, "num_attention_heads": arch.text_heads,
+            "num_key_value_heads": arch.text_kv_heads, "head_dim": arch.head_dim,
+            "max_position_embeddings": arch.max_position_embeddings,
+            "rope_parameters": {"rope_type": "default", "rope_theta": 1e4, "mrope_section": arch.mrope_section(),
+                                "mrope_interleaved": True},
+            "bos_token_id": ids[ENDOFTEXT], "eos_token_id": ids[IM_END], "pad_token_id": ids[ENDOFTEXT],
+        },
+        vision_config={
+            "depth": arch.vision_depth, "hidden_size": arch.vision_hidden, "intermediate_size": arch.vision_intermediate,
+            "num_heads": arch.vision_heads, "patch_size": arch.patch_size, "spatial_merge_size": arch.spatial_merge_size,
+            "temporal_patch_size": arch.temporal_patch_size, "out_hidden_size": arch.text_hidden,
+            "num_position_embeddings": grid * grid, "deepstack_visual_indexes": [arch.vision_depth - 1],
+        },
+        image_token_id=ids[IMAGE_PAD], video_token_id=ids[VIDEO_PAD], vision_start_token_id=ids[VISION_START],
+        vision_end_token_id=ids[VISION_END], tie_word_embeddings=arch.tie_word_embeddings,
     )
 
 
@@ -212,13 +251,13 @@ def build_teacher(out_dir: str | Path, tokenizer_corpus: Iterable[str], arch: Te
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = build_teacher_tokenizer(tokenizer_corpus, arch.vocab_size)
     torch.manual_seed(seed)
-    model = Qwen2_5_VLForConditionalGeneration(teacher_config(arch, tokenizer)).eval()
+    model = MODEL_CLASSES[arch.family](teacher_config(arch, tokenizer)).eval()
     save_teacher(out, model, tokenizer, build_image_processor(arch))
     log.info("built a %.2fM-parameter Teacher in %s", sum(p.numel() for p in model.parameters()) / 1e6, out)
     return out
 
 
-def save_teacher(out: Path, model: Qwen2_5_VLForConditionalGeneration, tokenizer, image_processor) -> None:
+def save_teacher(out: Path, model: PreTrainedModel, tokenizer, image_processor) -> None:
     """Write model (safetensors), tokenizer, image processor, chat template and processor config."""
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
@@ -248,6 +287,20 @@ class VisionPreprocess:
     max_pixels: int
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    video_rule: Literal["image", "qwen3_video"] = "image"
+
+    @classmethod
+    def from_video_config(cls, cfg: dict, where: str) -> VisionPreprocess:
+        """From a ``video_preprocessor_config.json`` (real Qwen3-VL folders): its own pixel bounds."""
+        try:
+            size = cfg["size"]
+            return cls(int(cfg["patch_size"]), int(cfg["merge_size"]), int(cfg["temporal_patch_size"]), int(size["shortest_edge"]),
+                       int(size["longest_edge"]), tuple(float(x) for x in cfg["image_mean"]),
+                       tuple(float(x) for x in cfg["image_std"]),
+                       "qwen3_video" if "Qwen3VL" in str(cfg.get("video_processor_type", "")) else "image")
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InputError(where, f"lacks or has a bad field ({exc!r})",
+                             "patch_size, merge_size, temporal_patch_size, size.{shortest,longest}_edge, image_mean/std") from exc
 
     @classmethod
     def from_image_processor(cls, ip: Any) -> VisionPreprocess:
@@ -256,21 +309,54 @@ class VisionPreprocess:
         return cls(int(ip.patch_size), int(ip.merge_size), int(ip.temporal_patch_size), int(get("shortest_edge")),
                    int(get("longest_edge")), tuple(float(x) for x in ip.image_mean), tuple(float(x) for x in ip.image_std))
 
-    def target_size(self, height: int, width: int) -> tuple[int, int]:
-        return smart_resize(height, width, self.patch_size * self.merge_size, self.min_pixels, self.max_pixels)
+    def target_size(self, height: int, width: int, n_frames: int = 1) -> tuple[int, int]:
+        factor = self.patch_size * self.merge_size
+        if self.video_rule == "qwen3_video":
+            return smart_resize_video(n_frames, height, width, self.temporal_patch_size, factor, self.min_pixels, self.max_pixels)
+        return smart_resize(height, width, factor, self.min_pixels, self.max_pixels)
 
 
 @dataclass
 class Teacher:
     """A loaded Teacher: model, processor, tokenizer and the ids the reward reads."""
 
-    model: Qwen2_5_VLForConditionalGeneration
+    model: PreTrainedModel
     processor: Any
     tokenizer: Any
     vision: VisionPreprocess
     yes_id: int
     no_id: int
     video_fps: float = 8.0
+    image_vision: VisionPreprocess | None = None  # when images are preprocessed unlike videos (real Qwen3-VL)
+
+    @property
+    def family(self) -> str:
+        return str(self.model.config.model_type)
+
+    def video_text(self, grid: torch.Tensor, frame_indices: Sequence[int], fps: float | None = None) -> str:
+        """What the chat template's single ``<|video_pad|>`` becomes, as the family's processor writes it.
+
+        Qwen2.5-VL: one pad per merged patch. Qwen3-VL: per temporal patch a timestamp
+        ``<t seconds>`` (the mean time of the frames it merges) and that patch's pads between
+        vision start/end tokens (``Qwen3VLProcessor.replace_video_token``).
+        """
+        n = n_vision_tokens(grid, self.vision.merge_size)
+        if self.family != "qwen3_vl":
+            return VIDEO_PAD * n
+        fps = fps or self.video_fps
+        gt = int(grid[0, 0])
+        tps = self.vision.temporal_patch_size
+        idx = list(frame_indices)
+        idx += [idx[-1]] * (-len(idx) % tps)
+        times = [(idx[i] + idx[i + tps - 1]) / 2 / fps for i in range(0, len(idx), tps)]
+        per = n // gt
+        return "".join(f"<{times[t]:.1f} seconds>{VISION_START}{VIDEO_PAD * per}{VISION_END}" for t in range(gt))
+
+    def video_kwargs(self, n_videos: int) -> dict[str, torch.Tensor]:
+        """Family-specific extra inputs for ``n_videos`` videos (Qwen2.5-VL's seconds per temporal patch)."""
+        if self.family == "qwen3_vl":
+            return {}
+        return {"second_per_grid_ts": torch.full((n_videos,), self.vision.temporal_patch_size / self.video_fps)}
 
     @property
     def video_token_id(self) -> int:
@@ -291,17 +377,37 @@ def answer_token_id(tokenizer, word: str, where: str) -> int:
     return int(ids[0])
 
 
-def load_teacher(path: str | Path, dtype: torch.dtype = torch.float32) -> Teacher:
-    """Load a Teacher folder (ours or a real Qwen2.5-VL one) offline, in eval mode."""
+def load_teacher(path: str | Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> Teacher:
+    """Load a Teacher folder offline, in eval mode: ours, or a real Qwen2.5-VL / Qwen3-VL one.
+
+    The processor comes from ``AutoProcessor``; where that cannot be built (Qwen's video
+    processors need torchvision), from ``AutoTokenizer`` + ``AutoImageProcessor``, which is
+    all the method needs since videos are preprocessed in torch. Video pixel bounds come from
+    ``video_preprocessor_config.json`` when the folder has one, else from the image processor.
+    """
     path = Path(path)
-    if not (path / "config.json").is_file():
+    cfg_path = path / "config.json"
+    if not cfg_path.is_file():
         raise InputError(path, "is not a Teacher folder (no config.json)", "a folder written by build_teacher/train_teacher")
-    processor = AutoProcessor.from_pretrained(path, local_files_only=True)
-    tokenizer = processor.tokenizer
-    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(path, dtype=dtype, local_files_only=True).eval()
+    model_type = json.loads(cfg_path.read_text()).get("model_type")
+    if model_type not in MODEL_CLASSES:
+        raise InputError(f"{cfg_path}:model_type", f"is {model_type!r}", f"one of {sorted(MODEL_CLASSES)}")
+    try:
+        processor = AutoProcessor.from_pretrained(path, local_files_only=True)
+        tokenizer, image_processor = processor.tokenizer, processor.image_processor
+    except (ImportError, ValueError, TypeError, OSError) as exc:
+        log.info("%s: AutoProcessor unavailable (%s); using AutoTokenizer + AutoImageProcessor", path, exc)
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        image_processor = AutoImageProcessor.from_pretrained(path, local_files_only=True, backend="pil")
+        processor = None
+    video_cfg = path / "video_preprocessor_config.json"
+    vision = (VisionPreprocess.from_video_config(json.loads(video_cfg.read_text()), str(video_cfg)) if video_cfg.is_file()
+              else VisionPreprocess.from_image_processor(image_processor))
+    model = MODEL_CLASSES[model_type].from_pretrained(path, dtype=dtype, local_files_only=True).to(device).eval()
     yes_id = answer_token_id(tokenizer, YES, f"{path}:tokenizer")
     no_id = answer_token_id(tokenizer, NO, f"{path}:tokenizer")
-    return Teacher(model, processor, tokenizer, VisionPreprocess.from_image_processor(processor.image_processor), yes_id, no_id)
+    return Teacher(model, processor, tokenizer, vision, yes_id, no_id,
+                   image_vision=VisionPreprocess.from_image_processor(image_processor))
 
 
 # --------------------------------------------------------------------------- pixels
@@ -323,6 +429,25 @@ def smart_resize(height: int, width: int, factor: int, min_pixels: int, max_pixe
     return h, w
 
 
+def smart_resize_video(num_frames: int, height: int, width: int, temporal_factor: int, factor: int, min_pixels: int,
+                       max_pixels: int) -> tuple[int, int]:
+    """Qwen3-VL's video resize: like ``smart_resize`` but the pixel bounds apply to frames x area."""
+    if height < factor or width < factor:
+        scale = max(factor / height, factor / width)
+        height, width = int(height * scale), int(width * scale)
+    h, w = round(height / factor) * factor, round(width / factor) * factor
+    t = max(temporal_factor, round(num_frames / temporal_factor) * temporal_factor)
+    if t * h * w > max_pixels:
+        beta = math.sqrt(num_frames * height * width / max_pixels)
+        h = max(factor, math.floor(height / beta / factor) * factor)
+        w = max(factor, math.floor(width / beta / factor) * factor)
+    elif t * h * w < min_pixels:
+        beta = math.sqrt(min_pixels / (num_frames * height * width))
+        h = math.ceil(height * beta / factor) * factor
+        w = math.ceil(width * beta / factor) * factor
+    return h, w
+
+
 def video_to_pixels(frames: torch.Tensor, cfg: VisionPreprocess) -> tuple[torch.Tensor, torch.Tensor]:
     """(K, 3, H, W) frames in [0, 1] -> (pixel_values_videos, video_grid_thw), differentiably.
 
@@ -335,7 +460,7 @@ def video_to_pixels(frames: torch.Tensor, cfg: VisionPreprocess) -> tuple[torch.
     if frames.ndim != 4 or frames.shape[1] != 3:
         raise InputError("frames", f"has shape {tuple(frames.shape)}", "(K, 3, H, W) in [0, 1]")
     k, c, h, w = frames.shape
-    th, tw = cfg.target_size(h, w)
+    th, tw = cfg.target_size(h, w, k)
     x = frames
     if (th, tw) != (h, w):
         x = F.interpolate(x, size=(th, tw), mode="bicubic", align_corners=False, antialias=True)
@@ -364,19 +489,23 @@ def n_vision_tokens(grid_thw: torch.Tensor, merge_size: int) -> int:
 # --------------------------------------------------------------------------- prompts
 
 def render_chat(tokenizer, messages: list[dict], *, add_generation_prompt: bool, n_image_tokens: int = 0,
-                n_video_tokens: int = 0) -> str:
+                n_video_tokens: int = 0, video_text: str | None = None) -> str:
     """Render ``messages`` with the tokenizer's chat template and expand the vision placeholders.
 
-    Each image/video content part renders as one pad token; like Qwen2.5-VL's processor we
-    replace it with ``n`` copies (``grid_t*grid_h*grid_w/merge^2``). One image and/or one
-    video per conversation, which is all the method uses.
+    Each image/video content part renders as one pad token; like the Qwen-VL processors we
+    replace it with ``n`` copies (``grid_t*grid_h*grid_w/merge^2``), or the video's pad with
+    ``video_text`` (``Teacher.video_text``: Qwen3-VL adds per-patch timestamps). One image
+    and/or one video per conversation, which is all the method uses.
     """
     text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
-    for pad, n in ((IMAGE_PAD, n_image_tokens), (VIDEO_PAD, n_video_tokens)):
+    if video_text is None:
+        video_text = VIDEO_PAD * n_video_tokens
+    for pad, expansion in ((IMAGE_PAD, IMAGE_PAD * n_image_tokens), (VIDEO_PAD, video_text)):
         count = text.count(pad)
-        if count > 1 or (count == 1) != (n > 0):
-            raise InputError("messages", f"has {count} {pad} placeholders for {n} tokens", "one placeholder per given image/video")
-        text = text.replace(pad, pad * n)
+        if count > 1 or (count == 1) != bool(expansion):
+            raise InputError("messages", f"has {count} {pad} placeholders for {expansion.count(pad)} tokens",
+                             "one placeholder per given image/video")
+        text = text.replace(pad, expansion)
     return text
 
 
@@ -427,15 +556,15 @@ class VideoQABatch:
     mm_token_type_ids: torch.Tensor
     pixel_values_videos: torch.Tensor
     video_grid_thw: torch.Tensor
-    second_per_grid_ts: torch.Tensor
     answer_pos: torch.Tensor
+    extra: dict[str, torch.Tensor]
 
-    def model_inputs(self) -> dict[str, torch.Tensor]:
-        return {
+    def model_inputs(self, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+        inputs = {
             "input_ids": self.input_ids, "attention_mask": self.attention_mask, "mm_token_type_ids": self.mm_token_type_ids,
-            "pixel_values_videos": self.pixel_values_videos, "video_grid_thw": self.video_grid_thw,
-            "second_per_grid_ts": self.second_per_grid_ts,
+            "pixel_values_videos": self.pixel_values_videos, "video_grid_thw": self.video_grid_thw, **self.extra,
         }
+        return {k: v.to(device) for k, v in inputs.items()}
 
 
 def video_qa_batch(teacher: Teacher, videos: Sequence[torch.Tensor] | torch.Tensor, questions: Sequence[str]) -> VideoQABatch:
@@ -448,15 +577,13 @@ def video_qa_batch(teacher: Teacher, videos: Sequence[torch.Tensor] | torch.Tens
         pixels.append(px)
         grids.append(grid)
         text = render_chat(teacher.tokenizer, qa_messages(question), add_generation_prompt=True,
-                           n_video_tokens=n_vision_tokens(grid, teacher.vision.merge_size))
+                           video_text=teacher.video_text(grid, range(len(frames))))
         seqs.append(teacher.tokenizer(text, add_special_tokens=False)["input_ids"])
     ids, mask = _pad(seqs, teacher.tokenizer.pad_token_id)
-    tps = teacher.vision.temporal_patch_size
     return VideoQABatch(
         input_ids=ids, attention_mask=mask, mm_token_type_ids=mm_token_types(ids, teacher.image_token_id, teacher.video_token_id),
         pixel_values_videos=torch.cat(pixels), video_grid_thw=torch.cat(grids),
-        second_per_grid_ts=torch.full((len(seqs),), tps / teacher.video_fps),
-        answer_pos=torch.tensor([len(s) - 1 for s in seqs], dtype=torch.long),
+        answer_pos=torch.tensor([len(s) - 1 for s in seqs], dtype=torch.long), extra=teacher.video_kwargs(len(seqs)),
     )
 
 
@@ -466,9 +593,9 @@ def answer_logits(teacher: Teacher, batch: VideoQABatch) -> torch.Tensor:
     Runs the backbone, then the LM head on the answer positions only (the head over every
     position would cost as much as a transformer layer and is never read).
     """
-    hidden = teacher.model.model(**batch.model_inputs(), use_cache=False).last_hidden_state
-    rows = torch.arange(batch.input_ids.shape[0])
-    return teacher.model.lm_head(hidden[rows, batch.answer_pos]).float()
+    hidden = teacher.model.model(**batch.model_inputs(teacher.model.device), use_cache=False).last_hidden_state
+    rows = torch.arange(batch.input_ids.shape[0], device=hidden.device)
+    return teacher.model.lm_head(hidden[rows, batch.answer_pos.to(hidden.device)]).float()
 
 
 def answer_logprob(teacher: Teacher, batch: VideoQABatch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -512,7 +639,7 @@ def query_prompt_ids(teacher: Teacher, grid: torch.Tensor, prompt: str) -> list[
 
 
 def query_prompt(teacher: Teacher, first_frame: np.ndarray, prompt: str) -> QueryPrompt:
-    px, grid = image_to_pixels(frames_to_tensor(first_frame[None])[0], teacher.vision)
+    px, grid = image_to_pixels(frames_to_tensor(first_frame[None])[0], teacher.image_vision or teacher.vision)
     ids = torch.tensor([query_prompt_ids(teacher, grid, prompt)], dtype=torch.long)
     return QueryPrompt(ids, torch.ones_like(ids), mm_token_types(ids, teacher.image_token_id, teacher.video_token_id), px, grid)
 
@@ -526,9 +653,10 @@ def generate_queries(teacher: Teacher, first_frame: np.ndarray, prompt: str, max
     Returns the raw text (validate with ``RuleQueries.parse``).
     """
     q = query_prompt(teacher, first_frame, prompt)
+    dev = teacher.model.device
     out = teacher.model.generate(
-        input_ids=q.input_ids, attention_mask=q.attention_mask, mm_token_type_ids=q.mm_token_type_ids,
-        pixel_values=q.pixel_values, image_grid_thw=q.image_grid_thw, max_new_tokens=max_new_tokens, do_sample=sample,
+        input_ids=q.input_ids.to(dev), attention_mask=q.attention_mask.to(dev), mm_token_type_ids=q.mm_token_type_ids.to(dev),
+        pixel_values=q.pixel_values.to(dev, teacher.model.dtype), image_grid_thw=q.image_grid_thw.to(dev), max_new_tokens=max_new_tokens, do_sample=sample,
         **({"temperature": temperature, "top_k": 0, "top_p": 1.0} if sample else {}),
         eos_token_id=teacher.tokenizer.convert_tokens_to_ids(IM_END), pad_token_id=teacher.tokenizer.pad_token_id,
     )
