@@ -229,3 +229,25 @@ def test_qwen3_video_prompt_equals_the_library_processor_and_folder_loads(models
     lib._calculate_timestamps = lambda idx, fps, merge: Qwen3VLProcessor._calculate_timestamps(lib, idx, fps, merge)
     inputs = {"video_grid_thw": grid, "video_metadata": [SimpleNamespace(fps=8.0, frames_indices=list(indices))]}
     assert teacher.video_text(grid, indices, fps=8.0) == Qwen3VLProcessor.replace_video_token(lib, inputs, 0)
+
+
+def test_a_tokenizer_that_splits_yes_differently_in_context_is_refused(teacher):
+    """The reward reads exactly the answer's tokens; if "Yes" alone and in the turn differ, say so."""
+    import dataclasses
+
+    class SplitsYes:
+        def __init__(self, tok):
+            self._tok = tok
+
+        def __getattr__(self, name):
+            return getattr(self._tok, name)
+
+        def __call__(self, text, **kw):
+            out = self._tok(text, **kw)
+            if text == "Yes":
+                out["input_ids"] = self._tok("Ye", **kw)["input_ids"] + self._tok("s", **kw)["input_ids"]
+            return out
+
+    broken = dataclasses.replace(teacher, tokenizer=SplitsYes(teacher.tokenizer))
+    with pytest.raises(InputError, match="tokenises 'Yes'"):
+        compile_reward(broken, RULES, 17, (64, 64), k_frames=8)
