@@ -35,7 +35,7 @@ from core.train.reasoner import (
     train_flow_matching,
 )
 from core.train.surrogate import SurrogateTrainConfig, decoder_fidelity, train_surrogate
-from core.train.vae import VaeTrainConfig, train_vae
+from core.train.vae import VaeTrainConfig, recolour, train_vae
 
 
 @pytest.fixture(scope="module")
@@ -104,3 +104,21 @@ def test_surrogate_shapes_follow_the_vae():
 def test_schedule_starts_at_pure_noise(pipe):
     sigmas = sampling_sigmas(pipe.scheduler, 4)
     assert len(sigmas) == 5 and float(sigmas[0]) == pytest.approx(1.0) and float(sigmas[-1]) == 0.0
+
+
+def test_recolour_permutes_and_flips_whole_clips_exactly():
+    gen = torch.Generator().manual_seed(0)
+    clips = torch.rand(16, 3, 5, 8, 8) * 2 - 1
+    assert torch.equal(recolour(clips, 0.0, gen), clips)
+    out = recolour(clips, 1.0, gen)
+    changed = 0
+    for a, b in zip(clips, out):
+        # every output channel is one input channel, possibly negated, and all three are used
+        sources = []
+        for c in range(3):
+            match = [k for k in range(3) if torch.equal(b[c], a[k]) or torch.equal(b[c], -a[k])]
+            assert match, "an output channel is not a (negated) input channel"
+            sources.append(match[0])
+        assert sorted(sources) == [0, 1, 2]
+        changed += not torch.equal(a, b)
+    assert changed >= 12, "with probability 1 nearly every clip (47 of 48 transforms) must change"
