@@ -26,7 +26,7 @@ from rich.progress import (
     TextColumn,
     TimeElapsedColumn,
 )
-from rich.table import Table
+from rich.table import Column, Table
 
 from core.errors import VlmtError
 
@@ -267,6 +267,59 @@ class GradModeOption(str, Enum):
     first_step = "first_step"
     last_step = "last_step"
     full = "full"
+
+
+@app.command("sql")
+def sql(
+    name: Annotated[str | None, typer.Argument(help="A named query from sql/ (see --list).")] = None,
+    query: Annotated[str | None, typer.Option("--query", "-q", help="Ad-hoc SQL instead of a named query.")] = None,
+    param: Annotated[list[str] | None, typer.Option("--param", "-p", help="k=v for a named query's $k.")] = None,
+    db: Annotated[str, typer.Option(help="DuckDB file (':memory:' for queries that only read files).")] = "runs/vlmt.duckdb",
+    out: Annotated[Path | None, typer.Option(help="Write the result to this .csv or .parquet file instead of printing.")] = None,
+    list_queries: Annotated[bool, typer.Option("--list", help="List the named queries and their parameters.")] = False,
+) -> None:
+    """Query the results database: a named query from sql/ or --query "SELECT ..."."""
+    import duckdb
+
+    from core.io import atomic_path
+    from core.storage.named import get_query, load_queries
+    from core.storage.warehouse import query as run_query
+
+    if list_queries:
+        for q in load_queries().values():
+            params = ", ".join(f"{p.name}={p.default}" if p.default is not None else p.name for p in q.params)
+            console.print(f"[bold]{q.name}[/] ({params or 'no parameters'}): {q.description}", highlight=False)
+        return
+    try:
+        given = {}
+        for item in param or []:
+            if "=" not in item:
+                raise VlmtError(f"--param {item!r}: expected k=v")
+            k, v = item.split("=", 1)
+            given[k.strip()] = v
+        if (name is None) == (query is None):
+            raise VlmtError("give exactly one of a query NAME or --query (see --list)")
+        if query is not None:
+            sql_text, values = query, given
+        else:
+            named = get_query(name)
+            sql_text, values = named.sql, named.bind(given)
+        if out is not None and out.suffix not in (".csv", ".parquet"):
+            raise VlmtError(f"--out {out}: expected a .csv or .parquet file")
+        df = run_query(db, sql_text, values)
+    except VlmtError as exc:
+        _fail(exc)
+    except duckdb.Error as exc:  # the SQL or the database is at fault
+        _fail(VlmtError(f"query failed: {exc}"))
+    if out is not None:
+        with atomic_path(out) as tmp:
+            df.write_csv(tmp) if out.suffix == ".csv" else df.write_parquet(tmp)
+        console.print(f"wrote {df.height} rows to {out}")
+        return
+    table = Table(*(Column(c, overflow="fold") for c in df.columns), title=name or "query")
+    for row in df.iter_rows():
+        table.add_row(*("" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v) for v in row))
+    console.print(table)
 
 
 @app.command("compare")

@@ -1,6 +1,6 @@
 -- Mean rule-based score and strict success per family and split, from the per-item
 -- details that `vlmt bench score --details FILE.json` writes.
--- Parameter: $details = path of that JSON file.
+-- param details: path of that JSON file
 SELECT
     split,
     family,

@@ -1,0 +1,155 @@
+"""Per-item result files: one small Parquet file per (experiment, variant, item, method) and table.
+
+Why files per item rather than rows inserted into DuckDB as they come: DuckDB allows one
+writer per database file, and a run's items finish in many processes (Prefect workers,
+Dask workers) and may be killed mid-way. Each finished item writes its own Parquet files
+atomically (temporary name, then rename), so a killed run leaves either a complete file or
+none, and a rerun overwrites the same names instead of adding rows. One step
+(:func:`core.storage.warehouse.consolidate`) later builds the DuckDB tables from the files.
+
+Tables (one folder each under the results root):
+
+* ``experiments``: one row per experiment (id, name, kind, config JSON, code version).
+* ``items``: one row per (experiment, item): family, split, faculty, seed.
+* ``results``: one row per (experiment, variant, item, method): score, success, judge,
+  reward hacking, optimisation summary, error and its stage, video path, and the method
+  knobs as columns (lambda, gradient mode, K, steps, rank, ...) for ablation pivots.
+* ``traces``: one row per optimisation step of the teacher method.
+* ``costs``: one row per (experiment, variant, item, method): seconds and call counts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from pydantic import BaseModel, Field
+
+from core.io import atomic_path
+from core.method.compare import ItemResult
+
+TABLES = ("experiments", "items", "results", "traces", "costs")
+
+
+class ExperimentRecord(BaseModel):
+    """What identifies an experiment; ``experiment_id`` is derived from name and config."""
+
+    name: str
+    kind: str = Field("evaluate", description="evaluate, ablate or compare.")
+    config: dict[str, Any] = Field(default_factory=dict)
+    code_version: str = ""
+
+    @property
+    def experiment_id(self) -> str:
+        blob = json.dumps({"name": self.name, "kind": self.kind, "config": self.config, "code": self.code_version},
+                          sort_keys=True, default=str)
+        return f"{_slug(self.name)}-{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
+
+
+class VariantParams(BaseModel):
+    """The method knobs a result was produced with, stored as columns for ablation queries."""
+
+    lam: float | None = None
+    grad_mode: str | None = None
+    k_frames: int | None = None
+    max_steps: int | None = None
+    early_stop: bool | None = None
+    lr: float | None = None
+    lora_rank: int | None = None
+    n: int | None = None
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "x"
+
+
+def _write(df: pl.DataFrame, path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        df.write_parquet(tmp)
+    return path
+
+
+def write_experiment(root: str | Path, record: ExperimentRecord) -> Path:
+    """Write (or overwrite) the experiment's row; returns the file."""
+    row = {
+        "experiment_id": record.experiment_id,
+        "name": record.name,
+        "kind": record.kind,
+        "config_json": json.dumps(record.config, sort_keys=True, default=str),
+        "code_version": record.code_version,
+        "created_at": datetime.now(UTC).replace(tzinfo=None),
+    }
+    return _write(pl.DataFrame([row]), Path(root) / "experiments" / f"{record.experiment_id}.parquet")
+
+
+def result_rows(result: ItemResult, experiment_id: str, variant: str, params: VariantParams,
+                video_path: str | None = None) -> dict[str, list[dict[str, Any]]]:
+    """The rows of the items, results, traces and costs tables for one (item, method) outcome."""
+    key = {"experiment_id": experiment_id, "variant": variant, "instance_id": result.instance_id, "method": result.method}
+    optim = result.info.get("optim") or {}
+    p_yes = result.judge_p_yes
+    results = {
+        **key,
+        "family": result.family, "split": result.split, "faculty": result.faculty, "seed": result.seed,
+        "score": result.score, "success": result.success,
+        "judge_all_yes": result.judge_all_yes, "hacked": result.hacked,
+        "judge_goal_p_yes": p_yes[0] if p_yes else None,
+        "judge_min_p_yes": min(p_yes) if p_yes else None,
+        "rules_source": result.rules_source,
+        "steps_run": optim.get("steps_run"), "stop_reason": optim.get("stop_reason"),
+        "initial_loss": optim.get("initial_loss"), "final_loss": optim.get("final_loss"),
+        "selected": result.info.get("selected"),
+        "error": result.error, "error_stage": result.error_stage, "video_path": video_path,
+        **params.model_dump(),
+    }
+    traces = [
+        {**key, "step": int(t["step"]), "loss": t.get("loss"), "p_yes_goal": (t.get("p_yes") or [None])[0],
+         "p_yes_json": json.dumps(t.get("p_yes")), "grad_norm": t.get("grad_norm"), "seconds": t.get("seconds")}
+        for t in optim.get("trace", [])
+    ]
+    counts = result.cost.counts
+    costs = {
+        **key,
+        "total_seconds": result.cost.total_seconds, "reasoner_nfe": result.cost.reasoner_nfe,
+        "reasoner_backward": counts.get("reasoner_backward", 0),
+        "teacher_forward": counts.get("teacher_forward", 0), "teacher_backward": counts.get("teacher_backward", 0),
+        "teacher_generate": counts.get("teacher_generate", 0), "peak_memory_mib": result.cost.peak_memory_mib,
+        "seconds_json": json.dumps(result.cost.seconds, sort_keys=True),
+    }
+    item = {"experiment_id": experiment_id, "instance_id": result.instance_id, "family": result.family,
+            "split": result.split, "faculty": result.faculty, "seed": result.seed}
+    return {"items": [item], "results": [results], "traces": traces, "costs": [costs]}
+
+
+_SCHEMAS: dict[str, dict[str, pl.DataType]] = {
+    "traces": {"experiment_id": pl.String, "variant": pl.String, "instance_id": pl.String, "method": pl.String,
+               "step": pl.Int64, "loss": pl.Float64, "p_yes_goal": pl.Float64, "p_yes_json": pl.String,
+               "grad_norm": pl.Float64, "seconds": pl.Float64},
+}
+
+
+def write_result(root: str | Path, result: ItemResult, experiment_id: str, variant: str = "default",
+                 params: VariantParams | None = None, video_path: str | None = None) -> dict[str, Path]:
+    """Write one (item, method) outcome's rows, one Parquet file per table; returns the files.
+
+    The file names are the row keys, so writing the same outcome again replaces its rows.
+    """
+    root = Path(root)
+    rows = result_rows(result, experiment_id, variant, params or VariantParams(), video_path)
+    name = f"{_slug(variant)}__{_slug(result.instance_id)}__{_slug(result.method)}.parquet"
+    written = {}
+    for table, table_rows in rows.items():
+        if table == "items":
+            path = root / table / experiment_id / f"{_slug(result.instance_id)}.parquet"
+        else:
+            path = root / table / experiment_id / name
+        if not table_rows and table not in _SCHEMAS:
+            continue
+        df = pl.DataFrame(table_rows, schema=_SCHEMAS.get(table), infer_schema_length=None)
+        written[table] = _write(df, path)
+    return written

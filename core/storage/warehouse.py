@@ -1,0 +1,71 @@
+"""The DuckDB file: tables rebuilt from the per-item Parquet files by a single writer.
+
+Consolidation replaces each table with the union of its Parquet files, so it is idempotent
+(running it twice, or after a resumed run that rewrote some files, never duplicates rows)
+and needs no locking beyond DuckDB's own: only the process that calls it opens the database
+for writing. Readers (``vlmt sql``) open it read-only.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import polars as pl
+
+from core.errors import InputError
+from core.storage.results import TABLES
+
+#: Where runs keep their results unless told otherwise (relative to the working directory).
+DEFAULT_RESULTS_ROOT = Path("runs/results")
+DEFAULT_DB = Path("runs/vlmt.duckdb")
+
+log = logging.getLogger(__name__)
+
+
+def parquet_files(root: str | Path, table: str) -> list[Path]:
+    """Finished files of ``table`` (temporary files of a killed writer start with '.' and are skipped)."""
+    folder = Path(root) / table
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.rglob("*.parquet") if not p.name.startswith("."))
+
+
+def consolidate(root: str | Path, db_path: str | Path) -> dict[str, int]:
+    """Rebuild every table of ``db_path`` from the Parquet files under ``root``; returns row counts."""
+    db_path = Path(db_path)
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    counts = {}
+    with duckdb.connect(str(db_path)) as con:
+        for table in TABLES:
+            files = parquet_files(root, table)
+            if not files:  # nothing of this table yet: leave any earlier table as it is
+                counts[table] = 0
+                continue
+            con.execute(f'CREATE OR REPLACE TABLE "{table}" AS SELECT * FROM read_parquet(?, union_by_name = true)',
+                        [[str(f) for f in files]])
+            counts[table] = con.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0]
+    log.info("consolidated %s into %s", counts, db_path)
+    return counts
+
+
+def query(db_path: str | Path, sql: str, params: dict[str, Any] | None = None) -> pl.DataFrame:
+    """Run ``sql`` read-only on ``db_path`` with DuckDB named parameters (``$name``).
+
+    ``db_path`` ``":memory:"`` runs a query that reads only files (e.g. ``read_json_auto``).
+    """
+    if str(db_path) == ":memory:":
+        with duckdb.connect() as con:
+            return _frame(con.sql(sql, params=params or {}))
+    db_path = Path(db_path)
+    if not db_path.is_file():
+        raise InputError(str(db_path), "does not exist", "a DuckDB file written by a vlmt run (see `vlmt evaluate`)")
+    with duckdb.connect(str(db_path), read_only=True) as con:
+        return _frame(con.sql(sql, params=params or {}))
+
+
+def _frame(relation: duckdb.DuckDBPyRelation | None) -> pl.DataFrame:
+    """A statement with no result (e.g. ``SET``) gives an empty frame."""
+    return pl.DataFrame() if relation is None else relation.pl()

@@ -1,0 +1,181 @@
+"""Per-item Parquet results, their consolidation into DuckDB, and the named queries in sql/.
+
+The fixture database is built from ItemResult records shaped like the method's real output
+(a teacher result carries its optimisation trace), written through the same functions a run
+uses. Expected figures are recomputed here from the records, not typed in.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+
+import duckdb
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from cli.main import app
+from core.errors import InputError
+from core.method.compare import ItemResult
+from core.method.cost import CostRecord
+from core.storage.named import load_queries, parse_query
+from core.storage.results import (
+    ExperimentRecord,
+    VariantParams,
+    write_experiment,
+    write_result,
+)
+from core.storage.warehouse import consolidate, parquet_files, query
+
+FAMILIES = [("maze_navigate", "ID", "Spatiality"), ("gravity_fall", "ID", "Physics"), ("flood_fill", "OOD", "Abstraction")]
+
+
+def make_results(lam: float, rng: np.random.Generator) -> list[ItemResult]:
+    out = []
+    for k, (family, split, faculty) in enumerate(FAMILIES):
+        for method in ("vanilla", "teacher"):
+            score = float(rng.uniform(0, 1))
+            success = score > 0.7
+            p_yes = [float(x) for x in rng.uniform(0, 1, 3)]
+            info = {}
+            counts = {"reasoner_forward": 4}
+            if method == "teacher":
+                steps = int(rng.integers(1, 6))
+                trace = [{"step": s, "loss": 1.0 / (s + 1), "p_yes": p_yes, "grad_norm": 0.5, "seconds": 0.1}
+                         for s in range(steps + 1)]
+                info = {"optim": {"steps_run": steps, "stop_reason": "tau" if steps < 4 else "max_steps",
+                                  "initial_loss": 1.0, "final_loss": trace[-1]["loss"], "trace": trace}}
+                counts = {"reasoner_forward": 4 + steps, "reasoner_backward": steps, "teacher_forward": steps,
+                          "teacher_backward": steps}
+            out.append(ItemResult(
+                instance_id=f"synth/{family}/{k:05d}", family=family, split=split, faculty=faculty, method=method,
+                seed=k, score=score, success=success, judge_p_yes=p_yes, judge_all_yes=min(p_yes) > 0.2,
+                cost=CostRecord(seconds={"generate": 1.0 + 9 * (method == "teacher")}, counts=counts), info=info))
+    # one failed item, recorded with its stage
+    out.append(ItemResult(instance_id="synth/flood_fill/00009", family="flood_fill", split="OOD", faculty="Abstraction",
+                          method="teacher", seed=9, error="FloatingPointError: loss is nan", error_stage="optimise"))
+    return out
+
+
+@pytest.fixture(scope="module")
+def warehouse(tmp_path_factory):
+    root = tmp_path_factory.mktemp("results")
+    rng = np.random.default_rng(0)
+    experiment = ExperimentRecord(name="ablate lam", kind="ablate", config={"lam": [0.0, 0.5]}, code_version="t")
+    write_experiment(root, experiment)
+    written = {}
+    for lam in (0.0, 0.5):
+        results = make_results(lam, rng)
+        written[lam] = results
+        for r in results:
+            write_result(root, r, experiment.experiment_id, variant=f"lam={lam}", params=VariantParams(lam=lam, max_steps=40))
+    db = root / "vlmt.duckdb"
+    counts = consolidate(root, db)
+    return root, db, experiment.experiment_id, written, counts
+
+
+def test_consolidation_counts_every_row_once(warehouse):
+    _, _, _, written, counts = warehouse
+    results = [r for rs in written.values() for r in rs]
+    assert counts["results"] == len(results) == counts["costs"]
+    assert counts["items"] == len({r.instance_id for r in results})
+    assert counts["traces"] == sum(len(r.info["optim"]["trace"]) for r in results if r.info.get("optim"))
+    assert counts["experiments"] == 1
+
+
+def test_rewriting_and_reconsolidating_never_duplicates(warehouse, tmp_path):
+    root, _, exp_id, written, counts = warehouse
+    again = tmp_path / "again.duckdb"
+    for r in written[0.0]:  # a resumed run rewrites what it had finished
+        write_result(root, r, exp_id, variant="lam=0.0", params=VariantParams(lam=0.0, max_steps=40))
+    (root / "results" / exp_id / ".killed-writer.tmp.parquet").write_bytes(b"half a file")
+    assert all(not p.name.startswith(".") for p in parquet_files(root, "results"))
+    assert consolidate(root, again) == counts
+    assert consolidate(root, again) == counts
+
+
+def test_method_comparison_matches_the_records(warehouse):
+    _, db, exp_id, written, _ = warehouse
+    q = load_queries()["method_comparison"]
+    df = query(db, q.sql, q.bind({"experiment": exp_id, "variant": "lam=0.5"}))
+    by_method = {row["method"]: row for row in df.iter_rows(named=True)}
+    for method in ("vanilla", "teacher"):
+        rs = [r for r in written[0.5] if r.method == method]
+        assert by_method[method]["n"] == len(rs)
+        assert by_method[method]["mean_score"] == pytest.approx(np.mean([r.score for r in rs]), abs=1e-3)
+        assert by_method[method]["n_errors"] == sum(r.error is not None for r in rs)
+        ok = [r for r in rs if r.error is None]
+        assert by_method[method]["hacking_rate"] == pytest.approx(np.mean([r.hacked for r in ok]), abs=1e-3)
+
+
+def test_judge_versus_scorer_counts(warehouse):
+    _, db, _, written, _ = warehouse
+    q = load_queries()["judge_vs_scorer"]
+    df = query(db, q.sql, q.bind({}))
+    row = next(r for r in df.iter_rows(named=True) if r["method"] == "vanilla")
+    rs = [r for rs in written.values() for r in rs if r.method == "vanilla"]
+    assert row["judge_yes_scorer_fail"] == sum(r.judge_all_yes and not r.success for r in rs)
+    assert row["judge_yes_scorer_pass"] == sum(r.judge_all_yes and r.success for r in rs)
+
+
+def test_early_stop_and_ablation_pivot(warehouse):
+    _, db, _, written, _ = warehouse
+    queries = load_queries()
+    steps = query(db, queries["early_stop_steps"].sql, queries["early_stop_steps"].bind({}))
+    teacher = [r for rs in written.values() for r in rs if r.method == "teacher" and r.error is None]
+    assert steps["n_items"].sum() == len(teacher)
+    pivot = query(db, queries["ablation_pivot"].sql, queries["ablation_pivot"].bind({}))
+    assert sorted(pivot["lam"].to_list()) == [0.0, 0.5]
+    row = pivot.filter(pivot["lam"] == 0.0).row(0, named=True)
+    assert row["teacher"] == pytest.approx(np.mean([r.score for r in written[0.0] if r.method == "teacher" and r.error is None]),
+                                           abs=1e-3)
+
+
+@pytest.mark.parametrize("name", [n for n in load_queries() if n != "bench_by_family"])
+def test_every_named_query_runs_on_the_fixture(warehouse, name):
+    _, db, _, _, _ = warehouse
+    q = load_queries()[name]
+    assert q.description, f"{name}.sql needs a description line"
+    df = query(db, q.sql, q.bind({}))
+    assert df.height > 0
+
+
+def test_named_query_parameters_are_checked(tmp_path):
+    path = tmp_path / "q.sql"
+    path.write_text("-- Something useful.\n-- param who: required thing\n-- param k = 3: optional\nSELECT $who AS w, $k AS k;\n")
+    q = parse_query(path)
+    assert [(p.name, p.default) for p in q.params] == [("who", None), ("k", "3")]
+    assert q.bind({"who": "x"}) == {"who": "x", "k": "3"}
+    with pytest.raises(InputError, match="required"):
+        q.bind({})
+    with pytest.raises(InputError, match="not a parameter"):
+        q.bind({"who": "x", "nope": "1"})
+
+
+def test_query_on_a_missing_database_names_the_file(tmp_path):
+    with pytest.raises(InputError, match="missing.duckdb"):
+        query(tmp_path / "missing.duckdb", "SELECT 1")
+
+
+def test_vlmt_sql_prints_and_writes(warehouse, tmp_path):
+    _, db, exp_id, written, _ = warehouse
+    runner = CliRunner()
+    out = tmp_path / "cmp.csv"
+    r = runner.invoke(app, ["sql", "method_comparison", "--db", str(db), "--param", f"experiment={exp_id}", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    rows = list(csv.DictReader(out.open()))
+    assert sorted((row["variant"], row["method"]) for row in rows) == [
+        (v, m) for v in ("lam=0.0", "lam=0.5") for m in ("teacher", "vanilla")]
+    r = runner.invoke(app, ["sql", "--db", str(db), "--query", "SELECT method, count(*) AS n FROM results GROUP BY 1 ORDER BY 1"])
+    assert r.exit_code == 0, r.output
+    expected = {m: sum(r.method == m for rs in written.values() for r in rs) for m in ("teacher", "vanilla")}
+    for method, n in expected.items():
+        assert re.search(rf"{method}\s*│\s*{n}\b", r.output), r.output
+    r = runner.invoke(app, ["sql", "method_comparison", "--db", str(db), "--param", "bogus=1"])
+    assert r.exit_code == 2 and "bogus" in r.output
+    r = runner.invoke(app, ["sql", "--list"])
+    assert r.exit_code == 0 and "ablation_pivot" in r.output
+    # the database is still a valid DuckDB file that other tools can open
+    with duckdb.connect(str(db), read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM results").fetchone()[0] > 0
