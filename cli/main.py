@@ -351,7 +351,7 @@ def compare_cmd(
     import torch
 
     from core.bench.record import Purpose
-    from core.bench.source import open_benchmark
+    from core.bench.source import open_benchmark, spread_over_families
     from core.bench.synth.generate import make_synth_benchmark
     from core.io import write_json_atomic
     from core.method.compare import compare, summarise_methods
@@ -382,7 +382,7 @@ def compare_cmd(
                                              purpose=Purpose.TEST)
         else:
             benchmark = open_benchmark(bench)
-        instances = _spread(benchmark.instances, limit)
+        instances = spread_over_families(benchmark.instances, limit)
         r = ReasonerAdapter.from_paths(reasoner or models / "reasoner", surrogate or models / "surrogate-decoder")
         t = load_teacher(teacher or models / "teacher")
         t0 = time.perf_counter()
@@ -403,22 +403,6 @@ def compare_cmd(
         print(json.dumps({k: v.model_dump(mode="json") for k, v in summary.items()}, separators=(",", ":")))
     if any(res.error for res in results):
         raise typer.Exit(1)
-
-
-def _spread(instances, limit: int | None):
-    """Up to ``limit`` instances taken round-robin over families (so a limit keeps every family)."""
-    if limit is None or limit >= len(instances):
-        return list(instances)
-    by_family: dict[str, list] = {}
-    for inst in instances:
-        by_family.setdefault(inst.task_family, []).append(inst)
-    picked, k = [], 0
-    while len(picked) < limit:
-        for group in by_family.values():
-            if k < len(group) and len(picked) < limit:
-                picked.append(group[k])
-        k += 1
-    return picked
 
 
 def _print_comparison(summary: dict, n_items: int, seconds: float) -> None:

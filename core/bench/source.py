@@ -9,7 +9,7 @@ by ``core.bench.vbvr`` (our synthetic benchmark is such a directory, with a
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -91,3 +91,20 @@ def open_benchmark(path: str | Path, *, skip_invalid: bool = False, image_root: 
 
         return read_ruler(path, image_root=image_root, skip_invalid=skip_invalid)
     raise InputError(path, "unknown benchmark format", "a VBVR-layout directory or a RULER .json/.jsonl/.parquet file")
+
+
+def spread_over_families(instances: Sequence[TaskInstance], limit: int | None) -> list[TaskInstance]:
+    """Up to ``limit`` instances taken round-robin over families (so a limit keeps every family)."""
+    if limit is None or limit >= len(instances):
+        return list(instances)
+    by_family: dict[str, list[TaskInstance]] = {}
+    for inst in instances:
+        by_family.setdefault(inst.task_family, []).append(inst)
+    picked: list[TaskInstance] = []
+    k = 0
+    while len(picked) < limit:
+        for group in by_family.values():
+            if k < len(group) and len(picked) < limit:
+                picked.append(group[k])
+        k += 1
+    return picked

@@ -48,7 +48,7 @@ class ExperimentRecord(BaseModel):
     def experiment_id(self) -> str:
         blob = json.dumps({"name": self.name, "kind": self.kind, "config": self.config, "code": self.code_version},
                           sort_keys=True, default=str)
-        return f"{_slug(self.name)}-{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
+        return f"{slug(self.name)}-{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
 
 
 class VariantParams(BaseModel):
@@ -64,7 +64,7 @@ class VariantParams(BaseModel):
     n: int | None = None
 
 
-def _slug(text: str) -> str:
+def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "x"
 
 
@@ -141,11 +141,11 @@ def write_result(root: str | Path, result: ItemResult, experiment_id: str, varia
     """
     root = Path(root)
     rows = result_rows(result, experiment_id, variant, params or VariantParams(), video_path)
-    name = f"{_slug(variant)}__{_slug(result.instance_id)}__{_slug(result.method)}.parquet"
+    name = f"{slug(variant)}__{slug(result.instance_id)}__{slug(result.method)}.parquet"
     written = {}
     for table, table_rows in rows.items():
         if table == "items":
-            path = root / table / experiment_id / f"{_slug(result.instance_id)}.parquet"
+            path = root / table / experiment_id / f"{slug(result.instance_id)}.parquet"
         else:
             path = root / table / experiment_id / name
         if not table_rows and table not in _SCHEMAS:

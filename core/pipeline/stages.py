@@ -1,0 +1,268 @@
+"""The method's stages as functions from files to files: what each Prefect task of the
+evaluate flow runs (``tasks/stages.py`` adds cache keys, retries and persistence).
+
+    rules    : item + Teacher                       -> rules.json     (RuleSet)
+    reward   : rules.json + Teacher                 -> reward.json    (CompiledReward)
+    optimise : item + reward.json + Reasoner/Teacher -> adapter/ + optim.json (trace)
+    generate : item + seed [+ adapter/ or prompt]   -> video.npz + video.mp4 + video.gif
+    select   : candidate videos + judge or scorer   -> selection.json
+    videotpo : item + reward.json                   -> video files + videotpo.json
+    score    : item + video.npz [+ reward.json]     -> score.json     (scorer + Teacher judge)
+
+Every stage writes its outputs atomically and returns a small record of paths and numbers,
+never tensors or modules, so that a stage can be cached, resumed or run in another process.
+The raw frames (``video.npz``, lossless) are what later stages read and score; the mp4 and
+GIF are for people (H.264 is lossy, so scoring the mp4 would differ from scoring the output).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from PIL import Image
+from pydantic import BaseModel, Field
+
+from core.bench.record import TaskInstance
+from core.io import atomic_path, write_bytes_atomic, write_json_atomic
+from core.media import read_image, write_video
+from core.method.cost import CostMeter, CostRecord
+from core.method.methods import expanded_prompt
+from core.method.optimise import (
+    OptimConfig,
+    detach_lora,
+    load_adapter,
+    optimise_item,
+    save_adapter,
+)
+from core.method.reasoner import ReasonerAdapter
+from core.method.teacher import (
+    CompiledReward,
+    RuleSet,
+    all_yes,
+    compile_reward,
+    extract_rules,
+    judge,
+    judge_loss,
+)
+from core.models.teacher import Teacher
+from core.scoring.synth import score_synth
+
+VIDEO_NPZ = "video.npz"
+
+
+class VideoRecord(BaseModel):
+    """A generated video: its lossless frames and viewable copies, and what it cost."""
+
+    npz: str
+    mp4: str
+    gif: str
+    seed: int
+    prompt: str
+    adapter: str | None = None
+    cost: CostRecord = CostRecord()
+
+
+class OptimRecord(BaseModel):
+    adapter: str
+    optim_json: str
+    steps_run: int
+    stop_reason: str
+    final_loss: float
+    cost: CostRecord = CostRecord()
+
+
+class SelectionRecord(BaseModel):
+    by: Literal["judge", "oracle"]
+    selected: int
+    values: list[float]
+    video: VideoRecord
+    cost: CostRecord = CostRecord()
+
+
+class ScoreRecord(BaseModel):
+    score: float
+    success: bool
+    criteria: dict[str, float] = Field(default_factory=dict)
+    judge_p_yes: list[float] = Field(default_factory=list)
+    judge_all_yes: bool = False
+    cost: CostRecord = CostRecord()
+
+
+# --------------------------------------------------------------------------- helpers
+
+def load_frames(npz: str | Path) -> np.ndarray:
+    with np.load(npz) as data:
+        return data["frames"]
+
+
+def save_video(frames: np.ndarray, out_dir: Path, fps: float = 8.0) -> tuple[Path, Path, Path]:
+    """Write ``video.npz`` (lossless, what is scored), ``video.mp4`` and ``video.gif``; atomically each."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, frames=frames)
+    npz = write_bytes_atomic(out_dir / VIDEO_NPZ, buf.getvalue())
+    mp4 = write_video(out_dir / "video.mp4", frames, fps=fps)
+    gif = out_dir / "video.gif"
+    with atomic_path(gif) as tmp:
+        images = [Image.fromarray(f) for f in frames]
+        images[0].save(tmp, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
+    return npz, mp4, gif
+
+
+def load_reward(path: str | Path) -> CompiledReward:
+    return CompiledReward.model_validate_json(Path(path).read_text())
+
+
+def load_rules(path: str | Path) -> RuleSet:
+    return RuleSet.model_validate_json(Path(path).read_text())
+
+
+def _fps(instance: TaskInstance) -> float:
+    return float(instance.metadata.get("fps", 8.0))
+
+
+# --------------------------------------------------------------------------- stages
+
+def rules_stage(teacher: Teacher, instance: TaskInstance, out: Path, attempts: int, seed: int) -> Path:
+    """Stage 1: the Teacher's rules for the item (repaired, retried or a recorded fallback)."""
+    rules = extract_rules(teacher, read_image(instance.first_frame), instance.prompt, attempts, seed=seed)
+    return write_json_atomic(out, rules.model_dump(mode="json"))
+
+
+def reward_stage(teacher: Teacher, instance: TaskInstance, rules_json: Path, out: Path, k_frames: int, lam: float) -> Path:
+    """Stage 2: everything of the reward that does not depend on the video, compiled once."""
+    first = read_image(instance.first_frame)
+    reward = compile_reward(teacher, load_rules(rules_json), int(instance.metadata["n_frames"]), first.shape[:2],
+                            k_frames, lam, fps=_fps(instance))
+    return write_json_atomic(out, reward.model_dump(mode="json"))
+
+
+def generate_stage(
+    reasoner: ReasonerAdapter, instance: TaskInstance, seed: int, steps: int, out_dir: Path,
+    adapter: Path | None = None, prompt: str | None = None,
+) -> VideoRecord:
+    """Stage 4 (and every baseline's generation): one video from the item's seed.
+
+    With ``adapter`` the saved item LoRA is loaded first (and removed after); with ``prompt``
+    the instruction is replaced (PE, VideoTPO).
+    """
+    meter = CostMeter()
+    reasoner.meter = meter
+    text = prompt or instance.prompt
+    try:
+        if adapter is not None:
+            load_adapter(reasoner, adapter)
+        with meter.phase("generate"):
+            cond = reasoner.prepare(read_image(instance.first_frame), text, seed, int(instance.metadata["n_frames"]))
+            frames = reasoner.generate(cond, steps)
+    finally:
+        if adapter is not None:
+            detach_lora(reasoner)
+    npz, mp4, gif = save_video(frames, out_dir, _fps(instance))
+    return VideoRecord(npz=str(npz), mp4=str(mp4), gif=str(gif), seed=seed, prompt=text,
+                       adapter=str(adapter) if adapter else None, cost=meter.take())
+
+
+def optimise_stage(
+    reasoner: ReasonerAdapter, teacher: Teacher, instance: TaskInstance, reward_json: Path, cfg: OptimConfig, seed: int,
+    out_dir: Path,
+) -> OptimRecord:
+    """Stage 3: a fresh LoRA optimised on the item; writes ``adapter/`` and ``optim.json`` (the trace)."""
+    meter = CostMeter()
+    reasoner.meter = meter
+    reward = load_reward(reward_json)
+    try:
+        with meter.phase("prepare"):
+            cond = reasoner.prepare(read_image(instance.first_frame), instance.prompt, seed, int(instance.metadata["n_frames"]))
+        result = optimise_item(reasoner, teacher, cond, reward, cfg)
+        adapter = save_adapter(reasoner, out_dir / "adapter", cfg.lora).parent
+    finally:
+        detach_lora(reasoner)
+    optim_json = write_json_atomic(out_dir / "optim.json", result.model_dump(mode="json"))
+    return OptimRecord(adapter=str(adapter), optim_json=str(optim_json), steps_run=result.steps_run,
+                       stop_reason=result.stop_reason, final_loss=result.final_loss, cost=meter.take())
+
+
+def select_stage(
+    videos: list[VideoRecord], by: Literal["judge", "oracle"], instance: TaskInstance,
+    teacher: Teacher | None = None, reward_json: Path | None = None,
+) -> SelectionRecord:
+    """Best-of-N (``judge``: lowest reward loss by the Teacher) or Pass@N (``oracle``: the scorer)."""
+    if not videos:
+        raise ValueError("select_stage needs at least one candidate video")
+    meter = CostMeter()
+    if by == "judge":
+        if teacher is None or reward_json is None:
+            raise ValueError("selection by judge needs the Teacher and the compiled reward")
+        reward = load_reward(reward_json)
+        with meter.phase("judge"):
+            values = [judge_loss(reward, judge(teacher, reward, load_frames(v.npz), meter)) for v in videos]
+        k = int(np.argmin(values))
+    else:
+        with meter.phase("oracle_select"):
+            values = [score_synth(instance, load_frames(v.npz)).score for v in videos]
+        k = int(np.argmax(values))
+    cost = meter.take()
+    for v in videos:
+        cost = cost.merged(v.cost)
+    return SelectionRecord(by=by, selected=k, values=[float(x) for x in values], video=videos[k], cost=cost)
+
+
+def videotpo_stage(
+    reasoner: ReasonerAdapter, teacher: Teacher, instance: TaskInstance, reward_json: Path, seed: int, steps: int,
+    rounds: int, per_round: int, out_dir: Path,
+) -> SelectionRecord:
+    """VideoTPO: generate, let the Teacher critique (the rules it judges broken), rewrite the prompt, repeat."""
+    reward = load_reward(reward_json)
+    prompt = instance.prompt
+    videos: list[VideoRecord] = []
+    losses: list[float] = []
+    history = []
+    meter = CostMeter()
+    for r in range(rounds):
+        round_best: tuple[float, list[float]] | None = None
+        for j in range(per_round):
+            v = generate_stage(reasoner, instance, seed + r * per_round + j, steps, out_dir / f"r{r}-{j}", prompt=prompt)
+            with meter.phase("judge"):
+                p = judge(teacher, reward, load_frames(v.npz), meter)
+            loss = judge_loss(reward, p)
+            videos.append(v)
+            losses.append(loss)
+            if round_best is None or loss < round_best[0]:
+                round_best = (loss, p)
+        assert round_best is not None
+        broken = [q.text for q, p in zip(reward.queries, round_best[1], strict=True) if p < 0.5]
+        history.append({"round": r, "prompt": prompt, "best_loss": round_best[0], "broken": broken})
+        if not broken:
+            break
+        prompt = expanded_prompt(instance.prompt, broken)
+    write_json_atomic(out_dir / "videotpo.json", history)
+    k = int(np.argmin(losses))
+    cost = meter.take()
+    for v in videos:
+        cost = cost.merged(v.cost)
+    return SelectionRecord(by="judge", selected=k, values=losses, video=videos[k], cost=cost)
+
+
+def score_stage(
+    instance: TaskInstance, video: VideoRecord, out: Path, teacher: Teacher | None = None, reward_json: Path | None = None,
+) -> ScoreRecord:
+    """Stage 5: the benchmark's rule-based score and, when a reward is given, the Teacher's judge."""
+    frames = load_frames(video.npz)
+    t0 = time.perf_counter()
+    result = score_synth(instance, frames)
+    record = ScoreRecord(score=result.score, success=result.success, criteria={c.name: c.score for c in result.criteria})
+    seconds = {"score": time.perf_counter() - t0}
+    if teacher is not None and reward_json is not None:
+        t0 = time.perf_counter()
+        record.judge_p_yes = judge(teacher, load_reward(reward_json), frames)
+        record.judge_all_yes = all_yes(record.judge_p_yes)
+        seconds["judge_final"] = time.perf_counter() - t0
+    record.cost = CostRecord(seconds={k: round(v, 4) for k, v in seconds.items()})
+    write_json_atomic(out, json.loads(record.model_dump_json()))
+    return record

@@ -1,0 +1,269 @@
+"""The evaluate flow: benchmark x methods x config -> videos, scores, Parquet rows, DuckDB.
+
+Per item, as cached tasks (``tasks/stages.py``):
+
+    extract-rules -> compile-reward -> optimise-item -> generate-video (adapter) -> score-video   [teacher]
+    generate-video (seed)                                                        -> score-video   [vanilla]
+    generate-video (seeds 0..N-1) -> select-video (judge | oracle)               -> score-video   [best_of_n, pass_at_n]
+    generate-video (instruction + rules)                                         -> score-video   [pe]
+    videotpo                                                                     -> score-video   [videotpo]
+
+Each key is computed here from exactly what the stage depends on, so changing the LoRA
+learning rate reruns optimise -> generate -> score but not the rules, and changing the
+Teacher reruns everything that the Teacher touches. Rerunning the same command after a
+crash reuses every finished stage. An item whose stage fails is recorded with the error and
+the stage; the other items finish; the flow raises at the end if anything failed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import yaml
+from prefect import flow, get_run_logger
+from prefect.futures import PrefectFuture
+from pydantic import BaseModel, Field
+
+from core.bench.record import Purpose, TaskInstance
+from core.bench.source import InvalidItem, open_benchmark, spread_over_families
+from core.bench.synth.generate import make_synth_benchmark
+from core.errors import InputError
+from core.method.compare import ItemResult, item_seed, summarise_methods
+from core.method.cost import CostRecord
+from core.method.methods import USES_RULES, Method, MethodConfig
+from core.storage.results import (
+    ExperimentRecord,
+    VariantParams,
+    slug,
+    write_experiment,
+    write_result,
+)
+from core.storage.warehouse import consolidate
+from tasks import stages
+from tasks.caching import digest
+from tasks.models import model_identity
+
+#: Bump when a stage's code changes what it produces.
+CODE_VERSION = "evaluate-1"
+
+log = logging.getLogger(__name__)
+
+
+class ModelPaths(BaseModel):
+    reasoner: str = "models/reasoner"
+    surrogate: str | None = "models/surrogate-decoder"
+    teacher: str = "models/teacher"
+
+
+class EvaluateConfig(BaseModel):
+    """Everything an evaluation depends on; also readable from a YAML file (``from_yaml``)."""
+
+    name: str = "evaluate"
+    bench: str = Field("synth", description="'synth' (generated test instances) or a benchmark directory.")
+    per_family: int = Field(2, ge=1, description="Synth test instances per family.")
+    bench_seed: int = 0
+    limit: int | None = Field(None, ge=1, description="At most this many items, spread over families.")
+    methods: list[Method] = Field(default_factory=lambda: list(Method))
+    models: ModelPaths = ModelPaths()
+    method: MethodConfig = MethodConfig()
+    seed: int = Field(0, description="Base seed; per-item seeds derive from it and the item id.")
+    variant: str = Field("default", description="Names this configuration within an ablation.")
+    work: str = Field("runs", description="Root of stage outputs, results Parquet and the DuckDB file.")
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> EvaluateConfig:
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise InputError(path, f"cannot be read as YAML: {exc}", "a YAML mapping of EvaluateConfig fields") from exc
+        if not isinstance(data, dict):
+            raise InputError(path, f"holds a {type(data).__name__}", "a YAML mapping of EvaluateConfig fields")
+        return cls.model_validate(data)
+
+    def params(self) -> VariantParams:
+        o = self.method.optim
+        return VariantParams(lam=o.lam, grad_mode=o.grad_mode.value, k_frames=o.k_frames, max_steps=o.max_steps,
+                             early_stop=o.early_stop, lr=o.lr, lora_rank=o.lora.rank, n=self.method.n)
+
+
+def load_items(cfg: EvaluateConfig) -> tuple[list[TaskInstance], list[InvalidItem]]:
+    """The items to run, and the entries that failed validation (recorded as failed, not skipped)."""
+    if cfg.bench == "synth":
+        out = Path(cfg.work) / "bench" / f"synth-seed{cfg.bench_seed}-pf{cfg.per_family}"
+        if not (out / "VBVR-Bench.json").is_file():
+            make_synth_benchmark(out, cfg.per_family, seed=cfg.bench_seed, purpose=Purpose.TEST)
+        bench = open_benchmark(out, skip_invalid=True)
+    else:
+        bench = open_benchmark(cfg.bench, skip_invalid=True)
+    return spread_over_families(bench.instances, cfg.limit), bench.invalid
+
+
+def _submit(task, target: str, *args, **kwargs) -> PrefectFuture:
+    """Submit a stage; its cache is refreshed where its outputs are not on disk (see ``stages.RECORD``)."""
+    return task.with_options(refresh_cache=not (Path(target) / stages.RECORD).is_file()).submit(*args, **kwargs)
+
+
+class _Chain:
+    """The futures of one (item, method) in stage order, to report which stage failed."""
+
+    def __init__(self) -> None:
+        self.stages: list[tuple[str, PrefectFuture]] = []
+        self.video: PrefectFuture | None = None
+        self.optim: PrefectFuture | None = None
+        self.score: PrefectFuture | None = None
+
+    def add(self, stage: str, future: PrefectFuture) -> PrefectFuture:
+        self.stages.append((stage, future))
+        return future
+
+
+def _submit_item(inst: TaskInstance, cfg: EvaluateConfig, ids: dict[str, str]) -> dict[Method, _Chain]:
+    m, o = cfg.models, cfg.method.optim
+    ih = inst.content_hash()
+    seed = item_seed(inst, cfg.seed)
+    root = Path(cfg.work) / "items" / slug(inst.id)
+    chains = {method: _Chain() for method in cfg.methods}
+
+    def target(stage: str, key: str) -> str:
+        return str(root / f"{stage}-{key[:12]}")
+
+    def shared(stage: str, future: PrefectFuture, methods: set[Method]) -> PrefectFuture:
+        for method in methods & set(cfg.methods):
+            chains[method].add(stage, future)
+        return future
+
+    rules = reward = None
+    k_reward = None
+    if USES_RULES & set(cfg.methods):
+        k_rules = digest("rules", CODE_VERSION, ih, ids["teacher"], cfg.method.rule_attempts, seed)
+        rules = shared("rules", _submit(stages.extract_rules, target("rules", k_rules), inst, m.teacher,
+                                                          cfg.method.rule_attempts, seed, target("rules", k_rules), k_rules), USES_RULES)
+        k_reward = digest("reward", CODE_VERSION, k_rules, o.k_frames, o.lam)
+        reward = shared("reward", _submit(stages.compile_reward, target("reward", k_reward), inst, m.teacher, rules,
+                                                           o.k_frames, o.lam, target("reward", k_reward), k_reward), USES_RULES)
+
+    def generate(k: int, adapter: PrefectFuture | None = None, adapter_key: str | None = None,
+                 with_rules: bool = False) -> tuple[PrefectFuture, str]:
+        key = digest("generate", CODE_VERSION, ih, ids["reasoner"], seed + k, o.sampler_steps, adapter_key,
+                     k_reward if with_rules else None)
+        fut = _submit(stages.generate_video, target("video", key), inst, m.reasoner, m.surrogate, seed + k, o.sampler_steps,
+                      target("video", key), key, adapter=adapter, rules=rules if with_rules else None)
+        return fut, key
+
+    def score(method: Method, video: PrefectFuture, video_key: str) -> None:
+        key = digest("score", CODE_VERSION, video_key, k_reward, ids["teacher"] if reward is not None else None)
+        chains[method].video = video
+        chains[method].score = chains[method].add("score", _submit(
+            stages.score_video, target("score", key), inst, video, m.teacher if reward is not None else None, reward,
+            target("score", key), key))
+
+    n_needed = cfg.method.n if {Method.BEST_OF_N, Method.PASS_AT_N} & set(cfg.methods) else 1
+    candidates = [generate(k) for k in range(n_needed)] if ({Method.VANILLA, Method.BEST_OF_N, Method.PASS_AT_N}
+                                                            & set(cfg.methods)) else []
+    if Method.VANILLA in cfg.methods:
+        fut, key = candidates[0]
+        score(Method.VANILLA, chains[Method.VANILLA].add("generate", fut), key)
+    for method, by in ((Method.BEST_OF_N, "judge"), (Method.PASS_AT_N, "oracle")):
+        if method not in cfg.methods:
+            continue
+        for fut, _ in candidates:
+            chains[method].add("generate", fut)
+        key = digest("select", CODE_VERSION, by, [k for _, k in candidates], k_reward if by == "judge" else None)
+        sel = chains[method].add("select", _submit(
+            stages.select_video, target("select", key), inst, [f for f, _ in candidates], by,
+            m.teacher if by == "judge" else None, reward if by == "judge" else None, target("select", key), key))
+        score(method, sel, key)
+    if Method.PE in cfg.methods:
+        fut, key = generate(0, with_rules=True)
+        score(Method.PE, chains[Method.PE].add("generate", fut), key)
+    if Method.VIDEOTPO in cfg.methods:
+        key = digest("videotpo", CODE_VERSION, k_reward, ids["reasoner"], ids["teacher"], seed, o.sampler_steps,
+                     cfg.method.tpo_rounds, cfg.method.tpo_videos)
+        fut = _submit(stages.videotpo, target("videotpo", key), inst, m.reasoner, m.surrogate, m.teacher, reward, seed,
+                      o.sampler_steps, cfg.method.tpo_rounds, cfg.method.tpo_videos, target("videotpo", key), key)
+        score(Method.VIDEOTPO, chains[Method.VIDEOTPO].add("videotpo", fut), key)
+    if Method.TEACHER in cfg.methods:
+        optim = o.model_dump(mode="json")
+        k_opt = digest("optimise", CODE_VERSION, k_reward, ids["reasoner"], ids.get("surrogate"), optim, seed)
+        opt = chains[Method.TEACHER].add("optimise", _submit(
+            stages.optimise_item, target("optimise", k_opt), inst, m.reasoner, m.surrogate, m.teacher, reward,
+            o.model_dump_json(), seed, target("optimise", k_opt), k_opt))
+        chains[Method.TEACHER].optim = opt
+        fut, key = generate(0, adapter=opt, adapter_key=k_opt)
+        score(Method.TEACHER, chains[Method.TEACHER].add("generate", fut), key)
+    return chains
+
+
+def _outcome(inst: TaskInstance, method: Method, chain: _Chain, seed: int) -> ItemResult:
+    """The (item, method) result from its futures; the first failed stage is recorded."""
+    base = ItemResult(instance_id=inst.id, family=inst.task_family, split=inst.split.value if inst.split else None,
+                      faculty=inst.faculty.value if inst.faculty else None, method=method.value, seed=seed)
+    for stage, fut in chain.stages:
+        state = fut.wait() or fut.state
+        if not state.is_completed():
+            exc = fut.result(raise_on_failure=False)
+            base.error = f"{type(exc).__name__}: {exc}" if isinstance(exc, BaseException) else str(state.message)
+            base.error_stage = stage
+            return base
+    score = chain.score.result()
+    video = chain.video.result()
+    base.score, base.success, base.criteria = score["score"], score["success"], score["criteria"]
+    base.judge_p_yes, base.judge_all_yes = score["judge_p_yes"], score["judge_all_yes"]
+    cost = CostRecord.model_validate(video["cost"]).merged(CostRecord.model_validate(score["cost"]))
+    chosen = video.get("video", video)
+    base.info = {"video": chosen["mp4"], "npz": chosen["npz"], "gif": chosen["gif"]}
+    if "selected" in video:
+        base.info.update({"selected": video["selected"], "values": video["values"], "n": len(video["values"])})
+    if chain.optim is not None:
+        optim = chain.optim.result()
+        cost = cost.merged(CostRecord.model_validate(optim["cost"]))
+        base.info["optim"] = json.loads(Path(optim["optim_json"]).read_text())
+        base.info["adapter"] = optim["adapter"]
+    base.cost = cost
+    return base
+
+
+@flow(name="evaluate")
+def evaluate(config: EvaluateConfig | None = None, config_file: str | None = None) -> dict:
+    """Run ``config.methods`` on the benchmark's items; write results to Parquet and DuckDB.
+
+    Returns the per-method summary; raises at the end (after writing everything) if any
+    (item, method) failed.
+    """
+    logger = get_run_logger()
+    cfg = EvaluateConfig.from_yaml(config_file) if config_file else (config or EvaluateConfig())
+    work = Path(cfg.work)
+    items, invalid = load_items(cfg)
+    memo = work / "model-ids.json"
+    ids = {"reasoner": model_identity(cfg.models.reasoner, memo), "teacher": model_identity(cfg.models.teacher, memo)}
+    if cfg.models.surrogate:
+        ids["surrogate"] = model_identity(cfg.models.surrogate, memo)
+    experiment = ExperimentRecord(name=cfg.name, kind="evaluate", config=cfg.model_dump(mode="json"), code_version=CODE_VERSION)
+    results_root = work / "results"
+    write_experiment(results_root, experiment)
+    logger.info("experiment %s: %d items x %d methods", experiment.experiment_id, len(items), len(cfg.methods))
+
+    submitted = [(inst, _submit_item(inst, cfg, ids)) for inst in items]
+    params = cfg.params()
+    results = [ItemResult(instance_id=bad.where, family="unknown", split=None, faculty=None, method=method.value, seed=cfg.seed,
+                          error=bad.error, error_stage="load") for bad in invalid for method in cfg.methods]
+    for res in results:
+        write_result(results_root, res, experiment.experiment_id, cfg.variant, params)
+    for inst, chains in submitted:
+        for method, chain in chains.items():
+            res = _outcome(inst, method, chain, item_seed(inst, cfg.seed))
+            write_result(results_root, res, experiment.experiment_id, cfg.variant, params, video_path=res.info.get("video"))
+            results.append(res)
+    counts = consolidate(results_root, work / "vlmt.duckdb")
+    summary = {k: v.model_dump(mode="json") for k, v in summarise_methods(results).items()}
+    failed = [r for r in results if r.error]
+    out = {"experiment_id": experiment.experiment_id, "summary": summary, "rows": counts,
+           "failed": [{"item": r.instance_id, "method": r.method, "stage": r.error_stage, "error": r.error} for r in failed]}
+    if failed:
+        for f in out["failed"]:
+            logger.error("failed: %s %s at %s: %s", f["item"], f["method"], f["stage"], f["error"])
+        raise RuntimeError(f"{len(failed)} of {len(results)} (item, method) results failed; the rest are in {work / 'vlmt.duckdb'}")
+    return out

@@ -1,0 +1,72 @@
+"""Loaded models per worker process, and the identity of a model folder for cache keys.
+
+Stage tasks receive model *paths*; loading a Reasoner or Teacher for every task would cost
+more than the task, so each process keeps the models it has loaded (a small LRU keyed by
+path and device). A model is used by one task at a time in a process (the item LoRA is
+attached to the shared transformer), hence the lock beside each model; parallelism comes
+from more processes (the process, Dask or Ray task runners), one model copy each.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import threading
+from pathlib import Path
+
+from core.errors import InputError
+from core.io import write_json_atomic
+from core.method.reasoner import ReasonerAdapter
+from core.models.teacher import Teacher, load_teacher
+from tasks.caching import dir_digest
+
+#: Loading is serialised: the libraries build models under a process-wide "meta device"
+#: context, and two threads loading at once corrupt each other's weights.
+_LOADING = threading.Lock()
+
+
+def reasoner(path: str, surrogate: str | None, device: str | None = None) -> tuple[ReasonerAdapter, threading.Lock]:
+    with _LOADING:
+        return _reasoner(path, surrogate, device)
+
+
+def teacher(path: str, device: str | None = None) -> tuple[Teacher, threading.Lock]:
+    with _LOADING:
+        return _teacher(path, device)
+
+
+@functools.lru_cache(maxsize=2)
+def _reasoner(path: str, surrogate: str | None, device: str | None) -> tuple[ReasonerAdapter, threading.Lock]:
+    return ReasonerAdapter.from_paths(path, surrogate, device), threading.Lock()
+
+
+@functools.lru_cache(maxsize=2)
+def _teacher(path: str, device: str | None) -> tuple[Teacher, threading.Lock]:
+    import torch
+
+    return load_teacher(path, device=device or ("cuda" if torch.cuda.is_available() else "cpu")), threading.Lock()
+
+
+def model_identity(path: str | Path, memo: Path | None = None) -> str:
+    """A content hash of a model folder: every file's relative path and bytes.
+
+    Hashing a real checkpoint (many GB) takes seconds, so with ``memo`` the digest is kept
+    per folder together with each file's size and modification time, and reused while they
+    are unchanged.
+    """
+    root = Path(path).resolve()
+    if not root.is_dir():
+        raise InputError(root, "is not a model folder", "a directory with the model's config and weights")
+    files = sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
+    stat = [[str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns] for p in files]
+    stamp = hashlib.sha256(json.dumps(stat).encode()).hexdigest()
+    known = json.loads(memo.read_text()) if memo is not None and memo.is_file() else {}
+    entry = known.get(str(root))
+    if entry and entry["stamp"] == stamp:
+        return entry["digest"]
+    digest = dir_digest(root)
+    if memo is not None:
+        known[str(root)] = {"stamp": stamp, "digest": digest}
+        write_json_atomic(memo, known)
+    return digest

@@ -1,0 +1,134 @@
+"""The evaluate flow's stages as cached Prefect tasks (bodies in ``core.pipeline.stages``).
+
+Every task takes the ``key`` its flow computed (``flows/evaluate.py``: the item's content
+hash, only the config fields the stage depends on, the identity of each model it uses, and a
+code version) and writes its files into a directory named after that key. Tasks return small
+JSON records of paths and numbers; models are loaded per process by ``tasks.models``.
+Transient failures (a worker lost, CUDA out of memory) get bounded retries; a bad item fails
+its own chain only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from prefect import task
+
+from core.bench.record import TaskInstance
+from core.io import write_json_atomic
+from core.method.methods import expanded_prompt
+from core.method.optimise import OptimConfig
+from core.pipeline import stages as core_stages
+from core.storage.results import VariantParams, write_result
+from tasks import models
+from tasks.caching import given_key
+
+_cached = {"cache_key_fn": given_key, "persist_result": True, "retries": 1, "retry_delay_seconds": 2}
+
+
+#: Written last by every stage: the flow reuses a cached result only where this file exists,
+#: so a cache entry never points at outputs that were deleted or lie in another work dir.
+RECORD = "record.json"
+
+
+def _dir(target: str) -> Path:
+    path = Path(target)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _done(target: str, record: dict) -> dict:
+    write_json_atomic(Path(target) / RECORD, record)
+    return record
+
+
+@task(name="extract-rules", **_cached)
+def extract_rules(instance: TaskInstance, teacher: str, attempts: int, seed: int, target: str, key: str) -> dict:
+    t, lock = models.teacher(teacher)
+    with lock:
+        path = core_stages.rules_stage(t, instance, _dir(target) / "rules.json", attempts, seed)
+    return _done(target, {"rules": str(path), "source": core_stages.load_rules(path).source})
+
+
+@task(name="compile-reward", **_cached)
+def compile_reward(instance: TaskInstance, teacher: str, rules: dict, k_frames: int, lam: float, target: str,
+                   key: str) -> dict:
+    t, lock = models.teacher(teacher)
+    with lock:
+        path = core_stages.reward_stage(t, instance, Path(rules["rules"]), _dir(target) / "reward.json", k_frames, lam)
+    return _done(target, {"reward": str(path), "source": rules["source"]})
+
+
+@task(name="optimise-item", **_cached)
+def optimise_item(instance: TaskInstance, reasoner: str, surrogate: str | None, teacher: str, reward: dict,
+                  optim_json: str, seed: int, target: str, key: str) -> dict:
+    r, r_lock = models.reasoner(reasoner, surrogate)
+    t, t_lock = models.teacher(teacher)
+    with r_lock, t_lock:
+        record = core_stages.optimise_stage(r, t, instance, Path(reward["reward"]), OptimConfig.model_validate_json(optim_json),
+                                            seed, _dir(target))
+    return _done(target, record.model_dump(mode="json"))
+
+
+@task(name="generate-video", **_cached)
+def generate_video(instance: TaskInstance, reasoner: str, surrogate: str | None, seed: int, steps: int, target: str,
+                   key: str, adapter: dict | None = None, rules: dict | None = None) -> dict:
+    """A video from the item's seed; with ``adapter`` (teacher method) or ``rules`` (PE: the
+    instruction followed by the Teacher's rules)."""
+    prompt = None
+    if rules is not None:
+        prompt = expanded_prompt(instance.prompt, [q for q, _ in core_stages.load_rules(rules["rules"]).queries])
+    r, lock = models.reasoner(reasoner, surrogate)
+    with lock:
+        record = core_stages.generate_stage(r, instance, seed, steps, _dir(target),
+                                            adapter=Path(adapter["adapter"]) if adapter else None, prompt=prompt)
+    return _done(target, record.model_dump(mode="json"))
+
+
+@task(name="select-video", **_cached)
+def select_video(instance: TaskInstance, videos: list[dict], by: Literal["judge", "oracle"], teacher: str | None,
+                 reward: dict | None, target: str, key: str) -> dict:
+    recs = [core_stages.VideoRecord.model_validate(v) for v in videos]
+    if by == "judge":
+        t, lock = models.teacher(teacher)
+        with lock:
+            sel = core_stages.select_stage(recs, by, instance, t, Path(reward["reward"]))
+    else:
+        sel = core_stages.select_stage(recs, by, instance)
+    return _done(str(_dir(target)), sel.model_dump(mode="json"))
+
+
+@task(name="videotpo", **_cached)
+def videotpo(instance: TaskInstance, reasoner: str, surrogate: str | None, teacher: str, reward: dict, seed: int,
+             steps: int, rounds: int, per_round: int, target: str, key: str) -> dict:
+    r, r_lock = models.reasoner(reasoner, surrogate)
+    t, t_lock = models.teacher(teacher)
+    with r_lock, t_lock:
+        sel = core_stages.videotpo_stage(r, t, instance, Path(reward["reward"]), seed, steps, rounds, per_round, _dir(target))
+    return _done(target, sel.model_dump(mode="json"))
+
+
+@task(name="score-video", **_cached)
+def score_video(instance: TaskInstance, video: dict, teacher: str | None, reward: dict | None, target: str,
+                key: str) -> dict:
+    """Score a video record, or the chosen video of a selection record."""
+    rec = core_stages.VideoRecord.model_validate(video.get("video", video))
+    if teacher is not None and reward is not None:
+        t, lock = models.teacher(teacher)
+        with lock:
+            score = core_stages.score_stage(instance, rec, _dir(target) / "score.json", t, Path(reward["reward"]))
+    else:
+        score = core_stages.score_stage(instance, rec, _dir(target) / "score.json")
+    return _done(target, score.model_dump(mode="json"))
+
+
+@task(name="record-result")
+def record_result(results_root: str, experiment_id: str, variant: str, params: dict, result_json: str) -> dict:
+    """Write one (item, method) outcome's Parquet rows (not cached: cheap, and idempotent by file name)."""
+    from core.method.compare import ItemResult
+
+    result = ItemResult.model_validate_json(result_json)
+    written = write_result(results_root, result, experiment_id, variant, VariantParams(**params),
+                           video_path=result.info.get("video"))
+    return {k: str(v) for k, v in written.items()}

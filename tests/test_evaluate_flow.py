@@ -1,0 +1,122 @@
+"""The evaluate flow on micro random models: every method through cached Prefect tasks, results
+in DuckDB, reruns that reuse finished stages, keys that change only where they should, and a
+poisoned item that fails alone."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from core.bench.record import Purpose
+from core.bench.synth.generate import make_synth_benchmark
+from core.method.methods import Method, MethodConfig
+from core.method.optimise import OptimConfig
+from flows.evaluate import EvaluateConfig, ModelPaths, evaluate
+from tests.method_helpers import build_micro_reasoner, build_micro_teacher
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("evaluate")
+    bench = make_synth_benchmark(root / "bench", per_family=1, seed=3, purpose=Purpose.TEST,
+                                 families=["maze_navigate", "gravity_fall"])
+    reasoner, surrogate = build_micro_reasoner(bench, root)
+    teacher = build_micro_teacher(bench, root)
+    models = ModelPaths(reasoner=str(reasoner), surrogate=str(surrogate), teacher=str(teacher))
+    return root, models
+
+
+def config(root: Path, models: ModelPaths, work: str, bench: str | None = None, **optim) -> EvaluateConfig:
+    return EvaluateConfig(
+        name="micro", bench=bench or str(root / "bench"), models=models, work=str(root / work),
+        method=MethodConfig(optim=OptimConfig(max_steps=2, k_frames=4, sampler_steps=2, **optim), n=2, tpo_rounds=1),
+    )
+
+
+def stage_dirs(work: Path) -> dict[str, float]:
+    """Every stage output directory and its modification time."""
+    return {str(p.relative_to(work)): p.stat().st_mtime_ns for p in (work / "items").glob("*/*") if p.is_dir()}
+
+
+def test_every_method_runs_and_lands_in_duckdb(setup):
+    root, models = setup
+    cfg = config(root, models, "w1")
+    out = evaluate(config=cfg)
+    assert set(out["summary"]) == {m.value for m in Method}
+    assert not out["failed"]
+    with duckdb.connect(str(Path(cfg.work) / "vlmt.duckdb"), read_only=True) as con:
+        n, n_err = con.execute("SELECT count(*), count(error) FROM results").fetchone()
+        assert (n, n_err) == (2 * len(Method), 0)
+        steps = con.execute("SELECT count(*) FROM traces WHERE method = 'teacher'").fetchone()[0]
+        assert steps >= 2  # the teacher method's optimisation curve, per item
+        videos = [r[0] for r in con.execute("SELECT video_path FROM results").fetchall()]
+    assert all(Path(v).is_file() and v.endswith(".mp4") for v in videos)
+
+
+def test_rerun_reuses_every_stage_and_lr_change_keeps_the_rules(setup):
+    root, models = setup
+    cfg = config(root, models, "w2", )
+    first = evaluate(config=cfg.model_copy(update={"methods": [Method.VANILLA, Method.TEACHER]}))
+    before = stage_dirs(Path(cfg.work))
+    again = evaluate(config=cfg.model_copy(update={"methods": [Method.VANILLA, Method.TEACHER]}))
+    assert stage_dirs(Path(cfg.work)) == before, "a rerun must not rewrite finished stages"
+    assert again["summary"] == first["summary"] or all(
+        again["summary"][m]["mean_score"] == first["summary"][m]["mean_score"] for m in first["summary"])
+    with duckdb.connect(str(Path(cfg.work) / "vlmt.duckdb"), read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM results").fetchone()[0] == 2 * 2  # no duplicated rows
+
+    lr_cfg = config(root, models, "w2", lr=5e-4).model_copy(update={"methods": [Method.VANILLA, Method.TEACHER]})
+    evaluate(config=lr_cfg)
+    after = stage_dirs(Path(cfg.work))
+    new = set(after) - set(before)
+    assert new and all(Path(p).name.split("-")[0] in {"optimise", "video", "score"} for p in new), new
+    assert {p for p in before if "/rules-" in p or "/reward-" in p} <= set(after)
+    assert all(after[p] == before[p] for p in before), "finished stages were rewritten"
+
+
+def test_a_poisoned_item_fails_alone(setup, tmp_path):
+    root, models = setup
+    bench = tmp_path / "bench"
+    shutil.copytree(root / "bench", bench)
+    victim = sorted(bench.rglob("first_frame.png"))[0]
+    victim.write_bytes(b"not a png")
+    cfg = config(root, models, "w3", bench=str(bench)).model_copy(update={"methods": [Method.VANILLA, Method.TEACHER]})
+    with pytest.raises(Exception, match="failed"):
+        evaluate(config=cfg)
+    with duckdb.connect(str(Path(cfg.work) / "vlmt.duckdb"), read_only=True) as con:
+        rows = con.execute("SELECT instance_id, method, error IS NULL, error_stage FROM results ORDER BY 1, 2").fetchall()
+        errors = [r[0] for r in con.execute("SELECT error FROM results WHERE error IS NOT NULL").fetchall()]
+    assert all("first_frame.png" in e for e in errors), errors
+    assert len(rows) == 4
+    bad = [r for r in rows if not r[2]]
+    good = [r for r in rows if r[2]]
+    assert len(bad) == 2 and len(good) == 2
+    assert {r[0] for r in bad} != {r[0] for r in good}
+    assert all(r[3] == "load" and "first_frame.png" in r[0] for r in bad), bad
+
+
+def test_a_stage_failing_mid_run_is_recorded_with_its_stage(setup, monkeypatch):
+    root, models = setup
+    from core.pipeline import stages as core_stages
+
+    real = core_stages.optimise_stage
+
+    def optimise_or_fail(reasoner, teacher, instance, *args, **kwargs):
+        if "maze" in instance.task_family:
+            raise FloatingPointError("loss is nan at step 0")
+        return real(reasoner, teacher, instance, *args, **kwargs)
+
+    monkeypatch.setattr(core_stages, "optimise_stage", optimise_or_fail)
+    cfg = config(root, models, "w4").model_copy(update={"methods": [Method.VANILLA, Method.TEACHER]})
+    with pytest.raises(Exception, match="1 of 4"):
+        evaluate(config=cfg)
+    with duckdb.connect(str(Path(cfg.work) / "vlmt.duckdb"), read_only=True) as con:
+        rows = con.execute("SELECT family, method, error_stage, error FROM results ORDER BY 1, 2").fetchall()
+    failed = [r for r in rows if r[3] is not None]
+    assert [(r[0], r[1], r[2]) for r in failed] == [("maze_navigate", "teacher", "optimise")]
+    assert "loss is nan" in failed[0][3]
