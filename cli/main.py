@@ -322,6 +322,75 @@ def sql(
     console.print(table)
 
 
+@app.command("evaluate")
+def evaluate_cmd(
+    config: Annotated[Path | None, typer.Option(help="YAML file of EvaluateConfig fields (options below override it).")] = None,
+    bench: Annotated[str | None, typer.Option(help="'synth' or a benchmark directory.")] = None,
+    per_family: Annotated[int | None, typer.Option(help="Synth test instances per family.")] = None,
+    limit: Annotated[int | None, typer.Option(help="At most this many items (spread over families).")] = None,
+    methods: Annotated[str | None, typer.Option(help="Comma-separated method names (default: all).")] = None,
+    models: Annotated[Path | None, typer.Option(help="Zoo folder with reasoner/, surrogate-decoder/, teacher/.")] = None,
+    n: Annotated[int | None, typer.Option(help="Candidates for best_of_n / pass_at_n.")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Maximum LoRA updates per item.")] = None,
+    name: Annotated[str | None, typer.Option(help="Experiment name.")] = None,
+    work: Annotated[str | None, typer.Option(help="Root of stage outputs, results and the DuckDB file.")] = None,
+    threads: Annotated[int | None, typer.Option(help="torch CPU threads.")] = None,
+) -> None:
+    """Run the methods through the cached Prefect pipeline; results go to Parquet and DuckDB."""
+    import torch
+
+    from core.method.methods import Method
+    from core.storage.named import get_query
+    from core.storage.warehouse import query as run_query
+    from flows.evaluate import EvaluateConfig, ModelPaths, evaluate, experiment_of
+
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        cfg = EvaluateConfig.from_yaml(config) if config else EvaluateConfig()
+        update: dict = {k: v for k, v in {"bench": bench, "per_family": per_family, "limit": limit, "name": name,
+                                          "work": work}.items() if v is not None}
+        if methods:
+            try:
+                update["methods"] = [Method(m.strip()) for m in methods.split(",") if m.strip()]
+            except ValueError as exc:
+                raise VlmtError(f"--methods: {exc} (expected names from {[m.value for m in Method]})") from exc
+        if models:
+            update["models"] = ModelPaths(reasoner=str(models / "reasoner"), surrogate=str(models / "surrogate-decoder"),
+                                          teacher=str(models / "teacher"))
+        method_cfg = cfg.method
+        if n is not None:
+            method_cfg = method_cfg.model_copy(update={"n": n})
+        if max_steps is not None:
+            method_cfg = method_cfg.model_copy(update={"optim": method_cfg.optim.model_copy(update={"max_steps": max_steps})})
+        cfg = EvaluateConfig.model_validate({**cfg.model_dump(), **update, "method": method_cfg.model_dump()})
+    except VlmtError as exc:
+        _fail(exc)
+    t0 = time.perf_counter()
+    state = evaluate(config=cfg, return_state=True)
+    seconds = time.perf_counter() - t0
+    db = Path(cfg.work) / "vlmt.duckdb"
+    if not db.is_file():
+        _fail(VlmtError(f"the run wrote no results ({state.message})"))
+    exp = experiment_of(cfg).experiment_id
+    q = get_query("method_comparison")
+    df = run_query(db, q.sql, q.bind({"experiment": exp}))
+    table = Table(*(Column(c, overflow="fold", no_wrap=c == "method", min_width=9 if c == "method" else None)
+                    for c in df.columns if c not in ("experiment_id", "variant")),
+                  title=f"{cfg.name}: {exp} ({seconds:.0f} s)")
+    for row in df.drop("experiment_id", "variant").iter_rows():
+        table.add_row(*("" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v) for v in row))
+    console.print(table)
+    failed = run_query(db, "SELECT instance_id, method, error_stage, error FROM results "
+                           "WHERE experiment_id = $e AND error IS NOT NULL ORDER BY 1, 2", {"e": exp})
+    for inst, method, stage, err in failed.iter_rows():
+        console.print(f"[red]failed[/] {inst} {method} at {stage}: {err}", highlight=False, soft_wrap=True)
+    console.print(f"results: {db} (experiment {exp}); try: vlmt sql by_faculty_split --db {db} --param experiment={exp}",
+                  highlight=False, soft_wrap=True)
+    if not state.is_completed():
+        raise typer.Exit(1)
+
+
 @app.command("compare")
 def compare_cmd(
     bench: Annotated[str, typer.Option(help="'synth' (generated test instances) or a synth benchmark directory.")] = "synth",

@@ -226,6 +226,11 @@ def _outcome(inst: TaskInstance, method: Method, chain: _Chain, seed: int) -> It
     return base
 
 
+def experiment_of(cfg: EvaluateConfig) -> ExperimentRecord:
+    """The experiment a config belongs to (its id names its rows in DuckDB)."""
+    return ExperimentRecord(name=cfg.name, kind="evaluate", config=cfg.model_dump(mode="json"), code_version=CODE_VERSION)
+
+
 @flow(name="evaluate")
 def evaluate(config: EvaluateConfig | None = None, config_file: str | None = None) -> dict:
     """Run ``config.methods`` on the benchmark's items; write results to Parquet and DuckDB.
@@ -241,7 +246,7 @@ def evaluate(config: EvaluateConfig | None = None, config_file: str | None = Non
     ids = {"reasoner": model_identity(cfg.models.reasoner, memo), "teacher": model_identity(cfg.models.teacher, memo)}
     if cfg.models.surrogate:
         ids["surrogate"] = model_identity(cfg.models.surrogate, memo)
-    experiment = ExperimentRecord(name=cfg.name, kind="evaluate", config=cfg.model_dump(mode="json"), code_version=CODE_VERSION)
+    experiment = experiment_of(cfg)
     results_root = work / "results"
     write_experiment(results_root, experiment)
     logger.info("experiment %s: %d items x %d methods", experiment.experiment_id, len(items), len(cfg.methods))

@@ -83,7 +83,7 @@ def test_a_poisoned_item_fails_alone(setup, tmp_path):
     root, models = setup
     bench = tmp_path / "bench"
     shutil.copytree(root / "bench", bench)
-    victim = sorted(bench.rglob("first_frame.png"))[0]
+    victim = min(bench.rglob("first_frame.png"))
     victim.write_bytes(b"not a png")
     cfg = config(root, models, "w3", bench=str(bench)).model_copy(update={"methods": [Method.VANILLA, Method.TEACHER]})
     with pytest.raises(Exception, match="failed"):
@@ -120,3 +120,23 @@ def test_a_stage_failing_mid_run_is_recorded_with_its_stage(setup, monkeypatch):
     failed = [r for r in rows if r[3] is not None]
     assert [(r[0], r[1], r[2]) for r in failed] == [("maze_navigate", "teacher", "optimise")]
     assert "loss is nan" in failed[0][3]
+
+
+def test_vlmt_evaluate_reads_yaml_and_prints_the_table(setup, tmp_path):
+    import yaml
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    root, models = setup
+    cfg = config(root, models, "w5")
+    path = tmp_path / "eval.yaml"
+    path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    r = CliRunner().invoke(app, ["evaluate", "--config", str(path), "--methods", "vanilla,pass_at_n", "--name", "cli"])
+    assert r.exit_code == 0, r.output
+    assert "vanilla" in r.output and "pass_at_n" in r.output and "vlmt sql" in r.output
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("methods: [vanilla, nope]\n")
+    r = CliRunner().invoke(app, ["evaluate", "--config", str(bad)])
+    assert r.exit_code != 0
+    assert "nope" in r.output or "nope" in str(r.exception)
