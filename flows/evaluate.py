@@ -40,6 +40,7 @@ from core.storage.results import (
     write_experiment,
     write_result,
 )
+from core.storage.tracking import Tracker, default_tracking_uri
 from core.storage.warehouse import consolidate
 from tasks import stages
 from tasks.caching import digest
@@ -71,6 +72,7 @@ class EvaluateConfig(BaseModel):
     seed: int = Field(0, description="Base seed; per-item seeds derive from it and the item id.")
     variant: str = Field("default", description="Names this configuration within an ablation.")
     work: str = Field("runs", description="Root of stage outputs, results Parquet and the DuckDB file.")
+    mlflow_uri: str | None = Field(None, description="MLflow tracking URI; None: SQLite in the work dir; '' turns tracking off.")
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> EvaluateConfig:
@@ -113,6 +115,7 @@ class _Chain:
         self.stages: list[tuple[str, PrefectFuture]] = []
         self.video: PrefectFuture | None = None
         self.optim: PrefectFuture | None = None
+        self.rules: PrefectFuture | None = None
         self.score: PrefectFuture | None = None
 
     def add(self, stage: str, future: PrefectFuture) -> PrefectFuture:
@@ -133,6 +136,8 @@ def _submit_item(inst: TaskInstance, cfg: EvaluateConfig, ids: dict[str, str]) -
     def shared(stage: str, future: PrefectFuture, methods: set[Method]) -> PrefectFuture:
         for method in methods & set(cfg.methods):
             chains[method].add(stage, future)
+            if stage == "rules":
+                chains[method].rules = future
         return future
 
     rules = reward = None
@@ -217,6 +222,9 @@ def _outcome(inst: TaskInstance, method: Method, chain: _Chain, seed: int) -> It
     base.info = {"video": chosen["mp4"], "npz": chosen["npz"], "gif": chosen["gif"]}
     if "selected" in video:
         base.info.update({"selected": video["selected"], "values": video["values"], "n": len(video["values"])})
+    if chain.rules is not None:
+        base.rules_source = chain.rules.result()["source"]
+        base.info["rules"] = chain.rules.result()["rules"]
     if chain.optim is not None:
         optim = chain.optim.result()
         cost = cost.merged(CostRecord.model_validate(optim["cost"]))
@@ -224,6 +232,23 @@ def _outcome(inst: TaskInstance, method: Method, chain: _Chain, seed: int) -> It
         base.info["adapter"] = optim["adapter"]
     base.cost = cost
     return base
+
+
+def track(cfg: EvaluateConfig, experiment: ExperimentRecord, results: list[ItemResult], summary: dict,
+          failed: bool) -> dict:
+    """Log the experiment to MLflow (after the results are safe in Parquet and DuckDB)."""
+    work = Path(cfg.work)
+    uri = cfg.mlflow_uri or default_tracking_uri(work)
+    tracker = Tracker(uri, cfg.name, artifact_root=work / "mlartifacts")
+    parent = tracker.parent(experiment.experiment_id, cfg.model_dump(mode="json"))
+    params = cfg.params().model_dump()
+    for res in results:
+        artifacts = {name: res.info.get(name) for name in ("video", "gif", "rules", "adapter")}
+        tracker.log_result(parent, experiment.experiment_id, cfg.variant, res, params, artifacts)
+    tracker.finish_parent(parent, {m: {k: v for k, v in s.items() if k in ("mean_score", "success_rate", "seconds_per_item",
+                                                                            "nfe_per_item", "hacking_rate")}
+                                   for m, s in summary.items()}, failed)
+    return {"tracking_uri": uri, "parent_run_id": parent}
 
 
 def experiment_of(cfg: EvaluateConfig) -> ExperimentRecord:
@@ -267,6 +292,8 @@ def evaluate(config: EvaluateConfig | None = None, config_file: str | None = Non
     failed = [r for r in results if r.error]
     out = {"experiment_id": experiment.experiment_id, "summary": summary, "rows": counts,
            "failed": [{"item": r.instance_id, "method": r.method, "stage": r.error_stage, "error": r.error} for r in failed]}
+    if cfg.mlflow_uri != "":
+        out["mlflow"] = track(cfg, experiment, results, summary, bool(failed))
     if failed:
         for f in out["failed"]:
             logger.error("failed: %s %s at %s: %s", f["item"], f["method"], f["stage"], f["error"])

@@ -31,11 +31,21 @@ def setup(tmp_path_factory):
     return root, models
 
 
-def config(root: Path, models: ModelPaths, work: str, bench: str | None = None, **optim) -> EvaluateConfig:
+def config(root: Path, models: ModelPaths, work: str, bench: str | None = None, track: bool = False,
+           **optim) -> EvaluateConfig:
     return EvaluateConfig(
         name="micro", bench=bench or str(root / "bench"), models=models, work=str(root / work),
+        mlflow_uri=None if track else "",
         method=MethodConfig(optim=OptimConfig(max_steps=2, k_frames=4, sampler_steps=2, **optim), n=2, tpo_rounds=1),
     )
+
+
+def mlflow_runs(uri: str) -> dict:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("micro")
+    return {r.info.run_id: r for r in client.search_runs([exp.experiment_id])}
 
 
 def stage_dirs(work: Path) -> dict[str, float]:
@@ -60,8 +70,9 @@ def test_every_method_runs_and_lands_in_duckdb(setup):
 
 def test_rerun_reuses_every_stage_and_lr_change_keeps_the_rules(setup):
     root, models = setup
-    cfg = config(root, models, "w2", )
+    cfg = config(root, models, "w2", track=True)
     first = evaluate(config=cfg.model_copy(update={"methods": [Method.VANILLA, Method.TEACHER]}))
+    runs_before = mlflow_runs(first["mlflow"]["tracking_uri"])
     before = stage_dirs(Path(cfg.work))
     again = evaluate(config=cfg.model_copy(update={"methods": [Method.VANILLA, Method.TEACHER]}))
     assert stage_dirs(Path(cfg.work)) == before, "a rerun must not rewrite finished stages"
@@ -69,6 +80,14 @@ def test_rerun_reuses_every_stage_and_lr_change_keeps_the_rules(setup):
         again["summary"][m]["mean_score"] == first["summary"][m]["mean_score"] for m in first["summary"])
     with duckdb.connect(str(Path(cfg.work) / "vlmt.duckdb"), read_only=True) as con:
         assert con.execute("SELECT count(*) FROM results").fetchone()[0] == 2 * 2  # no duplicated rows
+    runs = mlflow_runs(again["mlflow"]["tracking_uri"])
+    assert set(runs) == set(runs_before) and len(runs) == 1 + 2 * 2, "a rerun must reuse its MLflow runs"
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(again["mlflow"]["tracking_uri"])
+    teacher_run = next(r for r in runs.values() if r.data.tags.get("method") == "teacher")
+    assert len(client.get_metric_history(teacher_run.info.run_id, "optim_loss")) >= 2
+    assert any(a.path.endswith(".mp4") for a in client.list_artifacts(teacher_run.info.run_id))
 
     lr_cfg = config(root, models, "w2", lr=5e-4).model_copy(update={"methods": [Method.VANILLA, Method.TEACHER]})
     evaluate(config=lr_cfg)
