@@ -335,6 +335,8 @@ def evaluate_cmd(
     name: Annotated[str | None, typer.Option(help="Experiment name.")] = None,
     work: Annotated[str | None, typer.Option(help="Root of stage outputs, results and the DuckDB file.")] = None,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads.")] = None,
+    runner: Annotated[str, typer.Option(help="Task runner: thread, process, dask[=ADDRESS] or ray[=ADDRESS].")] = "thread",
+    mlflow_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI (default: SQLite in the work dir).")] = None,
 ) -> None:
     """Run the methods through the cached Prefect pipeline; results go to Parquet and DuckDB."""
     import torch
@@ -342,14 +344,21 @@ def evaluate_cmd(
     from core.method.methods import Method
     from core.storage.named import get_query
     from core.storage.warehouse import query as run_query
-    from flows.evaluate import EvaluateConfig, ModelPaths, evaluate, experiment_of
+    from flows.evaluate import (
+        EvaluateConfig,
+        ModelPaths,
+        experiment_of,
+        run_evaluate,
+        task_runner,
+    )
 
     if threads:
         torch.set_num_threads(threads)
     try:
         cfg = EvaluateConfig.from_yaml(config) if config else EvaluateConfig()
         update: dict = {k: v for k, v in {"bench": bench, "per_family": per_family, "limit": limit, "name": name,
-                                          "work": work}.items() if v is not None}
+                                          "work": work, "mlflow_uri": mlflow_uri}.items() if v is not None}
+        task_runner(runner)  # validate before starting anything
         if methods:
             try:
                 update["methods"] = [Method(m.strip()) for m in methods.split(",") if m.strip()]
@@ -367,7 +376,7 @@ def evaluate_cmd(
     except VlmtError as exc:
         _fail(exc)
     t0 = time.perf_counter()
-    state = evaluate(config=cfg, return_state=True)
+    state = run_evaluate(cfg, runner, return_state=True)
     seconds = time.perf_counter() - t0
     db = Path(cfg.work) / "vlmt.duckdb"
     if not db.is_file():

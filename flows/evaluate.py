@@ -251,6 +251,42 @@ def track(cfg: EvaluateConfig, experiment: ExperimentRecord, results: list[ItemR
     return {"tracking_uri": uri, "parent_run_id": parent}
 
 
+def task_runner(spec: str = "thread"):
+    """``thread`` | ``process`` | ``dask[=ADDRESS]`` | ``ray[=ADDRESS]`` -> a Prefect task runner.
+
+    Scale-out goes through these engines: ``dask`` without an address starts a local cluster
+    (2 workers); with one it joins an existing cluster (one worker per GPU, see the README).
+    Every worker must reach the models, the work dir and the MLflow store.
+    """
+    kind, _, address = spec.partition("=")
+    if kind == "thread":
+        from prefect.task_runners import ThreadPoolTaskRunner
+
+        return ThreadPoolTaskRunner(max_workers=int(address) if address else None)
+    if kind == "process":
+        from prefect.task_runners import ProcessPoolTaskRunner
+
+        return ProcessPoolTaskRunner(max_workers=int(address) if address else None)
+    if kind == "dask":
+        from prefect_dask import DaskTaskRunner
+
+        if address:
+            return DaskTaskRunner(address=address)
+        return DaskTaskRunner(cluster_kwargs={"n_workers": 2, "threads_per_worker": 1, "processes": True})
+    if kind == "ray":
+        try:
+            from prefect_ray import RayTaskRunner
+        except ImportError as exc:
+            raise InputError("--runner ray", "needs the prefect-ray package", "pip install prefect-ray") from exc
+        return RayTaskRunner(address=address) if address else RayTaskRunner()
+    raise InputError("--runner", f"{spec!r} is not a task runner", "thread, process, dask[=ADDRESS] or ray[=ADDRESS]")
+
+
+def run_evaluate(cfg: EvaluateConfig, runner: str = "thread", return_state: bool = False):
+    """Run the evaluate flow with the chosen task runner."""
+    return evaluate.with_options(task_runner=task_runner(runner))(config=cfg, return_state=return_state)
+
+
 def experiment_of(cfg: EvaluateConfig) -> ExperimentRecord:
     """The experiment a config belongs to (its id names its rows in DuckDB)."""
     return ExperimentRecord(name=cfg.name, kind="evaluate", config=cfg.model_dump(mode="json"), code_version=CODE_VERSION)

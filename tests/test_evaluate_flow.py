@@ -159,3 +159,18 @@ def test_vlmt_evaluate_reads_yaml_and_prints_the_table(setup, tmp_path):
     r = CliRunner().invoke(app, ["evaluate", "--config", str(bad)])
     assert r.exit_code != 0
     assert "nope" in r.output or "nope" in str(r.exception)
+
+
+def test_a_local_dask_cluster_gives_the_thread_runners_results(setup):
+    from flows.evaluate import run_evaluate
+
+    root, models = setup
+    scores = {}
+    for runner in ("thread", "dask"):
+        cfg = config(root, models, f"w-{runner}").model_copy(update={"methods": [Method.VANILLA, Method.TEACHER]})
+        run_evaluate(cfg, runner)
+        with duckdb.connect(str(Path(cfg.work) / "vlmt.duckdb"), read_only=True) as con:
+            scores[runner] = con.execute(
+                "SELECT instance_id, method, score, final_loss FROM results ORDER BY 1, 2").fetchall()
+    assert len(scores["dask"]) == 4
+    assert scores["dask"] == scores["thread"]

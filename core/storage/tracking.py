@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -71,7 +72,7 @@ class Tracker:
 
         now = int(time.time() * 1000)
         metrics = [Metric(f"{method}.{name}", float(value), now, 0) for method, s in summary.items()
-                   for name, value in s.items() if isinstance(value, int | float) and value == value]
+                   for name, value in s.items() if isinstance(value, int | float) and math.isfinite(value)]
         if metrics:
             self.client.log_batch(run_id, metrics=metrics)
         self.client.set_terminated(run_id, status="FAILED" if failed else "FINISHED")
