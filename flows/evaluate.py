@@ -293,11 +293,13 @@ def experiment_of(cfg: EvaluateConfig) -> ExperimentRecord:
 
 
 @flow(name="evaluate")
-def evaluate(config: EvaluateConfig | None = None, config_file: str | None = None) -> dict:
+def evaluate(config: EvaluateConfig | None = None, config_file: str | None = None,
+             experiment: ExperimentRecord | None = None) -> dict:
     """Run ``config.methods`` on the benchmark's items; write results to Parquet and DuckDB.
 
     Returns the per-method summary; raises at the end (after writing everything) if any
-    (item, method) failed.
+    (item, method) failed. ``experiment`` groups several configs (an ablation's variants)
+    under one experiment id.
     """
     logger = get_run_logger()
     cfg = EvaluateConfig.from_yaml(config_file) if config_file else (config or EvaluateConfig())
@@ -307,7 +309,7 @@ def evaluate(config: EvaluateConfig | None = None, config_file: str | None = Non
     ids = {"reasoner": model_identity(cfg.models.reasoner, memo), "teacher": model_identity(cfg.models.teacher, memo)}
     if cfg.models.surrogate:
         ids["surrogate"] = model_identity(cfg.models.surrogate, memo)
-    experiment = experiment_of(cfg)
+    experiment = experiment or experiment_of(cfg)
     results_root = work / "results"
     write_experiment(results_root, experiment)
     logger.info("experiment %s: %d items x %d methods", experiment.experiment_id, len(items), len(cfg.methods))

@@ -174,3 +174,26 @@ def test_a_local_dask_cluster_gives_the_thread_runners_results(setup):
                 "SELECT instance_id, method, score, final_loss FROM results ORDER BY 1, 2").fetchall()
     assert len(scores["dask"]) == 4
     assert scores["dask"] == scores["thread"]
+
+
+def test_ablate_runs_a_grid_as_variants_of_one_experiment(setup):
+    from core.storage.named import load_queries
+    from core.storage.warehouse import query
+    from flows.ablate import AblateConfig, ablate
+
+    root, models = setup
+    base = config(root, models, "w6").model_copy(update={"methods": [Method.VANILLA, Method.TEACHER]})
+    out = ablate(config=AblateConfig(base=base, grid={"lam": [0.0, 1.0]}))
+    assert sorted(out["variants"]) == ["lam=0.0", "lam=1.0"]
+    work = Path(base.work)
+    db = work / "vlmt.duckdb"
+    with duckdb.connect(str(db), read_only=True) as con:
+        rows = con.execute("SELECT DISTINCT experiment_id, variant, lam FROM results ORDER BY 2").fetchall()
+    assert [(v, lam) for _, v, lam in rows] == [("lam=0.0", 0.0), ("lam=1.0", 1.0)]
+    assert len({e for e, _, _ in rows}) == 1
+    # the rules and the vanilla videos are shared by the variants; rewards and adapters are not
+    kinds = [p.name.split("-")[0] for p in (work / "items").glob("*/*")]
+    assert kinds.count("rules") == 2 and kinds.count("reward") == 4 and kinds.count("optimise") == 4
+    q = load_queries()["ablation_pivot"]
+    pivot = query(db, q.sql, q.bind({"experiment": out["experiment_id"]}))
+    assert sorted(pivot["lam"].to_list()) == [0.0, 1.0]
