@@ -1,4 +1,4 @@
-# Two commands: `make demo` (set up, run the main job) and `make test` (set up, run the tests).
+# Two commands: `make demo` (set up, run every method on the embedded default) and `make test` (set up, run the tests).
 # Both create .venv from scratch on first use; nothing is downloaded at run time except
 # packages from the package index.
 PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
@@ -21,8 +21,7 @@ $(BIN)/.installed: pyproject.toml
 setup: $(BIN)/.installed
 
 demo: setup
-	$(BIN)/vlmt bench make synth --out $(DEMO)/bench --per-family 5 --seed 0 --split all --purpose test
-	$(BIN)/vlmt bench score --bench $(DEMO)/bench --ground-truth --details $(DEMO)/ground_truth_scores.json
+	PREFECT_SERVER_ANALYTICS_ENABLED=false $(BIN)/vlmt evaluate --name demo --bench synth --per-family 1 --work $(DEMO)
 
 test: setup
 	PREFECT_SERVER_ANALYTICS_ENABLED=false $(BIN)/python -m pytest -q

@@ -322,6 +322,32 @@ def sql(
     console.print(table)
 
 
+def _with_progress(run, progress: Path):
+    """Run ``run()`` while a rich bar follows the flow's progress file ((item, method) results done)."""
+    import threading
+
+    done = threading.Event()
+    progress.unlink(missing_ok=True)
+
+    def follow(bar, task) -> None:
+        while not done.wait(0.5):
+            try:
+                state = json.loads(progress.read_text())
+            except (OSError, ValueError):
+                continue
+            bar.update(task, completed=state["done"], total=state["total"])
+
+    with _progress() as bar:
+        task = bar.add_task("(item, method) results", total=None)
+        watcher = threading.Thread(target=follow, args=(bar, task), daemon=True)
+        watcher.start()
+        try:
+            return run()
+        finally:
+            done.set()
+            watcher.join()
+
+
 @app.command("evaluate")
 def evaluate_cmd(
     config: Annotated[Path | None, typer.Option(help="YAML file of EvaluateConfig fields (options below override it).")] = None,
@@ -348,6 +374,7 @@ def evaluate_cmd(
         EvaluateConfig,
         ModelPaths,
         experiment_of,
+        progress_file,
         run_evaluate,
         task_runner,
     )
@@ -376,7 +403,7 @@ def evaluate_cmd(
     except VlmtError as exc:
         _fail(exc)
     t0 = time.perf_counter()
-    state = run_evaluate(cfg, runner, return_state=True)
+    state = _with_progress(lambda: run_evaluate(cfg, runner, return_state=True), progress_file(cfg, experiment_of(cfg).experiment_id))
     seconds = time.perf_counter() - t0
     db = Path(cfg.work) / "vlmt.duckdb"
     if not db.is_file():
@@ -394,8 +421,13 @@ def evaluate_cmd(
                            "WHERE experiment_id = $e AND error IS NOT NULL ORDER BY 1, 2", {"e": exp})
     for inst, method, stage, err in failed.iter_rows():
         console.print(f"[red]failed[/] {inst} {method} at {stage}: {err}", highlight=False, soft_wrap=True)
-    console.print(f"results: {db} (experiment {exp}); try: vlmt sql by_faculty_split --db {db} --param experiment={exp}",
-                  highlight=False, soft_wrap=True)
+    console.print(f"\nresults in DuckDB: {db} (experiment {exp})\n"
+                  f"  vlmt sql by_faculty_split --db {db} --param experiment={exp}\n"
+                  f"  vlmt sql judge_vs_scorer --db {db}    (reward hacking: judge says Yes, the scorer fails)\n"
+                  f"videos, rules, adapters: {Path(cfg.work) / 'items'}/<item>/<stage>-<key>/", highlight=False, soft_wrap=True)
+    if cfg.mlflow_uri != "":
+        uri = cfg.mlflow_uri or f"sqlite:///{Path(cfg.work) / 'mlflow.db'}"
+        console.print(f"MLflow: mlflow ui --backend-store-uri {uri}", highlight=False, soft_wrap=True)
     if not state.is_completed():
         raise typer.Exit(1)
 

@@ -30,6 +30,7 @@ from core.bench.record import Purpose, TaskInstance
 from core.bench.source import InvalidItem, open_benchmark, spread_over_families
 from core.bench.synth.generate import make_synth_benchmark
 from core.errors import InputError
+from core.io import write_json_atomic
 from core.method.compare import ItemResult, item_seed, summarise_methods
 from core.method.cost import CostRecord
 from core.method.methods import USES_RULES, Method, MethodConfig
@@ -287,6 +288,11 @@ def run_evaluate(cfg: EvaluateConfig, runner: str = "thread", return_state: bool
     return evaluate.with_options(task_runner=task_runner(runner))(config=cfg, return_state=return_state)
 
 
+def progress_file(cfg: EvaluateConfig, experiment_id: str) -> Path:
+    """Where the flow counts finished (item, method) results, for progress displays."""
+    return Path(cfg.work) / "progress" / f"{experiment_id}-{slug(cfg.variant)}.json"
+
+
 def experiment_of(cfg: EvaluateConfig) -> ExperimentRecord:
     """The experiment a config belongs to (its id names its rows in DuckDB)."""
     return ExperimentRecord(name=cfg.name, kind="evaluate", config=cfg.model_dump(mode="json"), code_version=CODE_VERSION)
@@ -320,11 +326,15 @@ def evaluate(config: EvaluateConfig | None = None, config_file: str | None = Non
                           error=bad.error, error_stage="load") for bad in invalid for method in cfg.methods]
     for res in results:
         write_result(results_root, res, experiment.experiment_id, cfg.variant, params)
+    progress = progress_file(cfg, experiment.experiment_id)
+    total = len(results) + sum(len(chains) for _, chains in submitted)
+    write_json_atomic(progress, {"done": len(results), "total": total})
     for inst, chains in submitted:
         for method, chain in chains.items():
             res = _outcome(inst, method, chain, item_seed(inst, cfg.seed))
             write_result(results_root, res, experiment.experiment_id, cfg.variant, params, video_path=res.info.get("video"))
             results.append(res)
+            write_json_atomic(progress, {"done": len(results), "total": total})
     counts = consolidate(results_root, work / "vlmt.duckdb")
     summary = {k: v.model_dump(mode="json") for k, v in summarise_methods(results).items()}
     failed = [r for r in results if r.error]
