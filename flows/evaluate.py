@@ -124,82 +124,97 @@ class _Chain:
         return future
 
 
+def stage_keys(item_hash: str, seed: int, cfg: EvaluateConfig, ids: dict[str, str]) -> dict[str, str]:
+    """Every stage's cache key for one item: what each stage depends on, and nothing else.
+
+    ``ids`` are the models' content identities. Keys: ``rules``, ``reward``, ``video/k``
+    (candidate k from seed + k), ``video/pe``, ``select/judge``, ``select/oracle``,
+    ``videotpo``, ``optimise``, ``video/teacher``, and ``score/<method>``.
+    """
+    o, mc = cfg.method.optim, cfg.method
+    k: dict[str, str] = {}
+    k["rules"] = digest("rules", CODE_VERSION, item_hash, ids["teacher"], mc.rule_attempts, seed)
+    k["reward"] = digest("reward", CODE_VERSION, k["rules"], o.k_frames, o.lam)
+
+    def video(j: int, adapter_key: str | None = None, rules_key: str | None = None) -> str:
+        return digest("generate", CODE_VERSION, item_hash, ids["reasoner"], seed + j, o.sampler_steps, adapter_key, rules_key)
+
+    for j in range(max(mc.n, 1)):
+        k[f"video/{j}"] = video(j)
+    k["video/pe"] = video(0, rules_key=k["rules"])
+    candidates = [k[f"video/{j}"] for j in range(mc.n)]
+    k["select/judge"] = digest("select", CODE_VERSION, "judge", candidates, k["reward"], ids["teacher"])
+    k["select/oracle"] = digest("select", CODE_VERSION, "oracle", candidates)
+    k["videotpo"] = digest("videotpo", CODE_VERSION, k["reward"], ids["reasoner"], ids["teacher"], seed, o.sampler_steps,
+                           mc.tpo_rounds, mc.tpo_videos)
+    optim = o.model_dump(mode="json", exclude={"lam", "k_frames"})  # those reach it through the reward key
+    k["optimise"] = digest("optimise", CODE_VERSION, k["reward"], ids["reasoner"], ids.get("surrogate"), optim, seed)
+    k["video/teacher"] = video(0, adapter_key=k["optimise"])
+    judged = USES_RULES & set(cfg.methods)
+    sources = {Method.VANILLA: k["video/0"], Method.BEST_OF_N: k["select/judge"], Method.PASS_AT_N: k["select/oracle"],
+               Method.PE: k["video/pe"], Method.VIDEOTPO: k["videotpo"], Method.TEACHER: k["video/teacher"]}
+    for method, source in sources.items():
+        # the final judge (reward hacking) needs the reward whenever rules are extracted at all
+        k[f"score/{method.value}"] = digest("score", CODE_VERSION, source, k["reward"] if judged else None,
+                                            ids["teacher"] if judged else None)
+    return k
+
+
 def _submit_item(inst: TaskInstance, cfg: EvaluateConfig, ids: dict[str, str]) -> dict[Method, _Chain]:
-    m, o = cfg.models, cfg.method.optim
-    ih = inst.content_hash()
+    m, o, mc = cfg.models, cfg.method.optim, cfg.method
     seed = item_seed(inst, cfg.seed)
+    keys = stage_keys(inst.content_hash(), seed, cfg, ids)
     root = Path(cfg.work) / "items" / slug(inst.id)
     chains = {method: _Chain() for method in cfg.methods}
+    methods = set(cfg.methods)
 
-    def target(stage: str, key: str) -> str:
-        return str(root / f"{stage}-{key[:12]}")
+    def target(name: str) -> str:
+        stage = {"video": "video", "select": "select"}.get(name.split("/")[0], name.split("/")[0])
+        return str(root / f"{stage}-{keys[name][:12]}")
 
-    def shared(stage: str, future: PrefectFuture, methods: set[Method]) -> PrefectFuture:
-        for method in methods & set(cfg.methods):
-            chains[method].add(stage, future)
-            if stage == "rules":
-                chains[method].rules = future
-        return future
+    def submit(task, name: str, *args, **kwargs) -> PrefectFuture:
+        return _submit(task, target(name), *args, target(name), keys[name], **kwargs)
 
     rules = reward = None
-    k_reward = None
-    if USES_RULES & set(cfg.methods):
-        k_rules = digest("rules", CODE_VERSION, ih, ids["teacher"], cfg.method.rule_attempts, seed)
-        rules = shared("rules", _submit(stages.extract_rules, target("rules", k_rules), inst, m.teacher,
-                                                          cfg.method.rule_attempts, seed, target("rules", k_rules), k_rules), USES_RULES)
-        k_reward = digest("reward", CODE_VERSION, k_rules, o.k_frames, o.lam)
-        reward = shared("reward", _submit(stages.compile_reward, target("reward", k_reward), inst, m.teacher, rules,
-                                                           o.k_frames, o.lam, target("reward", k_reward), k_reward), USES_RULES)
+    if USES_RULES & methods:
+        rules = submit(stages.extract_rules, "rules", inst, m.teacher, mc.rule_attempts, seed)
+        reward = submit(stages.compile_reward, "reward", inst, m.teacher, rules, o.k_frames, o.lam)
+        for method in USES_RULES & methods:
+            chains[method].rules = chains[method].add("rules", rules)
+            chains[method].add("reward", reward)
+    judged = reward is not None
 
-    def generate(k: int, adapter: PrefectFuture | None = None, adapter_key: str | None = None,
-                 with_rules: bool = False) -> tuple[PrefectFuture, str]:
-        key = digest("generate", CODE_VERSION, ih, ids["reasoner"], seed + k, o.sampler_steps, adapter_key,
-                     k_reward if with_rules else None)
-        fut = _submit(stages.generate_video, target("video", key), inst, m.reasoner, m.surrogate, seed + k, o.sampler_steps,
-                      target("video", key), key, adapter=adapter, rules=rules if with_rules else None)
-        return fut, key
+    def generate(j: int | str, **kwargs) -> PrefectFuture:
+        return submit(stages.generate_video, f"video/{j}", inst, m.reasoner, m.surrogate,
+                      seed + (j if isinstance(j, int) else 0), o.sampler_steps, **kwargs)
 
-    def score(method: Method, video: PrefectFuture, video_key: str) -> None:
-        key = digest("score", CODE_VERSION, video_key, k_reward, ids["teacher"] if reward is not None else None)
+    def score(method: Method, video: PrefectFuture) -> None:
         chains[method].video = video
-        chains[method].score = chains[method].add("score", _submit(
-            stages.score_video, target("score", key), inst, video, m.teacher if reward is not None else None, reward,
-            target("score", key), key))
+        chains[method].score = chains[method].add("score", submit(
+            stages.score_video, f"score/{method.value}", inst, video, m.teacher if judged else None, reward))
 
-    n_needed = cfg.method.n if {Method.BEST_OF_N, Method.PASS_AT_N} & set(cfg.methods) else 1
-    candidates = [generate(k) for k in range(n_needed)] if ({Method.VANILLA, Method.BEST_OF_N, Method.PASS_AT_N}
-                                                            & set(cfg.methods)) else []
-    if Method.VANILLA in cfg.methods:
-        fut, key = candidates[0]
-        score(Method.VANILLA, chains[Method.VANILLA].add("generate", fut), key)
+    n_needed = mc.n if {Method.BEST_OF_N, Method.PASS_AT_N} & methods else 1
+    candidates = [generate(j) for j in range(n_needed)] if {Method.VANILLA, Method.BEST_OF_N, Method.PASS_AT_N} & methods else []
+    if Method.VANILLA in methods:
+        score(Method.VANILLA, chains[Method.VANILLA].add("generate", candidates[0]))
     for method, by in ((Method.BEST_OF_N, "judge"), (Method.PASS_AT_N, "oracle")):
-        if method not in cfg.methods:
-            continue
-        for fut, _ in candidates:
-            chains[method].add("generate", fut)
-        key = digest("select", CODE_VERSION, by, [k for _, k in candidates], k_reward if by == "judge" else None)
-        sel = chains[method].add("select", _submit(
-            stages.select_video, target("select", key), inst, [f for f, _ in candidates], by,
-            m.teacher if by == "judge" else None, reward if by == "judge" else None, target("select", key), key))
-        score(method, sel, key)
-    if Method.PE in cfg.methods:
-        fut, key = generate(0, with_rules=True)
-        score(Method.PE, chains[Method.PE].add("generate", fut), key)
-    if Method.VIDEOTPO in cfg.methods:
-        key = digest("videotpo", CODE_VERSION, k_reward, ids["reasoner"], ids["teacher"], seed, o.sampler_steps,
-                     cfg.method.tpo_rounds, cfg.method.tpo_videos)
-        fut = _submit(stages.videotpo, target("videotpo", key), inst, m.reasoner, m.surrogate, m.teacher, reward, seed,
-                      o.sampler_steps, cfg.method.tpo_rounds, cfg.method.tpo_videos, target("videotpo", key), key)
-        score(Method.VIDEOTPO, chains[Method.VIDEOTPO].add("videotpo", fut), key)
-    if Method.TEACHER in cfg.methods:
-        optim = o.model_dump(mode="json")
-        k_opt = digest("optimise", CODE_VERSION, k_reward, ids["reasoner"], ids.get("surrogate"), optim, seed)
-        opt = chains[Method.TEACHER].add("optimise", _submit(
-            stages.optimise_item, target("optimise", k_opt), inst, m.reasoner, m.surrogate, m.teacher, reward,
-            o.model_dump_json(), seed, target("optimise", k_opt), k_opt))
+        if method in methods:
+            for fut in candidates:
+                chains[method].add("generate", fut)
+            sel = chains[method].add("select", submit(stages.select_video, f"select/{by}", inst, candidates, by,
+                                                      m.teacher if by == "judge" else None, reward if by == "judge" else None))
+            score(method, sel)
+    if Method.PE in methods:
+        score(Method.PE, chains[Method.PE].add("generate", generate("pe", rules=rules)))
+    if Method.VIDEOTPO in methods:
+        tpo = submit(stages.videotpo, "videotpo", inst, m.reasoner, m.surrogate, m.teacher, reward, seed, o.sampler_steps,
+                     mc.tpo_rounds, mc.tpo_videos)
+        score(Method.VIDEOTPO, chains[Method.VIDEOTPO].add("videotpo", tpo))
+    if Method.TEACHER in methods:
+        opt = chains[Method.TEACHER].add("optimise", submit(stages.optimise_item, "optimise", inst, m.reasoner, m.surrogate,
+                                                            m.teacher, reward, o.model_dump_json(), seed))
         chains[Method.TEACHER].optim = opt
-        fut, key = generate(0, adapter=opt, adapter_key=k_opt)
-        score(Method.TEACHER, chains[Method.TEACHER].add("generate", fut), key)
+        score(Method.TEACHER, chains[Method.TEACHER].add("generate", generate("teacher", adapter=opt)))
     return chains
 
 

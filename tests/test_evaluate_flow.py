@@ -197,3 +197,32 @@ def test_ablate_runs_a_grid_as_variants_of_one_experiment(setup):
     q = load_queries()["ablation_pivot"]
     pivot = query(db, q.sql, q.bind({"experiment": out["experiment_id"]}))
     assert sorted(pivot["lam"].to_list()) == [0.0, 1.0]
+
+
+def _changed(a: dict[str, str], b: dict[str, str]) -> set[str]:
+    return {k for k in a if a[k] != b[k]}
+
+
+def test_stage_keys_change_exactly_where_they_should():
+    from flows.evaluate import stage_keys
+
+    ids = {"reasoner": "R", "surrogate": "S", "teacher": "T"}
+    base = EvaluateConfig(method=MethodConfig(n=2))
+    k0 = stage_keys("item", 7, base, ids)
+
+    def with_optim(**kw) -> dict[str, str]:
+        cfg = base.model_copy(update={"method": base.method.model_copy(update={"optim": base.method.optim.model_copy(update=kw)})})
+        return stage_keys("item", 7, cfg, ids)
+
+    teacher_chain = {"optimise", "video/teacher", "score/teacher"}
+    assert _changed(k0, with_optim(lr=5e-5)) == teacher_chain
+    assert _changed(k0, with_optim(max_steps=10)) == teacher_chain
+    after_reward = {k for k in k0 if k not in {"rules", "video/0", "video/1", "video/pe", "select/oracle"}}
+    assert _changed(k0, with_optim(lam=1.0)) == after_reward  # the reward, and all its users (judge included)
+    assert _changed(k0, with_optim(k_frames=8)) == after_reward
+    assert _changed(k0, stage_keys("item", 7, base, {**ids, "teacher": "T2"})) == set(k0) - {"video/0", "video/1", "select/oracle"}
+    assert _changed(k0, stage_keys("item", 7, base, {**ids, "reasoner": "R2"})) == set(k0) - {"rules", "reward"}
+    assert _changed(k0, stage_keys("item", 7, base, {**ids, "surrogate": "S2"})) == teacher_chain
+    assert _changed(k0, stage_keys("other", 7, base, ids)) == set(k0)
+    assert _changed(k0, with_optim(sampler_steps=8)) == set(k0) - {"rules", "reward"}
+    assert stage_keys("item", 7, base, ids) == k0  # deterministic
