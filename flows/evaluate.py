@@ -117,6 +117,7 @@ class _Chain:
         self.video: PrefectFuture | None = None
         self.optim: PrefectFuture | None = None
         self.rules: PrefectFuture | None = None
+        self.reward: PrefectFuture | None = None
         self.score: PrefectFuture | None = None
 
     def add(self, stage: str, future: PrefectFuture) -> PrefectFuture:
@@ -181,7 +182,7 @@ def _submit_item(inst: TaskInstance, cfg: EvaluateConfig, ids: dict[str, str]) -
         reward = submit(stages.compile_reward, "reward", inst, m.teacher, rules, o.k_frames, o.lam)
         for method in USES_RULES & methods:
             chains[method].rules = chains[method].add("rules", rules)
-            chains[method].add("reward", reward)
+            chains[method].reward = chains[method].add("reward", reward)
     judged = reward is not None
 
     def generate(j: int | str, **kwargs) -> PrefectFuture:
@@ -233,14 +234,18 @@ def _outcome(inst: TaskInstance, method: Method, chain: _Chain, seed: int) -> It
     video = chain.video.result()
     base.score, base.success, base.criteria = score["score"], score["success"], score["criteria"]
     base.judge_p_yes, base.judge_all_yes = score["judge_p_yes"], score["judge_all_yes"]
-    cost = CostRecord.model_validate(video["cost"]).merged(CostRecord.model_validate(score["cost"]))
+    # the method's own cost; scoring and the final judge are for reporting (as in vlmt compare)
+    cost = CostRecord.model_validate(video["cost"])
     chosen = video.get("video", video)
     base.info = {"video": chosen["mp4"], "npz": chosen["npz"], "gif": chosen["gif"]}
     if "selected" in video:
         base.info.update({"selected": video["selected"], "values": video["values"], "n": len(video["values"])})
     if chain.rules is not None:
-        base.rules_source = chain.rules.result()["source"]
-        base.info["rules"] = chain.rules.result()["rules"]
+        rules, reward = chain.rules.result(), chain.reward.result()
+        base.rules_source = rules["source"]
+        base.info["rules"] = rules["rules"]
+        # like vlmt compare: the rules' cost is added to every method that uses them
+        cost = cost.merged(CostRecord.model_validate(rules["cost"])).merged(CostRecord.model_validate(reward["cost"]))
     if chain.optim is not None:
         optim = chain.optim.result()
         cost = cost.merged(CostRecord.model_validate(optim["cost"]))

@@ -47,8 +47,9 @@ def _done(target: str, record: dict) -> dict:
 def extract_rules(instance: TaskInstance, teacher: str, attempts: int, seed: int, target: str, key: str) -> dict:
     t, lock = models.teacher(teacher)
     with lock:
-        path = core_stages.rules_stage(t, instance, _dir(target) / "rules.json", attempts, seed)
-    return _done(target, {"rules": str(path), "source": core_stages.load_rules(path).source})
+        path, cost = core_stages.rules_stage(t, instance, _dir(target) / "rules.json", attempts, seed)
+    return _done(target, {"rules": str(path), "source": core_stages.load_rules(path).source,
+                          "cost": cost.model_dump(mode="json")})
 
 
 @task(name="compile-reward", **_cached)
@@ -56,8 +57,8 @@ def compile_reward(instance: TaskInstance, teacher: str, rules: dict, k_frames: 
                    key: str) -> dict:
     t, lock = models.teacher(teacher)
     with lock:
-        path = core_stages.reward_stage(t, instance, Path(rules["rules"]), _dir(target) / "reward.json", k_frames, lam)
-    return _done(target, {"reward": str(path), "source": rules["source"]})
+        path, cost = core_stages.reward_stage(t, instance, Path(rules["rules"]), _dir(target) / "reward.json", k_frames, lam)
+    return _done(target, {"reward": str(path), "source": rules["source"], "cost": cost.model_dump(mode="json")})
 
 
 @task(name="optimise-item", **_cached)

@@ -128,18 +128,23 @@ def _fps(instance: TaskInstance) -> float:
 
 # --------------------------------------------------------------------------- stages
 
-def rules_stage(teacher: Teacher, instance: TaskInstance, out: Path, attempts: int, seed: int) -> Path:
+def rules_stage(teacher: Teacher, instance: TaskInstance, out: Path, attempts: int, seed: int) -> tuple[Path, CostRecord]:
     """Stage 1: the Teacher's rules for the item (repaired, retried or a recorded fallback)."""
-    rules = extract_rules(teacher, read_image(instance.first_frame), instance.prompt, attempts, seed=seed)
-    return write_json_atomic(out, rules.model_dump(mode="json"))
+    meter = CostMeter()
+    with meter.phase("rules"):
+        rules = extract_rules(teacher, read_image(instance.first_frame), instance.prompt, attempts, seed=seed, meter=meter)
+    return write_json_atomic(out, rules.model_dump(mode="json")), meter.take()
 
 
-def reward_stage(teacher: Teacher, instance: TaskInstance, rules_json: Path, out: Path, k_frames: int, lam: float) -> Path:
+def reward_stage(teacher: Teacher, instance: TaskInstance, rules_json: Path, out: Path, k_frames: int,
+                 lam: float) -> tuple[Path, CostRecord]:
     """Stage 2: everything of the reward that does not depend on the video, compiled once."""
-    first = read_image(instance.first_frame)
-    reward = compile_reward(teacher, load_rules(rules_json), int(instance.metadata["n_frames"]), first.shape[:2],
-                            k_frames, lam, fps=_fps(instance))
-    return write_json_atomic(out, reward.model_dump(mode="json"))
+    meter = CostMeter()
+    with meter.phase("compile_reward"):
+        first = read_image(instance.first_frame)
+        reward = compile_reward(teacher, load_rules(rules_json), int(instance.metadata["n_frames"]), first.shape[:2],
+                                k_frames, lam, fps=_fps(instance))
+    return write_json_atomic(out, reward.model_dump(mode="json")), meter.take()
 
 
 def generate_stage(
