@@ -1,0 +1,92 @@
+"""The shipped zoo under ``models/``: it loads with the libraries' own classes and works.
+
+These load the committed weights (no training), so they check what a user gets from
+``git clone``: standard folders, a Reasoner that keeps the given first frame, a surrogate
+decoder that tracks the VAE, a Teacher that answers and prefers ground truth to broken videos.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from diffusers import WanImageToVideoPipeline, WanTransformer3DModel
+from PIL import Image
+from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
+
+from core.bench.record import Purpose
+from core.bench.synth.generate import make_synth_benchmark, perturbed_video
+from core.bench.synth.queries import rule_queries
+from core.media import read_image
+from core.models.surrogate import SurrogateDecoder
+from core.models.teacher import load_teacher, p_yes
+from core.models.wan import decode_latents, denormalise, encode_videos, frames_to_tensor
+from core.train.common import ground_truth_video, psnr
+
+MODELS = Path(__file__).resolve().parents[1] / "models"
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory):
+    # a seed the zoo never trained on (the zoo's train instances use seed 0, purpose TRAIN)
+    return make_synth_benchmark(tmp_path_factory.mktemp("shipped"), per_family=2, seed=99, purpose=Purpose.TEST)
+
+
+def test_zoo_record_says_how_it_was_made():
+    record = json.loads((MODELS / "zoo.json").read_text())
+    assert record["train_seconds_total"] <= 3600, "the zoo must retrain in at most an hour on the reference machine"
+    assert set(record["stages"]) == {"benchmarks", "vae", "surrogate", "reasoner", "teacher"}
+    assert "targets" in record["eval"]
+    for name in ("reasoner", "reasoner-base", "surrogate-decoder", "teacher"):
+        assert (MODELS / name / "README.md").is_file(), name
+    size = sum(f.stat().st_size for f in MODELS.rglob("*") if f.is_file())
+    assert size <= 25 * 2**20
+
+
+def test_reasoner_pipeline_generates_and_keeps_the_first_frame(bench):
+    pipe = WanImageToVideoPipeline.from_pretrained(MODELS / "reasoner")
+    inst = bench.instances[0]
+    first = read_image(inst.first_frame)
+    out = pipe(image=Image.fromarray(first), prompt=inst.prompt, height=64, width=64, num_frames=17,
+               num_inference_steps=4, guidance_scale=1.0, output_type="np",
+               generator=torch.Generator().manual_seed(0)).frames[0]
+    assert out.shape == (17, 64, 64, 3)
+    video = (out * 255).round().astype(np.uint8)
+    # TI2V: the first latent frame is the encoded first frame, so frame 0 reproduces it
+    assert psnr(frames_to_tensor(video[:1]), frames_to_tensor(first[None])) > 18
+
+
+def test_undistilled_transformer_plugs_into_the_reasoner_pipeline():
+    base = WanTransformer3DModel.from_pretrained(MODELS / "reasoner-base")
+    pipe = WanImageToVideoPipeline.from_pretrained(MODELS / "reasoner", transformer=base)
+    assert pipe.transformer.config == base.config
+
+
+def test_surrogate_decoder_tracks_the_vae(bench):
+    pipe = WanImageToVideoPipeline.from_pretrained(MODELS / "reasoner")
+    sur = SurrogateDecoder.from_pretrained(MODELS / "surrogate-decoder")
+    x = torch.stack([frames_to_tensor(ground_truth_video(i)) for i in bench.instances[:4]])
+    with torch.no_grad():
+        z = encode_videos(pipe.vae, x)
+        ref = decode_latents(pipe.vae, z)
+        fast = sur(denormalise(pipe.vae, z))
+    assert psnr(fast, ref) > 25
+
+
+def test_teacher_loads_with_auto_classes_and_prefers_ground_truth(bench):
+    processor = AutoProcessor.from_pretrained(MODELS / "teacher", local_files_only=True)
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(MODELS / "teacher", local_files_only=True)
+    assert model.config.video_token_id == processor.tokenizer.convert_tokens_to_ids("<|video_pad|>")
+    teacher = load_teacher(MODELS / "teacher")
+    gt_yes, broken_yes = [], []
+    for inst in bench.instances:
+        goal = next(q for q in rule_queries(inst.metadata) if q.kind == "goal").text
+        gt_yes.append(p_yes(teacher, ground_truth_video(inst), goal))
+        wrong = perturbed_video(inst.metadata, "wrong_end", seed=0)
+        if wrong is not None:
+            broken_yes.append(p_yes(teacher, wrong, goal))
+    assert broken_yes, "no family produced a wrong-end perturbation"
+    assert np.mean(gt_yes) > np.mean(broken_yes)
