@@ -411,7 +411,9 @@ def evaluate_cmd(
     exp = experiment_of(cfg).experiment_id
     q = get_query("method_comparison")
     df = run_query(db, q.sql, q.bind({"experiment": exp}))
-    table = Table(*(Column(c, overflow="fold", no_wrap=c == "method", min_width=9 if c == "method" else None)
+    labels = {"mean_score": "score", "success_rate": "success", "n_errors": "errors", "seconds_per_item": "s/item",
+              "nfe_per_item": "NFE/item", "hacking_rate": "hacking"}
+    table = Table(*(Column(labels.get(c, c), overflow="fold", no_wrap=c == "method", min_width=9 if c == "method" else None)
                     for c in df.columns if c not in ("experiment_id", "variant")),
                   title=f"{cfg.name}: {exp} ({seconds:.0f} s)")
     for row in df.drop("experiment_id", "variant").iter_rows():
