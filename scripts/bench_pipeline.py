@@ -31,6 +31,7 @@ def main() -> None:
     parser.add_argument("--methods", default="vanilla,teacher")
     parser.add_argument("--max-steps", type=int, default=10)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--no-mlflow", action="store_true", help="Turn MLflow tracking off (to see its share).")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -57,14 +58,15 @@ def main() -> None:
 
         cfg = EvaluateConfig(name="bench-pipeline", bench=str(Path(tmp) / "bench"), methods=methods, method=method_cfg,
                              models=ModelPaths(reasoner=str(models / "reasoner"), surrogate=str(models / "surrogate-decoder"),
-                                               teacher=str(models / "teacher")), work=str(Path(tmp) / "work"))
+                                               teacher=str(models / "teacher")), work=str(Path(tmp) / "work"),
+                             mlflow_uri="" if args.no_mlflow else None)
         t0 = time.perf_counter()
         run_evaluate(cfg)
         pipeline = time.perf_counter() - t0
         t0 = time.perf_counter()
         run_evaluate(cfg)
         rerun = time.perf_counter() - t0
-    figures = {"items": len(bench.instances), "methods": [m.value for m in methods], "max_steps": args.max_steps,
+    figures = {"mlflow": not args.no_mlflow, "items": len(bench.instances), "methods": [m.value for m in methods], "max_steps": args.max_steps,
                "core_direct_s": round(direct, 1), "pipeline_s": round(pipeline, 1),
                "overhead_pct": round(100 * (pipeline - direct) / direct, 1), "rerun_s": round(rerun, 1)}
     print(f"core directly      : {direct:7.1f} s")
