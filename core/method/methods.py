@@ -26,9 +26,10 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
+import torch
 from pydantic import BaseModel, Field
 
 from core.bench.record import TaskInstance
@@ -39,6 +40,8 @@ from core.method.teacher import CompiledReward, RuleSet, judge, judge_loss
 from core.models.teacher import Teacher
 
 log = logging.getLogger(__name__)
+
+V = TypeVar("V")
 
 
 class Method(str, Enum):
@@ -147,32 +150,55 @@ def run_pe(reasoner: ReasonerAdapter, teacher: Teacher, ctx: ItemContext, cfg: M
     return MethodOutput(_generate(reasoner, cond, cfg.optim.sampler_steps, meter), {"prompt": prompt})
 
 
-def run_videotpo(reasoner: ReasonerAdapter, teacher: Teacher, ctx: ItemContext, cfg: MethodConfig, meter: CostMeter) -> MethodOutput:
-    reward = _need_reward(ctx)
-    prompt, text = ctx.instance.prompt, None
-    best: tuple[float, np.ndarray, int] | None = None
+def videotpo_search(
+    prompt: str, reward: CompiledReward, rounds: int, per_round: int,
+    generate: Callable[[int, str], V], judge_video: Callable[[V], list[float]],
+) -> tuple[list[V], list[float], list[dict]]:
+    """VideoTPO's loop, shared by ``vlmt compare`` and the pipeline's ``videotpo`` stage.
+
+    Each round generates ``per_round`` videos from the current prompt (``generate(k, prompt)``
+    makes the k-th video of the search, from seed + k), the Teacher judges them, and the rules
+    the round's best video breaks (P(Yes) < 0.5) are appended to the instruction as the
+    critique. Returns every video, its reward loss, and the per-round history.
+    """
+    videos: list[V] = []
+    losses: list[float] = []
     history = []
-    for r in range(cfg.tpo_rounds):
+    current = prompt
+    for r in range(rounds):
         round_best: tuple[float, list[float]] | None = None
-        for j in range(cfg.tpo_videos):
-            seed = ctx.condition.seed + r * cfg.tpo_videos + j
-            video = _generate(reasoner, _seeded(reasoner, ctx, seed, text), cfg.optim.sampler_steps, meter)
-            p = _judge(teacher, reward, video, meter)
+        for j in range(per_round):
+            video = generate(r * per_round + j, current)
+            p = judge_video(video)
             loss = judge_loss(reward, p)
-            if best is None or loss < best[0]:
-                best = (loss, video, r)
+            videos.append(video)
+            losses.append(loss)
             if round_best is None or loss < round_best[0]:
                 round_best = (loss, p)
         assert round_best is not None
         broken = [q.text for q, p in zip(reward.queries, round_best[1], strict=True) if p < 0.5]
-        history.append({"round": r, "prompt": prompt, "best_loss": round_best[0], "broken": broken})
+        history.append({"round": r, "prompt": current, "best_loss": round_best[0], "broken": broken})
         if not broken:
             break
-        prompt = expanded_prompt(ctx.instance.prompt, broken)
-        with meter.phase("encode_prompt"):
-            text = reasoner.encode_text(prompt)
-    assert best is not None
-    return MethodOutput(best[1], {"rounds": history, "selected_round": best[2]})
+        current = expanded_prompt(prompt, broken)
+    return videos, losses, history
+
+
+def run_videotpo(reasoner: ReasonerAdapter, teacher: Teacher, ctx: ItemContext, cfg: MethodConfig, meter: CostMeter) -> MethodOutput:
+    reward = _need_reward(ctx)
+    texts: dict[str, torch.Tensor | None] = {ctx.instance.prompt: None}
+
+    def generate(k: int, prompt: str) -> np.ndarray:
+        if prompt not in texts:
+            with meter.phase("encode_prompt"):
+                texts[prompt] = reasoner.encode_text(prompt)
+        return _generate(reasoner, _seeded(reasoner, ctx, ctx.condition.seed + k, texts[prompt]),
+                         cfg.optim.sampler_steps, meter)
+
+    videos, losses, history = videotpo_search(ctx.instance.prompt, reward, cfg.tpo_rounds, cfg.tpo_videos, generate,
+                                              lambda video: _judge(teacher, reward, video, meter))
+    k = int(np.argmin(losses))
+    return MethodOutput(videos[k], {"rounds": history, "selected_round": k // cfg.tpo_videos})
 
 
 def run_teacher(reasoner: ReasonerAdapter, teacher: Teacher, ctx: ItemContext, cfg: MethodConfig, meter: CostMeter) -> MethodOutput:

@@ -31,7 +31,7 @@ from core.bench.record import TaskInstance
 from core.io import atomic_path, write_bytes_atomic, write_json_atomic
 from core.media import read_image, write_video
 from core.method.cost import CostMeter, CostRecord
-from core.method.methods import expanded_prompt
+from core.method.methods import videotpo_search
 from core.method.optimise import (
     OptimConfig,
     detach_lora,
@@ -212,46 +212,38 @@ def select_stage(
         with meter.phase("oracle_select"):
             values = [score_synth(instance, load_frames(v.npz)).score for v in videos]
         k = int(np.argmax(values))
-    cost = meter.take()
-    for v in videos:
-        cost = cost.merged(v.cost)
-    return SelectionRecord(by=by, selected=k, values=[float(x) for x in values], video=videos[k], cost=cost)
+    return SelectionRecord(by=by, selected=k, values=[float(x) for x in values], video=videos[k],
+                           cost=_with_videos(meter, videos))
 
 
 def videotpo_stage(
     reasoner: ReasonerAdapter, teacher: Teacher, instance: TaskInstance, reward_json: Path, seed: int, steps: int,
     rounds: int, per_round: int, out_dir: Path,
 ) -> SelectionRecord:
-    """VideoTPO: generate, let the Teacher critique (the rules it judges broken), rewrite the prompt, repeat."""
+    """VideoTPO (``core.method.methods.videotpo_search``) with every video saved; the judge's best is selected."""
     reward = load_reward(reward_json)
-    prompt = instance.prompt
-    videos: list[VideoRecord] = []
-    losses: list[float] = []
-    history = []
     meter = CostMeter()
-    for r in range(rounds):
-        round_best: tuple[float, list[float]] | None = None
-        for j in range(per_round):
-            v = generate_stage(reasoner, instance, seed + r * per_round + j, steps, out_dir / f"r{r}-{j}", prompt=prompt)
-            with meter.phase("judge"):
-                p = judge(teacher, reward, load_frames(v.npz), meter)
-            loss = judge_loss(reward, p)
-            videos.append(v)
-            losses.append(loss)
-            if round_best is None or loss < round_best[0]:
-                round_best = (loss, p)
-        assert round_best is not None
-        broken = [q.text for q, p in zip(reward.queries, round_best[1], strict=True) if p < 0.5]
-        history.append({"round": r, "prompt": prompt, "best_loss": round_best[0], "broken": broken})
-        if not broken:
-            break
-        prompt = expanded_prompt(instance.prompt, broken)
+
+    def generate(k: int, prompt: str) -> VideoRecord:
+        return generate_stage(reasoner, instance, seed + k, steps, out_dir / f"r{k // per_round}-{k % per_round}",
+                              prompt=prompt)
+
+    def judge_video(video: VideoRecord) -> list[float]:
+        with meter.phase("judge"):
+            return judge(teacher, reward, load_frames(video.npz), meter)
+
+    videos, losses, history = videotpo_search(instance.prompt, reward, rounds, per_round, generate, judge_video)
     write_json_atomic(out_dir / "videotpo.json", history)
     k = int(np.argmin(losses))
+    return SelectionRecord(by="judge", selected=k, values=losses, video=videos[k], cost=_with_videos(meter, videos))
+
+
+def _with_videos(meter: CostMeter, videos: list[VideoRecord]) -> CostRecord:
+    """The meter's cost plus the cost of generating ``videos``."""
     cost = meter.take()
     for v in videos:
         cost = cost.merged(v.cost)
-    return SelectionRecord(by="judge", selected=k, values=losses, video=videos[k], cost=cost)
+    return cost
 
 
 def score_stage(
