@@ -316,10 +316,17 @@ def sql(
             df.write_csv(tmp) if out.suffix == ".csv" else df.write_parquet(tmp)
         console.print(f"wrote {df.height} rows to {out}")
         return
-    table = Table(*(Column(c, overflow="fold") for c in df.columns), title=name or "query")
+    console.print(_frame_table(df, name or "query"))
+
+
+def _frame_table(df, title: str, labels: dict[str, str] | None = None) -> Table:
+    """A polars frame as a rich table (floats to 4 significant digits; the method column kept whole)."""
+    labels = labels or {}
+    table = Table(*(Column(labels.get(c, c), overflow="fold", no_wrap=c == "method", min_width=9 if c == "method" else None)
+                    for c in df.columns), title=title)
     for row in df.iter_rows():
         table.add_row(*("" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v) for v in row))
-    console.print(table)
+    return table
 
 
 def _with_progress(run, progress: Path):
@@ -413,12 +420,7 @@ def evaluate_cmd(
     df = run_query(db, q.sql, q.bind({"experiment": exp}))
     labels = {"mean_score": "score", "success_rate": "success", "n_errors": "errors", "seconds_per_item": "s/item",
               "nfe_per_item": "NFE/item", "hacking_rate": "hacking"}
-    table = Table(*(Column(labels.get(c, c), overflow="fold", no_wrap=c == "method", min_width=9 if c == "method" else None)
-                    for c in df.columns if c not in ("experiment_id", "variant")),
-                  title=f"{cfg.name}: {exp} ({seconds:.0f} s)")
-    for row in df.drop("experiment_id", "variant").iter_rows():
-        table.add_row(*("" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v) for v in row))
-    console.print(table)
+    console.print(_frame_table(df.drop("experiment_id", "variant"), f"{cfg.name}: {exp} ({seconds:.0f} s)", labels))
     failed = run_query(db, "SELECT instance_id, method, error_stage, error FROM results "
                            "WHERE experiment_id = $e AND error IS NOT NULL ORDER BY 1, 2", {"e": exp})
     for inst, method, stage, err in failed.iter_rows():

@@ -47,3 +47,19 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
 
 def write_json_atomic(path: str | Path, obj: Any, *, default: Callable[[Any], Any] | None = str) -> Path:
     return write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False, default=default) + "\n")
+
+
+def read_yaml_mapping(path: str | Path, expected: str) -> dict[str, Any]:
+    """A YAML file's top-level mapping; a clear error naming the file otherwise (``expected`` says what it should hold)."""
+    import yaml
+
+    from core.errors import InputError
+
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise InputError(path, f"cannot be read as YAML: {exc}", expected) from exc
+    if not isinstance(data, dict):
+        raise InputError(path, f"holds a {type(data).__name__}", expected)
+    return data

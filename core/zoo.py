@@ -262,8 +262,8 @@ def score_videos(samples: list[tuple[TaskInstance, np.ndarray]], steps: int) -> 
 
 
 @torch.no_grad()
-def codec_ceiling(vae, instances: list[TaskInstance], batch: int = 8) -> ReasonerEval:
-    """The synth score of ground truth passed through the VAE (encode, decode).
+def codec_ceiling(vae, instances: list[TaskInstance], videos: list[np.ndarray], batch: int = 8) -> ReasonerEval:
+    """The synth score of the instances' ground-truth ``videos`` passed through the VAE (encode, decode).
 
     Every Reasoner output is a VAE decode, so this bounds what any sampler or test-time method
     can score with this codec: a Reasoner near its ceiling is limited by the VAE, not by its
@@ -271,10 +271,8 @@ def codec_ceiling(vae, instances: list[TaskInstance], batch: int = 8) -> Reasone
     """
     samples = []
     for i in range(0, len(instances), batch):
-        chunk = instances[i : i + batch]
-        x = stack_videos([ground_truth_video(inst) for inst in chunk])
-        decoded = decode_latents(vae, encode_videos(vae, x))
-        samples += [(inst, tensor_to_frames(v)) for inst, v in zip(chunk, decoded, strict=True)]
+        decoded = decode_latents(vae, encode_videos(vae, stack_videos(videos[i : i + batch])))
+        samples += [(inst, tensor_to_frames(v)) for inst, v in zip(instances[i : i + batch], decoded, strict=True)]
     return score_videos(samples, steps=0)
 
 
@@ -297,7 +295,7 @@ def evaluate_zoo(models: Path, test_dir: Path, cfg: ZooConfig) -> ZooEval:
     pipe = load_reasoner(models / REASONER)
     gt = {s: [ground_truth_video(i) for i in bench.select(split=s)] for s in Split}
     vae_psnr = {s.value: round(reconstruction_psnr(pipe.vae, v), 2) for s, v in gt.items() if v}
-    ceiling = codec_ceiling(pipe.vae, bench.instances)
+    ceiling = codec_ceiling(pipe.vae, [i for s in Split for i in bench.select(split=s)], [v for s in Split for v in gt[s]])
     surrogate = SurrogateDecoder.from_pretrained(models / SURROGATE).eval()
     fidelity = decoder_fidelity(pipe.vae, surrogate, gt[Split.ID][:20] + gt[Split.OOD][:10])
     distilled = score_videos(reasoner_samples(models / REASONER, bench.instances, seed=cfg.seed), 4)

@@ -12,11 +12,11 @@ import itertools
 from pathlib import Path
 from typing import Any
 
-import yaml
 from prefect import flow, get_run_logger
 from pydantic import BaseModel, Field
 
 from core.errors import InputError
+from core.io import read_yaml_mapping
 from core.method.reasoner import GradMode
 from core.storage.results import ExperimentRecord
 from flows.evaluate import CODE_VERSION, EvaluateConfig, evaluate
@@ -31,12 +31,7 @@ class AblateConfig(BaseModel):
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> AblateConfig:
-        path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise InputError(path, f"cannot be read as YAML: {exc}", "a mapping with 'base' and 'grid'") from exc
-        return cls.model_validate(data)
+        return cls.model_validate(read_yaml_mapping(path, "a YAML mapping with 'base' and 'grid'"))
 
     def variants(self) -> list[tuple[str, EvaluateConfig]]:
         unknown = sorted(set(self.grid) - set(KNOBS))

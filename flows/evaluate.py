@@ -18,10 +18,8 @@ the stage; the other items finish; the flow raises at the end if anything failed
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 
-import yaml
 from prefect import flow, get_run_logger
 from prefect.futures import PrefectFuture
 from pydantic import BaseModel, Field
@@ -30,7 +28,7 @@ from core.bench.record import Purpose, TaskInstance
 from core.bench.source import InvalidItem, open_benchmark, spread_over_families
 from core.bench.synth.generate import make_synth_benchmark
 from core.errors import InputError
-from core.io import write_json_atomic
+from core.io import read_yaml_mapping, write_json_atomic
 from core.method.compare import ItemResult, item_seed, summarise_methods
 from core.method.cost import CostRecord
 from core.method.methods import USES_RULES, Method, MethodConfig
@@ -44,13 +42,11 @@ from core.storage.results import (
 from core.storage.tracking import Tracker, default_tracking_uri
 from core.storage.warehouse import consolidate
 from tasks import stages
-from tasks.caching import digest
+from tasks.caching import digest, reuse_only_if
 from tasks.models import model_identity
 
 #: Bump when a stage's code changes what it produces.
 CODE_VERSION = "evaluate-1"
-
-log = logging.getLogger(__name__)
 
 
 class ModelPaths(BaseModel):
@@ -77,14 +73,7 @@ class EvaluateConfig(BaseModel):
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> EvaluateConfig:
-        path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise InputError(path, f"cannot be read as YAML: {exc}", "a YAML mapping of EvaluateConfig fields") from exc
-        if not isinstance(data, dict):
-            raise InputError(path, f"holds a {type(data).__name__}", "a YAML mapping of EvaluateConfig fields")
-        return cls.model_validate(data)
+        return cls.model_validate(read_yaml_mapping(path, "a YAML mapping of EvaluateConfig fields"))
 
     def params(self) -> VariantParams:
         o = self.method.optim
@@ -105,8 +94,8 @@ def load_items(cfg: EvaluateConfig) -> tuple[list[TaskInstance], list[InvalidIte
 
 
 def _submit(task, target: str, *args, **kwargs) -> PrefectFuture:
-    """Submit a stage; its cache is refreshed where its outputs are not on disk (see ``stages.RECORD``)."""
-    return task.with_options(refresh_cache=not (Path(target) / stages.RECORD).is_file()).submit(*args, **kwargs)
+    """Submit a stage; its cache is reused only where its outputs are on disk (see ``stages.RECORD``)."""
+    return reuse_only_if(task, Path(target) / stages.RECORD).submit(*args, **kwargs)
 
 
 class _Chain:
@@ -140,7 +129,7 @@ def stage_keys(item_hash: str, seed: int, cfg: EvaluateConfig, ids: dict[str, st
     def video(j: int, adapter_key: str | None = None, rules_key: str | None = None) -> str:
         return digest("generate", CODE_VERSION, item_hash, ids["reasoner"], seed + j, o.sampler_steps, adapter_key, rules_key)
 
-    for j in range(max(mc.n, 1)):
+    for j in range(mc.n):
         k[f"video/{j}"] = video(j)
     k["video/pe"] = video(0, rules_key=k["rules"])
     candidates = [k[f"video/{j}"] for j in range(mc.n)]
@@ -170,8 +159,7 @@ def _submit_item(inst: TaskInstance, cfg: EvaluateConfig, ids: dict[str, str]) -
     methods = set(cfg.methods)
 
     def target(name: str) -> str:
-        stage = {"video": "video", "select": "select"}.get(name.split("/")[0], name.split("/")[0])
-        return str(root / f"{stage}-{keys[name][:12]}")
+        return str(root / f"{name.split('/')[0]}-{keys[name][:12]}")
 
     def submit(task, name: str, *args, **kwargs) -> PrefectFuture:
         return _submit(task, target(name), *args, target(name), keys[name], **kwargs)
@@ -224,7 +212,8 @@ def _outcome(inst: TaskInstance, method: Method, chain: _Chain, seed: int) -> It
     base = ItemResult(instance_id=inst.id, family=inst.task_family, split=inst.split.value if inst.split else None,
                       faculty=inst.faculty.value if inst.faculty else None, method=method.value, seed=seed)
     for stage, fut in chain.stages:
-        state = fut.wait() or fut.state
+        fut.wait()
+        state = fut.state
         if not state.is_completed():
             exc = fut.result(raise_on_failure=False)
             base.error = f"{type(exc).__name__}: {exc}" if isinstance(exc, BaseException) else str(state.message)

@@ -17,7 +17,7 @@ from prefect import flow, get_run_logger
 
 from core import zoo
 from tasks import zoo as stages
-from tasks.caching import digest, dir_digest
+from tasks.caching import digest, dir_digest, reuse_only_if
 
 #: Bump when a stage's code changes what it produces.
 CODE_VERSION = "zoo-2"
@@ -32,7 +32,7 @@ def zoo_config(preset: str = "full", seed: int = 0) -> zoo.ZooConfig:
 
 def _run(task, target: Path, **kwargs) -> dict:
     """Call a stage task; refresh its cache when its output directory has disappeared."""
-    return task.with_options(refresh_cache=not target.is_dir())(target=str(target), **kwargs)
+    return reuse_only_if(task, target)(target=str(target), **kwargs)
 
 
 @flow(name="zoo-train")

@@ -45,6 +45,16 @@ def given_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
     return f"{context.task.name}-{parameters['key']}"
 
 
+def reuse_only_if(task, output: Path):
+    """``task`` with its cache refreshed unless ``output`` exists.
+
+    A cached result is a record of paths; where those outputs were deleted (or the cache was
+    written for another work directory), the stage must run again rather than return a
+    record that points at nothing.
+    """
+    return task.with_options(refresh_cache=not output.exists())
+
+
 def build_into(target: str | Path, key: str, build: Callable[[Path], Any]) -> dict:
     """Run ``build(tmp_dir)`` and move the result to ``target`` atomically; record the wall time.
 

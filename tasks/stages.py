@@ -20,7 +20,6 @@ from core.io import write_json_atomic
 from core.method.methods import expanded_prompt
 from core.method.optimise import OptimConfig
 from core.pipeline import stages as core_stages
-from core.storage.results import VariantParams, write_result
 from tasks import models
 from tasks.caching import given_key
 
@@ -122,14 +121,3 @@ def score_video(instance: TaskInstance, video: dict, teacher: str | None, reward
     else:
         score = core_stages.score_stage(instance, rec, _dir(target) / "score.json")
     return _done(target, score.model_dump(mode="json"))
-
-
-@task(name="record-result")
-def record_result(results_root: str, experiment_id: str, variant: str, params: dict, result_json: str) -> dict:
-    """Write one (item, method) outcome's Parquet rows (not cached: cheap, and idempotent by file name)."""
-    from core.method.compare import ItemResult
-
-    result = ItemResult.model_validate_json(result_json)
-    written = write_result(results_root, result, experiment_id, variant, VariantParams(**params),
-                           video_path=result.info.get("video"))
-    return {k: str(v) for k, v in written.items()}
