@@ -368,7 +368,8 @@ def evaluate_cmd(
     name: Annotated[str | None, typer.Option(help="Experiment name.")] = None,
     work: Annotated[str | None, typer.Option(help="Root of stage outputs, results and the DuckDB file.")] = None,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads.")] = None,
-    runner: Annotated[str, typer.Option(help="Task runner: thread, process, dask[=ADDRESS] or ray[=ADDRESS].")] = "thread",
+    runner: Annotated[str, typer.Option(help="inline (stages one after another in this process: best on one machine), "
+                                             "or a task runner: thread[=N], process[=N], dask[=ADDRESS], ray[=ADDRESS].")] = "inline",
     mlflow_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI (default: SQLite in the work dir).")] = None,
 ) -> None:
     """Run the methods through the cached Prefect pipeline; results go to Parquet and DuckDB."""
@@ -392,7 +393,8 @@ def evaluate_cmd(
         cfg = EvaluateConfig.from_yaml(config) if config else EvaluateConfig()
         update: dict = {k: v for k, v in {"bench": bench, "per_family": per_family, "limit": limit, "name": name,
                                           "work": work, "mlflow_uri": mlflow_uri}.items() if v is not None}
-        task_runner(runner)  # validate before starting anything
+        if runner != "inline":
+            task_runner(runner)  # validate before starting anything
         if methods:
             try:
                 update["methods"] = [Method(m.strip()) for m in methods.split(",") if m.strip()]

