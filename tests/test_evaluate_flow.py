@@ -226,3 +226,26 @@ def test_stage_keys_change_exactly_where_they_should():
     assert _changed(k0, stage_keys("other", 7, base, ids)) == set(k0)
     assert _changed(k0, with_optim(sampler_steps=8)) == set(k0) - {"rules", "reward"}
     assert stage_keys("item", 7, base, ids) == k0  # deterministic
+
+
+def test_runner_specs_build_prefect_task_runners_or_say_what_is_expected():
+    from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
+    from prefect_dask import DaskTaskRunner
+
+    from core.errors import InputError
+    from flows.evaluate import task_runner
+
+    threads = task_runner("thread=3")
+    assert isinstance(threads, ThreadPoolTaskRunner) and threads._max_workers == 3
+    assert isinstance(task_runner("process=2"), ProcessPoolTaskRunner)
+    assert isinstance(task_runner("dask"), DaskTaskRunner)
+    assert task_runner("dask=tcp://127.0.0.1:8786").address == "tcp://127.0.0.1:8786"
+    with pytest.raises(InputError, match="--runner.*'fibres'.*inline, thread"):
+        task_runner("fibres")
+    try:
+        import prefect_ray  # noqa: F401
+    except ImportError:
+        with pytest.raises(InputError, match="prefect-ray"):
+            task_runner("ray")
+    else:
+        assert type(task_runner("ray")).__name__ == "RayTaskRunner"
