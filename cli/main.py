@@ -371,12 +371,14 @@ def evaluate_cmd(
     runner: Annotated[str, typer.Option(help="inline (stages one after another in this process: best on one machine), "
                                              "or a task runner: thread[=N], process[=N], dask[=ADDRESS], ray[=ADDRESS].")] = "inline",
     mlflow_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI (default: SQLite in the work dir).")] = None,
+    report: Annotated[bool, typer.Option(help="Write the HTML report (WORK/report/NAME) at the end.")] = True,
 ) -> None:
     """Run the methods through the cached Prefect pipeline; results go to Parquet and DuckDB."""
     import torch
 
     from core.method.methods import Method
     from core.storage.named import get_query
+    from core.storage.results import slug
     from core.storage.warehouse import query as run_query
     from flows.evaluate import (
         EvaluateConfig,
@@ -434,8 +436,38 @@ def evaluate_cmd(
     if cfg.mlflow_uri != "":
         uri = cfg.mlflow_uri or f"sqlite:///{Path(cfg.work) / 'mlflow.db'}"
         console.print(f"MLflow: mlflow ui --backend-store-uri {uri}", highlight=False, soft_wrap=True)
+    if report:
+        from core.report.build import build_report
+
+        page = build_report(db, Path(cfg.work) / "report" / slug(cfg.name), experiment=exp)
+        console.print(f"report (videos side by side, plots): {page}\n  rebuild: vlmt report --experiment {cfg.name} "
+                      f"--db {db}", highlight=False, soft_wrap=True)
     if not state.is_completed():
         raise typer.Exit(1)
+
+
+@app.command("report")
+def report_cmd(
+    experiment: Annotated[str | None, typer.Option(help="Experiment name or id prefix (default: the newest).")] = None,
+    db: Annotated[Path, typer.Option(help="The DuckDB file of a run.")] = Path("runs/vlmt.duckdb"),
+    out: Annotated[Path | None, typer.Option(help="Report folder (default: <db folder>/report/<experiment name>).")] = None,
+    variant: Annotated[str | None, typer.Option(help="Ablation variant to show (default: the first).")] = None,
+) -> None:
+    """Write a static HTML report: method tables beside the paper's, plots, every item's videos side by side."""
+    from core.errors import InputError
+    from core.report.build import build_report
+    from core.report.data import pick_experiment
+    from core.storage.results import slug
+
+    try:
+        if not db.is_file():
+            raise InputError(str(db), "does not exist", "a DuckDB file written by `vlmt evaluate` (see --db)")
+        name = pick_experiment(db, experiment)["name"]
+        t0 = time.perf_counter()
+        page = build_report(db, out or db.parent / "report" / slug(name), experiment=experiment, variant=variant)
+    except InputError as exc:
+        _fail(exc)
+    console.print(f"report of {name} in {time.perf_counter() - t0:.1f} s: {page}", highlight=False, soft_wrap=True)
 
 
 @app.command("compare")

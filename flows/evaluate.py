@@ -36,6 +36,7 @@ from core.io import read_yaml_mapping, write_json_atomic
 from core.method.compare import ItemResult, item_seed, summarise_methods
 from core.method.cost import CostRecord
 from core.method.methods import USES_RULES, Method, MethodConfig
+from core.pipeline.stages import load_rules
 from core.storage.results import (
     ExperimentRecord,
     VariantParams,
@@ -245,7 +246,8 @@ def _submit_item(inst: TaskInstance, cfg: EvaluateConfig, ids: dict[str, str], i
 def _outcome(inst: TaskInstance, method: Method, chain: _Chain, seed: int) -> ItemResult:
     """The (item, method) result from its futures; the first failed stage is recorded."""
     base = ItemResult(instance_id=inst.id, family=inst.task_family, split=inst.split.value if inst.split else None,
-                      faculty=inst.faculty.value if inst.faculty else None, method=method.value, seed=seed)
+                      faculty=inst.faculty.value if inst.faculty else None, method=method.value, seed=seed,
+                      info={"prompt": inst.prompt, "first_frame": str(inst.first_frame)})
     for stage, fut in chain.stages:
         fut.wait()
         state = fut.state
@@ -261,13 +263,14 @@ def _outcome(inst: TaskInstance, method: Method, chain: _Chain, seed: int) -> It
     # the method's own cost; scoring and the final judge are for reporting (as in vlmt compare)
     cost = CostRecord.model_validate(video["cost"])
     chosen = video.get("video", video)
-    base.info = {"video": chosen["mp4"], "npz": chosen["npz"], "gif": chosen["gif"]}
+    base.info.update({"video": chosen["mp4"], "npz": chosen["npz"], "gif": chosen["gif"]})
     if "selected" in video:
         base.info.update({"selected": video["selected"], "values": video["values"], "n": len(video["values"])})
     if chain.rules is not None:
         rules, reward = chain.rules.result(), chain.reward.result()
         base.rules_source = rules["source"]
         base.info["rules"] = rules["rules"]
+        base.info["queries"] = [{"text": q, "kind": kind} for q, kind in load_rules(rules["rules"]).queries]
         # like vlmt compare: the rules' cost is added to every method that uses them
         cost = cost.merged(CostRecord.model_validate(rules["cost"])).merged(CostRecord.model_validate(reward["cost"]))
     if chain.optim is not None:

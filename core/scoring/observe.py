@@ -24,8 +24,10 @@ UNKNOWN = -1
 def classify(frames: np.ndarray, tolerance: float = COLOUR_TOLERANCE) -> np.ndarray:
     """(T, H, W, 3) uint8 -> (T, H, W) int8 palette ids, UNKNOWN where no colour is close."""
     px = frames.reshape(-1, 3).astype(np.float32)
-    # |x - p|^2 = |x|^2 - 2 x.p + |p|^2, as one matrix product (fast on big videos).
-    d2 = (px * px).sum(1, keepdims=True) - 2.0 * px @ RGB.T + (RGB * RGB).sum(1)[None]
+    # |x - p|^2 = |x|^2 - 2 x.p + |p|^2. The product is an einsum, not ``@``: BLAS's own
+    # thread pool, called from many task threads at once beside torch, was seen to spin for
+    # minutes on a 2-core CPU; this product is too small to gain from BLAS anyway.
+    d2 = (px * px).sum(1, keepdims=True) - 2.0 * np.einsum("nc,pc->np", px, RGB) + (RGB * RGB).sum(1)[None]
     labels = d2.argmin(1).astype(np.int8)
     labels[d2.min(1) > tolerance**2] = UNKNOWN
     return labels.reshape(frames.shape[:-1])
@@ -36,7 +38,7 @@ def cell_edges(n_px: int, grid: int) -> np.ndarray:
 
 
 def _inner(lo: int, hi: int, inset: float) -> tuple[int, int]:
-    q = int(round(inset * (hi - lo)))
+    q = round(inset * (hi - lo))
     return lo + q, max(lo + q + 1, hi - q)
 
 
@@ -76,7 +78,7 @@ class Track:
 
 
 def track(labels: np.ndarray, colour: int, grid: int) -> Track:
-    t, h, w = labels.shape
+    _, h, w = labels.shape
     mask = labels == colour
     expected = (SPRITE_SIZE * h / grid) * (SPRITE_SIZE * w / grid)
     area = mask.sum(axis=(1, 2))

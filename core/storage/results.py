@@ -25,13 +25,15 @@ import json
 import re
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 from pydantic import BaseModel, Field
 
 from core.io import atomic_path
-from core.method.compare import ItemResult
+
+if TYPE_CHECKING:  # rows are written from results; reading the tables (reports, SQL) needs no torch
+    from core.method.compare import ItemResult
 
 TABLES = ("experiments", "items", "results", "traces", "costs")
 
@@ -105,6 +107,9 @@ def result_rows(result: ItemResult, experiment_id: str, variant: str, params: Va
         "initial_loss": optim.get("initial_loss"), "final_loss": optim.get("final_loss"),
         "selected": result.info.get("selected"),
         "error": result.error, "error_stage": result.error_stage, "video_path": video_path,
+        "gif_path": result.info.get("gif"), "rules_path": result.info.get("rules"),
+        "criteria_json": json.dumps(result.criteria, sort_keys=True),
+        "queries_json": json.dumps(result.info["queries"]) if result.info.get("queries") else None,
         **params.model_dump(),
     }
     traces = [
@@ -122,7 +127,8 @@ def result_rows(result: ItemResult, experiment_id: str, variant: str, params: Va
         "seconds_json": json.dumps(result.cost.seconds, sort_keys=True),
     }
     item = {"experiment_id": experiment_id, "instance_id": result.instance_id, "family": result.family,
-            "split": result.split, "faculty": result.faculty, "seed": result.seed}
+            "split": result.split, "faculty": result.faculty, "seed": result.seed,
+            "prompt": result.info.get("prompt"), "first_frame": result.info.get("first_frame")}
     return {"items": [item], "results": [results], "traces": traces, "costs": [costs]}
 
 

@@ -1,0 +1,174 @@
+"""What a report shows, read from the DuckDB results of one experiment.
+
+The report reads only the database and the files its rows point at (videos, first frames),
+so it can be rebuilt at any time after a run, on any machine that has the work directory.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+from pydantic import BaseModel, Field
+
+from core.errors import InputError
+from core.storage.warehouse import query
+
+#: The paper's headline numbers on VBVR-Bench (../shared/METHOD.md), keyed by our method
+#: names, shown beside ours for orientation only: a 5B Reasoner and a 4B Teacher on real tasks.
+PAPER_VBVR: dict[str, dict[str, float]] = {
+    "vanilla": {"score": 0.666, "seconds_per_item": 14},
+    "pass_at_n": {"score": 0.683, "seconds_per_item": 70},
+    "videotpo": {"score": 0.634, "seconds_per_item": 57},
+    "teacher": {"score": 0.781, "seconds_per_item": 69},
+}
+
+#: Display order of the methods (others follow alphabetically).
+METHOD_ORDER = ["vanilla", "best_of_n", "pass_at_n", "pe", "videotpo", "teacher"]
+
+#: Teacher-minus-vanilla score change that counts as "improved" / "worsened" in the filters.
+SCORE_DELTA = 0.05
+
+
+class MethodOutcome(BaseModel):
+    """One method's result on one item."""
+
+    method: str
+    score: float | None = None
+    success: bool = False
+    criteria: dict[str, float] = Field(default_factory=dict)
+    video: str | None = None
+    error: str | None = None
+    error_stage: str | None = None
+    judge_all_yes: bool | None = None
+
+
+class ItemView(BaseModel):
+    """One item with every method's outcome, for the per-item section and its filters."""
+
+    instance_id: str
+    family: str
+    split: str | None
+    faculty: str | None
+    prompt: str | None
+    first_frame: str | None
+    queries: list[dict] = Field(default_factory=list)
+    outcomes: dict[str, MethodOutcome]
+
+    @property
+    def outcome(self) -> str:
+        """How the teacher method changed this item against vanilla (for the outcome filter)."""
+        v, t = self.outcomes.get("vanilla"), self.outcomes.get("teacher")
+        if v is None or t is None or v.score is None or t.score is None:
+            return "n/a"
+        if t.success and not v.success:
+            return "fixed"
+        if v.success and not t.success:
+            return "broken"
+        if t.score - v.score >= SCORE_DELTA:
+            return "improved"
+        if v.score - t.score >= SCORE_DELTA:
+            return "worsened"
+        return "unchanged"
+
+
+class ReportData(BaseModel):
+    experiment_id: str
+    name: str
+    kind: str
+    created_at: str
+    variant: str
+    methods: list[str]
+    summary: list[dict]
+    by_group: list[dict]
+    costs: list[dict]
+    traces: list[dict]
+    items: list[ItemView]
+
+
+def _rows(db: Path, sql: str, params: dict) -> list[dict]:
+    return query(db, sql, params).to_dicts()
+
+
+def pick_experiment(db: Path, experiment: str | None) -> dict:
+    """The experiment named (by name or id prefix), else the newest one."""
+    rows = _rows(db, "SELECT experiment_id, name, kind, CAST(created_at AS VARCHAR) AS created_at FROM experiments "
+                     "ORDER BY created_at DESC", {})
+    if not rows:
+        raise InputError(str(db), "holds no experiments", "a DuckDB file written by `vlmt evaluate`")
+    if experiment is None:
+        return rows[0]
+    chosen = [r for r in rows if r["name"] == experiment or r["experiment_id"].startswith(experiment)]
+    if not chosen:
+        names = sorted({r["name"] for r in rows})
+        raise InputError("--experiment", f"{experiment!r} matches no experiment in {db}", f"a name among {names} or an id prefix")
+    return chosen[0]
+
+
+def _ordered(methods: set[str]) -> list[str]:
+    return [m for m in METHOD_ORDER if m in methods] + sorted(methods - set(METHOD_ORDER))
+
+
+def load_report_data(db: str | Path, experiment: str | None = None, variant: str | None = None) -> ReportData:
+    """Everything the report shows for one experiment (and one variant: the first, unless named)."""
+    db = Path(db)
+    exp = pick_experiment(db, experiment)
+    eid = exp["experiment_id"]
+    variants = [r["variant"] for r in _rows(db, "SELECT DISTINCT variant FROM results WHERE experiment_id = $e ORDER BY 1",
+                                            {"e": eid})]
+    if not variants:
+        raise InputError(str(db), f"has no results for experiment {eid}", "a finished or partly finished run")
+    if variant is not None and variant not in variants:
+        raise InputError("--variant", f"{variant!r} is not a variant of {exp['name']}", f"one of {variants}")
+    variant = variant or variants[0]
+    p = {"e": eid, "v": variant}
+    item_cols = set(query(db, "SELECT column_name FROM information_schema.columns WHERE table_name = 'items'", {})["column_name"])
+    # runs written before items carried the prompt and first frame still build a report
+    prompt, first = (f"i.{c}" if c in item_cols else f"NULL AS {c}" for c in ("prompt", "first_frame"))
+    results = query(db, f"""
+        SELECT r.*, c.total_seconds, c.reasoner_nfe, {prompt}, {first}
+        FROM results r
+        LEFT JOIN costs c USING (experiment_id, variant, instance_id, method)
+        LEFT JOIN (SELECT DISTINCT ON (instance_id) * FROM items WHERE experiment_id = $e) i USING (instance_id)
+        WHERE r.experiment_id = $e AND r.variant = $v
+        ORDER BY r.family, r.instance_id, r.method""", p)
+    methods = _ordered(set(results["method"].to_list()))
+    ok = results.filter(pl.col("error").is_null())
+    summary = (results.group_by("method").agg(
+        n=pl.len(), errors=pl.col("error").is_not_null().sum(),
+        mean_score=pl.col("score").filter(pl.col("error").is_null()).mean(),
+        success_rate=pl.col("success").filter(pl.col("error").is_null()).cast(pl.Float64).mean(),
+        seconds_per_item=pl.col("total_seconds").filter(pl.col("error").is_null()).mean(),
+        nfe_per_item=pl.col("reasoner_nfe").filter(pl.col("error").is_null()).mean(),
+        hacking_rate=pl.col("hacked").filter(pl.col("error").is_null()).cast(pl.Float64).mean(),
+    ))
+    by_group = ok.group_by("faculty", "split", "method").agg(n=pl.len(), mean_score=pl.col("score").mean())
+    traces = query(db, "SELECT instance_id, step, loss, p_yes_json FROM traces WHERE experiment_id = $e AND variant = $v "
+                       "AND method = 'teacher' ORDER BY instance_id, step", p)
+    return ReportData(
+        experiment_id=eid, name=exp["name"], kind=exp["kind"], created_at=exp["created_at"], variant=variant,
+        methods=methods, summary=sorted(summary.to_dicts(), key=lambda r: methods.index(r["method"])),
+        by_group=by_group.to_dicts(),
+        costs=ok.select("instance_id", "method", "score", "total_seconds", "reasoner_nfe", "steps_run", "stop_reason",
+                        "judge_all_yes", "success", "judge_goal_p_yes").to_dicts(),
+        traces=traces.to_dicts(), items=_items(results),
+    )
+
+
+def _items(results: pl.DataFrame) -> list[ItemView]:
+    items: dict[str, ItemView] = {}
+    for r in results.to_dicts():
+        view = items.get(r["instance_id"])
+        if view is None:
+            view = items[r["instance_id"]] = ItemView(
+                instance_id=r["instance_id"], family=r["family"], split=r["split"], faculty=r["faculty"],
+                prompt=r.get("prompt"), first_frame=r.get("first_frame"), outcomes={})
+        if not view.queries and r.get("queries_json"):
+            view.queries = json.loads(r["queries_json"])
+        failed = r["error"] is not None
+        view.outcomes[r["method"]] = MethodOutcome(
+            method=r["method"], score=None if failed else r["score"], success=bool(r["success"]) and not failed,
+            criteria=json.loads(r["criteria_json"]) if r.get("criteria_json") else {},
+            video=r.get("video_path"), error=r["error"], error_stage=r["error_stage"], judge_all_yes=r["judge_all_yes"])
+    return list(items.values())
