@@ -128,7 +128,8 @@ def _submit(task, target: str, inline: bool, *args, **kwargs) -> Stage:
     stage = reuse_only_if(task, Path(target) / stages.RECORD)
     if not inline:
         return stage.submit(*args, **kwargs)
-    upstream = [v for v in (*args, *kwargs.values()) for v in (v if isinstance(v, list) else [v]) if isinstance(v, _Ran)]
+    values = [*args, *kwargs.values()]
+    upstream = [u for v in values for u in (v if isinstance(v, list) else [v]) if isinstance(u, _Ran)]
     if any(not u.state.is_completed() for u in upstream):
         return _Ran(Failed(message="not run: an upstream stage failed"))
     return _Ran(stage(*_resolved(list(args)), return_state=True, **{k: _resolved(v) for k, v in kwargs.items()}))
