@@ -378,7 +378,6 @@ def evaluate_cmd(
 
     from core.method.methods import Method
     from core.storage.named import get_query
-    from core.storage.results import slug
     from core.storage.warehouse import query as run_query
     from flows.evaluate import (
         EvaluateConfig,
@@ -395,8 +394,7 @@ def evaluate_cmd(
         cfg = EvaluateConfig.from_yaml(config) if config else EvaluateConfig()
         update: dict = {k: v for k, v in {"bench": bench, "per_family": per_family, "limit": limit, "name": name,
                                           "work": work, "mlflow_uri": mlflow_uri}.items() if v is not None}
-        if runner != "inline":
-            task_runner(runner)  # validate before starting anything
+        task_runner(runner)  # validate before starting anything
         if methods:
             try:
                 update["methods"] = [Method(m.strip()) for m in methods.split(",") if m.strip()]
@@ -439,7 +437,7 @@ def evaluate_cmd(
     if report:
         from core.report.build import build_report
 
-        page = build_report(db, Path(cfg.work) / "report" / slug(cfg.name), experiment=exp)
+        page = build_report(db, experiment=exp)
         console.print(f"report (videos side by side, plots): {page}\n  rebuild: vlmt report --experiment {cfg.name} "
                       f"--db {db}", highlight=False, soft_wrap=True)
     if not state.is_completed():
@@ -456,18 +454,13 @@ def report_cmd(
     """Write a static HTML report: method tables beside the paper's, plots, every item's videos side by side."""
     from core.errors import InputError
     from core.report.build import build_report
-    from core.report.data import pick_experiment
-    from core.storage.results import slug
 
+    t0 = time.perf_counter()
     try:
-        if not db.is_file():
-            raise InputError(str(db), "does not exist", "a DuckDB file written by `vlmt evaluate` (see --db)")
-        name = pick_experiment(db, experiment)["name"]
-        t0 = time.perf_counter()
-        page = build_report(db, out or db.parent / "report" / slug(name), experiment=experiment, variant=variant)
+        page = build_report(db, out, experiment=experiment, variant=variant)
     except InputError as exc:
         _fail(exc)
-    console.print(f"report of {name} in {time.perf_counter() - t0:.1f} s: {page}", highlight=False, soft_wrap=True)
+    console.print(f"report in {time.perf_counter() - t0:.1f} s: {page}", highlight=False, soft_wrap=True)
 
 
 @app.command("compare")

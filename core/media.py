@@ -55,9 +55,7 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float = 8, crf: int =
     H.264 with yuv420p needs even width and height; odd sizes are refused rather than
     silently resized.
     """
-    frames = _as_uint8(frames)
-    if frames.ndim != 4 or frames.shape[-1] != 3:
-        raise ValueError(f"frames must be (T, H, W, 3), got {frames.shape}")
+    frames = _video_frames(frames)
     _, h, w, _ = frames.shape
     if h % 2 or w % 2:
         raise ValueError(f"H.264 needs even frame sizes, got {w}x{h}")
@@ -88,9 +86,7 @@ def write_gif(path: str | Path, frames: np.ndarray, fps: float = 8) -> Path:
     ~30x faster than PIL's default (median cut + Floyd-Steinberg) and exact for the flat
     colours of rendered tasks. The GIF is for people; what is scored is the lossless video.
     """
-    frames = _as_uint8(frames)
-    if frames.ndim != 4 or frames.shape[-1] != 3:
-        raise ValueError(f"frames must be (T, H, W, 3), got {frames.shape}")
+    frames = _video_frames(frames)
     images = [Image.fromarray(np.ascontiguousarray(f)).quantize(256, method=Image.Quantize.FASTOCTREE,
                                                                 dither=Image.Dither.NONE) for f in frames]
     with atomic_path(path) as tmp:
@@ -127,6 +123,14 @@ def sample_indices(n_frames: int, k: int) -> np.ndarray:
     if k >= n_frames:
         return np.arange(n_frames)
     return np.round(np.linspace(0, n_frames - 1, k)).astype(int)
+
+
+def _video_frames(frames: np.ndarray) -> np.ndarray:
+    """(T, H, W, 3) frames as uint8, or a clear error."""
+    frames = _as_uint8(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"frames must be (T, H, W, 3), got {frames.shape}")
+    return frames
 
 
 def _as_uint8(arr: np.ndarray) -> np.ndarray:

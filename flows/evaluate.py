@@ -18,9 +18,7 @@ the stage; the other items finish; the flow raises at the end if anything failed
 from __future__ import annotations
 
 import json
-import threading
 from concurrent.futures import Future, ThreadPoolExecutor
-from importlib import import_module
 from pathlib import Path
 
 from prefect import flow, get_run_logger
@@ -36,7 +34,6 @@ from core.io import read_yaml_mapping, write_json_atomic
 from core.method.compare import ItemResult, item_seed, summarise_methods
 from core.method.cost import CostRecord
 from core.method.methods import USES_RULES, Method, MethodConfig
-from core.pipeline.stages import load_rules
 from core.storage.results import (
     ExperimentRecord,
     VariantParams,
@@ -51,7 +48,7 @@ from tasks.caching import digest, reuse_only_if
 from tasks.models import model_identity
 
 #: Bump when a stage's code changes what it produces.
-CODE_VERSION = "evaluate-1"
+CODE_VERSION = "evaluate-2"
 
 
 class ModelPaths(BaseModel):
@@ -271,7 +268,7 @@ def _outcome(inst: TaskInstance, method: Method, chain: _Chain, seed: int) -> It
         rules, reward = chain.rules.result(), chain.reward.result()
         base.rules_source = rules["source"]
         base.info["rules"] = rules["rules"]
-        base.info["queries"] = [{"text": q, "kind": kind} for q, kind in load_rules(rules["rules"]).queries]
+        base.info["queries"] = rules["queries"]
         # like vlmt compare: the rules' cost is added to every method that uses them
         cost = cost.merged(CostRecord.model_validate(rules["cost"])).merged(CostRecord.model_validate(reward["cost"]))
     if chain.optim is not None:
@@ -318,13 +315,15 @@ RUNNERS = "inline, thread[=N], process[=N], dask[=ADDRESS] or ray[=ADDRESS]"
 
 
 def task_runner(spec: str = "thread"):
-    """``thread`` | ``process`` | ``dask[=ADDRESS]`` | ``ray[=ADDRESS]`` -> a Prefect task runner.
+    """A ``--runner`` value (one of ``RUNNERS``) -> a Prefect task runner, or None for ``inline``.
 
     Scale-out goes through these engines: ``dask`` without an address starts a local cluster
     (2 workers); with one it joins an existing cluster (one worker per GPU, see the README).
     Every worker must reach the models, the work dir and the MLflow store.
     """
     kind, _, address = spec.partition("=")
+    if spec == "inline":
+        return None
     if kind == "thread":
         from prefect.task_runners import ThreadPoolTaskRunner
 
@@ -358,11 +357,10 @@ def run_evaluate(cfg: EvaluateConfig, runner: str = "inline", return_state: bool
     they pay off with several workers (a Dask worker per GPU), not on a 2-core CPU
     (``scripts/bench_pipeline.py --runner`` measures each).
     """
-    if cfg.mlflow_uri != "":  # import MLflow while Prefect starts its server (both take seconds)
-        threading.Thread(target=import_module, args=("mlflow.tracking",), daemon=True).start()
-    if runner == "inline":
+    chosen = task_runner(runner)
+    if chosen is None:
         return evaluate(config=cfg, inline=True, return_state=return_state)
-    return evaluate.with_options(task_runner=task_runner(runner))(config=cfg, return_state=return_state)
+    return evaluate.with_options(task_runner=chosen)(config=cfg, return_state=return_state)
 
 
 def progress_file(cfg: EvaluateConfig, experiment_id: str) -> Path:

@@ -47,7 +47,10 @@ def extract_rules(instance: TaskInstance, teacher: str, attempts: int, seed: int
     t, lock = models.teacher(teacher)
     with lock:
         path, cost = core_stages.rules_stage(t, instance, _dir(target) / "rules.json", attempts, seed)
-    return _done(target, {"rules": str(path), "source": core_stages.load_rules(path).source,
+    rules = core_stages.load_rules(path)
+    # the queries ride in the record, so later stages and the flow need not reread rules.json
+    return _done(target, {"rules": str(path), "source": rules.source,
+                          "queries": [{"text": q, "kind": kind} for q, kind in rules.queries],
                           "cost": cost.model_dump(mode="json")})
 
 
@@ -78,7 +81,7 @@ def generate_video(instance: TaskInstance, reasoner: str, surrogate: str | None,
     instruction followed by the Teacher's rules)."""
     prompt = None
     if rules is not None:
-        prompt = expanded_prompt(instance.prompt, [q for q, _ in core_stages.load_rules(rules["rules"]).queries])
+        prompt = expanded_prompt(instance.prompt, [q["text"] for q in rules["queries"]])
     r, lock = models.reasoner(reasoner, surrogate)
     with lock:
         record = core_stages.generate_stage(r, instance, seed, steps, _dir(target),

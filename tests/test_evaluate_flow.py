@@ -235,6 +235,7 @@ def test_runner_specs_build_prefect_task_runners_or_say_what_is_expected():
     from core.errors import InputError
     from flows.evaluate import task_runner
 
+    assert task_runner("inline") is None  # the flow calls its tasks itself
     threads = task_runner("thread=3")
     assert isinstance(threads, ThreadPoolTaskRunner) and threads._max_workers == 3
     assert isinstance(task_runner("process=2"), ProcessPoolTaskRunner)

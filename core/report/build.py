@@ -28,10 +28,14 @@ log = logging.getLogger(__name__)
 CURVE_ITEMS = 6
 
 
-def build_report(db: str | Path, out: str | Path, experiment: str | None = None, variant: str | None = None) -> Path:
-    """Write the report of ``experiment`` (default: the newest) from ``db`` into ``out``; returns index.html."""
+def build_report(db: str | Path, out: str | Path | None = None, experiment: str | None = None,
+                 variant: str | None = None) -> Path:
+    """Write the report of ``experiment`` (default: the newest) from ``db`` into ``out``; returns index.html.
+
+    ``out`` defaults to ``<db folder>/report/<experiment name>``.
+    """
     data = load_report_data(db, experiment, variant)
-    out = Path(out)
+    out = Path(out) if out is not None else Path(db).parent / "report" / slug(data.name)
     tmp = out.with_name(out.name + ".building")
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "plots").mkdir(parents=True)
