@@ -1,16 +1,18 @@
 """Reading and writing frames, images and videos as uint8 RGB numpy arrays.
 
 Videos are H.264 mp4 (yuv420p, the format every player and the VBVR toolkit read),
-written through the ffmpeg binary that ships inside the ``imageio-ffmpeg`` wheel.
+encoded and decoded in-process by PyAV (the FFmpeg libraries with libx264 ship in its wheel):
+no ffmpeg process per video, which cost ~55 ms of a 64x64 clip's ~70 ms.
 Arrays are (T, H, W, 3) uint8 for videos and (H, W, 3) uint8 for images.
 """
 
 from __future__ import annotations
 
 import logging
+from fractions import Fraction
 from pathlib import Path
 
-import imageio_ffmpeg
+import av
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
@@ -59,23 +61,12 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float = 8, crf: int =
     _, h, w, _ = frames.shape
     if h % 2 or w % 2:
         raise ValueError(f"H.264 needs even frame sizes, got {w}x{h}")
-    with atomic_path(path) as tmp:
-        writer = imageio_ffmpeg.write_frames(
-            str(tmp),
-            (w, h),
-            fps=fps,
-            codec="libx264",
-            quality=None,
-            pix_fmt_in="rgb24",
-            pix_fmt_out="yuv420p",
-            macro_block_size=1,
-            output_params=["-crf", str(crf), "-preset", "medium"],
-            ffmpeg_log_level="error",
-        )
-        writer.send(None)
+    with atomic_path(path) as tmp, av.open(str(tmp), "w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=_rate(fps), options={"crf": str(crf), "preset": "medium"})
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
         for frame in frames:
-            writer.send(np.ascontiguousarray(frame))
-        writer.close()
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")))
+        container.mux(stream.encode())  # flush the encoder
     return Path(path)
 
 
@@ -104,18 +95,21 @@ def read_video(path: str | Path, min_frames: int = 1, max_frames: int | None = N
     if not path.is_file():
         raise InputError(path, "file not found", "a video file (mp4)")
     try:
-        reader = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24")
-        meta = next(reader)
-        w, h = meta["size"]
-        frames = [np.frombuffer(buf, np.uint8).reshape(h, w, 3) for buf in reader]
-    except (RuntimeError, OSError, StopIteration, ValueError) as exc:
-        raise InputError(path, f"unreadable video ({exc})", "an mp4 that ffmpeg can decode") from exc
+        with av.open(str(path)) as container:
+            frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    except (av.FFmpegError, IndexError, ValueError) as exc:  # IndexError: no video stream
+        raise InputError(path, f"unreadable video ({exc})", "an mp4 that FFmpeg can decode") from exc
     if len(frames) < min_frames:
         raise InputError(path, f"video has {len(frames)} frames", f"at least {min_frames}")
     video = np.stack(frames)
     if max_frames is not None and len(video) > max_frames:
         video = video[sample_indices(len(video), max_frames)]
     return video
+
+
+def _rate(fps: float) -> Fraction:
+    """A frame rate as the exact fraction PyAV wants (8 -> 8/1, 29.97 -> 2997/100)."""
+    return Fraction(fps).limit_denominator(1001)
 
 
 def sample_indices(n_frames: int, k: int) -> np.ndarray:

@@ -195,26 +195,29 @@ def _submit_item(inst: TaskInstance, cfg: EvaluateConfig, ids: dict[str, str], i
     def target(name: str) -> str:
         return str(root / f"{name.split('/')[0]}-{keys[name][:12]}")
 
+    item = inst.model_dump_json()  # as text: see tasks/stages.py
+
     def submit(task, name: str, *args, **kwargs) -> Stage:
-        return _submit(task, target(name), inline, *args, target(name), keys[name], **kwargs)
+        """Run stage ``name``: every stage task takes the item first, its target dir and key last."""
+        return _submit(task, target(name), inline, item, *args, target(name), keys[name], **kwargs)
 
     rules = reward = None
     if USES_RULES & methods:
-        rules = submit(stages.extract_rules, "rules", inst, m.teacher, mc.rule_attempts, seed)
-        reward = submit(stages.compile_reward, "reward", inst, m.teacher, rules, o.k_frames, o.lam)
+        rules = submit(stages.extract_rules, "rules", m.teacher, mc.rule_attempts, seed)
+        reward = submit(stages.compile_reward, "reward", m.teacher, rules, o.k_frames, o.lam)
         for method in USES_RULES & methods:
             chains[method].rules = chains[method].add("rules", rules)
             chains[method].reward = chains[method].add("reward", reward)
     judged = reward is not None
 
     def generate(j: int | str, **kwargs) -> Stage:
-        return submit(stages.generate_video, f"video/{j}", inst, m.reasoner, m.surrogate,
+        return submit(stages.generate_video, f"video/{j}", m.reasoner, m.surrogate,
                       seed + (j if isinstance(j, int) else 0), o.sampler_steps, **kwargs)
 
     def score(method: Method, video: Stage) -> None:
         chains[method].video = video
         chains[method].score = chains[method].add("score", submit(
-            stages.score_video, f"score/{method.value}", inst, video, m.teacher if judged else None, reward))
+            stages.score_video, f"score/{method.value}", video, m.teacher if judged else None, reward))
 
     n_needed = mc.n if {Method.BEST_OF_N, Method.PASS_AT_N} & methods else 1
     candidates = [generate(j) for j in range(n_needed)] if {Method.VANILLA, Method.BEST_OF_N, Method.PASS_AT_N} & methods else []
@@ -224,17 +227,17 @@ def _submit_item(inst: TaskInstance, cfg: EvaluateConfig, ids: dict[str, str], i
         if method in methods:
             for fut in candidates:
                 chains[method].add("generate", fut)
-            sel = chains[method].add("select", submit(stages.select_video, f"select/{by}", inst, candidates, by,
+            sel = chains[method].add("select", submit(stages.select_video, f"select/{by}", candidates, by,
                                                       m.teacher if by == "judge" else None, reward if by == "judge" else None))
             score(method, sel)
     if Method.PE in methods:
         score(Method.PE, chains[Method.PE].add("generate", generate("pe", rules=rules)))
     if Method.VIDEOTPO in methods:
-        tpo = submit(stages.videotpo, "videotpo", inst, m.reasoner, m.surrogate, m.teacher, reward, seed, o.sampler_steps,
+        tpo = submit(stages.videotpo, "videotpo", m.reasoner, m.surrogate, m.teacher, reward, seed, o.sampler_steps,
                      mc.tpo_rounds, mc.tpo_videos)
         score(Method.VIDEOTPO, chains[Method.VIDEOTPO].add("videotpo", tpo))
     if Method.TEACHER in methods:
-        opt = chains[Method.TEACHER].add("optimise", submit(stages.optimise_item, "optimise", inst, m.reasoner, m.surrogate,
+        opt = chains[Method.TEACHER].add("optimise", submit(stages.optimise_item, "optimise", m.reasoner, m.surrogate,
                                                             m.teacher, reward, o.model_dump_json(), seed))
         chains[Method.TEACHER].optim = opt
         score(Method.TEACHER, chains[Method.TEACHER].add("generate", generate("teacher", adapter=opt)))

@@ -3,7 +3,9 @@
 Every task takes the ``key`` its flow computed (``flows/evaluate.py``: the item's content
 hash, only the config fields the stage depends on, the identity of each model it uses, and a
 code version) and writes its files into a directory named after that key. Tasks return small
-JSON records of paths and numbers; models are loaded per process by ``tasks.models``.
+JSON records of paths and numbers; models are loaded per process by ``tasks.models``. The
+item arrives as its JSON text: Prefect walks every task parameter (to find futures), and an
+item's metadata holds thousands of values, where a string is one.
 Transient failures (a worker lost, CUDA out of memory) get bounded retries; a bad item fails
 its own chain only.
 """
@@ -43,7 +45,8 @@ def _done(target: str, record: dict) -> dict:
 
 
 @task(name="extract-rules", **_cached)
-def extract_rules(instance: TaskInstance, teacher: str, attempts: int, seed: int, target: str, key: str) -> dict:
+def extract_rules(item: str, teacher: str, attempts: int, seed: int, target: str, key: str) -> dict:
+    instance = TaskInstance.model_validate_json(item)
     t, lock = models.teacher(teacher)
     with lock:
         path, cost = core_stages.rules_stage(t, instance, _dir(target) / "rules.json", attempts, seed)
@@ -55,8 +58,9 @@ def extract_rules(instance: TaskInstance, teacher: str, attempts: int, seed: int
 
 
 @task(name="compile-reward", **_cached)
-def compile_reward(instance: TaskInstance, teacher: str, rules: dict, k_frames: int, lam: float, target: str,
+def compile_reward(item: str, teacher: str, rules: dict, k_frames: int, lam: float, target: str,
                    key: str) -> dict:
+    instance = TaskInstance.model_validate_json(item)
     t, lock = models.teacher(teacher)
     with lock:
         path, cost = core_stages.reward_stage(t, instance, Path(rules["rules"]), _dir(target) / "reward.json", k_frames, lam)
@@ -64,8 +68,9 @@ def compile_reward(instance: TaskInstance, teacher: str, rules: dict, k_frames: 
 
 
 @task(name="optimise-item", **_cached)
-def optimise_item(instance: TaskInstance, reasoner: str, surrogate: str | None, teacher: str, reward: dict,
+def optimise_item(item: str, reasoner: str, surrogate: str | None, teacher: str, reward: dict,
                   optim_json: str, seed: int, target: str, key: str) -> dict:
+    instance = TaskInstance.model_validate_json(item)
     r, r_lock = models.reasoner(reasoner, surrogate)
     t, t_lock = models.teacher(teacher)
     with r_lock, t_lock:
@@ -75,10 +80,11 @@ def optimise_item(instance: TaskInstance, reasoner: str, surrogate: str | None, 
 
 
 @task(name="generate-video", **_cached)
-def generate_video(instance: TaskInstance, reasoner: str, surrogate: str | None, seed: int, steps: int, target: str,
+def generate_video(item: str, reasoner: str, surrogate: str | None, seed: int, steps: int, target: str,
                    key: str, adapter: dict | None = None, rules: dict | None = None) -> dict:
     """A video from the item's seed; with ``adapter`` (teacher method) or ``rules`` (PE: the
     instruction followed by the Teacher's rules)."""
+    instance = TaskInstance.model_validate_json(item)
     prompt = None
     if rules is not None:
         prompt = expanded_prompt(instance.prompt, [q["text"] for q in rules["queries"]])
@@ -90,8 +96,9 @@ def generate_video(instance: TaskInstance, reasoner: str, surrogate: str | None,
 
 
 @task(name="select-video", **_cached)
-def select_video(instance: TaskInstance, videos: list[dict], by: Literal["judge", "oracle"], teacher: str | None,
+def select_video(item: str, videos: list[dict], by: Literal["judge", "oracle"], teacher: str | None,
                  reward: dict | None, target: str, key: str) -> dict:
+    instance = TaskInstance.model_validate_json(item)
     recs = [core_stages.VideoRecord.model_validate(v) for v in videos]
     if by == "judge":
         t, lock = models.teacher(teacher)
@@ -103,8 +110,9 @@ def select_video(instance: TaskInstance, videos: list[dict], by: Literal["judge"
 
 
 @task(name="videotpo", **_cached)
-def videotpo(instance: TaskInstance, reasoner: str, surrogate: str | None, teacher: str, reward: dict, seed: int,
+def videotpo(item: str, reasoner: str, surrogate: str | None, teacher: str, reward: dict, seed: int,
              steps: int, rounds: int, per_round: int, target: str, key: str) -> dict:
+    instance = TaskInstance.model_validate_json(item)
     r, r_lock = models.reasoner(reasoner, surrogate)
     t, t_lock = models.teacher(teacher)
     with r_lock, t_lock:
@@ -113,9 +121,10 @@ def videotpo(instance: TaskInstance, reasoner: str, surrogate: str | None, teach
 
 
 @task(name="score-video", **_cached)
-def score_video(instance: TaskInstance, video: dict, teacher: str | None, reward: dict | None, target: str,
+def score_video(item: str, video: dict, teacher: str | None, reward: dict | None, target: str,
                 key: str) -> dict:
     """Score a video record, or the chosen video of a selection record."""
+    instance = TaskInstance.model_validate_json(item)
     rec = core_stages.VideoRecord.model_validate(video.get("video", video))
     if teacher is not None and reward is not None:
         t, lock = models.teacher(teacher)

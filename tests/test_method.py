@@ -144,6 +144,38 @@ def test_saved_adapter_reloads_with_diffusers_and_reproduces_the_video(reasoner,
     detach_lora(reasoner)
 
 
+
+def test_final_video_stage_reuses_the_attached_adapter_only_while_it_is_the_saved_one(reasoner, teacher, item, bench,
+                                                                                     tmp_path, monkeypatch):
+    from core.pipeline.stages import generate_stage, load_frames, optimise_stage
+
+    inst, (_, reward) = bench.instances[0], item
+    reward_json = tmp_path / "reward.json"
+    reward_json.write_text(reward.model_dump_json())
+    loads = []
+    real_load = reasoner.pipe.load_lora_weights
+    monkeypatch.setattr(reasoner.pipe, "load_lora_weights", lambda *a, **k: loads.append(a) or real_load(*a, **k))
+    cfg = OptimConfig(lr=5e-2, max_steps=3, early_stop=False, k_frames=8)
+    opt = optimise_stage(reasoner, teacher, inst, reward_json, cfg, seed=7, out_dir=tmp_path / "opt")
+    adapted = load_frames(generate_stage(reasoner, inst, 7, 4, tmp_path / "v1", adapter=opt.adapter).npz)
+    assert loads == []  # the optimise stage left exactly this adapter attached
+    base = load_frames(generate_stage(reasoner, inst, 7, 4, tmp_path / "v0").npz)
+    assert not np.array_equal(base, adapted)  # no adapter asked for: none attached
+    again = load_frames(generate_stage(reasoner, inst, 7, 4, tmp_path / "v2", adapter=opt.adapter).npz)
+    assert len(loads) == 1 and np.array_equal(again, adapted)  # reloaded from the file: the same video
+    detach_lora(reasoner)
+
+
+def test_prepare_hands_back_the_same_condition_for_the_same_item(reasoner, bench):
+    inst = bench.instances[0]
+    first = read_image(inst.first_frame)
+    n = inst.metadata["n_frames"]
+    cond = reasoner.prepare(first, inst.prompt, seed=3, n_frames=n)
+    assert reasoner.prepare(first.copy(), inst.prompt, seed=3, n_frames=n) is cond
+    other = reasoner.prepare(first, inst.prompt, seed=4, n_frames=n)
+    assert other is not cond and not torch.equal(other.noise, cond.noise) and torch.equal(other.condition, cond.condition)
+    assert not torch.equal(reasoner.prepare(first, inst.prompt + " Quickly.", seed=3, n_frames=n).text, cond.text)
+
 def test_compiled_ids_equal_the_processor_batch_and_judge_matches(teacher, bench):
     inst = bench.instances[0]
     video = (np.random.default_rng(0).random((17, 64, 64, 3)) * 255).astype(np.uint8)

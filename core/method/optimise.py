@@ -113,6 +113,7 @@ def attach_lora(reasoner: ReasonerAdapter, spec: LoraSpec, seed: int) -> list[to
         torch.manual_seed(seed)
         tf.add_adapter(spec.peft_config(), adapter_name=ADAPTER_NAME)
     tf.set_adapter(ADAPTER_NAME)
+    reasoner.saved_adapter = None
     params = _lora_params(tf)
     if not params:
         raise InputError("lora.target_modules", f"{spec.target_modules} matched no module of {type(tf).__name__}",
@@ -127,6 +128,7 @@ def detach_lora(reasoner: ReasonerAdapter) -> None:
     tf = reasoner.transformer
     if ADAPTER_NAME in getattr(tf, "peft_config", {}):
         tf.delete_adapters(ADAPTER_NAME)
+    reasoner.saved_adapter = None
 
 
 def lora_state(reasoner: ReasonerAdapter) -> dict[str, torch.Tensor]:
@@ -218,14 +220,32 @@ def save_adapter(reasoner: ReasonerAdapter, out_dir: str | Path, spec: LoraSpec)
                                               transformer_lora_adapter_metadata=metadata)
     (tmp / ADAPTER_WEIGHTS).replace(out / ADAPTER_WEIGHTS)
     tmp.rmdir()
+    reasoner.saved_adapter = _file_identity(out / ADAPTER_WEIGHTS)
     return out / ADAPTER_WEIGHTS
 
 
+def _file_identity(path: Path) -> str:
+    """Which file, and which version of it: resolved path, size and modification time."""
+    stat = path.stat()
+    return f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+
+
 def load_adapter(reasoner: ReasonerAdapter, adapter_dir: str | Path) -> None:
-    """Load a saved item adapter onto the Reasoner with diffusers' LoRA loader (replacing any)."""
+    """Load a saved item adapter onto the Reasoner with diffusers' LoRA loader (replacing any).
+
+    When that very file is already attached (``save_adapter`` just wrote it from the attached
+    LoRA, as the optimise stage does right before the final video), nothing is reloaded: the
+    weights in memory are the weights in the file.
+    """
     path = Path(adapter_dir)
-    if not (path / ADAPTER_WEIGHTS).is_file():
-        raise InputError(path / ADAPTER_WEIGHTS, "does not exist", "an adapter folder written by save_adapter")
+    weights = path / ADAPTER_WEIGHTS
+    if not weights.is_file():
+        raise InputError(weights, "does not exist", "an adapter folder written by save_adapter")
+    identity = _file_identity(weights)
+    if reasoner.saved_adapter == identity and ADAPTER_NAME in getattr(reasoner.transformer, "peft_config", {}):
+        reasoner.transformer.set_adapter(ADAPTER_NAME)
+        return
     detach_lora(reasoner)
     reasoner.pipe.load_lora_weights(str(path), weight_name=ADAPTER_WEIGHTS, adapter_name=ADAPTER_NAME)
     reasoner.transformer.set_adapter(ADAPTER_NAME)
+    reasoner.saved_adapter = identity

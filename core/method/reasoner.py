@@ -21,8 +21,10 @@ Components are moved to the device once, at construction.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import logging
+from collections import OrderedDict
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -51,6 +53,9 @@ from core.models.wan import (
 
 log = logging.getLogger(__name__)
 
+#: Item conditions ``ReasonerAdapter.prepare`` keeps (a few MB each for a real Wan model).
+PREPARED_KEPT = 8
+
 
 class GradMode(str, Enum):
     """Which part of the sampler the reward's gradient flows through."""
@@ -65,11 +70,13 @@ class Decoder(str, Enum):
     VAE = "vae"
 
 
-@dataclass
+@dataclass(frozen=True)
 class ItemCondition:
     """What one item contributes to every rollout: fixed for the whole optimisation.
 
-    ``noise`` is eps for the item's seed; the final video reuses it.
+    ``noise`` is eps for the item's seed; the final video reuses it. Frozen, and its tensors
+    are never written in place, because ``ReasonerAdapter.prepare`` hands the same one to
+    every stage of an item.
     """
 
     text: torch.Tensor
@@ -109,6 +116,9 @@ class ReasonerAdapter:
             self.transformer.enable_gradient_checkpointing()
         self.autocast_dtype = torch.bfloat16 if on_cuda else None
         self.meter = CostMeter()
+        self._prepared: OrderedDict[tuple, ItemCondition] = OrderedDict()
+        #: The saved item adapter attached to the transformer now, if any (``core.method.optimise``).
+        self.saved_adapter: str | None = None
 
     @classmethod
     def from_paths(
@@ -136,14 +146,27 @@ class ReasonerAdapter:
 
     @torch.no_grad()
     def prepare(self, first_frame: np.ndarray, prompt: str, seed: int, n_frames: int) -> ItemCondition:
-        """Encode prompt and first frame once and draw the item's noise from ``seed``."""
+        """Encode prompt and first frame once and draw the item's noise from ``seed``.
+
+        The last few conditions are kept: an item's stages (its videos, its optimisation, its
+        final video) each ask for the same one, and the text encoder and VAE are frozen, so
+        the answer cannot change. The cost falls on the first stage that asks.
+        """
         if first_frame.ndim != 3 or first_frame.shape[2] != 3:
             raise InputError("first_frame", f"has shape {first_frame.shape}", "(H, W, 3) uint8")
+        key = (hashlib.sha256(np.ascontiguousarray(first_frame).tobytes()).hexdigest(), first_frame.shape, prompt, seed,
+               n_frames)
+        if key in self._prepared:
+            self._prepared.move_to_end(key)
+            return self._prepared[key]
         h, w = first_frame.shape[:2]
         shape = latent_shape(self.pipe, n_frames, h, w)
         cond = encode_first_frames(self.pipe.vae, [first_frame])
         noise = item_noise(shape, seed)[None].to(self.device, cond.dtype)
-        return ItemCondition(self.encode_text(prompt), cond, noise, seed, n_frames)
+        item = self._prepared[key] = ItemCondition(self.encode_text(prompt), cond, noise, seed, n_frames)
+        if len(self._prepared) > PREPARED_KEPT:
+            self._prepared.popitem(last=False)
+        return item
 
     # ------------------------------------------------------------------ sampling
 

@@ -149,21 +149,20 @@ def generate_stage(
 ) -> VideoRecord:
     """Stage 4 (and every baseline's generation): one video from the item's seed.
 
-    With ``adapter`` the saved item LoRA is loaded first (and removed after); with ``prompt``
+    With ``adapter`` the saved item LoRA is attached first (not reloaded when the optimise
+    stage left that very adapter attached); without, any adapter is removed. With ``prompt``
     the instruction is replaced (PE, VideoTPO).
     """
     meter = CostMeter()
     reasoner.meter = meter
     text = prompt or instance.prompt
-    try:
-        if adapter is not None:
-            load_adapter(reasoner, adapter)
-        with meter.phase("generate"):
-            cond = reasoner.prepare(read_image(instance.first_frame), text, seed, int(instance.metadata["n_frames"]))
-            frames = reasoner.generate(cond, steps)
-    finally:
-        if adapter is not None:
-            detach_lora(reasoner)
+    if adapter is not None:
+        load_adapter(reasoner, adapter)
+    else:
+        detach_lora(reasoner)
+    with meter.phase("generate"):
+        cond = reasoner.prepare(read_image(instance.first_frame), text, seed, int(instance.metadata["n_frames"]))
+        frames = reasoner.generate(cond, steps)
     npz, mp4, gif = save_video(frames, out_dir, _fps(instance))
     return VideoRecord(npz=str(npz), mp4=str(mp4), gif=str(gif), seed=seed, prompt=text,
                        adapter=str(adapter) if adapter else None, cost=meter.take())
@@ -173,7 +172,11 @@ def optimise_stage(
     reasoner: ReasonerAdapter, teacher: Teacher, instance: TaskInstance, reward_json: Path, cfg: OptimConfig, seed: int,
     out_dir: Path,
 ) -> OptimRecord:
-    """Stage 3: a fresh LoRA optimised on the item; writes ``adapter/`` and ``optim.json`` (the trace)."""
+    """Stage 3: a fresh LoRA optimised on the item; writes ``adapter/`` and ``optim.json`` (the trace).
+
+    The saved adapter stays attached, so the final video's stage, next in the same process,
+    need not reload it; a failure removes it.
+    """
     meter = CostMeter()
     reasoner.meter = meter
     reward = load_reward(reward_json)
@@ -182,8 +185,9 @@ def optimise_stage(
             cond = reasoner.prepare(read_image(instance.first_frame), instance.prompt, seed, int(instance.metadata["n_frames"]))
         result = optimise_item(reasoner, teacher, cond, reward, cfg)
         adapter = save_adapter(reasoner, out_dir / "adapter", cfg.lora).parent
-    finally:
+    except BaseException:
         detach_lora(reasoner)
+        raise
     optim_json = write_json_atomic(out_dir / "optim.json", result.model_dump(mode="json"))
     return OptimRecord(adapter=str(adapter), optim_json=str(optim_json), steps_run=result.steps_run,
                        stop_reason=result.stop_reason, final_loss=result.final_loss, cost=meter.take())

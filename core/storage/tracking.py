@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -33,12 +34,36 @@ def default_tracking_uri(work: str | Path) -> str:
     return f"sqlite:///{Path(work).resolve() / 'mlflow.db'}"
 
 
+def create_sqlite_store(tracking_uri: str) -> None:
+    """Create a missing SQLite store beside its final path, then move it into place.
+
+    Creating MLflow's schema takes seconds (dozens of migrations); a run killed meanwhile
+    would leave a half-migrated ``mlflow.db`` that every later run fails to open. Built
+    aside and renamed, the store is either absent or complete.
+    """
+    prefix = "sqlite:///"
+    if not tracking_uri.startswith(prefix):
+        return
+    path = Path(tracking_uri[len(prefix):])
+    if path.exists():
+        return
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    partial.unlink(missing_ok=True)
+    store = SqlAlchemyStore(f"{prefix}{partial}", str(path.parent / "mlartifacts"))
+    store.engine.dispose()
+    os.replace(partial, path)
+
+
 class Tracker:
     """Logs an experiment's results to one MLflow experiment (named after the vlmt experiment name)."""
 
     def __init__(self, tracking_uri: str, experiment_name: str, artifact_root: str | Path | None = None) -> None:
         from mlflow.tracking import MlflowClient
 
+        create_sqlite_store(tracking_uri)
         self.client = MlflowClient(tracking_uri)
         self.tracking_uri = tracking_uri
         found = self.client.get_experiment_by_name(experiment_name)
