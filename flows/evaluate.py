@@ -48,7 +48,7 @@ from tasks.caching import digest, reuse_only_if
 from tasks.models import model_identity
 
 #: Bump when a stage's code changes what it produces.
-CODE_VERSION = "evaluate-2"
+CODE_VERSION = "evaluate-3"
 
 
 class ModelPaths(BaseModel):
@@ -264,7 +264,7 @@ def _outcome(inst: TaskInstance, method: Method, chain: _Chain, seed: int) -> It
     # the method's own cost; scoring and the final judge are for reporting (as in vlmt compare)
     cost = CostRecord.model_validate(video["cost"])
     chosen = video.get("video", video)
-    base.info.update({"video": chosen["mp4"], "npz": chosen["npz"], "gif": chosen["gif"]})
+    base.info.update({"video": score["mp4"], "npz": chosen["npz"], "gif": score["gif"]})
     if "selected" in video:
         base.info.update({"selected": video["selected"], "values": video["values"], "n": len(video["values"])})
     if chain.rules is not None:

@@ -4,15 +4,17 @@ evaluate flow runs (``tasks/stages.py`` adds cache keys, retries and persistence
     rules    : item + Teacher                       -> rules.json     (RuleSet)
     reward   : rules.json + Teacher                 -> reward.json    (CompiledReward)
     optimise : item + reward.json + Reasoner/Teacher -> adapter/ + optim.json (trace)
-    generate : item + seed [+ adapter/ or prompt]   -> video.npz + video.mp4 + video.gif
+    generate : item + seed [+ adapter/ or prompt]   -> video.npz
     select   : candidate videos + judge or scorer   -> selection.json
-    videotpo : item + reward.json                   -> video files + videotpo.json
-    score    : item + video.npz [+ reward.json]     -> score.json     (scorer + Teacher judge)
+    videotpo : item + reward.json                   -> video.npz per round + videotpo.json
+    score    : item + video.npz [+ reward.json]     -> score.json (scorer + Teacher judge) + video.mp4 + video.gif
 
 Every stage writes its outputs atomically and returns a small record of paths and numbers,
 never tensors or modules, so that a stage can be cached, resumed or run in another process.
 The raw frames (``video.npz``, lossless) are what later stages read and score; the mp4 and
-GIF are for people (H.264 is lossy, so scoring the mp4 would differ from scoring the output).
+GIF are for people (H.264 is lossy, so scoring the mp4 would differ from scoring the output),
+so only the videos a method returns get them: the score stage writes them beside its score.
+Best-of-N candidates and VideoTPO's rounds stay npz-only.
 """
 
 from __future__ import annotations
@@ -55,11 +57,9 @@ VIDEO_NPZ = "video.npz"
 
 
 class VideoRecord(BaseModel):
-    """A generated video: its lossless frames and viewable copies, and what it cost."""
+    """A generated video: its lossless frames, and what it cost."""
 
     npz: str
-    mp4: str
-    gif: str
     seed: int
     prompt: str
     adapter: str | None = None
@@ -89,6 +89,8 @@ class ScoreRecord(BaseModel):
     criteria: dict[str, float] = Field(default_factory=dict)
     judge_p_yes: list[float] = Field(default_factory=list)
     judge_all_yes: bool = False
+    mp4: str | None = None
+    gif: str | None = None
     cost: CostRecord = CostRecord()
 
 
@@ -99,15 +101,18 @@ def load_frames(npz: str | Path) -> np.ndarray:
         return data["frames"]
 
 
-def save_video(frames: np.ndarray, out_dir: Path, fps: float = 8.0) -> tuple[Path, Path, Path]:
-    """Write ``video.npz`` (lossless, what is scored), ``video.mp4`` and ``video.gif``; atomically each."""
+def save_frames(frames: np.ndarray, out_dir: Path) -> Path:
+    """Write ``video.npz``, the lossless frames that are scored, atomically."""
     out_dir.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
     np.savez_compressed(buf, frames=frames)
-    npz = write_bytes_atomic(out_dir / VIDEO_NPZ, buf.getvalue())
-    mp4 = write_video(out_dir / "video.mp4", frames, fps=fps)
-    gif = write_gif(out_dir / "video.gif", frames, fps=fps)
-    return npz, mp4, gif
+    return write_bytes_atomic(out_dir / VIDEO_NPZ, buf.getvalue())
+
+
+def save_media(frames: np.ndarray, out_dir: Path, fps: float = 8.0) -> tuple[Path, Path]:
+    """Write the viewable copies, ``video.mp4`` and ``video.gif``, atomically each."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return write_video(out_dir / "video.mp4", frames, fps=fps), write_gif(out_dir / "video.gif", frames, fps=fps)
 
 
 def load_reward(path: str | Path) -> CompiledReward:
@@ -163,8 +168,8 @@ def generate_stage(
     with meter.phase("generate"):
         cond = reasoner.prepare(read_image(instance.first_frame), text, seed, int(instance.metadata["n_frames"]))
         frames = reasoner.generate(cond, steps)
-    npz, mp4, gif = save_video(frames, out_dir, _fps(instance))
-    return VideoRecord(npz=str(npz), mp4=str(mp4), gif=str(gif), seed=seed, prompt=text,
+    npz = save_frames(frames, out_dir)
+    return VideoRecord(npz=str(npz), seed=seed, prompt=text,
                        adapter=str(adapter) if adapter else None, cost=meter.take())
 
 
@@ -249,7 +254,8 @@ def _with_videos(meter: CostMeter, videos: list[VideoRecord]) -> CostRecord:
 def score_stage(
     instance: TaskInstance, video: VideoRecord, out: Path, teacher: Teacher | None = None, reward_json: Path | None = None,
 ) -> ScoreRecord:
-    """Stage 5: the benchmark's rule-based score and, when a reward is given, the Teacher's judge."""
+    """Stage 5: the benchmark's rule-based score and, when a reward is given, the Teacher's judge;
+    and the scored video's viewable copies (mp4, GIF) beside ``out``."""
     frames = load_frames(video.npz)
     t0 = time.perf_counter()
     result = score_synth(instance, frames)
@@ -261,5 +267,7 @@ def score_stage(
         record.judge_all_yes = all_yes(record.judge_p_yes)
         seconds["judge_final"] = time.perf_counter() - t0
     record.cost = CostRecord(seconds={k: round(v, 4) for k, v in seconds.items()})
+    mp4, gif = save_media(frames, out.parent, _fps(instance))
+    record.mp4, record.gif = str(mp4), str(gif)
     write_json_atomic(out, json.loads(record.model_dump_json()))
     return record
