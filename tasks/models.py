@@ -36,6 +36,13 @@ def teacher(path: str, device: str | None = None) -> tuple[Teacher, threading.Lo
         return _teacher(path, device)
 
 
+def forget() -> None:
+    """Drop every loaded model (benchmarks time a cold start; tests free memory)."""
+    with _LOADING:
+        _reasoner.cache_clear()
+        _teacher.cache_clear()
+
+
 @functools.lru_cache(maxsize=2)
 def _reasoner(path: str, surrogate: str | None, device: str | None) -> tuple[ReasonerAdapter, threading.Lock]:
     return ReasonerAdapter.from_paths(path, surrogate, device), threading.Lock()
