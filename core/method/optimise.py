@@ -105,15 +105,13 @@ def _lora_params(transformer: torch.nn.Module) -> list[torch.nn.Parameter]:
 
 def attach_lora(reasoner: ReasonerAdapter, spec: LoraSpec, seed: int) -> list[torch.nn.Parameter]:
     """Add a fresh, seeded LoRA to the frozen transformer; returns its trainable parameters."""
+    detach_lora(reasoner)  # also clears ``saved_adapter``: this LoRA is not in any file yet
     tf = reasoner.transformer
-    if ADAPTER_NAME in getattr(tf, "peft_config", {}):
-        tf.delete_adapters(ADAPTER_NAME)
     tf.requires_grad_(False)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         tf.add_adapter(spec.peft_config(), adapter_name=ADAPTER_NAME)
     tf.set_adapter(ADAPTER_NAME)
-    reasoner.saved_adapter = None
     params = _lora_params(tf)
     if not params:
         raise InputError("lora.target_modules", f"{spec.target_modules} matched no module of {type(tf).__name__}",
@@ -125,10 +123,13 @@ def attach_lora(reasoner: ReasonerAdapter, spec: LoraSpec, seed: int) -> list[to
 
 def detach_lora(reasoner: ReasonerAdapter) -> None:
     """Remove the item's adapter, leaving the Reasoner exactly as loaded."""
-    tf = reasoner.transformer
-    if ADAPTER_NAME in getattr(tf, "peft_config", {}):
-        tf.delete_adapters(ADAPTER_NAME)
+    if _has_item_adapter(reasoner):
+        reasoner.transformer.delete_adapters(ADAPTER_NAME)
     reasoner.saved_adapter = None
+
+
+def _has_item_adapter(reasoner: ReasonerAdapter) -> bool:
+    return ADAPTER_NAME in getattr(reasoner.transformer, "peft_config", {})
 
 
 def lora_state(reasoner: ReasonerAdapter) -> dict[str, torch.Tensor]:
@@ -242,7 +243,7 @@ def load_adapter(reasoner: ReasonerAdapter, adapter_dir: str | Path) -> None:
     if not weights.is_file():
         raise InputError(weights, "does not exist", "an adapter folder written by save_adapter")
     identity = _file_identity(weights)
-    if reasoner.saved_adapter == identity and ADAPTER_NAME in getattr(reasoner.transformer, "peft_config", {}):
+    if reasoner.saved_adapter == identity and _has_item_adapter(reasoner):
         reasoner.transformer.set_adapter(ADAPTER_NAME)
         return
     detach_lora(reasoner)

@@ -40,7 +40,7 @@ from core.method.optimise import (
     optimise_item,
     save_adapter,
 )
-from core.method.reasoner import ReasonerAdapter
+from core.method.reasoner import ItemCondition, ReasonerAdapter
 from core.method.teacher import (
     CompiledReward,
     RuleSet,
@@ -123,6 +123,11 @@ def load_rules(path: str | Path) -> RuleSet:
     return RuleSet.model_validate_json(Path(path).read_text())
 
 
+def _prepare(reasoner: ReasonerAdapter, instance: TaskInstance, prompt: str, seed: int) -> ItemCondition:
+    """The item's condition (shared by its stages: ``ReasonerAdapter.prepare`` keeps it)."""
+    return reasoner.prepare(read_image(instance.first_frame), prompt, seed, int(instance.metadata["n_frames"]))
+
+
 def _fps(instance: TaskInstance) -> float:
     return float(instance.metadata.get("fps", 8.0))
 
@@ -166,7 +171,7 @@ def generate_stage(
     else:
         detach_lora(reasoner)
     with meter.phase("generate"):
-        cond = reasoner.prepare(read_image(instance.first_frame), text, seed, int(instance.metadata["n_frames"]))
+        cond = _prepare(reasoner, instance, text, seed)
         frames = reasoner.generate(cond, steps)
     npz = save_frames(frames, out_dir)
     return VideoRecord(npz=str(npz), seed=seed, prompt=text,
@@ -187,7 +192,7 @@ def optimise_stage(
     reward = load_reward(reward_json)
     try:
         with meter.phase("prepare"):
-            cond = reasoner.prepare(read_image(instance.first_frame), instance.prompt, seed, int(instance.metadata["n_frames"]))
+            cond = _prepare(reasoner, instance, instance.prompt, seed)
         result = optimise_item(reasoner, teacher, cond, reward, cfg)
         adapter = save_adapter(reasoner, out_dir / "adapter", cfg.lora).parent
     except BaseException:

@@ -34,7 +34,7 @@ def default_tracking_uri(work: str | Path) -> str:
     return f"sqlite:///{Path(work).resolve() / 'mlflow.db'}"
 
 
-def create_sqlite_store(tracking_uri: str) -> None:
+def create_sqlite_store(tracking_uri: str, artifact_root: str | Path | None = None) -> None:
     """Create a missing SQLite store beside its final path, then move it into place.
 
     Creating MLflow's schema takes seconds (dozens of migrations); a run killed meanwhile
@@ -52,9 +52,13 @@ def create_sqlite_store(tracking_uri: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
     partial.unlink(missing_ok=True)
-    store = SqlAlchemyStore(f"{prefix}{partial}", str(path.parent / "mlartifacts"))
+    store = SqlAlchemyStore(f"{prefix}{partial}", _location(artifact_root) or str(path.parent / "mlartifacts"))
     store.engine.dispose()
     os.replace(partial, path)
+
+
+def _location(artifact_root: str | Path | None) -> str | None:
+    return Path(artifact_root).resolve().as_uri() if artifact_root else None
 
 
 class Tracker:
@@ -63,15 +67,15 @@ class Tracker:
     def __init__(self, tracking_uri: str, experiment_name: str, artifact_root: str | Path | None = None) -> None:
         from mlflow.tracking import MlflowClient
 
-        create_sqlite_store(tracking_uri)
+        create_sqlite_store(tracking_uri, artifact_root)
         self.client = MlflowClient(tracking_uri)
         self.tracking_uri = tracking_uri
         found = self.client.get_experiment_by_name(experiment_name)
         if found is not None:
             self.mlflow_experiment_id = found.experiment_id
         else:
-            location = Path(artifact_root).resolve().as_uri() if artifact_root else None
-            self.mlflow_experiment_id = self.client.create_experiment(experiment_name, artifact_location=location)
+            self.mlflow_experiment_id = self.client.create_experiment(experiment_name,
+                                                                      artifact_location=_location(artifact_root))
 
     def _find(self, key: str):
         runs = self.client.search_runs([self.mlflow_experiment_id], filter_string=f"tags.`{KEY_TAG}` = '{key}'",
