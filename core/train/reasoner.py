@@ -47,7 +47,7 @@ class LatentDataset:
 
 
 class FlowMatchConfig(BaseModel):
-    steps: int = Field(1500, ge=1)
+    steps: int = Field(4000, ge=1)
     batch: int = Field(8, ge=1)
     lr: float = 1e-3
     weight_decay: float = 0.0
