@@ -116,13 +116,14 @@ def _resolved(value):
     return value.result() if isinstance(value, _Ran) else [_resolved(v) for v in value] if isinstance(value, list) else value
 
 
-def _submit(task, target: str, inline: bool, *args, **kwargs) -> Stage:
+def _submit(task, target: str, work: str, inline: bool, *args, **kwargs) -> Stage:
     """Run a stage: submitted to the flow's task runner, or called inline in the flow's thread.
 
-    Its cache is reused only where its outputs are on disk (see ``stages.RECORD``). Inline, a
-    stage whose upstream failed does not run (its chain already records the failed stage).
+    Its cache (records in ``work``) is reused only where its outputs are on disk (see
+    ``stages.RECORD``). Inline, a stage whose upstream failed does not run (its chain already
+    records the failed stage).
     """
-    stage = reuse_only_if(task, Path(target) / stages.RECORD)
+    stage = reuse_only_if(task, Path(target) / stages.RECORD, work)
     if not inline:
         return stage.submit(*args, **kwargs)
     values = [*args, *kwargs.values()]
@@ -199,7 +200,7 @@ def _submit_item(inst: TaskInstance, cfg: EvaluateConfig, ids: dict[str, str], i
 
     def submit(task, name: str, *args, **kwargs) -> Stage:
         """Run stage ``name``: every stage task takes the item first, its target dir and key last."""
-        return _submit(task, target(name), inline, item, *args, target(name), keys[name], **kwargs)
+        return _submit(task, target(name), cfg.work, inline, item, *args, target(name), keys[name], **kwargs)
 
     rules = reward = None
     if USES_RULES & methods:

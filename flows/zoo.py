@@ -30,9 +30,13 @@ def zoo_config(preset: str = "full", seed: int = 0) -> zoo.ZooConfig:
     return presets[preset]().model_copy(update={"seed": seed})
 
 
-def _run(task, target: Path, **kwargs) -> dict:
-    """Call a stage task; refresh its cache when its output directory has disappeared."""
-    return reuse_only_if(task, target)(target=str(target), **kwargs)
+def _run(task, work: Path, name: str, **kwargs) -> dict:
+    """Run a stage task into ``<work>/stages/<name>``, its cache records in ``<work>/prefect-results``.
+
+    The cache is refreshed when the stage's output directory has disappeared.
+    """
+    target = Path(work) / "stages" / name
+    return reuse_only_if(task, target, work)(target=str(target), **kwargs)
 
 
 @flow(name="zoo-train")
@@ -48,30 +52,29 @@ def zoo_train(
     log = get_run_logger()
     cfg = zoo_config(preset, seed)
     cfg_json = cfg.model_dump_json()
-    stage_dir = Path(work) / "stages"
     c = cfg.model_dump(mode="json")
 
     k_bench = digest("bench", CODE_VERSION, c["seed"], c["train_per_family"], c["test_per_family"])
-    bench = _run(stages.benchmarks, stage_dir / f"bench-{k_bench[:12]}", cfg_json=cfg_json, key=k_bench)
+    bench = _run(stages.benchmarks, work, f"bench-{k_bench[:12]}", cfg_json=cfg_json, key=k_bench)
 
     vae_arch = {k: v for k, v in c["arch"].items() if k.startswith("vae_")}
     k_vae = digest("vae", CODE_VERSION, k_bench, vae_arch, c["vae"])
-    vae = _run(stages.vae, stage_dir / f"vae-{k_vae[:12]}", bench_dir=bench["path"], cfg_json=cfg_json, key=k_vae)
+    vae = _run(stages.vae, work, f"vae-{k_vae[:12]}", bench_dir=bench["path"], cfg_json=cfg_json, key=k_vae)
     vae_id = dir_digest(vae["path"])
 
     k_sur = digest("surrogate", CODE_VERSION, k_bench, vae_id, c["surrogate"])
-    sur = _run(stages.surrogate, stage_dir / f"surrogate-{k_sur[:12]}", vae_dir=vae["path"], bench_dir=bench["path"],
+    sur = _run(stages.surrogate, work, f"surrogate-{k_sur[:12]}", vae_dir=vae["path"], bench_dir=bench["path"],
                cfg_json=cfg_json, key=k_sur)
 
     k_rea = digest("reasoner", CODE_VERSION, k_bench, vae_id, c["arch"], c["flow"], c["distill"], c["reasoner_vocab"])
-    rea = _run(stages.reasoner, stage_dir / f"reasoner-{k_rea[:12]}", vae_dir=vae["path"], bench_dir=bench["path"],
+    rea = _run(stages.reasoner, work, f"reasoner-{k_rea[:12]}", vae_dir=vae["path"], bench_dir=bench["path"],
                cfg_json=cfg_json, key=k_rea)
     reasoner_dir = str(Path(rea["path"]) / zoo.REASONER)
     if until == "reasoner":
         return {"models": None, "stages": {"benchmarks": bench, "vae": vae, "surrogate": sur, "reasoner": rea}}
 
     k_tea = digest("teacher", CODE_VERSION, k_bench, dir_digest(reasoner_dir), c["teacher"], c["sample_per_family"])
-    tea = _run(stages.teacher, stage_dir / f"teacher-{k_tea[:12]}", bench_dir=bench["path"], reasoner_dir=reasoner_dir,
+    tea = _run(stages.teacher, work, f"teacher-{k_tea[:12]}", bench_dir=bench["path"], reasoner_dir=reasoner_dir,
                cfg_json=cfg_json, key=k_tea)
 
     records = {"benchmarks": bench, "vae": vae, "surrogate": sur, "reasoner": rea, "teacher": tea}
@@ -91,6 +94,6 @@ def zoo_evaluate(models: str = "models", work: str = "runs/zoo-eval", seed: int 
     cfg_json = cfg.model_dump_json()
     c = cfg.model_dump(mode="json")
     k_bench = digest("bench", CODE_VERSION, c["seed"], 0, c["test_per_family"])
-    bench = _run(stages.benchmarks, Path(work) / f"bench-{k_bench[:12]}",
+    bench = _run(stages.benchmarks, work, f"bench-{k_bench[:12]}",
                  cfg_json=cfg.model_copy(update={"train_per_family": 0}).model_dump_json(), key=k_bench)
     return stages.evaluate(models, bench["path"], cfg_json)

@@ -5,6 +5,7 @@ everything. Stage tasks here take an explicit ``key`` argument computed by the f
 the stage depends on (its config, the identity of its inputs, a code version) and use it as
 the cache key. Each stage writes into a directory named after its key, and the flow refreshes
 the cache when that directory has gone missing, so a cached result never points at nothing.
+The result records themselves are kept in the work directory (``RESULTS_DIR``).
 """
 
 from __future__ import annotations
@@ -28,11 +29,19 @@ def digest(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(norm, sort_keys=True, default=str).encode()).hexdigest()
 
 
+#: A stage folder's record of its key and wall time, written by ``build_into``.
+STAGE_RECORD = "stage.json"
+
+
 def dir_digest(path: str | Path) -> str:
-    """Content identity of a folder (every file's relative path and bytes), e.g. a model's weights."""
+    """Content identity of a folder (every file's relative path and bytes), e.g. a model's weights.
+
+    A stage's own ``stage.json`` is left out: it records wall time, and identical weights
+    trained at another speed must not change the keys of the stages downstream.
+    """
     root = Path(path)
     h = hashlib.sha256()
-    for file in sorted(p for p in root.rglob("*") if p.is_file()):
+    for file in sorted(p for p in root.rglob("*") if p.is_file() and p.relative_to(root).as_posix() != STAGE_RECORD):
         h.update(str(file.relative_to(root)).encode() + b"\0")
         with file.open("rb") as fh:
             for block in iter(lambda: fh.read(1 << 20), b""):
@@ -45,14 +54,20 @@ def given_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
     return f"{context.task.name}-{parameters['key']}"
 
 
-def reuse_only_if(task, output: Path):
-    """``task`` with its cache refreshed unless ``output`` exists.
+#: Where a work directory keeps Prefect's result records (the cache), beside the stage outputs.
+RESULTS_DIR = "prefect-results"
+
+
+def reuse_only_if(task, output: Path, work: str | Path):
+    """``task`` with its cache kept in ``work`` and refreshed unless ``output`` exists.
 
     A cached result is a record of paths; where those outputs were deleted (or the cache was
     written for another work directory), the stage must run again rather than return a
-    record that points at nothing.
+    record that points at nothing. The records live in ``work/prefect-results`` rather than
+    under ``PREFECT_HOME``, so a work directory resumes by itself: with another Prefect home,
+    on another machine that mounts it, or after the home was wiped.
     """
-    return task.with_options(refresh_cache=not output.exists())
+    return task.with_options(refresh_cache=not output.exists(), result_storage=Path(work) / RESULTS_DIR)
 
 
 def build_into(target: str | Path, key: str, build: Callable[[Path], Any]) -> dict:
@@ -67,7 +82,7 @@ def build_into(target: str | Path, key: str, build: Callable[[Path], Any]) -> di
     t0 = time.perf_counter()
     build(tmp)
     record = {"key": key, "seconds": round(time.perf_counter() - t0, 1)}
-    write_json_atomic(tmp / "stage.json", record)
+    write_json_atomic(tmp / STAGE_RECORD, record)
     shutil.rmtree(target, ignore_errors=True)
     tmp.rename(target)
     return {"path": str(target), **record}

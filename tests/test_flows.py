@@ -27,5 +27,20 @@ def test_core_never_imports_prefect():
     import re
 
     root = pathlib.Path(__file__).resolve().parents[1] / "core"
-    offenders = [p for p in root.rglob("*.py") if re.search(r"^\s*(import|from)\s+prefect\b", p.read_text(), re.M)]
+    offenders = [p for p in root.rglob("*.py") if re.search(r"^\s*(import|from)\s+prefect\b", p.read_text(), re.MULTILINE)]
     assert not offenders
+
+
+def test_a_stage_folders_identity_is_its_weights_not_its_wall_time(tmp_path):
+    from tasks.caching import build_into, dir_digest
+
+    def build(tmp):
+        (tmp / "weights.bin").write_bytes(b"\x01\x02")
+
+    first = build_into(tmp_path / "a", "k", build)
+    second = build_into(tmp_path / "b", "k", build)
+    (tmp_path / "b" / "stage.json").write_text('{"key": "k", "seconds": 999.0}')  # trained at another speed
+    assert (tmp_path / "a" / "stage.json").exists() and first["path"] != second["path"]
+    assert dir_digest(first["path"]) == dir_digest(second["path"])
+    (tmp_path / "b" / "weights.bin").write_bytes(b"\x01\x03")
+    assert dir_digest(first["path"]) != dir_digest(second["path"])

@@ -1,6 +1,7 @@
 """Kill-and-resume: SIGKILL `vlmt evaluate` mid-run, rerun the same command, and get exactly the
 uninterrupted run's results, with the stages that had finished reused (not recomputed) and
-no duplicated result rows or MLflow runs."""
+no duplicated result rows or MLflow runs — even under another Prefect home, because the
+cache records live in the work directory."""
 
 from __future__ import annotations
 
@@ -39,14 +40,14 @@ def configs(tmp_path_factory):
     return root, paths
 
 
-def _env(root: Path) -> dict[str, str]:
-    return {**os.environ, "PREFECT_HOME": str(root / "prefect-home"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+def _env(root: Path, home: str) -> dict[str, str]:
+    return {**os.environ, "PREFECT_HOME": str(root / home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "PREFECT_LOGGING_LEVEL": "WARNING", "COLUMNS": "200"}
 
 
-def _evaluate(root: Path, config: Path, **popen) -> subprocess.Popen:
+def _evaluate(root: Path, config: Path, home: str = "prefect-home", **popen) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "cli.main", "evaluate", "--config", str(config), "--threads", "1"],
-                            cwd=ROOT, env=_env(root), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            cwd=ROOT, env=_env(root, home), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True, **popen)
 
 
@@ -78,7 +79,8 @@ def test_sigkill_then_rerun_recomputes_only_what_was_unfinished(configs):
     before = _finished(work)
     assert not (work / "vlmt.duckdb").exists() or len(_rows(work)) < 6, "the kill came too late to test anything"
 
-    rerun = _evaluate(root, paths["killed"])
+    # Another Prefect home (a fresh machine, a wiped ~/.prefect): the work dir alone must resume.
+    rerun = _evaluate(root, paths["killed"], home="another-prefect-home")
     out, _ = rerun.communicate(timeout=600)
     assert rerun.returncode == 0, out[-3000:]
     after = _finished(work)

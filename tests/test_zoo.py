@@ -56,9 +56,13 @@ def test_surrogate_loads_without_the_vae(micro_zoo):
 
 
 def test_rerun_reuses_every_finished_stage(micro_zoo, tmp_path):
+    from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
+
     from flows.zoo import zoo_train
 
     root, first = micro_zoo
-    again = zoo_train(out=str(tmp_path / "models"), work=str(root / "work"), preset="micro", seed=0, evaluate=False)
+    assert list((root / "work" / "prefect-results").iterdir()), "the cache records belong in the work dir"
+    with temporary_settings({PREFECT_LOCAL_STORAGE_PATH: tmp_path / "empty-default-storage"}):
+        again = zoo_train(out=str(tmp_path / "models"), work=str(root / "work"), preset="micro", seed=0, evaluate=False)
     for stage, rec in first["stages"].items():
         assert again["stages"][stage] == rec, stage  # same key, same path, same recorded seconds: not recomputed
