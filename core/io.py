@@ -14,6 +14,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+#: A stage folder's record of its key and wall time (written by ``tasks.caching.build_into``;
+#: left out of the folder's identity and of what the zoo publishes).
+STAGE_RECORD = "stage.json"
+
 
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:

@@ -26,7 +26,7 @@ from pydantic import BaseModel, Field
 from core.bench.record import Purpose, Split, TaskInstance
 from core.bench.source import Benchmark, open_benchmark
 from core.bench.synth.generate import make_synth_benchmark
-from core.io import write_json_atomic, write_text_atomic
+from core.io import STAGE_RECORD, write_json_atomic, write_text_atomic
 from core.media import read_image
 from core.models.surrogate import SurrogateDecoder
 from core.models.wan import (
@@ -337,7 +337,7 @@ def publish(stage_records: dict[str, dict], out: Path, cfg: ZooConfig) -> Path:
     for name, src in sources.items():
         tmp = out / f".{name}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(src, tmp, ignore=shutil.ignore_patterns("stage.json"))
+        shutil.copytree(src, tmp, ignore=shutil.ignore_patterns(STAGE_RECORD))
         shutil.rmtree(out / name, ignore_errors=True)
         tmp.rename(out / name)
     seconds = {k: v["seconds"] for k, v in stage_records.items()}

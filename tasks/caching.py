@@ -20,17 +20,13 @@ from typing import Any
 
 from prefect.context import TaskRunContext
 
-from core.io import write_json_atomic
+from core.io import STAGE_RECORD, write_json_atomic
 
 
 def digest(*parts: Any) -> str:
     """A stable hex digest of JSON-able parts (pydantic models are dumped first)."""
     norm = [p.model_dump(mode="json") if hasattr(p, "model_dump") else p for p in parts]
     return hashlib.sha256(json.dumps(norm, sort_keys=True, default=str).encode()).hexdigest()
-
-
-#: A stage folder's record of its key and wall time, written by ``build_into``.
-STAGE_RECORD = "stage.json"
 
 
 def dir_digest(path: str | Path) -> str:
@@ -41,7 +37,7 @@ def dir_digest(path: str | Path) -> str:
     """
     root = Path(path)
     h = hashlib.sha256()
-    for file in sorted(p for p in root.rglob("*") if p.is_file() and p.relative_to(root).as_posix() != STAGE_RECORD):
+    for file in sorted(p for p in root.rglob("*") if p.is_file() and p != root / STAGE_RECORD):
         h.update(str(file.relative_to(root)).encode() + b"\0")
         with file.open("rb") as fh:
             for block in iter(lambda: fh.read(1 << 20), b""):
