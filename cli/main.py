@@ -66,6 +66,15 @@ def _fail(exc: Exception) -> None:
     raise typer.Exit(2)
 
 
+def _parse_n(value: str) -> int | str:
+    """``--n``: a positive integer, or 'auto' (best-of-N's wall time matched to the teacher method's)."""
+    if value == "auto":
+        return value
+    if not value.isdigit() or int(value) < 1:
+        raise VlmtError(f"--n: {value!r} (expected a positive integer or 'auto')")
+    return int(value)
+
+
 @make_app.command("synth")
 def make_synth(
     out: Annotated[Path, typer.Option(help="Output directory (VBVR layout).")],
@@ -363,7 +372,8 @@ def evaluate_cmd(
     limit: Annotated[int | None, typer.Option(help="At most this many items (spread over families).")] = None,
     methods: Annotated[str | None, typer.Option(help="Comma-separated method names (default: all).")] = None,
     models: Annotated[Path | None, typer.Option(help="Zoo folder with reasoner/, surrogate-decoder/, teacher/.")] = None,
-    n: Annotated[int | None, typer.Option(help="Candidates for best_of_n / pass_at_n.")] = None,
+    n: Annotated[str | None, typer.Option(help="Candidates for best_of_n / pass_at_n, or 'auto': matched to the "
+                                                "teacher method's wall time per item.")] = None,
     max_steps: Annotated[int | None, typer.Option(help="Maximum LoRA updates per item.")] = None,
     name: Annotated[str | None, typer.Option(help="Experiment name.")] = None,
     work: Annotated[str | None, typer.Option(help="Root of stage outputs, results and the DuckDB file.")] = None,
@@ -405,7 +415,10 @@ def evaluate_cmd(
                                           teacher=str(models / "teacher"))
         method_cfg = cfg.method
         if n is not None:
-            method_cfg = method_cfg.model_copy(update={"n": n})
+            chosen_n = _parse_n(n)
+            update["auto_n"] = chosen_n == "auto"
+            if chosen_n != "auto":
+                method_cfg = method_cfg.model_copy(update={"n": chosen_n})
         if max_steps is not None:
             method_cfg = method_cfg.model_copy(update={"optim": method_cfg.optim.model_copy(update={"max_steps": max_steps})})
         cfg = EvaluateConfig.model_validate({**cfg.model_dump(), **update, "method": method_cfg.model_dump()})
@@ -507,8 +520,10 @@ def compare_cmd(
         chosen = [Method(m.strip()) for m in methods.split(",") if m.strip()]
     except ValueError as exc:
         _fail(VlmtError(f"--methods: {exc} (expected names from {[m.value for m in Method]})"))
-    if n != "auto" and not n.isdigit():
-        _fail(VlmtError(f"--n: {n!r} (expected a positive integer or 'auto')"))
+    try:
+        n = _parse_n(n)
+    except VlmtError as exc:
+        _fail(exc)
     updates = {k: v for k, v in {"lr": lr, "max_steps": max_steps, "tau": tau, "lam": lam, "k_frames": k_frames}.items() if v is not None}
     if grad_mode:
         updates["grad_mode"] = grad_mode.value
@@ -529,7 +544,7 @@ def compare_cmd(
         t0 = time.perf_counter()
         with _progress() as progress:
             task = progress.add_task("items x methods", total=len(instances) * len(chosen))
-            results = compare(r, t, instances, chosen, cfg, n="auto" if n == "auto" else int(n), base_seed=seed,
+            results = compare(r, t, instances, chosen, cfg, n=n, base_seed=seed,
                               on_result=lambda _: progress.advance(task))
     except VlmtError as exc:
         _fail(exc)

@@ -13,6 +13,12 @@ learning rate reruns optimise -> generate -> score but not the rules, and changi
 Teacher reruns everything that the Teacher touches. Rerunning the same command after a
 crash reuses every finished stage. An item whose stage fails is recorded with the error and
 the stage; the other items finish; the flow raises at the end if anything failed.
+
+With ``auto_n`` the flow runs in two phases, as ``vlmt compare --n auto`` does: vanilla, the
+teacher method and the other methods first; then N is set so that best-of-N's wall time per
+item matches the teacher method's (``core.method.compare.auto_n``, from the recorded stage
+costs), and best_of_n / pass_at_n run with it. A rerun reads the same recorded costs from the
+cached stages, so it picks the same N and reuses every candidate.
 """
 
 from __future__ import annotations
@@ -31,9 +37,9 @@ from core.bench.source import InvalidItem, open_benchmark, spread_over_families
 from core.bench.synth.generate import make_synth_benchmark
 from core.errors import InputError
 from core.io import read_yaml_mapping, write_json_atomic
-from core.method.compare import ItemResult, item_seed, summarise_methods
+from core.method.compare import ItemResult, auto_n, item_seed, summarise_methods
 from core.method.cost import CostRecord
-from core.method.methods import USES_RULES, Method, MethodConfig
+from core.method.methods import CANDIDATE_METHODS, USES_RULES, Method, MethodConfig
 from core.storage.results import (
     ExperimentRecord,
     VariantParams,
@@ -68,6 +74,9 @@ class EvaluateConfig(BaseModel):
     methods: list[Method] = Field(default_factory=lambda: list(Method))
     models: ModelPaths = ModelPaths()
     method: MethodConfig = MethodConfig()
+    auto_n: bool = Field(False, description="Choose best_of_n / pass_at_n's N after vanilla and the teacher method ran, "
+                                            "so that best-of-N's wall time per item matches the teacher method's "
+                                            "(method.n is then ignored).")
     seed: int = Field(0, description="Base seed; per-item seeds derive from it and the item id.")
     variant: str = Field("default", description="Names this configuration within an ablation.")
     work: str = Field("runs", description="Root of stage outputs, results Parquet and the DuckDB file.")
@@ -185,13 +194,15 @@ def stage_keys(item_hash: str, seed: int, cfg: EvaluateConfig, ids: dict[str, st
     return k
 
 
-def _submit_item(inst: TaskInstance, cfg: EvaluateConfig, ids: dict[str, str], inline: bool = False) -> dict[Method, _Chain]:
+def _submit_item(inst: TaskInstance, cfg: EvaluateConfig, ids: dict[str, str], inline: bool = False,
+                 only: list[Method] | None = None) -> dict[Method, _Chain]:
+    """Submit the stages of ``only`` (default: all of ``cfg.methods``, the methods in play) for one item."""
     m, o, mc = cfg.models, cfg.method.optim, cfg.method
     seed = item_seed(inst, cfg.seed)
     keys = stage_keys(inst.content_hash(), seed, cfg, ids)
     root = Path(cfg.work) / "items" / slug(inst.id)
-    chains = {method: _Chain() for method in cfg.methods}
-    methods = set(cfg.methods)
+    chains = {method: _Chain() for method in (only or cfg.methods)}
+    methods = set(chains)
 
     def target(name: str) -> str:
         return str(root / f"{name.split('/')[0]}-{keys[name][:12]}")
@@ -203,7 +214,7 @@ def _submit_item(inst: TaskInstance, cfg: EvaluateConfig, ids: dict[str, str], i
         return _submit(task, target(name), cfg.work, inline, item, *args, target(name), keys[name], **kwargs)
 
     rules = reward = None
-    if USES_RULES & methods:
+    if USES_RULES & set(cfg.methods):  # every method in play, so the score keys' "judged" holds in each phase
         rules = submit(stages.extract_rules, "rules", m.teacher, mc.rule_attempts, seed)
         reward = submit(stages.compile_reward, "reward", m.teacher, rules, o.k_frames, o.lam)
         for method in USES_RULES & methods:
@@ -220,7 +231,7 @@ def _submit_item(inst: TaskInstance, cfg: EvaluateConfig, ids: dict[str, str], i
         chains[method].score = chains[method].add("score", submit(
             stages.score_video, f"score/{method.value}", video, m.teacher if judged else None, reward))
 
-    n_needed = mc.n if {Method.BEST_OF_N, Method.PASS_AT_N} & methods else 1
+    n_needed = mc.n if CANDIDATE_METHODS & methods else 1
     candidates = [generate(j) for j in range(n_needed)] if {Method.VANILLA, Method.BEST_OF_N, Method.PASS_AT_N} & methods else []
     if Method.VANILLA in methods:
         score(Method.VANILLA, chains[Method.VANILLA].add("generate", candidates[0]))
@@ -245,11 +256,15 @@ def _submit_item(inst: TaskInstance, cfg: EvaluateConfig, ids: dict[str, str], i
     return chains
 
 
-def _outcome(inst: TaskInstance, method: Method, chain: _Chain, seed: int) -> ItemResult:
-    """The (item, method) result from its futures; the first failed stage is recorded."""
-    base = ItemResult(instance_id=inst.id, family=inst.task_family, split=inst.split.value if inst.split else None,
+def _blank(inst: TaskInstance, method: Method, seed: int) -> ItemResult:
+    return ItemResult(instance_id=inst.id, family=inst.task_family, split=inst.split.value if inst.split else None,
                       faculty=inst.faculty.value if inst.faculty else None, method=method.value, seed=seed,
                       info={"prompt": inst.prompt, "first_frame": str(inst.first_frame)})
+
+
+def _outcome(inst: TaskInstance, method: Method, chain: _Chain, seed: int) -> ItemResult:
+    """The (item, method) result from its futures; the first failed stage is recorded."""
+    base = _blank(inst, method, seed)
     for stage, fut in chain.stages:
         fut.wait()
         state = fut.state
@@ -266,6 +281,8 @@ def _outcome(inst: TaskInstance, method: Method, chain: _Chain, seed: int) -> It
     cost = CostRecord.model_validate(video["cost"])
     chosen = video.get("video", video)
     base.info.update({"video": score["mp4"], "npz": chosen["npz"], "gif": score["gif"]})
+    if "judge_final" in score["cost"]["seconds"]:
+        base.info["judge_seconds"] = score["cost"]["seconds"]["judge_final"]  # what one judged candidate costs (auto_n)
     if "selected" in video:
         base.info.update({"selected": video["selected"], "values": video["values"], "n": len(video["values"])})
     if chain.rules is not None:
@@ -410,28 +427,60 @@ def evaluate(config: EvaluateConfig | None = None, config_file: str | None = Non
     total = len(results) + len(items) * len(cfg.methods)
     write_json_atomic(progress, {"done": len(results), "total": total})
 
-    def collect(inst: TaskInstance, chains: dict[Method, _Chain]) -> None:
-        for method, chain in chains.items():
-            res = _outcome(inst, method, chain, item_seed(inst, cfg.seed))
-            write_result(results_root, res, experiment.experiment_id, cfg.variant, params, video_path=res.info.get("video"))
-            results.append(res)
-            write_json_atomic(progress, {"done": len(results), "total": total})
+    def keep(res: ItemResult, row_params: VariantParams) -> None:
+        write_result(results_root, res, experiment.experiment_id, cfg.variant, row_params, video_path=res.info.get("video"))
+        results.append(res)
+        write_json_atomic(progress, {"done": len(results), "total": total})
 
-    # inline, an item's stages have run when _submit_item returns; submitted, they run concurrently
-    pending = []
-    for inst in items:
-        pending.append((inst, _submit_item(inst, cfg, ids, inline)))
-        if inline:
-            collect(*pending.pop())
-    for inst, chains in pending:
-        collect(inst, chains)
+    def run_phase(methods: list[Method], phase_cfg: EvaluateConfig, row_params: VariantParams) -> list[ItemResult]:
+        """Every item's ``methods``; rows are written for the requested ones (auto_n adds helpers)."""
+        done: list[ItemResult] = []
+
+        def collect(inst: TaskInstance, chains: dict[Method, _Chain]) -> None:
+            for method, chain in chains.items():
+                done.append(_outcome(inst, method, chain, item_seed(inst, cfg.seed)))
+                if method in cfg.methods:
+                    keep(done[-1], row_params)
+
+        # inline, an item's stages have run when _submit_item returns; submitted, they run concurrently
+        pending = []
+        for inst in items:
+            pending.append((inst, _submit_item(inst, phase_cfg, ids, inline, only=methods)))
+            if inline:
+                collect(*pending.pop())
+        for inst, chains in pending:
+            collect(inst, chains)
+        return done
+
+    chosen_n = None
+    candidate_methods = [m for m in cfg.methods if m in CANDIDATE_METHODS]
+    if cfg.auto_n and candidate_methods:
+        first = list(dict.fromkeys([Method.VANILLA, Method.TEACHER, *(m for m in cfg.methods if m not in CANDIDATE_METHODS)]))
+        in_play = cfg.model_copy(update={"methods": first + candidate_methods})
+        done = run_phase(first, in_play, params.model_copy(update={"n": None}))  # these methods do not depend on N
+        try:
+            chosen_n = auto_n(done)
+        except ValueError as exc:
+            for inst in items:
+                for method in candidate_methods:
+                    res = _blank(inst, method, item_seed(inst, cfg.seed))
+                    res.error, res.error_stage = f"n='auto': {exc}", "auto_n"
+                    keep(res, params.model_copy(update={"n": None}))
+        else:
+            logger.info("best-of-N matched to the teacher method's wall time per item: N = %d", chosen_n)
+            n_cfg = in_play.model_copy(update={"method": cfg.method.model_copy(update={"n": chosen_n})})
+            run_phase(candidate_methods, n_cfg, params.model_copy(update={"n": chosen_n}))
+    else:
+        run_phase(list(cfg.methods), cfg, params)
     counts = consolidate(results_root, work / "vlmt.duckdb")
     summary = {k: v.model_dump(mode="json") for k, v in summarise_methods(results).items()}
     failed = [r for r in results if r.error]
     out = {"experiment_id": experiment.experiment_id, "summary": summary, "rows": counts,
+           "n": chosen_n if cfg.auto_n else cfg.method.n,
            "failed": [{"item": r.instance_id, "method": r.method, "stage": r.error_stage, "error": r.error} for r in failed]}
     if tracker is not None:
-        out["mlflow"] = track(tracker.result(), cfg, experiment, results, summary, bool(failed))
+        ran = cfg if chosen_n is None else cfg.model_copy(update={"method": cfg.method.model_copy(update={"n": chosen_n})})
+        out["mlflow"] = track(tracker.result(), ran, experiment, results, summary, bool(failed))
     if failed:
         for f in out["failed"]:
             logger.error("failed: %s %s at %s: %s", f["item"], f["method"], f["stage"], f["error"])

@@ -141,6 +141,34 @@ def test_a_stage_failing_mid_run_is_recorded_with_its_stage(setup, monkeypatch):
     assert "loss is nan" in failed[0][3]
 
 
+def test_auto_n_sets_best_of_ns_n_from_the_teacher_methods_recorded_cost_and_resumes(setup):
+    from core.method.compare import auto_n
+    from flows.evaluate import _outcome, _submit_item, load_items
+    from tasks.models import model_identity
+
+    root, models = setup
+    cfg = config(root, models, "w-auto").model_copy(update={"methods": [Method.BEST_OF_N, Method.PASS_AT_N], "auto_n": True})
+    out = evaluate(config=cfg)
+    assert not out["failed"]
+    n = out["n"]
+    # the N the helpers' cached stages imply: vanilla and the teacher method, rerun from the cache
+    items, _ = load_items(cfg)
+    ids = {k: model_identity(getattr(models, k)) for k in ("reasoner", "teacher", "surrogate")}
+    in_play = cfg.model_copy(update={"methods": [Method.VANILLA, Method.TEACHER, Method.BEST_OF_N, Method.PASS_AT_N]})
+    helpers = [_outcome(inst, m, chain, 0) for inst in items for m, chain in
+               _submit_item(inst, in_play, ids, inline=True, only=[Method.VANILLA, Method.TEACHER]).items()]
+    assert all(h.error is None and h.info.get("judge_seconds", 0) > 0 for h in helpers if h.method == "vanilla")
+    assert n == auto_n(helpers) >= 2
+    with duckdb.connect(str(Path(cfg.work) / "vlmt.duckdb"), read_only=True) as con:
+        rows = con.execute("SELECT method, n, count(*) FROM results GROUP BY 1, 2 ORDER BY 1").fetchall()
+    assert rows == [("best_of_n", n, 2), ("pass_at_n", n, 2)]  # the helpers' rows are not the user's
+    for item_dir in (Path(cfg.work) / "items").iterdir():  # N candidates, plus the teacher method's final video
+        assert len(list(item_dir.glob("video-*"))) == n + 1
+    before = stage_dirs(Path(cfg.work))
+    assert evaluate(config=cfg)["n"] == n, "a rerun reads the same recorded costs, so picks the same N"
+    assert stage_dirs(Path(cfg.work)) == before
+
+
 def test_vlmt_evaluate_reads_yaml_and_prints_the_table(setup, tmp_path):
     import yaml
     from typer.testing import CliRunner
@@ -159,6 +187,8 @@ def test_vlmt_evaluate_reads_yaml_and_prints_the_table(setup, tmp_path):
     r = CliRunner().invoke(app, ["evaluate", "--config", str(bad)])
     assert r.exit_code != 0
     assert "nope" in r.output or "nope" in str(r.exception)
+    r = CliRunner().invoke(app, ["evaluate", "--config", str(path), "--n", "0"])
+    assert r.exit_code == 2 and "--n: '0' (expected a positive integer or 'auto')" in r.output
 
 
 def test_inline_thread_and_a_local_dask_cluster_give_the_same_results(setup):

@@ -26,7 +26,14 @@ from pydantic import BaseModel, Field, PrivateAttr
 from core.bench.record import TaskInstance
 from core.media import read_image
 from core.method.cost import CostMeter, CostRecord
-from core.method.methods import RUNNERS, USES_RULES, ItemContext, Method, MethodConfig
+from core.method.methods import (
+    CANDIDATE_METHODS,
+    RUNNERS,
+    USES_RULES,
+    ItemContext,
+    Method,
+    MethodConfig,
+)
 from core.method.reasoner import ReasonerAdapter
 from core.method.teacher import all_yes, compile_reward, extract_rules, judge
 from core.models.teacher import Teacher
@@ -226,7 +233,7 @@ def compare(
 ) -> list[ItemResult]:
     """Run ``methods`` on ``instances``; with ``n='auto'`` the N-candidate baselines run last."""
     methods = list(dict.fromkeys(Method(m) for m in methods))
-    n_methods = [m for m in methods if m in (Method.BEST_OF_N, Method.PASS_AT_N)]
+    n_methods = [m for m in methods if m in CANDIDATE_METHODS]
     first = [m for m in methods if m not in n_methods] if n == "auto" else methods
     if n == "auto" and n_methods:
         first = list(dict.fromkeys([Method.VANILLA, Method.TEACHER, *first]))

@@ -55,6 +55,8 @@ class Method(str, Enum):
 
 #: Methods that need the item's rules from the Teacher.
 USES_RULES = {Method.BEST_OF_N, Method.PE, Method.VIDEOTPO, Method.TEACHER}
+#: Methods that draw N candidates (``MethodConfig.n``) and select one.
+CANDIDATE_METHODS = {Method.BEST_OF_N, Method.PASS_AT_N}
 
 
 class MethodConfig(BaseModel):
