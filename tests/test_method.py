@@ -283,3 +283,23 @@ def test_a_tokenizer_that_splits_yes_differently_in_context_is_refused(teacher):
     broken = dataclasses.replace(teacher, tokenizer=SplitsYes(teacher.tokenizer))
     with pytest.raises(InputError, match="tokenises 'Yes'"):
         compile_reward(broken, RULES, 17, (64, 64), k_frames=8)
+
+
+def test_auto_n_divides_median_teacher_time_by_median_candidate_time():
+    from core.method.compare import ItemResult, auto_n
+    from core.method.cost import CostRecord
+
+    def result(method: str, seconds: dict[str, float], judge: float | None = None) -> ItemResult:
+        r = ItemResult(instance_id="i", family="f", split=None, faculty=None, method=method, seed=0,
+                       cost=CostRecord(seconds=seconds))
+        if judge is not None:
+            r.info["judge_seconds"] = judge
+        return r
+
+    teacher = [result("teacher", {"optimise": 9.0, "rules": 1.0}) for _ in range(3)]
+    # the first generation in a process carries torch's warm-up; a mean would give round(10 / 1.1) = 9
+    vanilla = [result("vanilla", {"generate": g}, judge=0.1) for g in (2.2, 0.4, 0.4)]
+    assert auto_n(teacher + vanilla) == 20
+    assert auto_n([result("teacher", {"optimise": 0.1})] + vanilla) == 2  # never below 2
+    with pytest.raises(ValueError, match="needs the teacher and vanilla"):
+        auto_n(teacher)

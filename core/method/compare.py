@@ -7,8 +7,10 @@ rate: the Teacher says "Yes" to every query while the strict rule-based check fa
 failing (item, method) is recorded with its error and stage; the others go on.
 
 ``n="auto"`` for best_of_n / pass_at_n picks N after the teacher method has run, so that
-best-of-N's wall time per item matches the teacher method's: N = round(teacher seconds /
-(seconds per candidate generation + judge)), at least 2.
+best-of-N's wall time per item matches the teacher method's: N = round(median teacher seconds
+per item / median seconds of one candidate, generation + judge), at least 2. Medians, because
+the first generation in a process carries torch's one-off warm-up (measured 2.2 s against
+0.35 s for the next ones), which a mean over a few items turns into a much smaller N.
 """
 
 from __future__ import annotations
@@ -216,9 +218,9 @@ def auto_n(results: Sequence[ItemResult]) -> int:
     vanilla = [r.cost for r in results if r.method == Method.VANILLA.value and r.error is None]
     if not teacher or not vanilla:
         raise ValueError("n='auto' needs the teacher and vanilla methods in the same run")
-    per_candidate = _mean(c.seconds.get("generate", 0.0) for c in vanilla)
-    per_candidate += _mean(r.info.get("judge_seconds", 0.0) for r in results if r.method == Method.VANILLA.value and r.error is None)
-    return max(2, round(_mean(teacher) / max(per_candidate, 1e-6)))
+    judged = [r.info.get("judge_seconds", 0.0) for r in results if r.method == Method.VANILLA.value and r.error is None]
+    per_candidate = float(np.median([c.seconds.get("generate", 0.0) + j for c, j in zip(vanilla, judged, strict=True)]))
+    return max(2, round(float(np.median(teacher)) / max(per_candidate, 1e-6)))
 
 
 def compare(
