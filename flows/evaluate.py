@@ -453,6 +453,7 @@ def evaluate(config: EvaluateConfig | None = None, config_file: str | None = Non
         return done
 
     chosen_n = None
+    ran = cfg  # the config as run: with auto_n, method.n becomes the chosen N
     candidate_methods = [m for m in cfg.methods if m in CANDIDATE_METHODS]
     if cfg.auto_n and candidate_methods:
         first = list(dict.fromkeys([Method.VANILLA, Method.TEACHER, *(m for m in cfg.methods if m not in CANDIDATE_METHODS)]))
@@ -468,8 +469,8 @@ def evaluate(config: EvaluateConfig | None = None, config_file: str | None = Non
                     keep(res, params.model_copy(update={"n": None}))
         else:
             logger.info("best-of-N matched to the teacher method's wall time per item: N = %d", chosen_n)
-            n_cfg = in_play.model_copy(update={"method": cfg.method.model_copy(update={"n": chosen_n})})
-            run_phase(candidate_methods, n_cfg, params.model_copy(update={"n": chosen_n}))
+            ran = cfg.model_copy(update={"method": cfg.method.model_copy(update={"n": chosen_n})})
+            run_phase(candidate_methods, in_play.model_copy(update={"method": ran.method}), ran.params())
     else:
         run_phase(list(cfg.methods), cfg, params)
     counts = consolidate(results_root, work / "vlmt.duckdb")
@@ -479,7 +480,6 @@ def evaluate(config: EvaluateConfig | None = None, config_file: str | None = Non
            "n": chosen_n if cfg.auto_n else cfg.method.n,
            "failed": [{"item": r.instance_id, "method": r.method, "stage": r.error_stage, "error": r.error} for r in failed]}
     if tracker is not None:
-        ran = cfg if chosen_n is None else cfg.model_copy(update={"method": cfg.method.model_copy(update={"n": chosen_n})})
         out["mlflow"] = track(tracker.result(), ran, experiment, results, summary, bool(failed))
     if failed:
         for f in out["failed"]:

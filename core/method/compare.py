@@ -215,11 +215,10 @@ def _count(values: Iterable[str]) -> dict[str, int]:
 def auto_n(results: Sequence[ItemResult]) -> int:
     """N for best-of-N matching the teacher method's wall time per item (see module doc)."""
     teacher = [r.cost.total_seconds for r in results if r.method == Method.TEACHER.value and r.error is None]
-    vanilla = [r.cost for r in results if r.method == Method.VANILLA.value and r.error is None]
+    vanilla = [r for r in results if r.method == Method.VANILLA.value and r.error is None]
     if not teacher or not vanilla:
         raise ValueError("n='auto' needs the teacher and vanilla methods in the same run")
-    judged = [r.info.get("judge_seconds", 0.0) for r in results if r.method == Method.VANILLA.value and r.error is None]
-    per_candidate = float(np.median([c.seconds.get("generate", 0.0) + j for c, j in zip(vanilla, judged, strict=True)]))
+    per_candidate = float(np.median([r.cost.seconds.get("generate", 0.0) + r.info.get("judge_seconds", 0.0) for r in vanilla]))
     return max(2, round(float(np.median(teacher)) / max(per_candidate, 1e-6)))
 
 
