@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from diffusers import WanImageToVideoPipeline, WanTransformer3DModel
+from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
 
 from core.bench.source import Benchmark
 from core.models.surrogate import SurrogateDecoder
@@ -20,14 +22,34 @@ from core.models.wan import (
 )
 
 
-def build_micro_reasoner(bench: Benchmark, out: Path, seed: int = 0) -> tuple[Path, Path]:
-    """Save a random micro Wan TI2V pipeline and a random surrogate for its VAE; (reasoner, surrogate) dirs."""
+def build_micro_reasoner(bench: Benchmark, out: Path, seed: int = 0, wan21: bool = False) -> tuple[Path, Path]:
+    """Save a random micro Wan I2V pipeline and a random surrogate for its VAE; (reasoner, surrogate) dirs.
+
+    ``wan21=False``: the Wan2.2 TI2V layout of the shipped zoo. ``wan21=True``: the Wan2.1 I2V
+    layout (``expand_timesteps=False``, mask + condition latents concatenated on the channel
+    axis, a CLIP image encoder feeding the transformer's image projection).
+    """
     torch.manual_seed(seed)
     arch = WanReasonerArch.micro()
     tok = build_bpe_tokenizer([i.prompt for i in bench.instances], 300, ["<pad>", "</s>", "<unk>"],
                               pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
     vae = build_vae(arch)
     pipe = assemble_pipeline(tok, build_text_encoder(arch, len(tok)), vae, build_transformer(arch), build_scheduler(arch))
+    if wan21:
+        clip = CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                image_size=32, patch_size=8, projection_dim=16)
+        inner = arch.dit_heads * arch.dit_head_dim
+        transformer = WanTransformer3DModel(
+            patch_size=(1, 2, 2), num_attention_heads=arch.dit_heads, attention_head_dim=arch.dit_head_dim,
+            in_channels=2 * arch.vae_z_dim + vae.config.scale_factor_temporal, out_channels=arch.vae_z_dim,
+            text_dim=arch.text_dim, freq_dim=arch.dit_freq_dim, ffn_dim=arch.dit_ffn_dim, num_layers=arch.dit_layers,
+            cross_attn_norm=True, qk_norm="rms_norm_across_heads", eps=1e-6, image_dim=clip.hidden_size,
+            added_kv_proj_dim=inner, rope_max_seq_len=256)
+        pipe = WanImageToVideoPipeline(
+            tokenizer=tok, text_encoder=pipe.text_encoder, vae=vae, scheduler=pipe.scheduler, transformer=transformer,
+            image_encoder=CLIPVisionModel(clip).eval(),
+            image_processor=CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),
+            expand_timesteps=False)
     pipe.save_pretrained(out / "reasoner")
     sur = SurrogateDecoder(z_dim=arch.vae_z_dim, scale_factor_spatial=vae.config.scale_factor_spatial,
                            scale_factor_temporal=vae.config.scale_factor_temporal, hidden=16, num_res_blocks=1)

@@ -20,11 +20,13 @@ from core.models.wan import (
     build_text_encoder,
     build_transformer,
     build_vae,
+    encode_conditions,
     encode_first_frames,
     encode_prompts,
     generate_videos,
     item_noise,
     latent_shape,
+    load_reasoner,
     sampling_sigmas,
 )
 from core.train.reasoner import (
@@ -36,6 +38,7 @@ from core.train.reasoner import (
 )
 from core.train.surrogate import SurrogateTrainConfig, decoder_fidelity, train_surrogate
 from core.train.vae import VaeTrainConfig, recolour, train_vae
+from tests.method_helpers import build_micro_reasoner
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +77,25 @@ def test_batched_sampler_matches_the_pipeline(pipe, bench):
     theirs = pipe(image=Image.fromarray(image), prompt=inst.prompt, height=64, width=64, num_frames=17, num_inference_steps=3,
                   guidance_scale=1.0, latents=noise, output_type="np").frames[0]
     assert np.abs(ours.astype(float) / 255 - theirs).max() < 2 / 255
+
+
+def test_wan21_style_pipeline_loads_and_our_sampler_matches_it(bench, tmp_path):
+    """The Wan2.1 I2V layout (mask + condition latents on the channel axis, CLIP image embedding) by path."""
+    reasoner_dir, _ = build_micro_reasoner(bench, tmp_path, wan21=True)
+    wan21 = load_reasoner(reasoner_dir)
+    assert not wan21.config.expand_timesteps and wan21.transformer.config.image_dim is not None
+    inst = bench.instances[0]
+    image = read_image(inst.first_frame)
+    cond = encode_conditions(wan21, [image], 17)
+    assert cond.concat and cond.latents.shape == (1, 4 + 4, 5, 16, 16) and cond.image_embeds is not None
+    noise = item_noise(latent_shape(wan21, 17, 64, 64), seed=3)[None]
+    ours = generate_videos(wan21, [image], [inst.prompt], [3], steps=3, n_frames=17)[0]
+    theirs = wan21(image=Image.fromarray(image), prompt=inst.prompt, height=64, width=64, num_frames=17,
+                   num_inference_steps=3, guidance_scale=1.0, latents=noise, output_type="np").frames[0]
+    assert np.abs(ours.astype(float) / 255 - theirs).max() < 2 / 255
+    other = bench.instances[1]
+    moved = generate_videos(wan21, [read_image(other.first_frame)], [inst.prompt], [3], steps=3, n_frames=17)[0]
+    assert np.abs(moved.astype(float) - ours).max() > 10  # the first frame conditions the video
 
 
 def test_vae_surrogate_and_transformer_train_a_few_steps(pipe, bench):

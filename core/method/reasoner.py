@@ -14,7 +14,8 @@ equal to ``pipe(...)``). This module adds what test-time optimisation needs on t
 * ``decode``: the surrogate decoder (default while optimising) or the VAE;
 * ``frames_for_teacher``: K frames sampled uniformly, in [0, 1], for the Teacher.
 
-The same code serves our tiny CPU zoo and a real Wan2.2-TI2V-5B on a GPU: on CUDA the
+The same code serves our tiny CPU zoo and a real Wan2.2-TI2V-5B (or a Wan2.1-style I2V
+checkpoint: ``core.models.wan.FrameCondition``) on a GPU: on CUDA the
 transformer runs under bf16 autocast and gradient checkpointing; on CPU everything is fp32.
 Components are moved to the device once, at construction.
 """
@@ -38,9 +39,11 @@ from core.media import sample_indices
 from core.method.cost import CostMeter
 from core.models.surrogate import SurrogateDecoder
 from core.models.wan import (
+    FrameCondition,
+    check_supported,
     decode_latents,
     denormalise,
-    encode_first_frames,
+    encode_conditions,
     encode_prompts,
     item_noise,
     latent_shape,
@@ -48,7 +51,6 @@ from core.models.wan import (
     sampling_sigmas,
     tensor_to_frames,
     velocity,
-    with_condition,
 )
 
 log = logging.getLogger(__name__)
@@ -80,7 +82,7 @@ class ItemCondition:
     """
 
     text: torch.Tensor
-    condition: torch.Tensor
+    condition: FrameCondition
     noise: torch.Tensor
     seed: int
     n_frames: int
@@ -105,10 +107,13 @@ class ReasonerAdapter:
     ) -> None:
         if not isinstance(pipe, WanImageToVideoPipeline):
             raise InputError("reasoner", f"is a {type(pipe).__name__}", "a diffusers WanImageToVideoPipeline")
+        check_supported(pipe)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.pipe = pipe.to(self.device)
         self.pipe.text_encoder.requires_grad_(False)
         self.pipe.vae.requires_grad_(False)
+        if self.pipe.image_encoder is not None:
+            self.pipe.image_encoder.requires_grad_(False)
         self.transformer.requires_grad_(False)
         self.surrogate = surrogate.to(self.device).requires_grad_(False).eval() if surrogate is not None else None
         on_cuda = self.device.type == "cuda"
@@ -161,8 +166,8 @@ class ReasonerAdapter:
             return self._prepared[key]
         h, w = first_frame.shape[:2]
         shape = latent_shape(self.pipe, n_frames, h, w)
-        cond = encode_first_frames(self.pipe.vae, [first_frame])
-        noise = item_noise(shape, seed)[None].to(self.device, cond.dtype)
+        cond = encode_conditions(self.pipe, [first_frame], n_frames)
+        noise = item_noise(shape, seed)[None].to(self.device, cond.latents.dtype)
         item = self._prepared[key] = ItemCondition(self.encode_text(prompt), cond, noise, seed, n_frames)
         if len(self._prepared) > PREPARED_KEPT:
             self._prepared.popitem(last=False)
@@ -179,7 +184,7 @@ class ReasonerAdapter:
             return velocity(self.transformer, z, item.condition, sig, item.text).float()
 
     def predict_clean(self, item: ItemCondition, steps: int, mode: GradMode = GradMode.FIRST_STEP) -> torch.Tensor:
-        """The clean-latent prediction (normalised latents, first frame = the condition).
+        """The clean-latent prediction (normalised latents; TI2V: first frame = the condition).
 
         Gradients flow only where ``mode`` says; ``first_step`` costs one transformer call
         whatever ``steps`` is (``differentiated_calls`` says how many calls a backward spans).
@@ -189,7 +194,7 @@ class ReasonerAdapter:
         z = item.noise
         if mode is GradMode.FIRST_STEP:
             z0 = z - sigmas[0] * self._velocity(z, item, sigmas[0])
-            return with_condition(z0, item.condition)
+            return item.condition.finish(z0)
         pairs = list(itertools.pairwise(sigmas))
         graph_from = len(pairs) - 1 if mode is GradMode.LAST_STEP else 0
         with torch.no_grad():
@@ -197,7 +202,7 @@ class ReasonerAdapter:
                 z = z + (s_next - s) * self._velocity(z, item, s)
         for s, s_next in pairs[graph_from:]:
             z = z + (s_next - s) * self._velocity(z, item, s)
-        return with_condition(z, item.condition)
+        return item.condition.finish(z)
 
     @torch.no_grad()
     def sample(self, item: ItemCondition, steps: int) -> torch.Tensor:

@@ -1,16 +1,23 @@
-"""The Reasoner's model family: a diffusers Wan image-to-video pipeline in the Wan2.2 TI2V style.
+"""The Reasoner's model family: a diffusers Wan image-to-video pipeline.
 
 One specification object for the family, in the finetrainers spirit: how to build a tiny
-random one from an architecture config, how to load any one by path (our shipped tiny
-checkpoint or a real ``Wan2.2-TI2V-5B`` folder), and the few model-level operations that
-training and the method share:
+random one from an architecture config (the shipped zoo is in the Wan2.2 TI2V style), how to
+load any one by path (our shipped tiny checkpoint, a real ``Wan2.2-TI2V-5B`` folder, or a
+Wan2.1-style I2V folder such as ``Wan2.1-I2V-14B-480P-Diffusers``), and the few model-level
+operations that training and the method share:
 
 * latent normalisation (``latents_mean`` / ``latents_std`` from the VAE config),
-* the TI2V conditioning: the first latent frame is the clean encoded first frame and its
-  tokens get timestep 0, the others get the current noise level (exactly what
-  ``WanImageToVideoPipeline`` does with ``expand_timesteps=True``),
+* the first-frame conditioning, in the two ways ``WanImageToVideoPipeline`` does it
+  (``FrameCondition``): with ``expand_timesteps=True`` (TI2V) the first latent frame is the
+  clean encoded first frame and its tokens get timestep 0; otherwise (Wan2.1 I2V) a mask and
+  the encoded ``[first frame, grey frames]`` video are concatenated to the noisy latents on
+  the channel axis, and a CLIP image embedding goes to the transformer when it has an image
+  projection,
 * one velocity evaluation of the transformer and an Euler sampler over the scheduler's
   sigmas.
+
+Two-expert pipelines (Wan2.2-I2V-A14B: ``transformer_2`` and ``boundary_ratio``) are refused:
+which expert a test-time LoRA belongs on is a research choice this code does not make.
 
 Flow-matching convention (diffusers' ``FlowMatchEulerDiscreteScheduler``): ``z_s = (1 - s) x0
 + s eps`` for noise level ``s`` in [0, 1], timestep ``t = 1000 s``, velocity ``v = eps - x0``;
@@ -20,6 +27,7 @@ so the clean-latent prediction at any level is ``x0_hat = z_s - s v``.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
 
@@ -120,15 +128,32 @@ def assemble_pipeline(
 
 
 def load_reasoner(path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> WanImageToVideoPipeline:
-    """Load any Wan image-to-video pipeline folder; refuse other pipeline classes clearly."""
+    """Load any single-transformer Wan image-to-video pipeline folder; refuse anything else clearly."""
     path = Path(path)
     index = path / "model_index.json"
     if not index.is_file():
         raise InputError(str(index), "does not exist", "a diffusers pipeline folder with model_index.json")
     pipe = WanImageToVideoPipeline.from_pretrained(path, dtype=dtype)
-    if not pipe.config.expand_timesteps:
-        log.warning("%s: expand_timesteps is False (Wan2.1 I2V style); the TI2V conditioning used here assumes True", path)
+    check_supported(pipe, str(index))
     return pipe.to(device)
+
+
+def check_supported(pipe: WanImageToVideoPipeline, where: str = "reasoner") -> None:
+    """Raise ``InputError`` for a Wan I2V pipeline whose layout this code cannot condition correctly."""
+    if getattr(pipe, "transformer_2", None) is not None or pipe.config.get("boundary_ratio") is not None:
+        raise InputError(where, "is a two-expert Wan pipeline (transformer_2 / boundary_ratio, e.g. Wan2.2-I2V-A14B)",
+                         "a single-transformer Wan I2V pipeline (Wan2.2-TI2V-5B, Wan2.1-I2V, or the shipped zoo)")
+    if pipe.transformer is None:
+        raise InputError(where, "has no transformer", "a Wan I2V pipeline with a transformer")
+    tf, z = pipe.transformer.config, pipe.vae.config.z_dim
+    expected = z if pipe.config.expand_timesteps else 2 * z + pipe.vae_scale_factor_temporal
+    style = "expand_timesteps=True (TI2V)" if pipe.config.expand_timesteps else "expand_timesteps=False (mask + latents)"
+    if tf.in_channels != expected:
+        raise InputError(f"{where}: transformer.in_channels", f"is {tf.in_channels}",
+                         f"{expected} for a VAE with z_dim {z} and {style}")
+    if tf.image_dim is not None and (pipe.image_encoder is None or pipe.image_processor is None):
+        raise InputError(f"{where}: transformer.image_dim", f"is {tf.image_dim} but the pipeline has no image encoder",
+                         "an image_encoder and image_processor in the folder, or a transformer with image_dim null")
 
 
 # --------------------------------------------------------------------------- latents
@@ -197,12 +222,51 @@ def with_condition(noisy: torch.Tensor, condition: torch.Tensor) -> torch.Tensor
     return torch.cat([condition[:, :, :1], noisy[:, :, 1:]], dim=2)
 
 
+@dataclass(frozen=True)
+class FrameCondition:
+    """How an item's first frame enters the transformer; fixed for all of the item's rollouts.
+
+    ``concat=False`` (TI2V, ``expand_timesteps=True``): ``latents`` is the encoded first frame
+    (B, C, 1, h, w); it replaces the first latent frame of every input and output.
+    ``concat=True`` (Wan2.1 I2V): ``latents`` is (B, st + C, T', h, w), the first-frame mask
+    and the encoded ``[first frame, grey...]`` video, concatenated to the noisy latents on the
+    channel axis; the output is the transformer's own for every frame. ``image_embeds`` is the
+    CLIP embedding for transformers with an image projection (``image_dim``), else None.
+    """
+
+    latents: torch.Tensor
+    concat: bool = False
+    image_embeds: torch.Tensor | None = None
+
+    @classmethod
+    def first_frame_of(cls, latents: torch.Tensor) -> FrameCondition:
+        """The TI2V condition of clean video latents (their first frame), as training uses it."""
+        return cls(latents[:, :, :1])
+
+    def model_input(self, noisy: torch.Tensor) -> torch.Tensor:
+        if self.concat:
+            return torch.cat([noisy, self.latents.to(noisy.dtype)], dim=1)
+        return with_condition(noisy, self.latents)
+
+    def timesteps(self, noisy: torch.Tensor, sigma: torch.Tensor, patch: tuple[int, int]) -> torch.Tensor:
+        if self.concat:
+            return sigma * 1000.0
+        return token_timesteps(noisy, sigma, patch)
+
+    def finish(self, latents: torch.Tensor) -> torch.Tensor:
+        """The clean latents the VAE decodes: TI2V puts the condition back as the first frame."""
+        return latents if self.concat else with_condition(latents, self.latents)
+
+
 def velocity(
-    transformer: WanTransformer3DModel, noisy: torch.Tensor, condition: torch.Tensor, sigma: torch.Tensor, text: torch.Tensor
+    transformer: WanTransformer3DModel, noisy: torch.Tensor, condition: FrameCondition, sigma: torch.Tensor,
+    text: torch.Tensor,
 ) -> torch.Tensor:
     """The transformer's flow velocity for latents at noise level ``sigma`` (per batch element)."""
-    x = with_condition(noisy, condition)
-    return transformer(hidden_states=x, timestep=token_timesteps(x, sigma), encoder_hidden_states=text, return_dict=False)[0]
+    x = condition.model_input(noisy)
+    timestep = condition.timesteps(x, sigma, tuple(transformer.config.patch_size[1:]))
+    return transformer(hidden_states=x, timestep=timestep, encoder_hidden_states=text,
+                       encoder_hidden_states_image=condition.image_embeds, return_dict=False)[0]
 
 
 def sampling_sigmas(scheduler: FlowMatchEulerDiscreteScheduler, steps: int) -> torch.Tensor:
@@ -214,7 +278,7 @@ def sampling_sigmas(scheduler: FlowMatchEulerDiscreteScheduler, steps: int) -> t
 def euler_sample(
     transformer: WanTransformer3DModel,
     noise: torch.Tensor,
-    condition: torch.Tensor,
+    condition: FrameCondition,
     text: torch.Tensor,
     sigmas: torch.Tensor,
 ) -> torch.Tensor:
@@ -223,7 +287,7 @@ def euler_sample(
     for s, s_next in pairwise(sigmas):
         sig = torch.full((z.shape[0],), float(s), dtype=z.dtype, device=z.device)
         z = z + (s_next - s) * velocity(transformer, z, condition, sig, text)
-    return with_condition(z, condition)
+    return condition.finish(z)
 
 
 @torch.no_grad()
@@ -231,6 +295,23 @@ def encode_first_frames(vae: AutoencoderKLWan, images: list[np.ndarray]) -> torc
     """(H, W, 3) uint8 first frames -> normalised one-frame latents (B, C, 1, h, w), as the pipeline encodes them."""
     x = torch.stack([frames_to_tensor(im[None]) for im in images]).to(vae.device, vae.dtype)
     return encode_videos(vae, x)
+
+
+@torch.no_grad()
+def encode_conditions(pipe: WanImageToVideoPipeline, images: list[np.ndarray], n_frames: int) -> FrameCondition:
+    """The first frames' condition in the pipeline's own style (``prepare_latents`` and ``encode_image``)."""
+    if pipe.config.expand_timesteps:
+        return FrameCondition(encode_first_frames(pipe.vae, images))
+    vae, st = pipe.vae, pipe.vae_scale_factor_temporal
+    first = torch.stack([frames_to_tensor(im[None]) for im in images])
+    grey = first.new_zeros(first.shape[0], 3, n_frames - 1, *first.shape[3:])
+    latents = encode_videos(vae, torch.cat([first, grey], dim=2).to(vae.device, vae.dtype))
+    mask = torch.zeros(latents.shape[0], st, *latents.shape[2:], dtype=latents.dtype, device=latents.device)
+    mask[:, :, 0] = 1.0  # every sub-frame of the first latent frame is given
+    embeds = None
+    if pipe.transformer.config.image_dim is not None:
+        embeds = pipe.encode_image(list(images), pipe.image_encoder.device)
+    return FrameCondition(torch.cat([mask, latents], dim=1), concat=True, image_embeds=embeds)
 
 
 def latent_shape(pipe: WanImageToVideoPipeline, n_frames: int, height: int, width: int) -> tuple[int, int, int, int]:
@@ -268,7 +349,7 @@ def generate_videos(
     sigmas = sampling_sigmas(pipe.scheduler, steps)
     videos: list[np.ndarray] = []
     for i in range(0, len(prompts), batch):
-        cond = encode_first_frames(pipe.vae, first_frames[i : i + batch])
+        cond = encode_conditions(pipe, first_frames[i : i + batch], n_frames)
         text = encode_prompts(pipe, prompts[i : i + batch])
         noise = torch.stack([item_noise(shape, s) for s in seeds[i : i + batch]])
         z = euler_sample(transformer, noise, cond, text, sigmas)

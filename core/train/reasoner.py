@@ -23,7 +23,7 @@ import torch
 from diffusers import FlowMatchEulerDiscreteScheduler, WanTransformer3DModel
 from pydantic import BaseModel, Field
 
-from core.models.wan import euler_sample, sampling_sigmas, velocity
+from core.models.wan import FrameCondition, euler_sample, sampling_sigmas, velocity
 from core.train.common import seed_everything, step_progress
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ def _regress_velocity(model: WanTransformer3DModel, batch, description: str, ste
         for step in range(steps):
             x, eps, sigma, text = batch(step)
             s = sigma.view(-1, 1, 1, 1, 1)
-            loss = _masked_mse(velocity(model, (1 - s) * x + s * eps, x, sigma, text), eps - x)
+            loss = _masked_mse(velocity(model, (1 - s) * x + s * eps, FrameCondition.first_frame_of(x), sigma, text), eps - x)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -129,7 +129,7 @@ def reflow_pairs(
     with step_progress("reflow pairs", (len(items) + chunk - 1) // chunk) as advance:
         for i in range(0, len(items), chunk):
             x0, text = data.batch(items[i : i + chunk])
-            ends.append(euler_sample(teacher, noise[i : i + chunk], x0, text, sigmas))
+            ends.append(euler_sample(teacher, noise[i : i + chunk], FrameCondition.first_frame_of(x0), text, sigmas))
             advance()
     return noise, torch.cat(ends), items
 
