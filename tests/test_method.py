@@ -114,6 +114,32 @@ def test_a_wan21_style_reasoner_takes_gradients_in_every_mode_and_optimises(benc
     detach_lora(wan21)
 
 
+@pytest.mark.parametrize("mode", [GradMode.LAST_STEP, GradMode.FULL])
+def test_a_multistep_solver_folder_takes_gradients_through_its_own_steps(models, bench, mode):
+    """Rollouts step the folder's scheduler (UniPC for Wan2.2): differentiable, and the video is pipe(...)'s."""
+    from diffusers import UniPCMultistepScheduler
+    from PIL import Image
+
+    pipe = load_reasoner(models[0])
+    unipc = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=5.0)
+    solver = ReasonerAdapter(WanImageToVideoPipeline(**pipe.components | {"scheduler": unipc, "expand_timesteps": True}), device="cpu")
+    inst = bench.instances[0]
+    first = read_image(inst.first_frame)
+    cond = solver.prepare(first, inst.prompt, seed=7, n_frames=17)
+    attach_lora(solver, OptimConfig().lora, seed=0)
+    with torch.no_grad():  # a non-zero LoRA B, so that gradients reach A as well
+        for n, p in solver.transformer.named_parameters():
+            if "lora_B" in n:
+                p.normal_(std=0.02)
+    solver.decode(solver.predict_clean(cond, 3, mode), "vae").mean().backward()
+    grads = [p.grad for n, p in solver.transformer.named_parameters() if "lora_A" in n]
+    assert grads and all(g is not None for g in grads) and sum(float(g.abs().sum()) for g in grads) > 0
+    detach_lora(solver)
+    theirs = solver.pipe(image=Image.fromarray(first), prompt=inst.prompt, height=64, width=64, num_frames=17,
+                         num_inference_steps=3, guidance_scale=1.0, latents=cond.noise, output_type="np").frames[0]
+    assert np.abs(solver.generate(cond, 3).astype(float) / 255 - theirs).max() < 2 / 255
+
+
 def test_loss_decreases_and_early_stop_triggers_at_tau(reasoner, teacher, item):
     cond, reward = item
     cfg = OptimConfig(lr=3e-2, max_steps=8, early_stop=False, k_frames=8)

@@ -8,9 +8,10 @@ equal to ``pipe(...)``). This module adds what test-time optimisation needs on t
   embedding, the encoded first frame, and the noise ``eps`` drawn from the item's recorded
   seed (reused unchanged for the final video, as the paper does);
 * ``predict_clean``: the clean-latent prediction with a gradient mode. ``first_step`` (the
-  paper's): ``z0_hat = eps - s_0 * u(eps, s_0, c)`` with ``s_0 = 1`` for an unshifted
-  schedule; ``last_step``: earlier steps without a graph, the last one with; ``full``: the
-  whole rollout in the graph (with gradient checkpointing where the model supports it);
+  paper's): ``z0_hat = eps - s_0 * u(eps, s_0, c)`` with ``s_0 = 1`` (the schedule's first
+  noise level); ``last_step``: earlier steps without a graph, the last one with; ``full``:
+  the whole rollout in the graph (with gradient checkpointing where the model supports it).
+  Rollouts step the folder's own scheduler, so a video is the one ``pipe(...)`` makes;
 * ``decode``: the surrogate decoder (default while optimising) or the VAE;
 * ``frames_for_teacher``: K frames sampled uniformly, in [0, 1], for the Teacher.
 
@@ -23,7 +24,6 @@ Components are moved to the device once, at construction.
 from __future__ import annotations
 
 import hashlib
-import itertools
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -45,10 +45,11 @@ from core.models.wan import (
     denormalise,
     encode_conditions,
     encode_prompts,
+    fresh_scheduler,
     item_noise,
     latent_shape,
     load_reasoner,
-    sampling_sigmas,
+    solve,
     tensor_to_frames,
     velocity,
 )
@@ -175,33 +176,29 @@ class ReasonerAdapter:
 
     # ------------------------------------------------------------------ sampling
 
-    def _velocity(self, z: torch.Tensor, item: ItemCondition, sigma: float) -> torch.Tensor:
-        sig = torch.full((z.shape[0],), float(sigma), dtype=z.dtype, device=z.device)
+    def _velocity(self, z: torch.Tensor, item: ItemCondition, timestep: torch.Tensor) -> torch.Tensor:
         self.meter.count("reasoner_forward")
         if self.autocast_dtype is None:
-            return velocity(self.transformer, z, item.condition, sig, item.text)
+            return velocity(self.transformer, z, item.condition, timestep, item.text)
         with torch.autocast(self.device.type, dtype=self.autocast_dtype):
-            return velocity(self.transformer, z, item.condition, sig, item.text).float()
+            return velocity(self.transformer, z, item.condition, timestep, item.text).float()
 
     def predict_clean(self, item: ItemCondition, steps: int, mode: GradMode = GradMode.FIRST_STEP) -> torch.Tensor:
         """The clean-latent prediction (normalised latents; TI2V: first frame = the condition).
 
         Gradients flow only where ``mode`` says; ``first_step`` costs one transformer call
         whatever ``steps`` is (``differentiated_calls`` says how many calls a backward spans).
+        The other modes integrate with the folder's own solver (``core.models.wan.solve``).
         """
         mode = GradMode(mode)
-        sigmas = sampling_sigmas(self.pipe.scheduler, steps).tolist()
         z = item.noise
         if mode is GradMode.FIRST_STEP:
-            z0 = z - sigmas[0] * self._velocity(z, item, sigmas[0])
+            sched = fresh_scheduler(self.pipe.scheduler, steps)
+            t0 = sched.timesteps[:1].to(z.dtype)
+            z0 = z - float(sched.sigmas[0]) * self._velocity(z, item, t0)
             return item.condition.finish(z0)
-        pairs = list(itertools.pairwise(sigmas))
-        graph_from = len(pairs) - 1 if mode is GradMode.LAST_STEP else 0
-        with torch.no_grad():
-            for s, s_next in pairs[:graph_from]:
-                z = z + (s_next - s) * self._velocity(z, item, s)
-        for s, s_next in pairs[graph_from:]:
-            z = z + (s_next - s) * self._velocity(z, item, s)
+        graph_from = steps - 1 if mode is GradMode.LAST_STEP else 0
+        z = solve(lambda z, t: self._velocity(z, item, t), z, self.pipe.scheduler, steps, graph_from)
         return item.condition.finish(z)
 
     @torch.no_grad()

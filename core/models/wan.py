@@ -13,8 +13,9 @@ operations that training and the method share:
   the encoded ``[first frame, grey frames]`` video are concatenated to the noisy latents on
   the channel axis, and a CLIP image embedding goes to the transformer when it has an image
   projection,
-* one velocity evaluation of the transformer and an Euler sampler over the scheduler's
-  sigmas.
+* one velocity evaluation of the transformer, and sampling with the folder's own solver
+  (``scheduler.step``: Euler for the zoo's ``FlowMatchEulerDiscreteScheduler``, UniPC for
+  Wan2.2's folders), so a vanilla video is the one ``pipe(...)`` makes.
 
 Two-expert pipelines (Wan2.2-I2V-A14B: ``transformer_2`` and ``boundary_ratio``) are refused:
 which expert a test-time LoRA belongs on is a research choice this code does not make.
@@ -27,8 +28,8 @@ so the clean-latent prediction at any level is ``x0_hat = z_s - s v``.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +40,7 @@ from diffusers import (
     WanImageToVideoPipeline,
     WanTransformer3DModel,
 )
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from pydantic import BaseModel, Field
 from transformers import PreTrainedTokenizerBase, UMT5Config, UMT5EncoderModel
 
@@ -208,13 +210,13 @@ def encode_prompts(pipe: WanImageToVideoPipeline, prompts: list[str], max_sequen
 
 # --------------------------------------------------------------------------- transformer
 
-def token_timesteps(latents: torch.Tensor, sigma: torch.Tensor, patch: tuple[int, int] = (2, 2)) -> torch.Tensor:
-    """Per-token timesteps (B, seq): 0 on the first latent frame (the clean condition), 1000*sigma elsewhere."""
+def token_timesteps(latents: torch.Tensor, timestep: torch.Tensor, patch: tuple[int, int] = (2, 2)) -> torch.Tensor:
+    """Per-token timesteps (B, seq): 0 on the first latent frame (the clean condition), ``timestep`` elsewhere."""
     b, _, t, h, w = latents.shape
     per_frame = torch.ones(t, dtype=latents.dtype, device=latents.device)
     per_frame[0] = 0
     grid = per_frame.view(1, t, 1, 1).expand(b, t, h // patch[0], w // patch[1])
-    return (grid * (sigma.view(b, 1, 1, 1) * 1000.0)).flatten(1)
+    return (grid * timestep.view(b, 1, 1, 1)).flatten(1)
 
 
 def with_condition(noisy: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
@@ -248,10 +250,9 @@ class FrameCondition:
             return torch.cat([noisy, self.latents.to(noisy.dtype)], dim=1)
         return with_condition(noisy, self.latents)
 
-    def timesteps(self, noisy: torch.Tensor, sigma: torch.Tensor, patch: tuple[int, int]) -> torch.Tensor:
-        if self.concat:
-            return sigma * 1000.0
-        return token_timesteps(noisy, sigma, patch)
+    def timesteps(self, noisy: torch.Tensor, timestep: torch.Tensor, patch: tuple[int, int]) -> torch.Tensor:
+        """The transformer's ``timestep`` argument: per token in TI2V, per video otherwise."""
+        return timestep if self.concat else token_timesteps(noisy, timestep, patch)
 
     def finish(self, latents: torch.Tensor) -> torch.Tensor:
         """The clean latents the VAE decodes: TI2V puts the condition back as the first frame."""
@@ -259,34 +260,65 @@ class FrameCondition:
 
 
 def velocity(
-    transformer: WanTransformer3DModel, noisy: torch.Tensor, condition: FrameCondition, sigma: torch.Tensor,
+    transformer: WanTransformer3DModel, noisy: torch.Tensor, condition: FrameCondition, timestep: torch.Tensor,
     text: torch.Tensor,
 ) -> torch.Tensor:
-    """The transformer's flow velocity for latents at noise level ``sigma`` (per batch element)."""
+    """The transformer's flow velocity for latents at ``timestep`` (per batch element, ``1000 * sigma``)."""
     x = condition.model_input(noisy)
-    timestep = condition.timesteps(x, sigma, tuple(transformer.config.patch_size[1:]))
-    return transformer(hidden_states=x, timestep=timestep, encoder_hidden_states=text,
+    t = condition.timesteps(x, timestep, tuple(transformer.config.patch_size[1:]))
+    return transformer(hidden_states=x, timestep=t, encoder_hidden_states=text,
                        encoder_hidden_states_image=condition.image_embeds, return_dict=False)[0]
 
 
-def sampling_sigmas(scheduler: FlowMatchEulerDiscreteScheduler, steps: int) -> torch.Tensor:
-    """The scheduler's sigma schedule for ``steps`` (ending with 0), fresh each call."""
-    scheduler.set_timesteps(steps)
-    return scheduler.sigmas.clone().float()
+def fresh_scheduler(scheduler: SchedulerMixin, steps: int) -> SchedulerMixin:
+    """A new scheduler of the folder's class and config, set for ``steps``.
+
+    Multistep solvers (UniPC, Wan2.2's default) keep per-run state, so every rollout gets
+    its own; the pipeline's scheduler object is never stepped.
+    """
+    fresh = type(scheduler).from_config(scheduler.config)
+    fresh.set_timesteps(steps)
+    return fresh
 
 
-def euler_sample(
+def sampling_sigmas(scheduler: SchedulerMixin, steps: int) -> torch.Tensor:
+    """The scheduler's sigma schedule for ``steps`` (ending with 0)."""
+    return fresh_scheduler(scheduler, steps).sigmas.clone().float()
+
+
+def solve(
+    velocity_at: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    noise: torch.Tensor,
+    scheduler: SchedulerMixin,
+    steps: int,
+    graph_from: int | None = None,
+) -> torch.Tensor:
+    """Integrate from ``noise`` with the folder's own solver: ``scheduler.step`` at its timesteps.
+
+    This is what ``pipe(...)`` does without classifier-free guidance (Euler for
+    ``FlowMatchEulerDiscreteScheduler``, UniPC for Wan2.2's folders). ``velocity_at(z, t)``
+    gives the velocity for a (B,) timestep. Steps before ``graph_from`` run without an
+    autograd graph; ``None`` builds none at all.
+    """
+    sched = fresh_scheduler(scheduler, steps)
+    z = noise
+    for i, t in enumerate(sched.timesteps):
+        with torch.set_grad_enabled(torch.is_grad_enabled() and graph_from is not None and i >= graph_from):
+            v = velocity_at(z, t.expand(z.shape[0]).to(z.dtype))
+            z = sched.step(v, t, z, return_dict=False)[0]
+    return z
+
+
+def sample_latents(
     transformer: WanTransformer3DModel,
     noise: torch.Tensor,
     condition: FrameCondition,
     text: torch.Tensor,
-    sigmas: torch.Tensor,
+    scheduler: SchedulerMixin,
+    steps: int,
 ) -> torch.Tensor:
-    """Euler integration from ``noise`` over ``sigmas`` (what the scheduler's step does); returns clean latents."""
-    z = noise
-    for s, s_next in pairwise(sigmas):
-        sig = torch.full((z.shape[0],), float(s), dtype=z.dtype, device=z.device)
-        z = z + (s_next - s) * velocity(transformer, z, condition, sig, text)
+    """Sample clean latents with the scheduler's solver (no graph); the condition put back in TI2V."""
+    z = solve(lambda z, t: velocity(transformer, z, condition, t, text), noise, scheduler, steps)
     return condition.finish(z)
 
 
@@ -338,7 +370,7 @@ def generate_videos(
     transformer: WanTransformer3DModel | None = None,
     batch: int = 16,
 ) -> list[np.ndarray]:
-    """Sample videos with ``steps`` Euler steps and decode them with the VAE; (T, H, W, 3) uint8 each.
+    """Sample videos with ``steps`` solver steps and decode them with the VAE; (T, H, W, 3) uint8 each.
 
     Same arithmetic as ``pipe(...)`` without classifier-free guidance, batched over items.
     ``transformer`` overrides the pipeline's (e.g. to compare an undistilled one).
@@ -346,12 +378,11 @@ def generate_videos(
     transformer = transformer or pipe.transformer
     h, w = first_frames[0].shape[:2]
     shape = latent_shape(pipe, n_frames, h, w)
-    sigmas = sampling_sigmas(pipe.scheduler, steps)
     videos: list[np.ndarray] = []
     for i in range(0, len(prompts), batch):
         cond = encode_conditions(pipe, first_frames[i : i + batch], n_frames)
         text = encode_prompts(pipe, prompts[i : i + batch])
         noise = torch.stack([item_noise(shape, s) for s in seeds[i : i + batch]])
-        z = euler_sample(transformer, noise, cond, text, sigmas)
+        z = sample_latents(transformer, noise, cond, text, pipe.scheduler, steps)
         videos += [tensor_to_frames(v) for v in decode_latents(pipe.vae, z)]
     return videos

@@ -23,7 +23,7 @@ import torch
 from diffusers import FlowMatchEulerDiscreteScheduler, WanTransformer3DModel
 from pydantic import BaseModel, Field
 
-from core.models.wan import FrameCondition, euler_sample, sampling_sigmas, velocity
+from core.models.wan import FrameCondition, sample_latents, sampling_sigmas, velocity
 from core.train.common import seed_everything, step_progress
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,8 @@ def _regress_velocity(model: WanTransformer3DModel, batch, description: str, ste
         for step in range(steps):
             x, eps, sigma, text = batch(step)
             s = sigma.view(-1, 1, 1, 1, 1)
-            loss = _masked_mse(velocity(model, (1 - s) * x + s * eps, FrameCondition.first_frame_of(x), sigma, text), eps - x)
+            noisy, cond = (1 - s) * x + s * eps, FrameCondition.first_frame_of(x)
+            loss = _masked_mse(velocity(model, noisy, cond, sigma * 1000.0, text), eps - x)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -122,14 +123,14 @@ def reflow_pairs(
     gen: torch.Generator, chunk: int = 32,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(noise, teacher endpoint, item index) triples from the undistilled model's ODE."""
-    sigmas = sampling_sigmas(scheduler, cfg.teacher_steps)
     items = torch.arange(len(data)).repeat(cfg.pairs_per_item)
     noise = torch.randn((len(items), *data.latents.shape[1:]), generator=gen)
     ends = []
     with step_progress("reflow pairs", (len(items) + chunk - 1) // chunk) as advance:
         for i in range(0, len(items), chunk):
             x0, text = data.batch(items[i : i + chunk])
-            ends.append(euler_sample(teacher, noise[i : i + chunk], FrameCondition.first_frame_of(x0), text, sigmas))
+            cond = FrameCondition.first_frame_of(x0)
+            ends.append(sample_latents(teacher, noise[i : i + chunk], cond, text, scheduler, cfg.teacher_steps))
             advance()
     return noise, torch.cat(ends), items
 
