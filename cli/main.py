@@ -66,6 +66,16 @@ def _fail(exc: Exception) -> None:
     raise typer.Exit(2)
 
 
+def _parse_size(size: str | None) -> dict[str, int]:
+    """'WIDTHxHEIGHT' -> {"width", "height"}; None -> {}."""
+    if size is None:
+        return {}
+    parts = size.lower().split("x")
+    if len(parts) != 2 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        raise VlmtError(f"--size: {size!r} (expected WIDTHxHEIGHT in pixels, e.g. 704x704)")
+    return {"width": int(parts[0]), "height": int(parts[1])}
+
+
 def _parse_n(value: str) -> int | str:
     """``--n``: a positive integer, or 'auto' (best-of-N's wall time matched to the teacher method's)."""
     if value == "auto":
@@ -375,6 +385,10 @@ def evaluate_cmd(
     n: Annotated[str | None, typer.Option(help="Candidates for best_of_n / pass_at_n, or 'auto': matched to the "
                                                 "teacher method's wall time per item.")] = None,
     max_steps: Annotated[int | None, typer.Option(help="Maximum LoRA updates per item.")] = None,
+    frames: Annotated[int | None, typer.Option(help="Frames per video for benchmarks that do not set them (VBVR's "
+                                                    "official layout: read from ground_truth.mp4 by default).")] = None,
+    fps: Annotated[float | None, typer.Option(help="Frame rate for such benchmarks.")] = None,
+    size: Annotated[str | None, typer.Option(help="WIDTHxHEIGHT for such benchmarks (fitted to the Reasoner's grid).")] = None,
     name: Annotated[str | None, typer.Option(help="Experiment name.")] = None,
     work: Annotated[str | None, typer.Option(help="Root of stage outputs, results and the DuckDB file.")] = None,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads.")] = None,
@@ -421,6 +435,8 @@ def evaluate_cmd(
                 method_cfg = method_cfg.model_copy(update={"n": chosen_n})
         if max_steps is not None:
             method_cfg = method_cfg.model_copy(update={"optim": method_cfg.optim.model_copy(update={"max_steps": max_steps})})
+        video = {"n_frames": frames, "fps": fps, **_parse_size(size)}
+        update["video"] = {**cfg.video.model_dump(), **{k: v for k, v in video.items() if v is not None}}
         cfg = EvaluateConfig.model_validate({**cfg.model_dump(), **update, "method": method_cfg.model_dump()})
     except VlmtError as exc:
         _fail(exc)
@@ -447,6 +463,11 @@ def evaluate_cmd(
     if cfg.mlflow_uri != "":
         uri = cfg.mlflow_uri or f"sqlite:///{Path(cfg.work) / 'mlflow.db'}"
         console.print(f"MLflow: mlflow ui --backend-store-uri {uri}", highlight=False, soft_wrap=True)
+    exported = Path(cfg.work) / "outputs" / exp
+    if exported.is_dir():
+        console.print(f"not scored here (no rule-based scorer for this benchmark): each method's videos are in the "
+                      f"official layout under {exported}/<method>/\n  score with the official toolkit: vlmt bench score "
+                      f"--bench {cfg.bench} --videos {exported}/<method>", highlight=False, soft_wrap=True)
     if report:
         from core.report.build import build_report
 

@@ -107,6 +107,31 @@ def read_video(path: str | Path, min_frames: int = 1, max_frames: int | None = N
     return video
 
 
+def video_header(path: str | Path) -> tuple[int, float, int, int]:
+    """``(n_frames, fps, height, width)`` of a video, from its header where it says (else by decoding)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "file not found", "a video file (mp4)")
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            fps = float(stream.average_rate or stream.guessed_rate or 0)
+            height, width = stream.codec_context.height, stream.codec_context.width
+            n = stream.frames or sum(1 for _ in container.decode(video=0))
+    except (av.FFmpegError, IndexError, ValueError) as exc:  # IndexError: no video stream
+        raise InputError(path, f"unreadable video ({exc})", "an mp4 that FFmpeg can decode") from exc
+    if n < 1 or fps <= 0:
+        raise InputError(path, f"header says {n} frames at {fps} fps", "a video with frames and a frame rate")
+    return int(n), fps, int(height), int(width)
+
+
+def resize_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """(H, W, 3) uint8 -> (height, width, 3) uint8, bicubic; the same array when the size already fits."""
+    if image.shape[:2] == (height, width):
+        return image
+    return np.array(Image.fromarray(_as_uint8(image)).resize((width, height), Image.Resampling.BICUBIC))
+
+
 def _rate(fps: float) -> Fraction:
     """A frame rate as the exact fraction PyAV wants (8 -> 8/1, 29.97 -> 2997/100)."""
     return Fraction(fps).limit_denominator(1001)

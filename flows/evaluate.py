@@ -33,13 +33,19 @@ from prefect.states import Failed, State
 from pydantic import BaseModel, Field
 
 from core.bench.record import Purpose, TaskInstance
-from core.bench.source import InvalidItem, open_benchmark, spread_over_families
+from core.bench.source import (
+    InvalidItem,
+    official_output_path,
+    open_benchmark,
+    spread_over_families,
+)
 from core.bench.synth.generate import make_synth_benchmark
 from core.errors import InputError
-from core.io import read_yaml_mapping, write_json_atomic
+from core.io import read_yaml_mapping, write_bytes_atomic, write_json_atomic
 from core.method.compare import ItemResult, auto_n, item_seed, summarise_methods
 from core.method.cost import CostRecord
 from core.method.methods import CANDIDATE_METHODS, USES_RULES, Method, MethodConfig
+from core.pipeline.video_spec import VideoOverride, reasoner_grid, with_video_spec
 from core.storage.results import (
     ExperimentRecord,
     VariantParams,
@@ -72,6 +78,9 @@ class EvaluateConfig(BaseModel):
     bench_seed: int = 0
     limit: int | None = Field(None, ge=1, description="At most this many items, spread over families.")
     methods: list[Method] = Field(default_factory=lambda: list(Method))
+    video: VideoOverride = Field(default_factory=VideoOverride,
+                                 description="Frames, fps and size for benchmarks whose instances do not set them "
+                                             "(VBVR's official layout: read from ground_truth.mp4 unless set here).")
     models: ModelPaths = ModelPaths()
     method: MethodConfig = MethodConfig()
     auto_n: bool = Field(False, description="Choose best_of_n / pass_at_n's N after vanilla and the teacher method ran, "
@@ -101,7 +110,14 @@ def load_items(cfg: EvaluateConfig) -> tuple[list[TaskInstance], list[InvalidIte
         bench = open_benchmark(out, skip_invalid=True)
     else:
         bench = open_benchmark(cfg.bench, skip_invalid=True)
-    return spread_over_families(bench.instances, cfg.limit), bench.invalid
+    grid = reasoner_grid(cfg.models.reasoner)
+    items, invalid = [], list(bench.invalid)
+    for inst in spread_over_families(bench.instances, cfg.limit):
+        try:
+            items.append(with_video_spec(inst, grid, cfg.video))
+        except InputError as exc:  # this item cannot be generated; the others still run
+            invalid.append(InvalidItem(where=inst.id, error=str(exc)))
+    return items, invalid
 
 
 class _Ran:
@@ -408,6 +424,10 @@ def evaluate(config: EvaluateConfig | None = None, config_file: str | None = Non
     cfg = EvaluateConfig.from_yaml(config_file) if config_file else (config or EvaluateConfig())
     work = Path(cfg.work)
     items, invalid = load_items(cfg)
+    unscored = sorted({inst.benchmark for inst in items if inst.benchmark != "synth"})
+    if unscored and Method.PASS_AT_N in cfg.methods:
+        raise InputError("methods: pass_at_n", f"selects by a rule-based scorer, which {unscored[0]} items lack here",
+                         "the other methods (their videos are exported for the benchmark's official scorer)")
     memo = work / "model-ids.json"
     ids = {"reasoner": model_identity(cfg.models.reasoner, memo), "teacher": model_identity(cfg.models.teacher, memo)}
     if cfg.models.surrogate:
@@ -415,6 +435,7 @@ def evaluate(config: EvaluateConfig | None = None, config_file: str | None = Non
     experiment = experiment or experiment_of(cfg)
     tracker = open_tracker(cfg)
     results_root = work / "results"
+    exported = work / "outputs" / experiment.experiment_id  # {method}/ in the official layout (non-synth items)
     write_experiment(results_root, experiment)
     logger.info("experiment %s: %d items x %d methods", experiment.experiment_id, len(items), len(cfg.methods))
 
@@ -441,6 +462,9 @@ def evaluate(config: EvaluateConfig | None = None, config_file: str | None = Non
                 done.append(_outcome(inst, method, chain, item_seed(inst, cfg.seed)))
                 if method in cfg.methods:
                     keep(done[-1], row_params)
+                    if inst.benchmark != "synth" and done[-1].error is None:  # for the official scorer
+                        write_bytes_atomic(official_output_path(exported / method.value, inst),
+                                           Path(done[-1].info["video"]).read_bytes())
 
         # inline, an item's stages have run when _submit_item returns; submitted, they run concurrently
         pending = []
@@ -477,6 +501,7 @@ def evaluate(config: EvaluateConfig | None = None, config_file: str | None = Non
     summary = {k: v.model_dump(mode="json") for k, v in summarise_methods(results).items()}
     failed = [r for r in results if r.error]
     out = {"experiment_id": experiment.experiment_id, "summary": summary, "rows": counts,
+           "exported": str(exported) if unscored else None,
            "n": chosen_n if cfg.auto_n else cfg.method.n,
            "failed": [{"item": r.instance_id, "method": r.method, "stage": r.error_stage, "error": r.error} for r in failed]}
     if tracker is not None:

@@ -12,6 +12,7 @@ import pytest
 
 from core.bench.record import Purpose
 from core.bench.synth.generate import make_synth_benchmark
+from core.errors import InputError
 from core.method.methods import Method, MethodConfig
 from core.method.optimise import OptimConfig
 from flows.evaluate import EvaluateConfig, ModelPaths, evaluate
@@ -167,6 +168,31 @@ def test_auto_n_sets_best_of_ns_n_from_the_teacher_methods_recorded_cost_and_res
     before = stage_dirs(Path(cfg.work))
     assert evaluate(config=cfg)["n"] == n, "a rerun reads the same recorded costs, so picks the same N"
     assert stage_dirs(Path(cfg.work)) == before
+
+
+def test_an_official_vbvr_layout_runs_unscored_and_exports_videos_for_the_official_scorer(setup, tmp_path):
+    """No synth metadata: the video spec comes from ground_truth.mp4, rows are unscored (NULL), and
+    each method's videos land at {split_dir}/{task_id}/{index}.mp4 for VBVR-EvalKit."""
+    root, models = setup
+    bench = tmp_path / "official"
+    shutil.copytree(root / "bench", bench)
+    for meta in bench.glob("*/*/*/meta.json"):
+        meta.unlink()
+    (bench / "VBVR-Bench.json").unlink()
+    cfg = config(root, models, "w-official", bench=str(bench)).model_copy(
+        update={"methods": [Method.VANILLA, Method.TEACHER], "work": str(tmp_path / "work")})
+    out = evaluate(config=cfg)
+    assert not out["failed"] and out["exported"]
+    with duckdb.connect(str(Path(cfg.work) / "vlmt.duckdb"), read_only=True) as con:
+        rows = con.execute("SELECT instance_id, method, score, success, hacked, judge_goal_p_yes FROM results").fetchall()
+    assert len(rows) == 4 and all(r[2] is None and r[3] is None and r[4] is None for r in rows)
+    assert all(r[5] is not None for r in rows)  # the Teacher still judged every final video
+    for inst_id, method, *_ in rows:
+        split_dir, task_id, index = inst_id.split("/")
+        assert (Path(out["exported"]) / method / split_dir / task_id / f"{index}.mp4").is_file()
+    assert out["summary"]["teacher"]["mean_score"] != out["summary"]["teacher"]["mean_score"]  # NaN: nothing scored
+    with pytest.raises(InputError, match="pass_at_n"):
+        evaluate(config=cfg.model_copy(update={"methods": [Method.PASS_AT_N]}))
 
 
 def test_vlmt_evaluate_reads_yaml_and_prints_the_table(setup, tmp_path):

@@ -53,8 +53,8 @@ class ItemResult(BaseModel):
     faculty: str | None
     method: str
     seed: int
-    score: float = 0.0
-    success: bool = False
+    score: float | None = Field(0.0, description="None: not scored here (a benchmark scored by its official toolkit).")
+    success: bool | None = False
     criteria: dict[str, float] = Field(default_factory=dict)
     judge_p_yes: list[float] = Field(default_factory=list)
     judge_all_yes: bool = False
@@ -71,8 +71,10 @@ class ItemResult(BaseModel):
         return self._video
 
     @property
-    def hacked(self) -> bool:
-        """The judge says every rule holds but the strict rule-based check fails."""
+    def hacked(self) -> bool | None:
+        """The judge says every rule holds but the strict rule-based check fails (None: unscored)."""
+        if self.error is None and self.success is None:
+            return None
         return self.error is None and self.judge_all_yes and not self.success
 
 
@@ -183,8 +185,9 @@ def summarise_methods(results: Sequence[ItemResult]) -> dict[str, MethodSummary]
         split: dict[str, list[float]] = defaultdict(list)
         faculty: dict[str, list[float]] = defaultdict(list)
         for r in ok:
-            split[r.split or "-"].append(r.score)
-            faculty[r.faculty or "-"].append(r.score)
+            if r.score is not None:
+                split[r.split or "-"].append(r.score)
+                faculty[r.faculty or "-"].append(r.score)
         extra: dict = {}
         if method == Method.TEACHER.value and ok:
             steps = [r.info["optim"]["steps_run"] for r in ok if "optim" in r.info]
@@ -194,13 +197,14 @@ def summarise_methods(results: Sequence[ItemResult]) -> dict[str, MethodSummary]
             extra = {"n": ok[0].info.get("n")}
         out[method] = MethodSummary(
             method=method, n=len(rs), n_errors=len(rs) - len(ok),
-            mean_score=_mean(r.score for r in rs), success_rate=_mean(float(r.success) for r in rs),
+            mean_score=_mean(r.score for r in rs if r.score is not None),
+            success_rate=_mean(float(r.success) for r in rs if r.success is not None),
             by_split={k: _mean(v) for k, v in sorted(split.items())},
             by_faculty={k: _mean(v) for k, v in sorted(faculty.items())},
             seconds_per_item=_mean(r.cost.total_seconds for r in ok), nfe_per_item=_mean(r.cost.reasoner_nfe for r in ok),
             teacher_calls_per_item=_mean(r.cost.counts.get("teacher_forward", 0) + r.cost.counts.get("teacher_backward", 0)
                                          + r.cost.counts.get("teacher_generate", 0) for r in ok),
-            hacking_rate=_mean(float(r.hacked) for r in ok), extra=extra,
+            hacking_rate=_mean(float(r.hacked) for r in ok if r.hacked is not None), extra=extra,
         )
     return out
 

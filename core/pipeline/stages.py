@@ -29,8 +29,9 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from core.bench.record import TaskInstance
+from core.errors import InputError
 from core.io import write_bytes_atomic, write_json_atomic
-from core.media import read_image, write_gif, write_video
+from core.media import read_image, resize_image, write_gif, write_video
 from core.method.cost import CostMeter, CostRecord
 from core.method.methods import videotpo_search
 from core.method.optimise import (
@@ -84,8 +85,11 @@ class SelectionRecord(BaseModel):
 
 
 class ScoreRecord(BaseModel):
-    score: float
-    success: bool
+    """``score``/``success`` are None for benchmarks without a rule-based scorer here (VBVR's and
+    RULER's official scorers run on the exported videos, ``core.bench.vbvr.output_path``)."""
+
+    score: float | None
+    success: bool | None
     criteria: dict[str, float] = Field(default_factory=dict)
     judge_p_yes: list[float] = Field(default_factory=list)
     judge_all_yes: bool = False
@@ -123,9 +127,20 @@ def load_rules(path: str | Path) -> RuleSet:
     return RuleSet.model_validate_json(Path(path).read_text())
 
 
+def item_first_frame(instance: TaskInstance) -> np.ndarray:
+    """The first frame at the item's video size (``core.pipeline.video_spec``: resized where the
+    benchmark's image is not the size the Reasoner generates at)."""
+    meta = instance.metadata
+    if instance.first_frame is None or "n_frames" not in meta:
+        raise InputError(f"instance {instance.id}", "has no first frame or no video spec (n_frames, fps, height, width)",
+                         "an instance passed through core.pipeline.video_spec.with_video_spec (the evaluate flow does)")
+    image = read_image(instance.first_frame)
+    return resize_image(image, int(meta.get("height", image.shape[0])), int(meta.get("width", image.shape[1])))
+
+
 def _prepare(reasoner: ReasonerAdapter, instance: TaskInstance, prompt: str, seed: int) -> ItemCondition:
     """The item's condition (shared by its stages: ``ReasonerAdapter.prepare`` keeps it)."""
-    return reasoner.prepare(read_image(instance.first_frame), prompt, seed, int(instance.metadata["n_frames"]))
+    return reasoner.prepare(item_first_frame(instance), prompt, seed, int(instance.metadata["n_frames"]))
 
 
 def _fps(instance: TaskInstance) -> float:
@@ -147,9 +162,8 @@ def reward_stage(teacher: Teacher, instance: TaskInstance, rules_json: Path, out
     """Stage 2: everything of the reward that does not depend on the video, compiled once."""
     meter = CostMeter()
     with meter.phase("compile_reward"):
-        first = read_image(instance.first_frame)
-        reward = compile_reward(teacher, load_rules(rules_json), int(instance.metadata["n_frames"]), first.shape[:2],
-                                k_frames, lam, fps=_fps(instance))
+        reward = compile_reward(teacher, load_rules(rules_json), int(instance.metadata["n_frames"]),
+                                item_first_frame(instance).shape[:2], k_frames, lam, fps=_fps(instance))
     return write_json_atomic(out, reward.model_dump(mode="json")), meter.take()
 
 
@@ -259,12 +273,15 @@ def _with_videos(meter: CostMeter, videos: list[VideoRecord]) -> CostRecord:
 def score_stage(
     instance: TaskInstance, video: VideoRecord, out: Path, teacher: Teacher | None = None, reward_json: Path | None = None,
 ) -> ScoreRecord:
-    """Stage 5: the benchmark's rule-based score and, when a reward is given, the Teacher's judge;
-    and the scored video's viewable copies (mp4, GIF) beside ``out``."""
+    """Stage 5: the benchmark's rule-based score (synth; None elsewhere) and, when a reward is
+    given, the Teacher's judge; and the scored video's viewable copies (mp4, GIF) beside ``out``."""
     frames = load_frames(video.npz)
     t0 = time.perf_counter()
-    result = score_synth(instance, frames)
-    record = ScoreRecord(score=result.score, success=result.success, criteria={c.name: c.score for c in result.criteria})
+    if instance.benchmark == "synth":
+        result = score_synth(instance, frames)
+        record = ScoreRecord(score=result.score, success=result.success, criteria={c.name: c.score for c in result.criteria})
+    else:
+        record = ScoreRecord(score=None, success=None)
     seconds = {"score": time.perf_counter() - t0}
     if teacher is not None and reward_json is not None:
         t0 = time.perf_counter()

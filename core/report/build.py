@@ -132,7 +132,7 @@ def _item_card(item: ItemView, methods: list[str], media: dict[tuple[str, str], 
         else:
             body = "<div class='error'>video missing</div>"
         crit = "".join(f"<li>{_e(k)}: {_num(v, 2)}</li>" for k, v in sorted(o.criteria.items()))
-        verdict = "success" if o.success else "fail"
+        verdict = "unscored" if o.score is None and not o.error else "success" if o.success else "fail"
         cells.append(f"<figure class='method'>{body}<figcaption><b>{_e(m)}</b> {_num(o.score)} <span class='{verdict}'>"
                      f"{verdict}</span><ul class='crit'>{crit}</ul></figcaption></figure>")
     img = f"<img src='{_e(first)}' alt='first frame' class='first'>" if first else ""

@@ -88,7 +88,7 @@ def judge_vs_scorer(costs: list[dict], path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     by_method: dict[str, list[tuple[float, float]]] = defaultdict(list)
     for row in costs:
-        if row["judge_goal_p_yes"] is not None:
+        if row["judge_goal_p_yes"] is not None and row["score"] is not None:
             by_method[row["method"]].append((row["judge_goal_p_yes"], row["score"]))
     for method, points in by_method.items():
         ax.scatter([p for p, _ in points], [s for _, s in points], s=12, alpha=0.7, label=method)

@@ -126,9 +126,10 @@ class Tracker:
         now = int(time.time() * 1000)
         p = {"method": result.method, "instance_id": result.instance_id, "seed": result.seed, "variant": variant,
              **{k: v for k, v in params.items() if v is not None}}
-        metrics = {"score": result.score, "success": float(result.success), "judge_all_yes": float(result.judge_all_yes),
-                   "hacked": float(result.hacked), "seconds": result.cost.total_seconds,
+        metrics = {"score": result.score, "success": result.success, "judge_all_yes": float(result.judge_all_yes),
+                   "hacked": result.hacked, "seconds": result.cost.total_seconds,
                    "reasoner_nfe": float(result.cost.reasoner_nfe)}
+        metrics = {k: float(v) for k, v in metrics.items() if v is not None}  # unscored benchmarks log no score
         for i, p_yes in enumerate(result.judge_p_yes):
             metrics[f"judge_p_yes_{i}"] = p_yes
         batch = [Metric(k, float(v), now, 0) for k, v in metrics.items()]
