@@ -385,6 +385,10 @@ def evaluate_cmd(
     n: Annotated[str | None, typer.Option(help="Candidates for best_of_n / pass_at_n, or 'auto': matched to the "
                                                 "teacher method's wall time per item.")] = None,
     max_steps: Annotated[int | None, typer.Option(help="Maximum LoRA updates per item.")] = None,
+    guidance: Annotated[float | None, typer.Option(help="Classifier-free guidance scale of every Reasoner rollout "
+                                                        "(1 = off, the default: distilled Reasoners; ~5 for an "
+                                                        "undistilled Wan2.2-TI2V-5B).")] = None,
+    negative_prompt: Annotated[str | None, typer.Option(help="Negative prompt for guidance.")] = None,
     frames: Annotated[int | None, typer.Option(help="Frames per video for benchmarks that do not set them (VBVR's "
                                                     "official layout: read from ground_truth.mp4 by default).")] = None,
     fps: Annotated[float | None, typer.Option(help="Frame rate for such benchmarks.")] = None,
@@ -435,6 +439,10 @@ def evaluate_cmd(
                 method_cfg = method_cfg.model_copy(update={"n": chosen_n})
         if max_steps is not None:
             method_cfg = method_cfg.model_copy(update={"optim": method_cfg.optim.model_copy(update={"max_steps": max_steps})})
+        if guidance is not None or negative_prompt is not None:
+            g = method_cfg.optim.guidance.model_dump()
+            g.update({k: v for k, v in {"scale": guidance, "negative_prompt": negative_prompt}.items() if v is not None})
+            method_cfg = method_cfg.model_copy(update={"optim": method_cfg.optim.model_copy(update={"guidance": g})})
         video = {"n_frames": frames, "fps": fps, **_parse_size(size)}
         update["video"] = {**cfg.video.model_dump(), **{k: v for k, v in video.items() if v is not None}}
         cfg = EvaluateConfig.model_validate({**cfg.model_dump(), **update, "method": method_cfg.model_dump()})

@@ -45,6 +45,7 @@ from core.io import read_yaml_mapping, write_bytes_atomic, write_json_atomic
 from core.method.compare import ItemResult, auto_n, item_seed, summarise_methods
 from core.method.cost import CostRecord
 from core.method.methods import CANDIDATE_METHODS, USES_RULES, Method, MethodConfig
+from core.method.reasoner import Guidance
 from core.pipeline.video_spec import VideoOverride, reasoner_grid, with_video_spec
 from core.storage.results import (
     ExperimentRecord,
@@ -186,8 +187,11 @@ def stage_keys(item_hash: str, seed: int, cfg: EvaluateConfig, ids: dict[str, st
     k["rules"] = digest("rules", CODE_VERSION, item_hash, ids["teacher"], mc.rule_attempts, seed)
     k["reward"] = digest("reward", CODE_VERSION, k["rules"], o.k_frames, o.lam)
 
+    # guidance joins the keys only when on, so keys made before it existed stay valid
+    sampler = o.sampler_steps if o.guidance == Guidance() else [o.sampler_steps, o.guidance.model_dump(mode="json")]
+
     def video(j: int, adapter_key: str | None = None, rules_key: str | None = None) -> str:
-        return digest("generate", CODE_VERSION, item_hash, ids["reasoner"], seed + j, o.sampler_steps, adapter_key, rules_key)
+        return digest("generate", CODE_VERSION, item_hash, ids["reasoner"], seed + j, sampler, adapter_key, rules_key)
 
     for j in range(mc.n):
         k[f"video/{j}"] = video(j)
@@ -195,9 +199,10 @@ def stage_keys(item_hash: str, seed: int, cfg: EvaluateConfig, ids: dict[str, st
     candidates = [k[f"video/{j}"] for j in range(mc.n)]
     k["select/judge"] = digest("select", CODE_VERSION, "judge", candidates, k["reward"], ids["teacher"])
     k["select/oracle"] = digest("select", CODE_VERSION, "oracle", candidates)
-    k["videotpo"] = digest("videotpo", CODE_VERSION, k["reward"], ids["reasoner"], ids["teacher"], seed, o.sampler_steps,
+    k["videotpo"] = digest("videotpo", CODE_VERSION, k["reward"], ids["reasoner"], ids["teacher"], seed, sampler,
                            mc.tpo_rounds, mc.tpo_videos)
-    optim = o.model_dump(mode="json", exclude={"lam", "k_frames"})  # those reach it through the reward key
+    # lam and k_frames reach it through the reward key; guidance as above
+    optim = o.model_dump(mode="json", exclude={"lam", "k_frames"} | ({"guidance"} if o.guidance == Guidance() else set()))
     k["optimise"] = digest("optimise", CODE_VERSION, k["reward"], ids["reasoner"], ids.get("surrogate"), optim, seed)
     k["video/teacher"] = video(0, adapter_key=k["optimise"])
     judged = USES_RULES & set(cfg.methods)
@@ -237,10 +242,11 @@ def _submit_item(inst: TaskInstance, cfg: EvaluateConfig, ids: dict[str, str], i
             chains[method].rules = chains[method].add("rules", rules)
             chains[method].reward = chains[method].add("reward", reward)
     judged = reward is not None
+    guidance = o.guidance.model_dump(mode="json")
 
     def generate(j: int | str, **kwargs) -> Stage:
         return submit(stages.generate_video, f"video/{j}", m.reasoner, m.surrogate,
-                      seed + (j if isinstance(j, int) else 0), o.sampler_steps, **kwargs)
+                      seed + (j if isinstance(j, int) else 0), o.sampler_steps, guidance=guidance, **kwargs)
 
     def score(method: Method, video: Stage) -> None:
         chains[method].video = video
@@ -262,7 +268,7 @@ def _submit_item(inst: TaskInstance, cfg: EvaluateConfig, ids: dict[str, str], i
         score(Method.PE, chains[Method.PE].add("generate", generate("pe", rules=rules)))
     if Method.VIDEOTPO in methods:
         tpo = submit(stages.videotpo, "videotpo", m.reasoner, m.surrogate, m.teacher, reward, seed, o.sampler_steps,
-                     mc.tpo_rounds, mc.tpo_videos)
+                     mc.tpo_rounds, mc.tpo_videos, guidance=guidance)
         score(Method.VIDEOTPO, chains[Method.VIDEOTPO].add("videotpo", tpo))
     if Method.TEACHER in methods:
         opt = chains[Method.TEACHER].add("optimise", submit(stages.optimise_item, "optimise", m.reasoner, m.surrogate,

@@ -21,6 +21,7 @@ from core.bench.record import TaskInstance
 from core.io import write_json_atomic
 from core.method.methods import expanded_prompt
 from core.method.optimise import OptimConfig
+from core.method.reasoner import Guidance
 from core.pipeline import stages as core_stages
 from tasks import models
 from tasks.caching import given_key
@@ -81,9 +82,9 @@ def optimise_item(item: str, reasoner: str, surrogate: str | None, teacher: str,
 
 @task(name="generate-video", **_cached)
 def generate_video(item: str, reasoner: str, surrogate: str | None, seed: int, steps: int, target: str,
-                   key: str, adapter: dict | None = None, rules: dict | None = None) -> dict:
+                   key: str, adapter: dict | None = None, rules: dict | None = None, guidance: dict | None = None) -> dict:
     """A video from the item's seed; with ``adapter`` (teacher method) or ``rules`` (PE: the
-    instruction followed by the Teacher's rules)."""
+    instruction followed by the Teacher's rules); ``guidance`` as ``core.method.reasoner.Guidance``."""
     instance = TaskInstance.model_validate_json(item)
     prompt = None
     if rules is not None:
@@ -91,7 +92,8 @@ def generate_video(item: str, reasoner: str, surrogate: str | None, seed: int, s
     r, lock = models.reasoner(reasoner, surrogate)
     with lock:
         record = core_stages.generate_stage(r, instance, seed, steps, _dir(target),
-                                            adapter=Path(adapter["adapter"]) if adapter else None, prompt=prompt)
+                                            adapter=Path(adapter["adapter"]) if adapter else None, prompt=prompt,
+                                            guidance=Guidance.model_validate(guidance or {}))
     return _done(target, record.model_dump(mode="json"))
 
 
@@ -111,12 +113,13 @@ def select_video(item: str, videos: list[dict], by: Literal["judge", "oracle"], 
 
 @task(name="videotpo", **_cached)
 def videotpo(item: str, reasoner: str, surrogate: str | None, teacher: str, reward: dict, seed: int,
-             steps: int, rounds: int, per_round: int, target: str, key: str) -> dict:
+             steps: int, rounds: int, per_round: int, target: str, key: str, guidance: dict | None = None) -> dict:
     instance = TaskInstance.model_validate_json(item)
     r, r_lock = models.reasoner(reasoner, surrogate)
     t, t_lock = models.teacher(teacher)
     with r_lock, t_lock:
-        sel = core_stages.videotpo_stage(r, t, instance, Path(reward["reward"]), seed, steps, rounds, per_round, _dir(target))
+        sel = core_stages.videotpo_stage(r, t, instance, Path(reward["reward"]), seed, steps, rounds, per_round, _dir(target),
+                                         Guidance.model_validate(guidance or {}))
     return _done(target, sel.model_dump(mode="json"))
 
 

@@ -15,6 +15,7 @@ from core.bench.synth.generate import make_synth_benchmark
 from core.errors import InputError
 from core.method.methods import Method, MethodConfig
 from core.method.optimise import OptimConfig
+from core.method.reasoner import Guidance
 from flows.evaluate import EvaluateConfig, ModelPaths, evaluate
 from tests.method_helpers import build_micro_reasoner, build_micro_teacher
 
@@ -281,6 +282,8 @@ def test_stage_keys_change_exactly_where_they_should():
     assert _changed(k0, stage_keys("item", 7, base, {**ids, "surrogate": "S2"})) == teacher_chain
     assert _changed(k0, stage_keys("other", 7, base, ids)) == set(k0)
     assert _changed(k0, with_optim(sampler_steps=8)) == set(k0) - {"rules", "reward"}
+    assert _changed(k0, with_optim(guidance=Guidance(scale=5.0))) == set(k0) - {"rules", "reward"}
+    assert _changed(k0, with_optim(guidance=Guidance(scale=1.0))) == set()  # off: the keys made before guidance existed
     assert stage_keys("item", 7, base, ids) == k0  # deterministic
 
 

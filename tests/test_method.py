@@ -23,7 +23,13 @@ from core.method.optimise import (
     reward_step,
     save_adapter,
 )
-from core.method.reasoner import GradMode, ReasonerAdapter, frames_for_teacher
+from core.method.reasoner import (
+    GradMode,
+    Guidance,
+    ReasonerAdapter,
+    differentiated_calls,
+    frames_for_teacher,
+)
 from core.method.teacher import (
     GENERIC_PROCESS_QUERY,
     RuleSet,
@@ -138,6 +144,31 @@ def test_a_multistep_solver_folder_takes_gradients_through_its_own_steps(models,
     theirs = solver.pipe(image=Image.fromarray(first), prompt=inst.prompt, height=64, width=64, num_frames=17,
                          num_inference_steps=3, guidance_scale=1.0, latents=cond.noise, output_type="np").frames[0]
     assert np.abs(solver.generate(cond, 3).astype(float) / 255 - theirs).max() < 2 / 255
+
+
+def test_guidance_is_the_pipelines_and_costs_two_calls_per_velocity(reasoner, bench):
+    """Classifier-free guidance (undistilled Reasoners): pipe(guidance_scale=...)'s video, twice the calls."""
+    from PIL import Image
+
+    from core.method.cost import CostMeter
+
+    inst = bench.instances[0]
+    first = read_image(inst.first_frame)
+    cond = reasoner.prepare(first, inst.prompt, seed=7, n_frames=17)
+    g = Guidance(scale=4.0, negative_prompt="a blurry still image")
+    reasoner.meter = CostMeter()
+    ours = reasoner.generate(cond, 3, g)
+    assert reasoner.meter.take().counts["reasoner_forward"] == 6
+    theirs = reasoner.pipe(image=Image.fromarray(first), prompt=inst.prompt, negative_prompt=g.negative_prompt,
+                           guidance_scale=4.0, height=64, width=64, num_frames=17, num_inference_steps=3,
+                           latents=cond.noise, output_type="np").frames[0]
+    assert np.abs(ours.astype(float) / 255 - theirs).max() < 2 / 255
+    assert np.abs(ours.astype(float) - reasoner.generate(cond, 3)).max() > 10  # guidance changes the video
+    attach_lora(reasoner, OptimConfig().lora, seed=0)
+    reasoner.decode(reasoner.predict_clean(cond, 3, GradMode.FIRST_STEP, g), "vae").mean().backward()
+    assert sum(float(p.grad.abs().sum()) for n, p in reasoner.transformer.named_parameters() if "lora_B" in n) > 0
+    assert differentiated_calls(GradMode.FIRST_STEP, 3, g) == 2
+    detach_lora(reasoner)
 
 
 def test_loss_decreases_and_early_stop_triggers_at_tau(reasoner, teacher, item):

@@ -67,8 +67,8 @@ def test_saved_pipeline_loads_with_diffusers_and_generates(pipe, bench, tmp_path
     assert np.isfinite(frames).all()
 
 
-@pytest.mark.parametrize("solver", ["flow_match_euler", "unipc"])
-def test_batched_sampler_matches_the_pipeline(pipe, bench, solver):
+@pytest.mark.parametrize(("solver", "guidance"), [("flow_match_euler", 1.0), ("unipc", 1.0), ("flow_match_euler", 3.0)])
+def test_batched_sampler_matches_the_pipeline(pipe, bench, solver, guidance):
     """Our loop is the pipeline's arithmetic with the folder's own solver: same noise, same video.
 
     UniPC (``use_flow_sigmas``) is what Wan2.2's folders ship; Euler over its sigmas differs
@@ -81,9 +81,10 @@ def test_batched_sampler_matches_the_pipeline(pipe, bench, solver):
     image = read_image(inst.first_frame)
     shape = latent_shape(pipe, 17, 64, 64)
     noise = item_noise(shape, seed=3)[None]
-    ours = generate_videos(pipe, [image], [inst.prompt], [3], steps=3, n_frames=17)[0]
+    ours = generate_videos(pipe, [image], [inst.prompt], [3], steps=3, n_frames=17, guidance_scale=guidance,
+                           negative_prompt="static")[0]
     theirs = pipe(image=Image.fromarray(image), prompt=inst.prompt, height=64, width=64, num_frames=17, num_inference_steps=3,
-                  guidance_scale=1.0, latents=noise, output_type="np").frames[0]
+                  guidance_scale=guidance, negative_prompt="static", latents=noise, output_type="np").frames[0]
     assert np.abs(ours.astype(float) / 255 - theirs).max() < 2 / 255
 
 

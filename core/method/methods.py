@@ -87,9 +87,10 @@ class MethodOutput:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-def _generate(reasoner: ReasonerAdapter, cond: ItemCondition, steps: int, meter: CostMeter) -> np.ndarray:
+def _generate(reasoner: ReasonerAdapter, cond: ItemCondition, optim: OptimConfig, meter: CostMeter) -> np.ndarray:
+    """One video with the run's sampler (``optim.sampler_steps``, ``optim.guidance``)."""
     with meter.phase("generate"):
-        return reasoner.generate(cond, steps)
+        return reasoner.generate(cond, optim.sampler_steps, optim.guidance)
 
 
 def _seeded(reasoner: ReasonerAdapter, ctx: ItemContext, seed: int, text=None) -> ItemCondition:
@@ -111,16 +112,16 @@ def _need_reward(ctx: ItemContext) -> CompiledReward:
 
 
 def run_vanilla(reasoner: ReasonerAdapter, teacher: Teacher, ctx: ItemContext, cfg: MethodConfig, meter: CostMeter) -> MethodOutput:
-    return MethodOutput(_generate(reasoner, ctx.condition, cfg.optim.sampler_steps, meter), {"seed": ctx.condition.seed})
+    return MethodOutput(_generate(reasoner, ctx.condition, cfg.optim, meter), {"seed": ctx.condition.seed})
 
 
-def candidates(reasoner: ReasonerAdapter, ctx: ItemContext, n: int, steps: int, meter: CostMeter) -> list[np.ndarray]:
-    return [_generate(reasoner, _seeded(reasoner, ctx, ctx.condition.seed + k), steps, meter) for k in range(n)]
+def candidates(reasoner: ReasonerAdapter, ctx: ItemContext, n: int, optim: OptimConfig, meter: CostMeter) -> list[np.ndarray]:
+    return [_generate(reasoner, _seeded(reasoner, ctx, ctx.condition.seed + k), optim, meter) for k in range(n)]
 
 
 def run_best_of_n(reasoner: ReasonerAdapter, teacher: Teacher, ctx: ItemContext, cfg: MethodConfig, meter: CostMeter) -> MethodOutput:
     reward = _need_reward(ctx)
-    videos = candidates(reasoner, ctx, cfg.n, cfg.optim.sampler_steps, meter)
+    videos = candidates(reasoner, ctx, cfg.n, cfg.optim, meter)
     losses = [judge_loss(reward, _judge(teacher, reward, v, meter)) for v in videos]
     k = int(np.argmin(losses))
     return MethodOutput(videos[k], {"n": cfg.n, "selected": k, "judge_losses": losses})
@@ -129,7 +130,7 @@ def run_best_of_n(reasoner: ReasonerAdapter, teacher: Teacher, ctx: ItemContext,
 def run_pass_at_n(reasoner: ReasonerAdapter, teacher: Teacher, ctx: ItemContext, cfg: MethodConfig, meter: CostMeter) -> MethodOutput:
     if ctx.scorer is None:
         raise ValueError("pass_at_n needs the benchmark's scorer (it is the oracle baseline)")
-    videos = candidates(reasoner, ctx, cfg.n, cfg.optim.sampler_steps, meter)
+    videos = candidates(reasoner, ctx, cfg.n, cfg.optim, meter)
     with meter.phase("oracle_select"):
         scores = [ctx.scorer(ctx.instance, v) for v in videos]
     k = int(np.argmax(scores))
@@ -149,7 +150,7 @@ def run_pe(reasoner: ReasonerAdapter, teacher: Teacher, ctx: ItemContext, cfg: M
     prompt = expanded_prompt(ctx.instance.prompt, [q for q, _ in ctx.rules.queries])
     with meter.phase("encode_prompt"):
         cond = ctx.condition.with_text(reasoner.encode_text(prompt))
-    return MethodOutput(_generate(reasoner, cond, cfg.optim.sampler_steps, meter), {"prompt": prompt})
+    return MethodOutput(_generate(reasoner, cond, cfg.optim, meter), {"prompt": prompt})
 
 
 def videotpo_search(
@@ -194,8 +195,7 @@ def run_videotpo(reasoner: ReasonerAdapter, teacher: Teacher, ctx: ItemContext, 
         if prompt not in texts:
             with meter.phase("encode_prompt"):
                 texts[prompt] = reasoner.encode_text(prompt)
-        return _generate(reasoner, _seeded(reasoner, ctx, ctx.condition.seed + k, texts[prompt]),
-                         cfg.optim.sampler_steps, meter)
+        return _generate(reasoner, _seeded(reasoner, ctx, ctx.condition.seed + k, texts[prompt]), cfg.optim, meter)
 
     videos, losses, history = videotpo_search(ctx.instance.prompt, reward, cfg.tpo_rounds, cfg.tpo_videos, generate,
                                               lambda video: _judge(teacher, reward, video, meter))
@@ -207,7 +207,7 @@ def run_teacher(reasoner: ReasonerAdapter, teacher: Teacher, ctx: ItemContext, c
     reward = _need_reward(ctx)
     try:
         result = optimise_item(reasoner, teacher, ctx.condition, reward, cfg.optim)
-        video = _generate(reasoner, ctx.condition, cfg.optim.sampler_steps, meter)
+        video = _generate(reasoner, ctx.condition, cfg.optim, meter)
     finally:
         detach_lora(reasoner)
     return MethodOutput(video, {"optim": result.model_dump()})

@@ -39,6 +39,7 @@ from core.errors import InputError
 from core.method.reasoner import (
     Decoder,
     GradMode,
+    Guidance,
     ItemCondition,
     ReasonerAdapter,
     differentiated_calls,
@@ -80,6 +81,8 @@ class OptimConfig(BaseModel):
     decoder: Decoder = Decoder.SURROGATE
     k_frames: int = Field(24, ge=1)
     sampler_steps: int = Field(4, ge=1, description="The Reasoner's step schedule (4 for the distilled zoo model).")
+    guidance: Guidance = Field(default_factory=Guidance,
+                               description="Classifier-free guidance of every rollout (off for distilled Reasoners).")
     lora_seed: int = Field(0, description="Seed of the LoRA's random A init (B starts at zero).")
 
 
@@ -146,7 +149,7 @@ def reward_step(
     reasoner: ReasonerAdapter, teacher: Teacher, item: ItemCondition, reward: CompiledReward, cfg: OptimConfig
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One differentiable evaluation: (loss, log P(Yes) per query) for the current adapter."""
-    z0 = reasoner.predict_clean(item, cfg.sampler_steps, cfg.grad_mode)
+    z0 = reasoner.predict_clean(item, cfg.sampler_steps, cfg.grad_mode, cfg.guidance)
     video = reasoner.decode(z0, cfg.decoder)[0]
     frames, _ = frames_for_teacher(video, cfg.k_frames)
     logp = query_logprobs(teacher, reward, frames, reasoner.meter)
@@ -183,7 +186,7 @@ def optimise_item(
                 break
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            meter.count("reasoner_backward", differentiated_calls(cfg.grad_mode, cfg.sampler_steps))
+            meter.count("reasoner_backward", differentiated_calls(cfg.grad_mode, cfg.sampler_steps, cfg.guidance))
             meter.count("teacher_backward")
             grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip or math.inf)
             trace.append(StepRecord(step=step, loss=value, p_yes=p_yes, grad_norm=float(grad_norm),

@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -33,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from diffusers import WanImageToVideoPipeline, WanTransformer3DModel
+from pydantic import BaseModel, ConfigDict, Field
 
 from core.errors import InputError
 from core.media import sample_indices
@@ -46,6 +48,7 @@ from core.models.wan import (
     encode_conditions,
     encode_prompts,
     fresh_scheduler,
+    guided,
     item_noise,
     latent_shape,
     load_reasoner,
@@ -71,6 +74,20 @@ class GradMode(str, Enum):
 class Decoder(str, Enum):
     SURROGATE = "surrogate"
     VAE = "vae"
+
+
+class Guidance(BaseModel):
+    """Classifier-free guidance of the Reasoner's rollouts, as ``pipe(guidance_scale=...)`` does it.
+
+    Off (scale 1) by default: step-distilled Reasoners (the paper's DMD2 Wan2.2-5B, the zoo's
+    reflowed one) are sampled without it. An undistilled Wan2.2-TI2V-5B wants ~5; every
+    velocity then costs two transformer calls (counted in the NFE), in the optimisation too.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    scale: float = Field(1.0, ge=1.0)
+    negative_prompt: str = ""
 
 
 @dataclass(frozen=True)
@@ -123,6 +140,7 @@ class ReasonerAdapter:
         self.autocast_dtype = torch.bfloat16 if on_cuda else None
         self.meter = CostMeter()
         self._prepared: OrderedDict[tuple, ItemCondition] = OrderedDict()
+        self._negatives: dict[str, torch.Tensor] = {}  # negative-prompt embeddings for guidance
         #: The saved item adapter attached to the transformer now, if any (``core.method.optimise``).
         self.saved_adapter: str | None = None
 
@@ -176,35 +194,47 @@ class ReasonerAdapter:
 
     # ------------------------------------------------------------------ sampling
 
-    def _velocity(self, z: torch.Tensor, item: ItemCondition, timestep: torch.Tensor) -> torch.Tensor:
+    def _velocity(self, z: torch.Tensor, item: ItemCondition, timestep: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         self.meter.count("reasoner_forward")
         if self.autocast_dtype is None:
-            return velocity(self.transformer, z, item.condition, timestep, item.text)
+            return velocity(self.transformer, z, item.condition, timestep, text)
         with torch.autocast(self.device.type, dtype=self.autocast_dtype):
-            return velocity(self.transformer, z, item.condition, timestep, item.text).float()
+            return velocity(self.transformer, z, item.condition, timestep, text).float()
 
-    def predict_clean(self, item: ItemCondition, steps: int, mode: GradMode = GradMode.FIRST_STEP) -> torch.Tensor:
+    def _rollout(self, item: ItemCondition, guidance: Guidance | None) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """The velocity the solver integrates: guided when ``guidance.scale > 1``."""
+        g = guidance or Guidance()
+        negative = None
+        if g.scale != 1.0:
+            if g.negative_prompt not in self._negatives:
+                self._negatives[g.negative_prompt] = self.encode_text(g.negative_prompt)
+            negative = self._negatives[g.negative_prompt]
+        return guided(lambda z, t, text: self._velocity(z, item, t, text), item.text, negative, g.scale)
+
+    def predict_clean(self, item: ItemCondition, steps: int, mode: GradMode = GradMode.FIRST_STEP,
+                      guidance: Guidance | None = None) -> torch.Tensor:
         """The clean-latent prediction (normalised latents; TI2V: first frame = the condition).
 
-        Gradients flow only where ``mode`` says; ``first_step`` costs one transformer call
-        whatever ``steps`` is (``differentiated_calls`` says how many calls a backward spans).
-        The other modes integrate with the folder's own solver (``core.models.wan.solve``).
+        Gradients flow only where ``mode`` says; ``first_step`` costs one (guided: two)
+        transformer calls whatever ``steps`` is (``differentiated_calls`` says how many calls
+        a backward spans). The other modes integrate with the folder's own solver
+        (``core.models.wan.solve``).
         """
         mode = GradMode(mode)
         z = item.noise
+        call = self._rollout(item, guidance)
         if mode is GradMode.FIRST_STEP:
             sched = fresh_scheduler(self.pipe.scheduler, steps)
             t0 = sched.timesteps[:1].to(z.dtype)
-            z0 = z - float(sched.sigmas[0]) * self._velocity(z, item, t0)
+            z0 = z - float(sched.sigmas[0]) * call(z, t0)
             return item.condition.finish(z0)
         graph_from = steps - 1 if mode is GradMode.LAST_STEP else 0
-        z = solve(lambda z, t: self._velocity(z, item, t), z, self.pipe.scheduler, steps, graph_from)
-        return item.condition.finish(z)
+        return item.condition.finish(solve(call, z, self.pipe.scheduler, steps, graph_from))
 
     @torch.no_grad()
-    def sample(self, item: ItemCondition, steps: int) -> torch.Tensor:
-        """Euler sampling over the full schedule without a graph (the final video's latents)."""
-        return self.predict_clean(item, steps, GradMode.FULL).detach()
+    def sample(self, item: ItemCondition, steps: int, guidance: Guidance | None = None) -> torch.Tensor:
+        """Sampling over the full schedule without a graph (the final video's latents)."""
+        return self.predict_clean(item, steps, GradMode.FULL, guidance).detach()
 
     # ------------------------------------------------------------------ decoding
 
@@ -220,14 +250,15 @@ class ReasonerAdapter:
         return self.surrogate(denormalise(self.pipe.vae, latents))
 
     @torch.no_grad()
-    def generate(self, item: ItemCondition, steps: int) -> np.ndarray:
+    def generate(self, item: ItemCondition, steps: int, guidance: Guidance | None = None) -> np.ndarray:
         """The final video: full schedule, the item's eps, the VAE decode; (T, H, W, 3) uint8."""
-        return tensor_to_frames(self.decode(self.sample(item, steps), Decoder.VAE)[0])
+        return tensor_to_frames(self.decode(self.sample(item, steps, guidance), Decoder.VAE)[0])
 
 
-def differentiated_calls(mode: GradMode, steps: int) -> int:
+def differentiated_calls(mode: GradMode, steps: int, guidance: Guidance | None = None) -> int:
     """How many transformer calls one backward through ``predict_clean`` traverses."""
-    return {GradMode.FIRST_STEP: 1, GradMode.LAST_STEP: 1, GradMode.FULL: steps}[GradMode(mode)]
+    calls = {GradMode.FIRST_STEP: 1, GradMode.LAST_STEP: 1, GradMode.FULL: steps}[GradMode(mode)]
+    return calls * (2 if guidance is not None and guidance.scale != 1.0 else 1)
 
 
 def frames_for_teacher(video: torch.Tensor, k: int) -> tuple[torch.Tensor, list[int]]:

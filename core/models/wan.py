@@ -359,6 +359,20 @@ def item_noise(shape: tuple[int, ...], seed: int) -> torch.Tensor:
     return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
 
 
+def guided(velocity_at: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor], text: torch.Tensor,
+           negative: torch.Tensor | None, scale: float) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """``velocity_at(z, t, text)`` with classifier-free guidance, as ``pipe(...)`` combines it:
+    ``v_neg + scale * (v - v_neg)``; ``scale == 1`` (or no ``negative``) is one plain call."""
+    if negative is None or scale == 1.0:
+        return lambda z, t: velocity_at(z, t, text)
+
+    def call(z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        v_neg = velocity_at(z, t, negative)
+        return v_neg + scale * (velocity_at(z, t, text) - v_neg)
+
+    return call
+
+
 @torch.no_grad()
 def generate_videos(
     pipe: WanImageToVideoPipeline,
@@ -369,10 +383,13 @@ def generate_videos(
     n_frames: int,
     transformer: WanTransformer3DModel | None = None,
     batch: int = 16,
+    guidance_scale: float = 1.0,
+    negative_prompt: str = "",
 ) -> list[np.ndarray]:
     """Sample videos with ``steps`` solver steps and decode them with the VAE; (T, H, W, 3) uint8 each.
 
-    Same arithmetic as ``pipe(...)`` without classifier-free guidance, batched over items.
+    Same arithmetic as ``pipe(...)``, batched over items; ``guidance_scale > 1`` adds
+    classifier-free guidance against ``negative_prompt`` (two transformer calls per step).
     ``transformer`` overrides the pipeline's (e.g. to compare an undistilled one).
     """
     transformer = transformer or pipe.transformer
@@ -382,7 +399,9 @@ def generate_videos(
     for i in range(0, len(prompts), batch):
         cond = encode_conditions(pipe, first_frames[i : i + batch], n_frames)
         text = encode_prompts(pipe, prompts[i : i + batch])
+        negative = encode_prompts(pipe, [negative_prompt] * len(text)) if guidance_scale != 1.0 else None
         noise = torch.stack([item_noise(shape, s) for s in seeds[i : i + batch]])
-        z = sample_latents(transformer, noise, cond, text, pipe.scheduler, steps)
+        call = guided(lambda z, t, c, cond=cond: velocity(transformer, z, cond, t, c), text, negative, guidance_scale)
+        z = cond.finish(solve(call, noise, pipe.scheduler, steps))
         videos += [tensor_to_frames(v) for v in decode_latents(pipe.vae, z)]
     return videos

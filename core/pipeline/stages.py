@@ -41,7 +41,7 @@ from core.method.optimise import (
     optimise_item,
     save_adapter,
 )
-from core.method.reasoner import ItemCondition, ReasonerAdapter
+from core.method.reasoner import Guidance, ItemCondition, ReasonerAdapter
 from core.method.teacher import (
     CompiledReward,
     RuleSet,
@@ -169,7 +169,7 @@ def reward_stage(teacher: Teacher, instance: TaskInstance, rules_json: Path, out
 
 def generate_stage(
     reasoner: ReasonerAdapter, instance: TaskInstance, seed: int, steps: int, out_dir: Path,
-    adapter: Path | None = None, prompt: str | None = None,
+    adapter: Path | None = None, prompt: str | None = None, guidance: Guidance | None = None,
 ) -> VideoRecord:
     """Stage 4 (and every baseline's generation): one video from the item's seed.
 
@@ -186,7 +186,7 @@ def generate_stage(
         detach_lora(reasoner)
     with meter.phase("generate"):
         cond = _prepare(reasoner, instance, text, seed)
-        frames = reasoner.generate(cond, steps)
+        frames = reasoner.generate(cond, steps, guidance)
     npz = save_frames(frames, out_dir)
     return VideoRecord(npz=str(npz), seed=seed, prompt=text,
                        adapter=str(adapter) if adapter else None, cost=meter.take())
@@ -242,7 +242,7 @@ def select_stage(
 
 def videotpo_stage(
     reasoner: ReasonerAdapter, teacher: Teacher, instance: TaskInstance, reward_json: Path, seed: int, steps: int,
-    rounds: int, per_round: int, out_dir: Path,
+    rounds: int, per_round: int, out_dir: Path, guidance: Guidance | None = None,
 ) -> SelectionRecord:
     """VideoTPO (``core.method.methods.videotpo_search``) with every video saved; the judge's best is selected."""
     reward = load_reward(reward_json)
@@ -250,7 +250,7 @@ def videotpo_stage(
 
     def generate(k: int, prompt: str) -> VideoRecord:
         return generate_stage(reasoner, instance, seed + k, steps, out_dir / f"r{k // per_round}-{k % per_round}",
-                              prompt=prompt)
+                              prompt=prompt, guidance=guidance)
 
     def judge_video(video: VideoRecord) -> list[float]:
         with meter.phase("judge"):
