@@ -242,6 +242,33 @@ def zoo_train(
         _print_zoo_eval(result["eval"])
 
 
+@zoo_app.command("surrogate")
+def zoo_surrogate(
+    vae: Annotated[Path, typer.Option(help="A Wan VAE folder, or a Wan pipeline folder (its vae/ is used).")],
+    bench: Annotated[Path, typer.Option(help="A benchmark directory whose ground-truth videos are the training data.")],
+    out: Annotated[Path, typer.Option(help="The surrogate decoder folder to write.")],
+    work: Annotated[Path, typer.Option(help="Cache of the stage record.")] = Path("runs/surrogate"),
+    steps: Annotated[int, typer.Option(help="Training steps.")] = 2000,
+    crop: Annotated[int, typer.Option(help="Latent window side per training sample.")] = 16,
+    videos: Annotated[int, typer.Option(help="Ground-truth videos used (the last min(4, half) measure fidelity).")] = 64,
+    device: Annotated[str | None, typer.Option(help="cuda, cpu, ... (default: cuda when available).")] = None,
+) -> None:
+    """Distil a surrogate decoder for any Wan VAE (e.g. Wan2.2-TI2V-5B's on a GPU) from a benchmark's videos."""
+    from core.train.surrogate import SurrogateForConfig, SurrogateTrainConfig
+    from flows.zoo import surrogate_for_vae
+
+    cfg = SurrogateForConfig(train=SurrogateTrainConfig(steps=steps), crop=crop, videos=videos, device=device)
+    try:
+        result = surrogate_for_vae(vae=str(vae), bench=str(bench), out=str(out), work=str(work),
+                                   config_json=cfg.model_dump_json())
+    except VlmtError as exc:
+        _fail(exc)
+    console.print(f"surrogate decoder for {result['vae']} -> {result['path']}: {result['psnr_vs_vae_db']:.2f} dB vs the VAE "
+                  f"decode, {result['speedup']}x faster ({result['surrogate_decode_s']:.4f} s vs {result['vae_decode_s']:.4f} s "
+                  f"per video) on {result['train_videos']} training videos, {result['train_seconds']:.0f} s",
+                  highlight=False, soft_wrap=True)
+
+
 @zoo_app.command("eval")
 def zoo_eval(
     models: Annotated[Path, typer.Option(help="The zoo folder.")] = Path("models"),

@@ -97,3 +97,19 @@ def zoo_evaluate(models: str = "models", work: str = "runs/zoo-eval", seed: int 
     bench = _run(stages.benchmarks, work, f"bench-{k_bench[:12]}",
                  cfg_json=cfg.model_copy(update={"train_per_family": 0}).model_dump_json(), key=k_bench)
     return stages.evaluate(models, bench["path"], cfg_json)
+
+
+@flow(name="surrogate-for-vae")
+def surrogate_for_vae(vae: str, bench: str, out: str, work: str = "runs/surrogate", config_json: str | None = None) -> dict:
+    """Distil a surrogate decoder for any Wan VAE (a user's real one on a GPU) into ``out``.
+
+    Cached on the VAE's weights, the benchmark's path and the config: a rerun with the same
+    inputs reuses the finished folder.
+    """
+    from core.train.surrogate import SurrogateForConfig, vae_folder
+
+    cfg = SurrogateForConfig.model_validate_json(config_json) if config_json else SurrogateForConfig()
+    vae_dir = vae_folder(vae)  # the VAE alone is hashed, not a pipeline's transformer
+    key = digest("surrogate-for", CODE_VERSION, dir_digest(vae_dir), str(Path(bench).resolve()), cfg.model_dump(mode="json"))
+    return reuse_only_if(stages.surrogate_for, Path(out), work)(vae_dir=vae, bench_dir=bench, target=out,
+                                                               cfg_json=cfg.model_dump_json(), key=key)

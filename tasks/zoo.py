@@ -7,11 +7,14 @@ the stage's own config, the identity of its inputs and the code version (see
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from prefect import task
 
 from core import zoo
+from core.io import write_json_atomic
+from core.train.surrogate import SurrogateForConfig, distil_surrogate_for
 from tasks.caching import build_into, given_key
 
 _cached = {"cache_key_fn": given_key, "persist_result": True}
@@ -66,3 +69,15 @@ def evaluate(models: str, bench_dir: str, cfg_json: str) -> dict:
 def publish(stage_records: dict[str, dict], out: str, cfg_json: str) -> str:
     cfg = zoo.ZooConfig.model_validate_json(cfg_json)
     return str(zoo.publish(stage_records, Path(out), cfg))
+
+
+@task(name="surrogate-for-vae", **_cached)
+def surrogate_for(vae_dir: str, bench_dir: str, target: str, cfg_json: str, key: str) -> dict:
+    """A surrogate decoder for any Wan VAE (``core.train.surrogate.distil_surrogate_for``)."""
+    cfg = SurrogateForConfig.model_validate_json(cfg_json)
+
+    def build(tmp: Path) -> None:
+        write_json_atomic(tmp / "fidelity.json", distil_surrogate_for(Path(vae_dir), Path(bench_dir), tmp, cfg))
+
+    record = build_into(target, key, build)
+    return {**record, **json.loads((Path(target) / "fidelity.json").read_text())}

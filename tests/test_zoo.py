@@ -66,3 +66,31 @@ def test_rerun_reuses_every_finished_stage(micro_zoo, tmp_path):
         again = zoo_train(out=str(tmp_path / "models"), work=str(root / "work"), preset="micro", seed=0, evaluate=False)
     for stage, rec in first["stages"].items():
         assert again["stages"][stage] == rec, stage  # same key, same path, same recorded seconds: not recomputed
+
+
+def test_a_surrogate_for_any_wan_vae_is_distilled_by_the_cli_and_reused(micro_zoo, tmp_path):
+    """`vlmt zoo surrogate`: a pipeline folder's VAE, a benchmark's ground-truth mp4s, latent windows."""
+    from typer.testing import CliRunner
+
+    from cli.main import app
+    from core.models.surrogate import SurrogateDecoder
+
+    root, _ = micro_zoo
+    bench = next((root / "work" / "stages").glob("bench-*")) / "bench-test"
+    out = tmp_path / "surrogate"
+    args = ["zoo", "surrogate", "--vae", str(root / "models" / "reasoner"), "--bench", str(bench), "--out", str(out),
+            "--work", str(tmp_path / "work"), "--steps", "3", "--crop", "4", "--videos", "6", "--device", "cpu"]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    assert "dB vs the VAE decode" in r.output and "on 3 training videos" in r.output  # 6 videos: 3 train, 3 measure
+    sur = SurrogateDecoder.from_pretrained(out)
+    vae_cfg = json.loads((root / "models" / "reasoner" / "vae" / "config.json").read_text())
+    assert sur.config.z_dim == vae_cfg["z_dim"] and sur.config.latents_std == vae_cfg["latents_std"]
+    assert sur(torch.randn(1, sur.config.z_dim, 5, 16, 16)).shape == (1, 3, 17, 64, 64)  # whole latents, not windows
+    fidelity = json.loads((out / "fidelity.json").read_text())
+    assert np.isfinite(fidelity["psnr_vs_vae_db"]) and len(fidelity["curve"]) == 1
+    before = (out / "diffusion_pytorch_model.safetensors").stat().st_mtime_ns
+    assert CliRunner().invoke(app, args).exit_code == 0
+    assert (out / "diffusion_pytorch_model.safetensors").stat().st_mtime_ns == before  # the finished folder is reused
+    r = CliRunner().invoke(app, [*args[:2], "--vae", str(root / "models" / "teacher"), *args[4:]])
+    assert r.exit_code == 2 and "not a VAE folder" in r.output

@@ -10,15 +10,18 @@ encoder's manifold.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
 from diffusers import AutoencoderKLWan
 from pydantic import BaseModel, Field
 
+from core.errors import InputError
 from core.models.surrogate import SurrogateDecoder
 from core.models.wan import denormalise, encode_videos
 from core.train.common import psnr, seed_everything, step_progress
@@ -63,21 +66,16 @@ def decoder_pairs(
     return torch.cat(lat), torch.cat(out)
 
 
-def train_surrogate(
-    vae: AutoencoderKLWan, videos: Sequence[np.ndarray], cfg: SurrogateTrainConfig
-) -> tuple[SurrogateDecoder, list[float]]:
-    """Distil a surrogate for ``vae`` from its decodes of ``videos`` (and noisy latents)."""
-    gen = seed_everything(cfg.seed)
-    latents, targets = decoder_pairs(vae, videos, cfg.latent_noise, cfg.seed)
-    model = build_surrogate_for(vae, cfg)
+def _distil(model: SurrogateDecoder, batch, cfg: SurrogateTrainConfig) -> list[float]:
+    """The regression loop: ``batch(step)`` gives (raw latents, VAE decodes) on the model's device."""
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.05)
     curve = []
     with step_progress("surrogate decoder", cfg.steps) as advance:
         for step in range(cfg.steps):
-            idx = torch.randint(len(latents), (cfg.batch,), generator=gen)
-            y = model(latents[idx])
-            loss = (y - targets[idx]).abs().mean() + ((y - targets[idx]) ** 2).mean()
+            z, target = batch(step)
+            y = model(z)
+            loss = (y - target).abs().mean() + ((y - target) ** 2).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -86,7 +84,62 @@ def train_surrogate(
                 curve.append(round(loss.item(), 5))
             advance(loss=loss.item())
     model.eval()
-    return model, curve
+    return curve
+
+
+def train_surrogate(
+    vae: AutoencoderKLWan, videos: Sequence[np.ndarray], cfg: SurrogateTrainConfig
+) -> tuple[SurrogateDecoder, list[float]]:
+    """Distil a surrogate for ``vae`` from its decodes of ``videos`` (and noisy latents).
+
+    Every decode is computed once and kept: right for small VAEs and videos (the zoo's). A
+    real VAE's decodes do not fit in memory; use ``train_surrogate_cropped`` for those.
+    """
+    gen = seed_everything(cfg.seed)
+    latents, targets = decoder_pairs(vae, videos, cfg.latent_noise, cfg.seed)
+    model = build_surrogate_for(vae, cfg)
+
+    def batch(_step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = torch.randint(len(latents), (cfg.batch,), generator=gen)
+        return latents[idx], targets[idx]
+
+    return model, _distil(model, batch, cfg)
+
+
+def train_surrogate_cropped(
+    vae: AutoencoderKLWan, videos: Sequence[np.ndarray], cfg: SurrogateTrainConfig, crop: int
+) -> tuple[SurrogateDecoder, list[float]]:
+    """Distil a surrogate for a VAE too large to keep its decodes (a real Wan2.2 VAE on a GPU).
+
+    Every video is encoded once (latents kept on the CPU, a few MB each); each step takes
+    ``cfg.batch`` random ``crop`` x ``crop`` latent windows over all latent frames, half of
+    them with latent noise, and decodes them with the VAE on its own device as the targets.
+    The surrogate is convolutional, so what it learns on windows holds on whole latents.
+    The surrogate trains on the VAE's device.
+    """
+    gen = seed_everything(cfg.seed)
+    device = next(vae.parameters()).device
+    with torch.no_grad():
+        latents = [encode_videos(vae, stack_videos([v]).to(device)).cpu() for v in videos]
+    h, w = latents[0].shape[-2:]
+    if crop > min(h, w) or any(z.shape != latents[0].shape for z in latents):
+        raise ValueError(f"crop {crop} must fit latents of one shape (first: {tuple(latents[0].shape[1:])})")
+    model = build_surrogate_for(vae, cfg).to(device)
+
+    @torch.no_grad()
+    def batch(_step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        windows = []
+        for _ in range(cfg.batch):
+            z = latents[int(torch.randint(len(latents), (1,), generator=gen))]
+            y, x = (int(torch.randint(n - crop + 1, (1,), generator=gen)) for n in (h, w))
+            window = z[..., y : y + crop, x : x + crop]
+            if float(torch.rand(1, generator=gen)) < 0.5:
+                window = window + cfg.latent_noise * torch.randn(window.shape, generator=gen)
+            windows.append(window)
+        raw = denormalise(vae, torch.cat(windows).to(device))
+        return raw, vae.decode(raw).sample.clamp(-1, 1)
+
+    return model, _distil(model, batch, cfg)
 
 
 class DecoderFidelity(BaseModel):
@@ -101,7 +154,7 @@ def decoder_fidelity(vae: AutoencoderKLWan, surrogate: SurrogateDecoder, videos:
     """Surrogate vs VAE decode on the same latents: PSNR and per-video decode time."""
     values, t_vae, t_sur = [], 0.0, 0.0
     for video in videos:
-        z = denormalise(vae, encode_videos(vae, stack_videos([video])))
+        z = denormalise(vae, encode_videos(vae, stack_videos([video]).to(next(vae.parameters()).device)))
         t0 = time.perf_counter()
         ref = vae.decode(z).sample.clamp(-1, 1)
         t1 = time.perf_counter()
@@ -114,3 +167,57 @@ def decoder_fidelity(vae: AutoencoderKLWan, surrogate: SurrogateDecoder, videos:
         psnr_vs_vae_db=round(float(np.mean(values)), 2), vae_decode_s=round(t_vae / n, 4),
         surrogate_decode_s=round(t_sur / n, 4), speedup=round(t_vae / max(t_sur, 1e-9), 1),
     )
+
+
+class SurrogateForConfig(BaseModel):
+    """``vlmt zoo surrogate``: a surrogate for any Wan VAE, trained on a benchmark's ground-truth videos."""
+
+    train: SurrogateTrainConfig = SurrogateTrainConfig()
+    crop: int = Field(16, ge=1, description="Latent window side (16 -> 256 pixels for Wan2.2's 16x VAE).")
+    videos: int = Field(64, ge=2, description="Ground-truth videos used: the last min(4, half) measure fidelity, the rest train.")
+    device: str | None = Field(None, description="cuda, cpu, ...; None: cuda when available.")
+
+
+def fit_to_vae(video: np.ndarray, temporal: int, spatial: int) -> np.ndarray:
+    """Trim a (T, H, W, 3) video to 1 + k*temporal frames and centre-crop it to multiples of ``spatial``."""
+    t = 1 + temporal * ((len(video) - 1) // temporal)
+    h, w = (spatial * (n // spatial) for n in video.shape[1:3])
+    y, x = (video.shape[1] - h) // 2, (video.shape[2] - w) // 2
+    return video[:t, y : y + h, x : x + w]
+
+
+def vae_folder(path: str | Path) -> Path:
+    """The ``AutoencoderKLWan`` folder of ``path`` (itself, or a Wan pipeline's ``vae/``); refuses anything else."""
+    path = Path(path)
+    folder = path / "vae" if (path / "model_index.json").is_file() else path
+    config = folder / "config.json"
+    cls = json.loads(config.read_text()).get("_class_name") if config.is_file() else None
+    if cls != "AutoencoderKLWan":
+        raise InputError(path, f"is not a VAE folder ({config.name}: _class_name {cls!r})",
+                         "a diffusers AutoencoderKLWan folder or a Wan pipeline folder with vae/")
+    return folder
+
+
+def distil_surrogate_for(vae_dir: Path, bench_dir: Path, out: Path, cfg: SurrogateForConfig) -> dict:
+    """Train and save a surrogate for the VAE in ``vae_dir`` (a VAE folder, or a pipeline folder
+    with ``vae/``) on ``bench_dir``'s ground-truth videos; returns its fidelity and timings."""
+    from core.bench.source import open_benchmark
+    from core.media import read_video
+
+    vae_dir = vae_folder(vae_dir)
+    device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    vae = AutoencoderKLWan.from_pretrained(vae_dir).to(device).eval().requires_grad_(False)
+    instances = [i for i in open_benchmark(bench_dir).instances if i.ground_truth is not None][: cfg.videos]
+    if len(instances) < 2:
+        raise InputError(bench_dir, f"has {len(instances)} instances with a ground-truth video", "at least 2")
+    c = vae.config
+    videos = [fit_to_vae(read_video(i.ground_truth), c.scale_factor_temporal, c.scale_factor_spatial) for i in instances]
+    held_out = min(4, len(videos) // 2)
+    t0 = time.perf_counter()
+    surrogate, curve = train_surrogate_cropped(vae, videos[:-held_out], cfg.train, cfg.crop)
+    seconds = time.perf_counter() - t0
+    fidelity = decoder_fidelity(vae, surrogate, videos[-held_out:])
+    surrogate.cpu().save_pretrained(out)
+    log.info("surrogate for %s: %s, trained in %.0f s", vae_dir, fidelity, seconds)
+    return {"vae": str(vae_dir), "out": str(out), "train_seconds": round(seconds, 1), "train_videos": len(videos) - held_out,
+            "curve": curve, **fidelity.model_dump()}
