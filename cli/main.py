@@ -165,7 +165,8 @@ def _score_external(benchmark, videos: Path | None, ground_truth: bool, as_json:
     if benchmark.kind == "ruler":
         raise VlmtError(
             f"{benchmark.root}: RULER-Bench is scored by a VLM judge answering each checklist; aggregate judge "
-            "labels with core.bench.ruler.aggregate (the Teacher-as-judge command comes with the method)"
+            "labels with core.bench.ruler.aggregate (parse a judge's reply with core.bench.ruler.judgement_from_reply; "
+            "no judge command ships here: the official judge is a proprietary VLM)"
         )
     if ground_truth or videos is None:
         raise VlmtError(f"{benchmark.root}: --ground-truth works for synth benchmarks only; give --videos DIR")
@@ -500,9 +501,11 @@ def evaluate_cmd(
         console.print(f"MLflow: mlflow ui --backend-store-uri {uri}", highlight=False, soft_wrap=True)
     exported = Path(cfg.work) / "outputs" / exp
     if exported.is_dir():
+        how = ("RULER-Bench: a VLM judge answers each checklist (official protocol), aggregate with "
+               "core.bench.ruler.aggregate" if Path(cfg.bench).is_file() else
+               f"score with the official toolkit: vlmt bench score --bench {cfg.bench} --videos {exported}/<method>")
         console.print(f"not scored here (no rule-based scorer for this benchmark): each method's videos are in the "
-                      f"official layout under {exported}/<method>/\n  score with the official toolkit: vlmt bench score "
-                      f"--bench {cfg.bench} --videos {exported}/<method>", highlight=False, soft_wrap=True)
+                      f"official layout under {exported}/<method>/\n  {how}", highlight=False, soft_wrap=True)
     if report:
         from core.report.build import build_report
 

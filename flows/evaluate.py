@@ -279,9 +279,11 @@ def _submit_item(inst: TaskInstance, cfg: EvaluateConfig, ids: dict[str, str], i
 
 
 def _blank(inst: TaskInstance, method: Method, seed: int) -> ItemResult:
+    """The result before its stages: score 0 until scored, or None where no rule-based scorer applies."""
+    unscored = {} if inst.benchmark == "synth" else {"score": None, "success": None}
     return ItemResult(instance_id=inst.id, family=inst.task_family, split=inst.split.value if inst.split else None,
                       faculty=inst.faculty.value if inst.faculty else None, method=method.value, seed=seed,
-                      info={"prompt": inst.prompt, "first_frame": str(inst.first_frame)})
+                      info={"prompt": inst.prompt, "first_frame": str(inst.first_frame)}, **unscored)
 
 
 def _outcome(inst: TaskInstance, method: Method, chain: _Chain, seed: int) -> ItemResult:
@@ -446,8 +448,9 @@ def evaluate(config: EvaluateConfig | None = None, config_file: str | None = Non
     logger.info("experiment %s: %d items x %d methods", experiment.experiment_id, len(items), len(cfg.methods))
 
     params = cfg.params()
+    no_score = {"score": None, "success": None} if unscored else {}  # unscored benchmarks: failures carry no 0 either
     results = [ItemResult(instance_id=bad.where, family="unknown", split=None, faculty=None, method=method.value, seed=cfg.seed,
-                          error=bad.error, error_stage="load") for bad in invalid for method in cfg.methods]
+                          error=bad.error, error_stage="load", **no_score) for bad in invalid for method in cfg.methods]
     for res in results:
         write_result(results_root, res, experiment.experiment_id, cfg.variant, params)
     progress = progress_file(cfg, experiment.experiment_id)
@@ -469,7 +472,7 @@ def evaluate(config: EvaluateConfig | None = None, config_file: str | None = Non
                 if method in cfg.methods:
                     keep(done[-1], row_params)
                     if inst.benchmark != "synth" and done[-1].error is None:  # for the official scorer
-                        write_bytes_atomic(official_output_path(exported / method.value, inst),
+                        write_bytes_atomic(official_output_path(exported, inst, method.value),
                                            Path(done[-1].info["video"]).read_bytes())
 
         # inline, an item's stages have run when _submit_item returns; submitted, they run concurrently

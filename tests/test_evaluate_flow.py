@@ -4,6 +4,7 @@ poisoned item that fails alone."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from core.errors import InputError
 from core.method.methods import Method, MethodConfig
 from core.method.optimise import OptimConfig
 from core.method.reasoner import Guidance
+from core.pipeline.video_spec import VideoOverride
 from flows.evaluate import EvaluateConfig, ModelPaths, evaluate
 from tests.method_helpers import build_micro_reasoner, build_micro_teacher
 
@@ -194,6 +196,27 @@ def test_an_official_vbvr_layout_runs_unscored_and_exports_videos_for_the_offici
     assert out["summary"]["teacher"]["mean_score"] != out["summary"]["teacher"]["mean_score"]  # NaN: nothing scored
     with pytest.raises(InputError, match="pass_at_n"):
         evaluate(config=cfg.model_copy(update={"methods": [Method.PASS_AT_N]}))
+
+
+def test_ruler_records_run_with_the_video_override_and_a_text_only_record_fails_alone(setup, tmp_path):
+    root, models = setup
+    firsts = sorted((root / "bench").glob("*/*/*/first_frame.png"))
+    records = [{"prompt": f"task {i}", "index": i, "task_name": task, "category": "vision rule",
+                "checklist": json.dumps([{"Rule Coherence": "Is the rule followed?"}]), "input_image_path": img}
+               for i, (task, img) in enumerate([("color", str(firsts[0])), ("count", None)])]
+    path = tmp_path / "ruler.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    cfg = config(root, models, "w-ruler", bench=str(path)).model_copy(
+        update={"methods": [Method.VANILLA], "work": str(tmp_path / "work")})
+    with pytest.raises(RuntimeError, match="2 of 2"):  # no ground truth, no override: neither can be generated
+        evaluate(config=cfg)
+    out = evaluate(config=cfg.model_copy(update={"video": VideoOverride(n_frames=17, fps=8, height=64, width=64),
+                                                 "work": str(tmp_path / "work2")}), return_state=True)
+    with duckdb.connect(str(tmp_path / "work2" / "vlmt.duckdb"), read_only=True) as con:
+        rows = con.execute("SELECT instance_id, score, error FROM results ORDER BY 1").fetchall()
+    assert rows[0][:2] == ("color/0", None) and rows[0][2] is None
+    assert rows[1][:2] == ("count/1", None) and "first_frame" in rows[1][2]  # failed alone, and not scored 0
+    assert not out.is_completed() and list((tmp_path / "work2" / "outputs").glob("*/vanilla/color/0.mp4"))
 
 
 def test_vlmt_evaluate_reads_yaml_and_prints_the_table(setup, tmp_path):

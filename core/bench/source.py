@@ -110,14 +110,16 @@ def spread_over_families(instances: Sequence[TaskInstance], limit: int | None) -
     return picked
 
 
-def official_output_path(out_root: str | Path, instance: TaskInstance) -> Path:
-    """Where the benchmark's official scorer expects a model's video for ``instance``.
+def official_output_path(out_root: str | Path, instance: TaskInstance, model: str) -> Path:
+    """Where the benchmark's official scorer expects ``model``'s video for ``instance``.
 
-    VBVR (and synth, which uses its layout): ``{split_dir}/{task_id}/{index}.mp4``;
-    RULER: ``{task_name}/{index}.mp4``.
+    VBVR (and synth, which uses its layout): ``{model}/{split_dir}/{task_id}/{index}.mp4``;
+    RULER: ``{model}/{task_name}/{index}.mp4``.
     """
     if instance.benchmark == "ruler":
-        return Path(out_root) / instance.task_id / f"{instance.index}.mp4"
+        from core.bench.ruler import output_path as ruler_output_path
+
+        return ruler_output_path(Path(out_root), instance, model)
     from core.bench.vbvr import output_path
 
-    return output_path(Path(out_root), instance)
+    return output_path(Path(out_root) / model, instance)

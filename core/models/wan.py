@@ -295,10 +295,10 @@ def solve(
 ) -> torch.Tensor:
     """Integrate from ``noise`` with the folder's own solver: ``scheduler.step`` at its timesteps.
 
-    This is what ``pipe(...)`` does without classifier-free guidance (Euler for
-    ``FlowMatchEulerDiscreteScheduler``, UniPC for Wan2.2's folders). ``velocity_at(z, t)``
-    gives the velocity for a (B,) timestep. Steps before ``graph_from`` run without an
-    autograd graph; ``None`` builds none at all.
+    This is what ``pipe(...)`` does (Euler for ``FlowMatchEulerDiscreteScheduler``, UniPC for
+    Wan2.2's folders). ``velocity_at(z, t)`` gives the velocity for a (B,) timestep, guided or
+    not (``guided``). Steps before ``graph_from`` run without an autograd graph; ``None``
+    builds none at all.
     """
     sched = fresh_scheduler(scheduler, steps)
     z = noise
