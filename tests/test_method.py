@@ -171,6 +171,42 @@ def test_guidance_is_the_pipelines_and_costs_two_calls_per_velocity(reasoner, be
     detach_lora(reasoner)
 
 
+def test_a_two_expert_reasoner_samples_like_its_pipeline_and_its_lora_sits_on_the_high_noise_expert(models, bench):
+    """Wan2.2-I2V-A14B's layout: transformer above boundary_ratio * 1000, transformer_2 below."""
+    import copy
+
+    from PIL import Image
+
+    from core.models.surrogate import SurrogateDecoder
+
+    pipe = load_reasoner(models[0])
+    low = copy.deepcopy(pipe.transformer)
+    with torch.no_grad():
+        for p in low.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    parts = {k: v for k, v in pipe.components.items() if k != "transformer_2"}
+    two = ReasonerAdapter(WanImageToVideoPipeline(**parts, transformer_2=low, boundary_ratio=0.6, expand_timesteps=True),
+                          SurrogateDecoder.from_pretrained(models[1]), device="cpu")
+    inst = bench.instances[0]
+    first = read_image(inst.first_frame)
+    cond = two.prepare(first, inst.prompt, seed=7, n_frames=17)
+    ours = two.generate(cond, 4)
+    theirs = two.pipe(image=Image.fromarray(first), prompt=inst.prompt, height=64, width=64, num_frames=17,
+                      num_inference_steps=4, guidance_scale=1.0, latents=cond.noise, output_type="np").frames[0]
+    assert np.abs(ours.astype(float) / 255 - theirs).max() < 2 / 255
+    one = ReasonerAdapter(load_reasoner(models[0]), device="cpu")
+    assert np.abs(ours.astype(float) - one.generate(one.prepare(first, inst.prompt, 7, 17), 4)).max() > 10  # both ran
+    attach_lora(two, OptimConfig().lora, seed=0)
+    for mode in (GradMode.FIRST_STEP, GradMode.FULL):
+        two.decode(two.predict_clean(cond, 4, mode)).mean().backward()
+        assert sum(float(p.grad.abs().sum()) for n, p in two.transformer.named_parameters() if "lora_B" in n) > 0
+        assert not any("lora_" in n for n, _ in low.named_parameters())  # the low-noise expert has none
+        two.transformer.zero_grad()
+    with pytest.raises(InputError, match="low-noise expert"):
+        two.predict_clean(cond, 4, GradMode.LAST_STEP)
+    detach_lora(two)
+
+
 def test_loss_decreases_and_early_stop_triggers_at_tau(reasoner, teacher, item):
     cond, reward = item
     cfg = OptimConfig(lr=3e-2, max_steps=8, early_stop=False, k_frames=8)
@@ -314,8 +350,8 @@ def test_unsupported_inputs_fail_clearly(models, teacher):
         ReasonerAdapter(FlowMatchEulerDiscreteScheduler())
     pipe = load_reasoner(models[0])
     parts = {k: v for k, v in pipe.components.items() if k != "transformer_2"}
-    with pytest.raises(InputError, match="two-expert"):
-        ReasonerAdapter(WanImageToVideoPipeline(**parts, transformer_2=pipe.transformer, boundary_ratio=0.9))
+    with pytest.raises(InputError, match="transformer_2 and boundary_ratio"):
+        ReasonerAdapter(WanImageToVideoPipeline(**parts, transformer_2=pipe.transformer, expand_timesteps=True))
     with pytest.raises(InputError, match="in_channels.*expand_timesteps=False"):
         ReasonerAdapter(WanImageToVideoPipeline(**parts | {"expand_timesteps": False}))
     with pytest.raises(InputError, match="lam"):

@@ -47,6 +47,7 @@ from core.models.wan import (
     denormalise,
     encode_conditions,
     encode_prompts,
+    expert,
     fresh_scheduler,
     guided,
     item_noise,
@@ -133,10 +134,14 @@ class ReasonerAdapter:
         if self.pipe.image_encoder is not None:
             self.pipe.image_encoder.requires_grad_(False)
         self.transformer.requires_grad_(False)
+        if self.pipe.transformer_2 is not None:
+            self.pipe.transformer_2.requires_grad_(False)
         self.surrogate = surrogate.to(self.device).requires_grad_(False).eval() if surrogate is not None else None
         on_cuda = self.device.type == "cuda"
         if gradient_checkpointing if gradient_checkpointing is not None else on_cuda:
             self.transformer.enable_gradient_checkpointing()
+            if self.pipe.transformer_2 is not None:
+                self.pipe.transformer_2.enable_gradient_checkpointing()
         self.autocast_dtype = torch.bfloat16 if on_cuda else None
         self.meter = CostMeter()
         self._prepared: OrderedDict[tuple, ItemCondition] = OrderedDict()
@@ -160,6 +165,7 @@ class ReasonerAdapter:
 
     @property
     def transformer(self) -> WanTransformer3DModel:
+        """The transformer that carries the item LoRA: the only one, or the high-noise expert of two."""
         return self.pipe.transformer
 
     # ------------------------------------------------------------------ per item
@@ -196,10 +202,11 @@ class ReasonerAdapter:
 
     def _velocity(self, z: torch.Tensor, item: ItemCondition, timestep: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         self.meter.count("reasoner_forward")
+        model = expert(self.pipe, timestep)
         if self.autocast_dtype is None:
-            return velocity(self.transformer, z, item.condition, timestep, text)
+            return velocity(model, z, item.condition, timestep, text)
         with torch.autocast(self.device.type, dtype=self.autocast_dtype):
-            return velocity(self.transformer, z, item.condition, timestep, text).float()
+            return velocity(model, z, item.condition, timestep, text).float()
 
     def _rollout(self, item: ItemCondition, guidance: Guidance | None) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
         """The velocity the solver integrates: guided when ``guidance.scale > 1``."""
@@ -229,6 +236,11 @@ class ReasonerAdapter:
             z0 = z - float(sched.sigmas[0]) * call(z, t0)
             return item.condition.finish(z0)
         graph_from = steps - 1 if mode is GradMode.LAST_STEP else 0
+        if mode is GradMode.LAST_STEP and torch.is_grad_enabled():
+            last = fresh_scheduler(self.pipe.scheduler, steps).timesteps[-1:]
+            if expert(self.pipe, last) is not self.transformer:
+                raise InputError("grad_mode", "is last_step, whose step runs the low-noise expert (no LoRA on it)",
+                                 "first_step or full for a two-expert Reasoner")
         return item.condition.finish(solve(call, z, self.pipe.scheduler, steps, graph_from))
 
     @torch.no_grad()

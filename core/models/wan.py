@@ -17,8 +17,10 @@ operations that training and the method share:
   (``scheduler.step``: Euler for the zoo's ``FlowMatchEulerDiscreteScheduler``, UniPC for
   Wan2.2's folders), so a vanilla video is the one ``pipe(...)`` makes.
 
-Two-expert pipelines (Wan2.2-I2V-A14B: ``transformer_2`` and ``boundary_ratio``) are refused:
-which expert a test-time LoRA belongs on is a research choice this code does not make.
+Two-expert pipelines (Wan2.2-I2V-A14B: ``transformer_2`` and ``boundary_ratio``) sample as
+the pipeline does, the high-noise ``transformer`` at timesteps >= ``boundary_ratio * 1000``
+and ``transformer_2`` below (``expert``). The test-time LoRA goes on the high-noise expert,
+the one the paper's first-step gradient passes through.
 
 Flow-matching convention (diffusers' ``FlowMatchEulerDiscreteScheduler``): ``z_s = (1 - s) x0
 + s eps`` for noise level ``s`` in [0, 1], timestep ``t = 1000 s``, velocity ``v = eps - x0``;
@@ -142,20 +144,30 @@ def load_reasoner(path: str | Path, device: str | torch.device = "cpu", dtype: t
 
 def check_supported(pipe: WanImageToVideoPipeline, where: str = "reasoner") -> None:
     """Raise ``InputError`` for a Wan I2V pipeline whose layout this code cannot condition correctly."""
-    if getattr(pipe, "transformer_2", None) is not None or pipe.config.get("boundary_ratio") is not None:
-        raise InputError(where, "is a two-expert Wan pipeline (transformer_2 / boundary_ratio, e.g. Wan2.2-I2V-A14B)",
-                         "a single-transformer Wan I2V pipeline (Wan2.2-TI2V-5B, Wan2.1-I2V, or the shipped zoo)")
-    if pipe.transformer is None:
-        raise InputError(where, "has no transformer", "a Wan I2V pipeline with a transformer")
-    tf, z = pipe.transformer.config, pipe.vae.config.z_dim
+    two_experts = getattr(pipe, "transformer_2", None) is not None or pipe.config.get("boundary_ratio") is not None
+    if pipe.transformer is None or (two_experts and (pipe.transformer_2 is None or pipe.config.boundary_ratio is None)):
+        raise InputError(where, "lacks a transformer (or one of a two-expert pair, or its boundary_ratio)",
+                         "transformer, and for two experts transformer_2 and boundary_ratio (Wan2.2-I2V-A14B)")
+    z = pipe.vae.config.z_dim
     expected = z if pipe.config.expand_timesteps else 2 * z + pipe.vae_scale_factor_temporal
     style = "expand_timesteps=True (TI2V)" if pipe.config.expand_timesteps else "expand_timesteps=False (mask + latents)"
-    if tf.in_channels != expected:
-        raise InputError(f"{where}: transformer.in_channels", f"is {tf.in_channels}",
-                         f"{expected} for a VAE with z_dim {z} and {style}")
-    if tf.image_dim is not None and (pipe.image_encoder is None or pipe.image_processor is None):
-        raise InputError(f"{where}: transformer.image_dim", f"is {tf.image_dim} but the pipeline has no image encoder",
-                         "an image_encoder and image_processor in the folder, or a transformer with image_dim null")
+    for name in ("transformer", "transformer_2") if two_experts else ("transformer",):
+        tf = getattr(pipe, name).config
+        if tf.in_channels != expected:
+            raise InputError(f"{where}: {name}.in_channels", f"is {tf.in_channels}",
+                             f"{expected} for a VAE with z_dim {z} and {style}")
+        if tf.image_dim is not None and (pipe.image_encoder is None or pipe.image_processor is None):
+            raise InputError(f"{where}: {name}.image_dim", f"is {tf.image_dim} but the pipeline has no image encoder",
+                             "an image_encoder and image_processor in the folder, or a transformer with image_dim null")
+
+
+def expert(pipe: WanImageToVideoPipeline, timestep: torch.Tensor) -> WanTransformer3DModel:
+    """The transformer ``pipe(...)`` uses at ``timestep``: the high-noise one unless two experts
+    split the schedule at ``boundary_ratio`` and ``timestep`` lies below it."""
+    ratio = pipe.config.get("boundary_ratio")
+    if ratio is None or float(timestep.flatten()[0]) >= ratio * pipe.scheduler.config.num_train_timesteps:
+        return pipe.transformer
+    return pipe.transformer_2
 
 
 # --------------------------------------------------------------------------- latents
@@ -390,9 +402,9 @@ def generate_videos(
 
     Same arithmetic as ``pipe(...)``, batched over items; ``guidance_scale > 1`` adds
     classifier-free guidance against ``negative_prompt`` (two transformer calls per step).
-    ``transformer`` overrides the pipeline's (e.g. to compare an undistilled one).
+    ``transformer`` overrides the pipeline's (e.g. to compare an undistilled one); otherwise each
+    step uses the pipeline's ``expert`` for its timestep.
     """
-    transformer = transformer or pipe.transformer
     h, w = first_frames[0].shape[:2]
     shape = latent_shape(pipe, n_frames, h, w)
     videos: list[np.ndarray] = []
@@ -401,7 +413,10 @@ def generate_videos(
         text = encode_prompts(pipe, prompts[i : i + batch])
         negative = encode_prompts(pipe, [negative_prompt] * len(text)) if guidance_scale != 1.0 else None
         noise = torch.stack([item_noise(shape, s) for s in seeds[i : i + batch]])
-        call = guided(lambda z, t, c, cond=cond: velocity(transformer, z, cond, t, c), text, negative, guidance_scale)
+        def at(z: torch.Tensor, t: torch.Tensor, c: torch.Tensor, cond: FrameCondition = cond) -> torch.Tensor:
+            return velocity(transformer if transformer is not None else expert(pipe, t), z, cond, t, c)
+
+        call = guided(at, text, negative, guidance_scale)
         z = cond.finish(solve(call, noise, pipe.scheduler, steps))
         videos += [tensor_to_frames(v) for v in decode_latents(pipe.vae, z)]
     return videos
