@@ -359,6 +359,12 @@ def test_unsupported_inputs_fail_clearly(models, teacher):
     reasoner = ReasonerAdapter.from_paths(models[0], None, device="cpu")
     with pytest.raises(InputError, match="surrogate"):
         reasoner.decode(torch.zeros(1, 4, 5, 16, 16))
+    from core.models.surrogate import SurrogateDecoder
+
+    other = models[1].parent / "surrogate-z8"
+    SurrogateDecoder(z_dim=8, scale_factor_spatial=4, scale_factor_temporal=4, hidden=8, num_res_blocks=1).save_pretrained(other)
+    with pytest.raises(InputError, match=r"surrogate-z8: config.json.*\[8, 4, 4\].*\[4, 4, 4\].*vlmt zoo surrogate"):
+        ReasonerAdapter.from_paths(models[0], other, device="cpu")
 
 
 def test_qwen3_video_prompt_equals_the_library_processor_and_folder_loads(models):

@@ -161,6 +161,12 @@ class ReasonerAdapter:
                 raise InputError(surrogate, "is not a surrogate decoder folder (no config.json)",
                                  "a folder written by `vlmt zoo train` or core.train.surrogate")
             sur = SurrogateDecoder.from_pretrained(surrogate)
+            vae, sc = pipe.vae.config, sur.config
+            fields = ("z_dim", "scale_factor_spatial", "scale_factor_temporal")
+            if any(getattr(vae, f) != getattr(sc, f) for f in fields):
+                raise InputError(f"{surrogate}: config.json", f"decodes {[getattr(sc, f) for f in fields]} ({', '.join(fields)})",
+                                 f"{[getattr(vae, f) for f in fields]} as the Reasoner's VAE: a surrogate distilled "
+                                 "for this VAE (vlmt zoo surrogate --vae ...)")
         return cls(pipe, sur, device)
 
     @property

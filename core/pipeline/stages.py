@@ -86,7 +86,7 @@ class SelectionRecord(BaseModel):
 
 class ScoreRecord(BaseModel):
     """``score``/``success`` are None for benchmarks without a rule-based scorer here (VBVR's and
-    RULER's official scorers run on the exported videos, ``core.bench.vbvr.output_path``)."""
+    RULER's official scorers run on the exported videos, ``core.bench.source.official_output_path``)."""
 
     score: float | None
     success: bool | None
