@@ -556,6 +556,8 @@ def compare_cmd(
     grad_mode: Annotated[GradModeOption | None, typer.Option(help="Which sampler steps the gradient flows through.")] = None,
     k_frames: Annotated[int | None, typer.Option(help="Frames the Teacher sees.")] = None,
     rank: Annotated[int | None, typer.Option(help="LoRA rank.")] = None,
+    guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale of every Reasoner rollout (1 = off).")] = 1.0,
+    negative_prompt: Annotated[str, typer.Option(help="Negative prompt for guidance.")] = "",
     threads: Annotated[int | None, typer.Option(help="torch CPU threads.")] = None,
     out: Annotated[Path | None, typer.Option(help="Write every (item, method) record to this JSON file.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Last line: one JSON object keyed by method.")] = False,
@@ -586,6 +588,7 @@ def compare_cmd(
     updates = {k: v for k, v in {"lr": lr, "max_steps": max_steps, "tau": tau, "lam": lam, "k_frames": k_frames}.items() if v is not None}
     if grad_mode:
         updates["grad_mode"] = grad_mode.value
+    updates["guidance"] = {"scale": guidance, "negative_prompt": negative_prompt}
     optim = OptimConfig(**updates, early_stop=early_stop)
     if rank:
         optim.lora.rank = rank

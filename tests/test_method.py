@@ -434,3 +434,25 @@ def test_auto_n_divides_median_teacher_time_by_median_candidate_time():
     assert auto_n([result("teacher", {"optimise": 0.1})] + vanilla) == 2  # never below 2
     with pytest.raises(ValueError, match="needs the teacher and vanilla"):
         auto_n(teacher)
+
+
+def test_vlmt_compare_guidance_doubles_the_nfe(models, tmp_path):
+    """`vlmt compare --guidance`: the same item, twice the transformer calls per video, the guidance recorded."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    def run(*extra: str) -> dict:
+        args = ["compare", "--reasoner", str(models[0]), "--surrogate", str(models[1]), "--teacher",
+                str(models[2]["qwen2_5_vl"]), "--per-family", "1", "--limit", "1", "--methods", "vanilla", "--json",
+                "--out", str(tmp_path / f"records{len(extra)}.json"), *extra]
+        r = CliRunner().invoke(app, args)
+        assert r.exit_code == 0, r.output
+        return json.loads(r.output.strip().splitlines()[-1])
+
+    plain, guided = run(), run("--guidance", "3", "--negative-prompt", "static")
+    assert guided["vanilla"]["nfe_per_item"] == 2 * plain["vanilla"]["nfe_per_item"] == 8
+    recorded = json.loads((tmp_path / "records4.json").read_text())["config"]["optim"]["guidance"]
+    assert recorded == {"scale": 3.0, "negative_prompt": "static"}
