@@ -237,7 +237,7 @@ class ReasonerAdapter:
         z = item.noise
         call = self._rollout(item, guidance)
         if mode is GradMode.FIRST_STEP:
-            sched = fresh_scheduler(self.pipe.scheduler, steps)
+            sched = fresh_scheduler(self.pipe.scheduler, steps, z.device)
             t0 = sched.timesteps[:1].to(z.dtype)
             z0 = z - float(sched.sigmas[0]) * call(z, t0)
             return item.condition.finish(z0)

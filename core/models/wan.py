@@ -282,14 +282,15 @@ def velocity(
                        encoder_hidden_states_image=condition.image_embeds, return_dict=False)[0]
 
 
-def fresh_scheduler(scheduler: SchedulerMixin, steps: int) -> SchedulerMixin:
-    """A new scheduler of the folder's class and config, set for ``steps``.
+def fresh_scheduler(scheduler: SchedulerMixin, steps: int, device: torch.device | str | None = None) -> SchedulerMixin:
+    """A new scheduler of the folder's class and config, set for ``steps`` on ``device``.
 
     Multistep solvers (UniPC, Wan2.2's default) keep per-run state, so every rollout gets
-    its own; the pipeline's scheduler object is never stepped.
+    its own; the pipeline's scheduler object is never stepped. Its timesteps live where the
+    latents do (the transformer embeds them on its own device), as in ``pipe(...)``.
     """
     fresh = type(scheduler).from_config(scheduler.config)
-    fresh.set_timesteps(steps)
+    fresh.set_timesteps(steps, device=device)
     return fresh
 
 
@@ -312,7 +313,7 @@ def solve(
     not (``guided``). Steps before ``graph_from`` run without an autograd graph; ``None``
     builds none at all.
     """
-    sched = fresh_scheduler(scheduler, steps)
+    sched = fresh_scheduler(scheduler, steps, noise.device)
     z = noise
     for i, t in enumerate(sched.timesteps):
         with torch.set_grad_enabled(torch.is_grad_enabled() and graph_from is not None and i >= graph_from):
