@@ -133,15 +133,14 @@ class ReasonerAdapter:
         self.pipe.vae.requires_grad_(False)
         if self.pipe.image_encoder is not None:
             self.pipe.image_encoder.requires_grad_(False)
-        self.transformer.requires_grad_(False)
-        if self.pipe.transformer_2 is not None:
-            self.pipe.transformer_2.requires_grad_(False)
+        experts = [tf for tf in (self.pipe.transformer, self.pipe.transformer_2) if tf is not None]
+        for tf in experts:
+            tf.requires_grad_(False)
         self.surrogate = surrogate.to(self.device).requires_grad_(False).eval() if surrogate is not None else None
         on_cuda = self.device.type == "cuda"
         if gradient_checkpointing if gradient_checkpointing is not None else on_cuda:
-            self.transformer.enable_gradient_checkpointing()
-            if self.pipe.transformer_2 is not None:
-                self.pipe.transformer_2.enable_gradient_checkpointing()
+            for tf in experts:
+                tf.enable_gradient_checkpointing()
         self.autocast_dtype = torch.bfloat16 if on_cuda else None
         self.meter = CostMeter()
         self._prepared: OrderedDict[tuple, ItemCondition] = OrderedDict()

@@ -144,7 +144,7 @@ def load_reasoner(path: str | Path, device: str | torch.device = "cpu", dtype: t
 
 def check_supported(pipe: WanImageToVideoPipeline, where: str = "reasoner") -> None:
     """Raise ``InputError`` for a Wan I2V pipeline whose layout this code cannot condition correctly."""
-    two_experts = getattr(pipe, "transformer_2", None) is not None or pipe.config.get("boundary_ratio") is not None
+    two_experts = pipe.transformer_2 is not None or pipe.config.get("boundary_ratio") is not None
     if pipe.transformer is None or (two_experts and (pipe.transformer_2 is None or pipe.config.boundary_ratio is None)):
         raise InputError(where, "lacks a transformer (or one of a two-expert pair, or its boundary_ratio)",
                          "transformer, and for two experts transformer_2 and boundary_ratio (Wan2.2-I2V-A14B)")
@@ -322,17 +322,39 @@ def solve(
     return z
 
 
+def guided(velocity_at: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor], text: torch.Tensor,
+           negative: torch.Tensor | None, scale: float) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """``velocity_at(z, t, text)`` with classifier-free guidance, as ``pipe(...)`` combines it:
+    ``v_neg + scale * (v - v_neg)``; ``scale == 1`` (or no ``negative``) is one plain call."""
+    if negative is None or scale == 1.0:
+        return lambda z, t: velocity_at(z, t, text)
+
+    def call(z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        v_neg = velocity_at(z, t, negative)
+        return v_neg + scale * (velocity_at(z, t, text) - v_neg)
+
+    return call
+
+
 def sample_latents(
-    transformer: WanTransformer3DModel,
+    transformer_at: Callable[[torch.Tensor], WanTransformer3DModel],
     noise: torch.Tensor,
     condition: FrameCondition,
     text: torch.Tensor,
     scheduler: SchedulerMixin,
     steps: int,
+    negative: torch.Tensor | None = None,
+    guidance_scale: float = 1.0,
 ) -> torch.Tensor:
-    """Sample clean latents with the scheduler's solver (no graph); the condition put back in TI2V."""
-    z = solve(lambda z, t: velocity(transformer, z, condition, t, text), noise, scheduler, steps)
-    return condition.finish(z)
+    """Sample clean latents with the scheduler's solver (no graph); the condition put back in TI2V.
+
+    ``transformer_at(t)`` is the transformer for timestep ``t`` (one model, or ``expert``);
+    ``negative`` text embeddings with ``guidance_scale > 1`` add classifier-free guidance.
+    """
+    def at(z: torch.Tensor, t: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        return velocity(transformer_at(t), z, condition, t, c)
+
+    return condition.finish(solve(guided(at, text, negative, guidance_scale), noise, scheduler, steps))
 
 
 @torch.no_grad()
@@ -372,20 +394,6 @@ def item_noise(shape: tuple[int, ...], seed: int) -> torch.Tensor:
     return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
 
 
-def guided(velocity_at: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor], text: torch.Tensor,
-           negative: torch.Tensor | None, scale: float) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """``velocity_at(z, t, text)`` with classifier-free guidance, as ``pipe(...)`` combines it:
-    ``v_neg + scale * (v - v_neg)``; ``scale == 1`` (or no ``negative``) is one plain call."""
-    if negative is None or scale == 1.0:
-        return lambda z, t: velocity_at(z, t, text)
-
-    def call(z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        v_neg = velocity_at(z, t, negative)
-        return v_neg + scale * (velocity_at(z, t, text) - v_neg)
-
-    return call
-
-
 @torch.no_grad()
 def generate_videos(
     pipe: WanImageToVideoPipeline,
@@ -414,10 +422,7 @@ def generate_videos(
         text = encode_prompts(pipe, prompts[i : i + batch])
         negative = encode_prompts(pipe, [negative_prompt] * len(text)) if guidance_scale != 1.0 else None
         noise = torch.stack([item_noise(shape, s) for s in seeds[i : i + batch]])
-        def at(z: torch.Tensor, t: torch.Tensor, c: torch.Tensor, cond: FrameCondition = cond) -> torch.Tensor:
-            return velocity(transformer if transformer is not None else expert(pipe, t), z, cond, t, c)
-
-        call = guided(at, text, negative, guidance_scale)
-        z = cond.finish(solve(call, noise, pipe.scheduler, steps))
+        pick = (lambda _t: transformer) if transformer is not None else (lambda t: expert(pipe, t))
+        z = sample_latents(pick, noise, cond, text, pipe.scheduler, steps, negative, guidance_scale)
         videos += [tensor_to_frames(v) for v in decode_latents(pipe.vae, z)]
     return videos

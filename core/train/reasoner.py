@@ -130,7 +130,7 @@ def reflow_pairs(
         for i in range(0, len(items), chunk):
             x0, text = data.batch(items[i : i + chunk])
             cond = FrameCondition.first_frame_of(x0)
-            ends.append(sample_latents(teacher, noise[i : i + chunk], cond, text, scheduler, cfg.teacher_steps))
+            ends.append(sample_latents(lambda _t: teacher, noise[i : i + chunk], cond, text, scheduler, cfg.teacher_steps))
             advance()
     return noise, torch.cat(ends), items
 
