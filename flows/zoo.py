@@ -18,6 +18,7 @@ from prefect import flow, get_run_logger
 from core import zoo
 from tasks import zoo as stages
 from tasks.caching import digest, dir_digest, reuse_only_if
+from tasks.models import model_identity
 
 #: Bump when a stage's code changes what it produces.
 CODE_VERSION = "zoo-2"
@@ -109,7 +110,7 @@ def surrogate_for_vae(vae: str, bench: str, out: str, work: str = "runs/surrogat
     from core.train.surrogate import SurrogateForConfig, vae_folder
 
     cfg = SurrogateForConfig.model_validate_json(config_json) if config_json else SurrogateForConfig()
-    vae_dir = vae_folder(vae)  # the VAE alone is hashed, not a pipeline's transformer
-    key = digest("surrogate-for", CODE_VERSION, dir_digest(vae_dir), str(Path(bench).resolve()), cfg.model_dump(mode="json"))
+    vae_id = model_identity(vae_folder(vae), Path(work) / "model-ids.json")  # the VAE alone, not a pipeline's transformer
+    key = digest("surrogate-for", CODE_VERSION, vae_id, str(Path(bench).resolve()), cfg.model_dump(mode="json"))
     return reuse_only_if(stages.surrogate_for, Path(out), work)(vae_dir=vae, bench_dir=bench, target=out,
                                                                cfg_json=cfg.model_dump_json(), key=key)

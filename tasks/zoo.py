@@ -7,7 +7,6 @@ the stage's own config, the identity of its inputs and the code version (see
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from prefect import task
@@ -76,8 +75,10 @@ def surrogate_for(vae_dir: str, bench_dir: str, target: str, cfg_json: str, key:
     """A surrogate decoder for any Wan VAE (``core.train.surrogate.distil_surrogate_for``)."""
     cfg = SurrogateForConfig.model_validate_json(cfg_json)
 
-    def build(tmp: Path) -> None:
-        write_json_atomic(tmp / "fidelity.json", distil_surrogate_for(Path(vae_dir), Path(bench_dir), tmp, cfg))
+    fidelity: dict = {}
 
-    record = build_into(target, key, build)
-    return {**record, **json.loads((Path(target) / "fidelity.json").read_text())}
+    def build(tmp: Path) -> None:
+        fidelity.update(distil_surrogate_for(Path(vae_dir), Path(bench_dir), tmp, cfg))
+        write_json_atomic(tmp / "fidelity.json", fidelity)
+
+    return {**build_into(target, key, build), **fidelity}

@@ -123,7 +123,8 @@ def train_surrogate_cropped(
         latents = [encode_videos(vae, stack_videos([v]).to(device)).cpu() for v in videos]
     h, w = latents[0].shape[-2:]
     if crop > min(h, w) or any(z.shape != latents[0].shape for z in latents):
-        raise ValueError(f"crop {crop} must fit latents of one shape (first: {tuple(latents[0].shape[1:])})")
+        raise InputError("crop", f"is {crop} latent pixels for latents shaped {[tuple(z.shape[1:]) for z in latents[:3]]}",
+                         f"at most {min(h, w)}, and videos of one size (the VAE's latents must stack)")
     model = build_surrogate_for(vae, cfg).to(device)
 
     @torch.no_grad()
