@@ -127,15 +127,19 @@ def load_rules(path: str | Path) -> RuleSet:
     return RuleSet.model_validate_json(Path(path).read_text())
 
 
-def item_first_frame(instance: TaskInstance) -> np.ndarray:
-    """The first frame at the item's video size (``core.pipeline.video_spec``: resized where the
-    benchmark's image is not the size the Reasoner generates at)."""
+def _video_size(instance: TaskInstance) -> tuple[int, int]:
+    """(height, width) of the item's video, from its spec (``core.pipeline.video_spec``)."""
     meta = instance.metadata
-    if instance.first_frame is None or "n_frames" not in meta:
+    if instance.first_frame is None or not {"n_frames", "height", "width"} <= meta.keys():
         raise InputError(f"instance {instance.id}", "has no first frame or no video spec (n_frames, fps, height, width)",
                          "an instance passed through core.pipeline.video_spec.with_video_spec (the evaluate flow does)")
-    image = read_image(instance.first_frame)
-    return resize_image(image, int(meta.get("height", image.shape[0])), int(meta.get("width", image.shape[1])))
+    return int(meta["height"]), int(meta["width"])
+
+
+def item_first_frame(instance: TaskInstance) -> np.ndarray:
+    """The first frame at the item's video size (resized where the benchmark's image is not the
+    size the Reasoner generates at)."""
+    return resize_image(read_image(instance.first_frame), *_video_size(instance))
 
 
 def _prepare(reasoner: ReasonerAdapter, instance: TaskInstance, prompt: str, seed: int) -> ItemCondition:
@@ -162,8 +166,8 @@ def reward_stage(teacher: Teacher, instance: TaskInstance, rules_json: Path, out
     """Stage 2: everything of the reward that does not depend on the video, compiled once."""
     meter = CostMeter()
     with meter.phase("compile_reward"):
-        reward = compile_reward(teacher, load_rules(rules_json), int(instance.metadata["n_frames"]),
-                                item_first_frame(instance).shape[:2], k_frames, lam, fps=_fps(instance))
+        reward = compile_reward(teacher, load_rules(rules_json), int(instance.metadata["n_frames"]), _video_size(instance),
+                                k_frames, lam, fps=_fps(instance))
     return write_json_atomic(out, reward.model_dump(mode="json")), meter.take()
 
 
