@@ -126,8 +126,11 @@ def score(
     as_json: Annotated[bool, typer.Option("--json", help="End with one JSON line of the summary.")] = False,
     skip_invalid: Annotated[bool, typer.Option("--skip-invalid", help="Report unreadable instances instead of stopping.")] = False,
     details: Annotated[Path | None, typer.Option(help="Write every item's sub-criteria to this JSON file.")] = None,
+    judge: Annotated[Path | None, typer.Option(help="RULER-Bench only: a Qwen2.5-VL/Qwen3-VL folder that judges the checklists.")] = None,
+    judge_attempts: Annotated[int, typer.Option(min=1, help="RULER-Bench: replies asked for per video before it counts as failed.")] = 3,
+    device: Annotated[str | None, typer.Option(help="RULER-Bench judge device (default: cuda when available).")] = None,
 ) -> None:
-    """Score videos with the rule-based scorers: a table by split, faculty and family."""
+    """Score videos: rule-based scorers for synth, VBVR-EvalKit for VBVR, a VLM judge (--judge) for RULER-Bench."""
     from core.bench.source import open_benchmark
     from core.io import write_json_atomic
     from core.scoring import score_benchmark, summarise
@@ -136,6 +139,11 @@ def score(
         _fail(VlmtError("give exactly one of --videos DIR or --ground-truth"))
     try:
         benchmark = open_benchmark(bench, skip_invalid=skip_invalid)
+        if benchmark.kind == "ruler":
+            _score_ruler(benchmark, videos, judge, judge_attempts, device, as_json, details)
+            return
+        if judge is not None:
+            raise VlmtError(f"--judge is for RULER-Bench record files; {bench} is a {benchmark.kind} benchmark")
         if benchmark.kind != "synth":
             _score_external(benchmark, videos, ground_truth, as_json)
             return
@@ -161,13 +169,7 @@ def score(
 
 
 def _score_external(benchmark, videos: Path | None, ground_truth: bool, as_json: bool) -> None:
-    """Real benchmarks are scored by their official protocol, never by our synth scorers."""
-    if benchmark.kind == "ruler":
-        raise VlmtError(
-            f"{benchmark.root}: RULER-Bench is scored by a VLM judge answering each checklist; aggregate judge "
-            "labels with core.bench.ruler.aggregate (parse a judge's reply with core.bench.ruler.judgement_from_reply; "
-            "no judge command ships here: the official judge is a proprietary VLM)"
-        )
+    """VBVR-Bench is scored by its official toolkit, never by our synth scorers."""
     if ground_truth or videos is None:
         raise VlmtError(f"{benchmark.root}: --ground-truth works for synth benchmarks only; give --videos DIR")
     from core.bench.vbvr import score_with_official_toolkit
@@ -182,6 +184,59 @@ def _score_external(benchmark, videos: Path | None, ground_truth: bool, as_json:
     console.print(table)
     if as_json:
         print(json.dumps({"mean_score": scores}, separators=(",", ":"), default=str))
+
+
+def _score_ruler(benchmark, videos: Path | None, judge: Path | None, attempts: int, device: str | None, as_json: bool,
+                 details: Path | None) -> None:
+    """RULER-Bench: a local Qwen-VL judge answers each checklist by the official protocol; official aggregation."""
+    import torch
+
+    from core.bench.ruler_judge import JudgeConfig, judge_videos, qwen_vl_reply_fn
+    from core.io import write_json_atomic
+    from core.models.teacher import load_teacher
+
+    if videos is None or judge is None:
+        raise VlmtError(
+            f"{benchmark.root}: RULER-Bench is scored by a VLM judge answering each checklist: give --videos "
+            "DIR/<model> (outputs at <model>/{task_name}/{index}.mp4) and --judge a Qwen2.5-VL or Qwen3-VL folder "
+            "(the official judge is a proprietary VLM; scores from another judge are comparable within a run only)"
+        )
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    teacher = load_teacher(judge, dtype=torch.bfloat16 if device.startswith("cuda") else torch.float32, device=device)
+    cfg = JudgeConfig(attempts=attempts)
+    with _progress() as progress:
+        task = progress.add_task("judging", total=len(benchmark.instances))
+        run = judge_videos(benchmark, videos, qwen_vl_reply_fn(teacher, cfg), cfg, judge=str(judge),
+                           on_item=lambda _: progress.advance(task))
+    if details:
+        write_json_atomic(details, run.model_dump(mode="json"))
+    if run.report is not None:
+        _print_ruler_report(run.report, judge)
+    for record in run.failed:
+        console.print(f"[red]failed[/] {record.instance_id}: {record.error}", highlight=False)
+    console.print(f"judged {len(run.records) - len(run.failed)} of {len(run.records)} video(s) with {judge} "
+                  f"(not the official judge)", highlight=False)
+    if as_json:
+        payload = {"judge": str(judge), "n_judged": len(run.records) - len(run.failed), "n_failed": len(run.failed),
+                   "report": run.report.model_dump(mode="json") if run.report else None}
+        print(json.dumps(payload, separators=(",", ":")))
+    if run.failed or benchmark.invalid:
+        raise typer.Exit(1)
+
+
+def _print_ruler_report(report, judge: Path) -> None:
+    from core.bench.record import RULER_DIMENSIONS
+
+    table = Table(title=f"RULER-Bench (0-100; judge: {judge})")
+    for col in ("category", "n", *RULER_DIMENSIONS, "avg"):
+        table.add_column(col, justify="left" if col == "category" else "right")
+    for cat, dims in report.per_category.items():
+        table.add_row(cat, str(report.n_instances[cat]), *(f"{dims[d]:.1f}" if d in dims else "-" for d in RULER_DIMENSIONS),
+                      f"{report.category_avg[cat]:.1f}")
+    overall = report.overall_per_dimension
+    table.add_row("overall", str(sum(report.n_instances.values())),
+                  *(f"{overall[d]:.1f}" if d in overall else "-" for d in RULER_DIMENSIONS), f"{report.overall_average:.1f}")
+    console.print(table)
 
 
 def _progress() -> Progress:
@@ -501,8 +556,8 @@ def evaluate_cmd(
         console.print(f"MLflow: mlflow ui --backend-store-uri {uri}", highlight=False, soft_wrap=True)
     exported = Path(cfg.work) / "outputs" / exp
     if exported.is_dir():
-        how = ("RULER-Bench: a VLM judge answers each checklist (official protocol), aggregate with "
-               "core.bench.ruler.aggregate" if Path(cfg.bench).is_file() else
+        how = (f"RULER-Bench, judged by a Qwen-VL folder of your choice: vlmt bench score --bench {cfg.bench} "
+               f"--videos {exported}/<method> --judge <Qwen-VL folder>" if Path(cfg.bench).is_file() else
                f"score with the official toolkit: vlmt bench score --bench {cfg.bench} --videos {exported}/<method>")
         console.print(f"not scored here (no rule-based scorer for this benchmark): each method's videos are in the "
                       f"official layout under {exported}/<method>/\n  {how}", highlight=False, soft_wrap=True)

@@ -12,7 +12,9 @@ operations the method needs:
   template, with the single ``<|video_pad|>`` expanded to one token per merged patch, as
   Qwen2.5-VL's processor does;
 * ``answer_logprob``: log P("Yes") and log P("No") at the answer position;
-* ``generate_queries``: rule extraction (first frame + instruction -> JSON rule set).
+* ``generate_queries``: rule extraction (first frame + instruction -> JSON rule set);
+* ``generate_reply``: free generation for a user turn of text, images and videos in any
+  order (``ImagePart``, ``VideoPart``), which the RULER-Bench judge uses.
 
 **Loading without torchvision.** transformers' ``Qwen2_5_VLProcessor`` always loads a
 ``Qwen2VLVideoProcessor``, which needs torchvision; without torchvision neither
@@ -34,6 +36,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -352,11 +355,17 @@ class Teacher:
         per = n // gt
         return "".join(f"<{times[t]:.1f} seconds>{VISION_START}{VIDEO_PAD * per}{VISION_END}" for t in range(gt))
 
-    def video_kwargs(self, n_videos: int) -> dict[str, torch.Tensor]:
-        """Family-specific extra inputs for ``n_videos`` videos (Qwen2.5-VL's seconds per temporal patch)."""
+    def video_kwargs(self, n_videos: int, fps: Sequence[float] | None = None) -> dict[str, torch.Tensor]:
+        """Family-specific extra inputs for ``n_videos`` videos (Qwen2.5-VL's seconds per temporal patch).
+
+        ``fps``: each video's frame rate (the rate its frames were sampled at); default ``video_fps``.
+        """
         if self.family == "qwen3_vl":
             return {}
-        return {"second_per_grid_ts": torch.full((n_videos,), self.vision.temporal_patch_size / self.video_fps)}
+        rates = [self.video_fps] * n_videos if fps is None else list(fps)
+        if len(rates) != n_videos:
+            raise InputError("fps", f"{len(rates)} frame rates for {n_videos} videos", "one per video")
+        return {"second_per_grid_ts": torch.tensor([self.vision.temporal_patch_size / r for r in rates])}
 
     @property
     def video_token_id(self) -> int:
@@ -509,6 +518,31 @@ def render_chat(tokenizer, messages: list[dict], *, add_generation_prompt: bool,
     return text
 
 
+_PLACEHOLDER = re.compile(f"({re.escape(IMAGE_PAD)}|{re.escape(VIDEO_PAD)})")
+
+
+def render_chat_in_order(tokenizer, messages: list[dict], expansions: Sequence[str], *, add_generation_prompt: bool) -> str:
+    """``render_chat`` for any number of images and videos: the i-th placeholder becomes ``expansions[i]``.
+
+    Placeholders are matched in the order the chat template writes them (the order of the
+    content parts), as the Qwen-VL processors consume their image and video grids; each
+    expansion must be of its placeholder's kind (image pads for an image, a video's text
+    for a video), so a mix-up is an error rather than a silently misaligned prompt.
+    """
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+    pieces = _PLACEHOLDER.split(text)
+    pads = pieces[1::2]
+    if len(pads) != len(expansions):
+        raise InputError("messages", f"has {len(pads)} image/video placeholders for {len(expansions)} expansions",
+                         "one expansion per image/video content part")
+    for i, (pad, expansion) in enumerate(zip(pads, expansions, strict=True)):
+        if pad not in expansion:
+            raise InputError(f"expansions[{i}]", f"does not expand the {pad} placeholder it replaces",
+                             "image pads for an image part, the video's text for a video part")
+        pieces[2 * i + 1] = expansion
+    return "".join(pieces)
+
+
 def qa_messages(question: str) -> list[dict]:
     """The judging prompt: the question first, then the video, then the answer format.
 
@@ -520,8 +554,13 @@ def qa_messages(question: str) -> list[dict]:
                                          {"type": "text", "text": ANSWER_INSTRUCTION}]}]
 
 
+def query_text(prompt: str) -> str:
+    """The text after the first frame when the Teacher writes an instance's rules."""
+    return f"{prompt.strip()}\n{QUERY_INSTRUCTION}"
+
+
 def query_messages(prompt: str) -> list[dict]:
-    return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": f"{prompt.strip()}\n{QUERY_INSTRUCTION}"}]}]
+    return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": query_text(prompt)}]}]
 
 
 def mm_token_types(input_ids: torch.Tensor, image_token_id: int, video_token_id: int) -> torch.Tensor:
@@ -614,18 +653,106 @@ def p_yes(teacher: Teacher, video: np.ndarray, question: str) -> float:
     return float(yes.exp()[0])
 
 
-# --------------------------------------------------------------------------- rule extraction
+# --------------------------------------------------------------------------- free generation
+
+@dataclass(frozen=True)
+class ImagePart:
+    """An image in a user turn: (H, W, 3) uint8."""
+
+    pixels: np.ndarray
+
+
+@dataclass(frozen=True)
+class VideoPart:
+    """A video in a user turn: (T, H, W, 3) uint8 frames, sampled at ``fps`` frames per second.
+
+    The rate matters to the model: Qwen2.5-VL reads seconds per temporal patch, Qwen3-VL
+    writes each patch's timestamp into the prompt.
+    """
+
+    frames: np.ndarray
+    fps: float
+
+
+ChatPart = str | ImagePart | VideoPart
+
 
 @dataclass
-class QueryPrompt:
-    """Model inputs for writing one instance's rules (image + instruction)."""
+class ChatInputs:
+    """Model inputs for one user turn of text, images and videos, ready for ``generate``."""
 
     input_ids: torch.Tensor
-    attention_mask: torch.Tensor
     mm_token_type_ids: torch.Tensor
-    pixel_values: torch.Tensor
-    image_grid_thw: torch.Tensor
+    vision: dict[str, torch.Tensor]
 
+    def model_inputs(self, device: torch.device | str, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+        vision = {k: v.to(device, dtype) if k.startswith("pixel_values") else v.to(device) for k, v in self.vision.items()}
+        return {"input_ids": self.input_ids.to(device), "attention_mask": torch.ones_like(self.input_ids).to(device),
+                "mm_token_type_ids": self.mm_token_type_ids.to(device), **vision}
+
+
+def chat_inputs(teacher: Teacher, parts: Sequence[ChatPart]) -> ChatInputs:
+    """One user turn of ``parts`` in order, with the assistant generation prompt after it.
+
+    Images go through the image preprocessing, videos through the video preprocessing
+    (``video_to_pixels``), each placeholder expanded as the family's processor does.
+    """
+    content: list[dict] = []
+    expansions: list[str] = []
+    pixels: dict[str, list[torch.Tensor]] = {"image": [], "video": []}
+    grids: dict[str, list[torch.Tensor]] = {"image": [], "video": []}
+    rates: list[float] = []
+    for i, part in enumerate(parts):
+        if isinstance(part, str):
+            content.append({"type": "text", "text": part})
+        elif isinstance(part, ImagePart):
+            cfg = teacher.image_vision or teacher.vision
+            px, grid = image_to_pixels(frames_to_tensor(part.pixels[None])[0], cfg)
+            content.append({"type": "image"})
+            expansions.append(IMAGE_PAD * n_vision_tokens(grid, cfg.merge_size))
+            pixels["image"].append(px)
+            grids["image"].append(grid)
+        elif isinstance(part, VideoPart):
+            if part.fps <= 0:
+                raise InputError(f"parts[{i}].fps", f"is {part.fps}", "a positive frame rate")
+            px, grid = video_to_pixels(frames_to_tensor(part.frames), teacher.vision)
+            content.append({"type": "video"})
+            expansions.append(teacher.video_text(grid, range(len(part.frames)), part.fps))
+            pixels["video"].append(px)
+            grids["video"].append(grid)
+            rates.append(part.fps)
+        else:
+            raise InputError(f"parts[{i}]", f"is a {type(part).__name__}", "text, an ImagePart or a VideoPart")
+    text = render_chat_in_order(teacher.tokenizer, [{"role": "user", "content": content}], expansions,
+                                add_generation_prompt=True)
+    ids = torch.tensor([teacher.tokenizer(text, add_special_tokens=False)["input_ids"]], dtype=torch.long)
+    vision: dict[str, torch.Tensor] = {}
+    if pixels["image"]:
+        vision |= {"pixel_values": torch.cat(pixels["image"]), "image_grid_thw": torch.cat(grids["image"])}
+    if pixels["video"]:
+        vision |= {"pixel_values_videos": torch.cat(pixels["video"]), "video_grid_thw": torch.cat(grids["video"]),
+                   **teacher.video_kwargs(len(rates), rates)}
+    return ChatInputs(ids, mm_token_types(ids, teacher.image_token_id, teacher.video_token_id), vision)
+
+
+@torch.no_grad()
+def generate_reply(teacher: Teacher, parts: Sequence[ChatPart], max_new_tokens: int = 160, sample: bool = False,
+                   temperature: float = 0.8) -> str:
+    """The Teacher's reply to one user turn of text, images and videos (greedy unless ``sample``).
+
+    ``sample=True`` draws from the torch RNG (seed it for reproducibility). Generation stops
+    at the end of the assistant turn; the reply is returned without special tokens.
+    """
+    inputs = chat_inputs(teacher, parts)
+    out = teacher.model.generate(
+        **inputs.model_inputs(teacher.model.device, teacher.model.dtype), max_new_tokens=max_new_tokens, do_sample=sample,
+        **({"temperature": temperature, "top_k": 0, "top_p": 1.0} if sample else {}),
+        eos_token_id=teacher.tokenizer.convert_tokens_to_ids(IM_END), pad_token_id=teacher.tokenizer.pad_token_id,
+    )
+    return teacher.tokenizer.decode(out[0, inputs.input_ids.shape[1]:], skip_special_tokens=True).strip()
+
+
+# --------------------------------------------------------------------------- rule extraction
 
 def image_to_pixels(image: torch.Tensor, cfg: VisionPreprocess) -> tuple[torch.Tensor, torch.Tensor]:
     """(3, H, W) in [0, 1] -> (pixel_values, image_grid_thw): one frame repeated over the temporal patch."""
@@ -638,13 +765,6 @@ def query_prompt_ids(teacher: Teacher, grid: torch.Tensor, prompt: str) -> list[
     return teacher.tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
-def query_prompt(teacher: Teacher, first_frame: np.ndarray, prompt: str) -> QueryPrompt:
-    px, grid = image_to_pixels(frames_to_tensor(first_frame[None])[0], teacher.image_vision or teacher.vision)
-    ids = torch.tensor([query_prompt_ids(teacher, grid, prompt)], dtype=torch.long)
-    return QueryPrompt(ids, torch.ones_like(ids), mm_token_types(ids, teacher.image_token_id, teacher.video_token_id), px, grid)
-
-
-@torch.no_grad()
 def generate_queries(teacher: Teacher, first_frame: np.ndarray, prompt: str, max_new_tokens: int = 160,
                      sample: bool = False, temperature: float = 0.8) -> str:
     """Rule extraction: decode the Teacher's JSON rule set for a first frame and instruction.
@@ -652,12 +772,4 @@ def generate_queries(teacher: Teacher, first_frame: np.ndarray, prompt: str, max
     Greedy by default; ``sample=True`` draws from the torch RNG (seed it for reproducibility).
     Returns the raw text (validate with ``RuleQueries.parse``).
     """
-    q = query_prompt(teacher, first_frame, prompt)
-    dev = teacher.model.device
-    out = teacher.model.generate(
-        input_ids=q.input_ids.to(dev), attention_mask=q.attention_mask.to(dev), mm_token_type_ids=q.mm_token_type_ids.to(dev),
-        pixel_values=q.pixel_values.to(dev, teacher.model.dtype), image_grid_thw=q.image_grid_thw.to(dev), max_new_tokens=max_new_tokens, do_sample=sample,
-        **({"temperature": temperature, "top_k": 0, "top_p": 1.0} if sample else {}),
-        eos_token_id=teacher.tokenizer.convert_tokens_to_ids(IM_END), pad_token_id=teacher.tokenizer.pad_token_id,
-    )
-    return teacher.tokenizer.decode(out[0, q.input_ids.shape[1]:], skip_special_tokens=True).strip()
+    return generate_reply(teacher, [ImagePart(first_frame), query_text(prompt)], max_new_tokens, sample, temperature)

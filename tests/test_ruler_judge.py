@@ -1,0 +1,177 @@
+"""The RULER-Bench judge: the protocol's message, retries of invalid replies, and a real Qwen-VL judge by path."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from core.bench.record import Purpose
+from core.bench.ruler import aggregate, read_ruler
+from core.bench.ruler_judge import (
+    JUDGE_INSTRUCTION,
+    JudgeConfig,
+    judge_frames,
+    judge_parts,
+    judge_videos,
+    qwen_vl_reply_fn,
+)
+from core.bench.synth.generate import make_synth_benchmark
+from core.errors import InputError
+from core.media import write_image, write_video
+from core.models.teacher import IMAGE_PAD, VIDEO_PAD, ImagePart, VideoPart, chat_inputs, load_teacher
+from tests.method_helpers import build_micro_teacher
+
+TWO_QUESTIONS = json.dumps([{"Rule Coherence": "Does the ball fall?"}, {"Visual Fidelity": "Is the ball sharp?"}])
+
+
+def _video(n: int, size: tuple[int, int], seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (n, *size, 3), dtype=np.uint8)
+
+
+@pytest.fixture(scope="module")
+def ruler(tmp_path_factory):
+    """Three records (a full I2V one, a plain I2V one, a T2V one) and a model's outputs for them."""
+    root = tmp_path_factory.mktemp("ruler")
+    write_image(root / "in.png", _video(1, (48, 64), 0)[0])
+    write_image(root / "gt.png", _video(1, (48, 64), 1)[0])
+    write_video(root / "input.mp4", _video(9, (48, 64), 2), fps=4)
+    records = [
+        {"prompt": "Drop the ball.", "index": 0, "task_name": "physics", "category": "science", "checklist": TWO_QUESTIONS,
+         "input_image_path": "in.png", "gt_image_path": "gt.png", "implicit_explanation": "Gravity pulls it down.",
+         "input_video_path": "input.mp4"},
+        {"prompt": "Colour the square red.", "index": 1, "task_name": "color", "category": "vision rule",
+         "checklist": json.dumps([{"Rule Coherence": "Is the square red?"}]), "input_image_path": "in.png"},
+        {"prompt": "A cat walks.", "index": 2, "task_name": "sport", "category": "humanity", "checklist": TWO_QUESTIONS},
+    ]
+    (root / "ruler.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    for task, index in (("physics", 0), ("color", 1), ("sport", 2)):
+        write_video(root / "out" / "mymodel" / task / f"{index}.mp4", _video(17, (48, 64), 10 + index), fps=8)
+    return root, read_ruler(root / "ruler.jsonl")
+
+
+@pytest.fixture(scope="module")
+def micro_teachers(tmp_path_factory):
+    torch.set_num_threads(1)
+    bench = make_synth_benchmark(tmp_path_factory.mktemp("bench"), per_family=1, purpose=Purpose.TEST,
+                                 families=["maze_navigate"])
+    out = tmp_path_factory.mktemp("teachers")
+    return {f: build_micro_teacher(bench, out, family=f) for f in ("qwen2_5_vl", "qwen3_vl")}
+
+
+def test_frames_are_resampled_to_two_fps_from_the_first_and_capped_at_512_pixels():
+    video = np.arange(17, dtype=np.uint8)[:, None, None, None] * np.ones((1, 600, 1024, 3), dtype=np.uint8)
+    frames = judge_frames(video, fps=8, cfg=JudgeConfig())
+    assert frames.shape == (5, 300, 512, 3)  # 17 frames at 8 fps = 2.125 s -> t = 0, 0.5, 1, 1.5, 2
+    assert [int(f[0, 0, 0]) for f in frames] == [0, 4, 8, 12, 16]
+    small = judge_frames(video[:, :48, :64], fps=4, cfg=JudgeConfig())
+    assert small.shape[1:3] == (48, 64) and len(small) == 9  # never upscaled; 4.25 s -> 9 frames
+
+
+def test_the_message_follows_the_protocols_order_and_numbers_the_checklist(ruler):
+    root, bench = ruler
+    full, plain, t2v = bench.instances
+    parts = judge_parts(full, root / "out" / "mymodel" / "physics" / "0.mp4", JudgeConfig(), root)
+    kinds = [type(p).__name__ if not isinstance(p, str) else p.split(":")[0] for p in parts]
+    assert kinds == ["Input image", "ImagePart", "Input prompt", "Ground-truth image", "ImagePart",
+                     "Implicit explanation", "Input video", "VideoPart", "Generated video to evaluate", "VideoPart",
+                     "Questions"]
+    assert parts[2] == "Input prompt: Drop the ball." and parts[5] == "Implicit explanation: Gravity pulls it down."
+    assert parts[-1] == f"Questions:\n1. Does the ball fall?\n2. Is the ball sharp?\n{JUDGE_INSTRUCTION}"
+    assert parts[7].fps == 2 and len(parts[7].frames) == 5 and len(parts[9].frames) == 5  # 9 @ 4 fps, 17 @ 8 fps
+    assert [type(p).__name__ for p in judge_parts(t2v, root / "out" / "mymodel" / "sport" / "2.mp4", JudgeConfig(), root)
+            if not isinstance(p, str)] == ["VideoPart"]  # T2V: only the video to evaluate
+    assert sum(isinstance(p, ImagePart) for p in judge_parts(plain, root / "out" / "mymodel" / "color" / "1.mp4",
+                                                             JudgeConfig(), root)) == 1
+
+
+def test_invalid_replies_are_retried_and_an_instance_without_a_valid_one_is_failed_not_counted(ruler):
+    root, bench = ruler
+    script = {  # per instance: the judge's replies in order
+        "physics/0": ["Good", "1. Good\n2. Medium"],  # one label for two questions, then valid
+        "color/1": ["Excellent", "maybe", "Great!"],  # never valid
+        "sport/2": ["Poor, Poor"],
+    }
+    calls = []
+
+    def reply_fn(parts, attempt):
+        instance = next(i for i in bench.instances if parts[-1].startswith("Questions") and i.prompt in "".join(
+            p for p in parts if isinstance(p, str)))
+        calls.append((instance.id, attempt))
+        return script[instance.id][attempt]
+
+    run = judge_videos(bench, root / "out" / "mymodel", reply_fn, JudgeConfig(), judge="scripted")
+    by_id = {r.instance_id: r for r in run.records}
+    assert [a.problem is None for a in by_id["physics/0"].attempts] == [False, True]
+    assert [q.label for q in by_id["physics/0"].judgement.labels] == ["Good", "Medium"]
+    assert by_id["color/1"].judgement is None and len(by_id["color/1"].attempts) == 3
+    assert "no valid judge reply in 3 attempt(s)" in by_id["color/1"].error
+    assert calls.count(("color/1", 2)) == 1 and ("color/1", 3) not in calls
+    assert [r.instance_id for r in run.failed] == ["color/1"]
+    assert run.report == aggregate([by_id["physics/0"].judgement, by_id["sport/2"].judgement])
+    assert set(run.report.n_instances) == {"science", "humanity"}  # the failed vision-rule instance is not counted
+
+
+def test_a_missing_video_or_input_video_fails_alone(ruler, tmp_path):
+    root, bench = ruler
+    out = tmp_path / "other"
+    write_video(out / "sport" / "2.mp4", _video(9, (32, 32), 3), fps=8)
+    run = judge_videos(bench, out, lambda parts, attempt: "Good\nGood", JudgeConfig(), judge="scripted")
+    assert [r.instance_id for r in run.failed] == ["physics/0", "color/1"]
+    assert "0.mp4" in run.failed[0].error and run.report.n_instances == {"humanity": 1}
+    moved = read_ruler(root / "ruler.jsonl").instances[0].model_copy(
+        update={"metadata": {"input_video_path": "nowhere.mp4"}})
+    with pytest.raises(InputError, match="input_video_path"):
+        judge_parts(moved, root / "out" / "mymodel" / "physics" / "0.mp4", JudgeConfig(), root)
+
+
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_vl"])
+def test_a_qwen_vl_folder_reads_images_and_videos_in_order_and_replies(micro_teachers, family):
+    teacher = load_teacher(micro_teachers[family])
+    parts = ["first", ImagePart(_video(1, (32, 32), 0)[0]), "then", VideoPart(_video(5, (32, 48), 1), fps=2.0),
+             ImagePart(_video(1, (64, 32), 2)[0]), VideoPart(_video(3, (32, 32), 3), fps=4.0), "end"]
+    inputs = chat_inputs(teacher, parts)
+    ids = inputs.input_ids[0].tolist()
+    merge = teacher.vision.merge_size ** 2
+    image_pad, video_pad = (teacher.tokenizer.convert_tokens_to_ids(t) for t in (IMAGE_PAD, VIDEO_PAD))
+    assert ids.count(image_pad) == int(inputs.vision["image_grid_thw"].prod(dim=1).sum()) // merge
+    assert ids.count(video_pad) == int(inputs.vision["video_grid_thw"].prod(dim=1).sum()) // merge
+    # order: image tokens of the first image come before the first video's tokens, which come before the second image's
+    first_video = ids.index(video_pad)
+    assert ids.index(image_pad) < first_video < len(ids) - ids[::-1].index(image_pad)
+    if family == "qwen2_5_vl":
+        tps = teacher.vision.temporal_patch_size
+        assert inputs.vision["second_per_grid_ts"].tolist() == [tps / 2.0, tps / 4.0]
+    else:
+        # each video's own rate: frames (0, 1), (2, 3), (4, 4) at 2 fps; (0, 1), (2, 2) at 4 fps
+        stamps = [t for t in teacher.tokenizer.decode(ids).split("<") if t.endswith(" seconds>")]
+        assert stamps == ["0.2 seconds>", "1.2 seconds>", "2.0 seconds>", "0.1 seconds>", "0.5 seconds>"]
+    reply = qwen_vl_reply_fn(teacher, JudgeConfig(max_new_tokens=8))(parts, 0)
+    assert isinstance(reply, str)
+
+
+def test_vlmt_bench_score_judges_ruler_with_a_qwen_vl_folder_and_keeps_every_reply(ruler, micro_teachers, tmp_path):
+    """A random micro judge cannot write valid labels: every video is failed, with each attempt's reply kept."""
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    root, _ = ruler
+    details = tmp_path / "judge.json"
+    args = ["bench", "score", "--bench", str(root / "ruler.jsonl"), "--videos", str(root / "out" / "mymodel"),
+            "--judge", str(micro_teachers["qwen2_5_vl"]), "--judge-attempts", "2", "--details", str(details), "--json"]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 1, r.output
+    payload = json.loads(r.output.strip().splitlines()[-1])
+    saved = json.loads(details.read_text())
+    assert saved["judge"] == str(micro_teachers["qwen2_5_vl"]) and saved["config"]["attempts"] == 2
+    for record in saved["records"]:
+        assert record["judgement"] is not None or (len(record["attempts"]) == 2
+                                                   and all(a["problem"] for a in record["attempts"]))
+    assert payload["n_judged"] + payload["n_failed"] == 3 and payload["n_failed"] == len(
+        [r for r in saved["records"] if r["judgement"] is None])
+    missing = CliRunner().invoke(app, ["bench", "score", "--bench", str(root / "ruler.jsonl"),
+                                       "--videos", str(root / "out" / "mymodel")])
+    assert missing.exit_code != 0 and "--judge" in missing.output
