@@ -21,7 +21,14 @@ from core.bench.ruler_judge import (
 from core.bench.synth.generate import make_synth_benchmark
 from core.errors import InputError
 from core.media import write_image, write_video
-from core.models.teacher import IMAGE_PAD, VIDEO_PAD, ImagePart, VideoPart, chat_inputs, load_teacher
+from core.models.teacher import (
+    IMAGE_PAD,
+    VIDEO_PAD,
+    ImagePart,
+    VideoPart,
+    chat_inputs,
+    load_teacher,
+)
 from tests.method_helpers import build_micro_teacher
 
 TWO_QUESTIONS = json.dumps([{"Rule Coherence": "Does the ball fall?"}, {"Visual Fidelity": "Is the ball sharp?"}])
