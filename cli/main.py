@@ -129,6 +129,7 @@ def score(
     judge: Annotated[Path | None, typer.Option(help="RULER-Bench only: a Qwen2.5-VL/Qwen3-VL folder that judges the checklists.")] = None,
     judge_attempts: Annotated[int, typer.Option(min=1, help="RULER-Bench: replies asked for per video before it counts as failed.")] = 3,
     device: Annotated[str | None, typer.Option(help="RULER-Bench judge device (default: cuda when available).")] = None,
+    work: Annotated[Path, typer.Option(help="RULER-Bench: cache of judged videos (a rerun reuses them).")] = Path("runs/judge"),
 ) -> None:
     """Score videos: rule-based scorers for synth, VBVR-EvalKit for VBVR, a VLM judge (--judge) for RULER-Bench."""
     from core.bench.source import open_benchmark
@@ -140,7 +141,7 @@ def score(
     try:
         benchmark = open_benchmark(bench, skip_invalid=skip_invalid)
         if benchmark.kind == "ruler":
-            _score_ruler(benchmark, videos, judge, judge_attempts, device, as_json, details)
+            _score_ruler(benchmark, bench, skip_invalid, videos, judge, judge_attempts, device, work, as_json, details)
             return
         if judge is not None:
             raise VlmtError(f"--judge is for RULER-Bench record files; {bench} is a {benchmark.kind} benchmark")
@@ -186,14 +187,14 @@ def _score_external(benchmark, videos: Path | None, ground_truth: bool, as_json:
         print(json.dumps({"mean_score": scores}, separators=(",", ":"), default=str))
 
 
-def _score_ruler(benchmark, videos: Path | None, judge: Path | None, attempts: int, device: str | None, as_json: bool,
-                 details: Path | None) -> None:
+def _score_ruler(benchmark, bench: Path, skip_invalid: bool, videos: Path | None, judge: Path | None, attempts: int,
+                 device: str | None, work: Path, as_json: bool, details: Path | None) -> None:
     """RULER-Bench: a local Qwen-VL judge answers each checklist by the official protocol; official aggregation."""
     import torch
 
-    from core.bench.ruler_judge import JudgeConfig, judge_videos, qwen_vl_reply_fn
+    from core.bench.ruler_judge import JudgeConfig, JudgeRun
     from core.io import write_json_atomic
-    from core.models.teacher import load_teacher
+    from flows.judge import ruler_judge
 
     if videos is None or judge is None:
         raise VlmtError(
@@ -202,22 +203,22 @@ def _score_ruler(benchmark, videos: Path | None, judge: Path | None, attempts: i
             "(the official judge is a proprietary VLM; scores from another judge are comparable within a run only)"
         )
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    teacher = load_teacher(judge, dtype=torch.bfloat16 if device.startswith("cuda") else torch.float32, device=device)
-    cfg = JudgeConfig(attempts=attempts)
-    with _progress() as progress:
-        task = progress.add_task("judging", total=len(benchmark.instances))
-        run = judge_videos(benchmark, videos, qwen_vl_reply_fn(teacher, cfg), cfg, judge=str(judge),
-                           on_item=lambda _: progress.advance(task))
+    result = ruler_judge(bench=str(bench), videos=str(videos), judge=str(judge), work=str(work), skip_invalid=skip_invalid,
+                         config_json=JudgeConfig(attempts=attempts).model_dump_json(), device=device,
+                         dtype="bfloat16" if device.startswith("cuda") else None)
+    reused = result.pop("n_reused")
+    run = JudgeRun.model_validate(result)
     if details:
         write_json_atomic(details, run.model_dump(mode="json"))
     if run.report is not None:
         _print_ruler_report(run.report, judge)
     for record in run.failed:
         console.print(f"[red]failed[/] {record.instance_id}: {record.error}", highlight=False)
-    console.print(f"judged {len(run.records) - len(run.failed)} of {len(run.records)} video(s) with {judge} "
-                  f"(not the official judge)", highlight=False)
+    n_judged = len(run.records) - len(run.failed)
+    console.print(f"judged {n_judged} of {len(run.records)} video(s) with {judge} (not the official judge); "
+                  f"{reused} reused from {work}", highlight=False)
     if as_json:
-        payload = {"judge": str(judge), "n_judged": len(run.records) - len(run.failed), "n_failed": len(run.failed),
+        payload = {"judge": str(judge), "n_judged": n_judged, "n_failed": len(run.failed), "n_reused": reused,
                    "report": run.report.model_dump(mode="json") if run.report else None}
         print(json.dumps(payload, separators=(",", ":")))
     if run.failed or benchmark.invalid:

@@ -31,9 +31,10 @@ def reasoner(path: str, surrogate: str | None, device: str | None = None) -> tup
         return _reasoner(path, surrogate, device)
 
 
-def teacher(path: str, device: str | None = None) -> tuple[Teacher, threading.Lock]:
+def teacher(path: str, device: str | None = None, dtype: str | None = None) -> tuple[Teacher, threading.Lock]:
+    """A loaded Teacher; ``dtype`` ("bfloat16", ...) defaults to float32."""
     with _LOADING:
-        return _teacher(path, device)
+        return _teacher(path, device, dtype)
 
 
 def forget() -> None:
@@ -49,10 +50,11 @@ def _reasoner(path: str, surrogate: str | None, device: str | None) -> tuple[Rea
 
 
 @functools.lru_cache(maxsize=2)
-def _teacher(path: str, device: str | None) -> tuple[Teacher, threading.Lock]:
+def _teacher(path: str, device: str | None, dtype: str | None) -> tuple[Teacher, threading.Lock]:
     import torch
 
-    return load_teacher(path, device=device or ("cuda" if torch.cuda.is_available() else "cpu")), threading.Lock()
+    return load_teacher(path, dtype=getattr(torch, dtype or "float32"),
+                        device=device or ("cuda" if torch.cuda.is_available() else "cpu")), threading.Lock()
 
 
 def model_identity(path: str | Path, memo: Path | None = None) -> str:

@@ -159,26 +159,46 @@ def test_a_qwen_vl_folder_reads_images_and_videos_in_order_and_replies(micro_tea
     assert isinstance(reply, str)
 
 
-def test_vlmt_bench_score_judges_ruler_with_a_qwen_vl_folder_and_keeps_every_reply(ruler, micro_teachers, tmp_path):
-    """A random micro judge cannot write valid labels: every video is failed, with each attempt's reply kept."""
+def test_vlmt_bench_score_judges_ruler_with_a_qwen_vl_folder_keeps_every_reply_and_resumes(
+        prefect_harness, ruler, micro_teachers, tmp_path):
+    """A random micro judge cannot write valid labels: every video is failed, with each attempt's reply kept.
+
+    The judging runs as the cached ``ruler-judge`` flow: a rerun reuses every judged video, a
+    changed video is judged again, and another attempt count is another judge config.
+    """
     from typer.testing import CliRunner
 
     from cli.main import app
 
     root, _ = ruler
+    videos = tmp_path / "out" / "mymodel"
+    for task, index in (("physics", 0), ("color", 1), ("sport", 2)):
+        write_video(videos / task / f"{index}.mp4", _video(9, (32, 32), 20 + index), fps=8)
     details = tmp_path / "judge.json"
-    args = ["bench", "score", "--bench", str(root / "ruler.jsonl"), "--videos", str(root / "out" / "mymodel"),
+    args = ["bench", "score", "--bench", str(root / "ruler.jsonl"), "--videos", str(videos), "--work", str(tmp_path / "w"),
             "--judge", str(micro_teachers["qwen2_5_vl"]), "--judge-attempts", "2", "--details", str(details), "--json"]
-    r = CliRunner().invoke(app, args)
-    assert r.exit_code == 1, r.output
-    payload = json.loads(r.output.strip().splitlines()[-1])
+
+    def judged() -> dict:
+        r = CliRunner().invoke(app, args)
+        lines = [line for line in r.output.splitlines() if line.startswith('{"judge"')]  # Prefect may log after it
+        assert r.exit_code == 1 and len(lines) == 1, (r.output, r.exception)
+        return json.loads(lines[0])
+
+    payload = judged()
     saved = json.loads(details.read_text())
     assert saved["judge"] == str(micro_teachers["qwen2_5_vl"]) and saved["config"]["attempts"] == 2
     for record in saved["records"]:
         assert record["judgement"] is not None or (len(record["attempts"]) == 2
                                                    and all(a["problem"] for a in record["attempts"]))
-    assert payload["n_judged"] + payload["n_failed"] == 3 and payload["n_failed"] == len(
-        [r for r in saved["records"] if r["judgement"] is None])
-    missing = CliRunner().invoke(app, ["bench", "score", "--bench", str(root / "ruler.jsonl"),
-                                       "--videos", str(root / "out" / "mymodel")])
+    assert payload["n_judged"] + payload["n_failed"] == 3 and payload["n_reused"] == 0
+    assert payload["n_failed"] == len([r for r in saved["records"] if r["judgement"] is None])
+    assert json.loads((tmp_path / "w" / "judge-mymodel.json").read_text()) == saved
+
+    write_video(videos / "sport" / "2.mp4", _video(9, (32, 32), 99), fps=8)  # a new video for one instance
+    again = judged()
+    assert again["n_reused"] == 2 and json.loads(details.read_text())["records"][:2] == saved["records"][:2]
+    args[args.index("--judge-attempts") + 1] = "1"
+    assert judged()["n_reused"] == 0
+
+    missing = CliRunner().invoke(app, ["bench", "score", "--bench", str(root / "ruler.jsonl"), "--videos", str(videos)])
     assert missing.exit_code != 0 and "--judge" in missing.output

@@ -163,7 +163,12 @@ def judge_parts(instance: TaskInstance, video: Path, cfg: JudgeConfig, root: Pat
 
 
 def judge_instance(instance: TaskInstance, video: Path, reply_fn: ReplyFn, cfg: JudgeConfig, root: Path) -> JudgeRecord:
-    """Ask the judge about one video until a reply scores or the attempts run out."""
+    """Ask the judge about one video until a reply scores or the attempts run out.
+
+    Bad input (a missing or unreadable video or image) is a failed record; a fault of the
+    judge itself (e.g. CUDA out of memory) propagates, so that a cached pipeline does not
+    keep it as the instance's result (``judge_videos`` records it and goes on).
+    """
     t0 = time.perf_counter()
     record = JudgeRecord(instance_id=instance.id, task_name=instance.task_id, category=instance.category, video=str(video))
     try:
@@ -179,7 +184,7 @@ def judge_instance(instance: TaskInstance, video: Path, reply_fn: ReplyFn, cfg: 
                 log.info("%s: attempt %d: %s", instance.id, attempt + 1, exc.problem)
         else:
             record.error = f"no valid judge reply in {cfg.attempts} attempt(s); last: {record.attempts[-1].problem}"
-    except (VlmtError, OSError, RuntimeError, ValueError) as exc:  # one item's failure never stops the others
+    except (VlmtError, OSError) as exc:
         record.error = f"{type(exc).__name__}: {exc}"
     record.seconds = round(time.perf_counter() - t0, 3)
     if record.error:
@@ -215,9 +220,25 @@ def judge_videos(benchmark: Benchmark, videos: Path, reply_fn: ReplyFn, cfg: Jud
         raise InputError(videos, "is not a directory", "a model's outputs at {task_name}/{index}.mp4")
     records = []
     for instance in benchmark.instances:
-        record = judge_instance(instance, output_path(videos.parent, instance, videos.name), reply_fn, cfg, benchmark.root)
+        video = output_path(videos.parent, instance, videos.name)
+        try:
+            record = judge_instance(instance, video, reply_fn, cfg, benchmark.root)
+        except Exception as exc:  # one item's failure never loses the others' results
+            log.exception("%s: the judge failed", instance.id)
+            record = failed_record(instance, video, exc)
         records.append(record)
         if on_item:
             on_item(record)
+    return judge_run(judge, cfg, records)
+
+
+def failed_record(instance: TaskInstance, video: Path, exc: BaseException) -> JudgeRecord:
+    """The record of an instance whose judging raised."""
+    return JudgeRecord(instance_id=instance.id, task_name=instance.task_id, category=instance.category, video=str(video),
+                       error=f"{type(exc).__name__}: {exc}")
+
+
+def judge_run(judge: str, cfg: JudgeConfig, records: list[JudgeRecord]) -> JudgeRun:
+    """Records plus the official aggregate of the judged ones (None when none was judged)."""
     judged = [r.judgement for r in records if r.judgement is not None]
     return JudgeRun(judge=judge, config=cfg, records=records, report=aggregate(judged) if judged else None)

@@ -1,0 +1,74 @@
+"""Judge a model's RULER-Bench videos with a Qwen-VL folder, one cached task per video.
+
+RULER-Bench's videos are scored by a VLM judge answering each instance's checklist
+(``core/bench/ruler_judge.py`` has the protocol). A rerun, after an interruption or with
+new videos, reuses every video already judged with the same judge and config.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from prefect import flow, get_run_logger
+
+from core.bench.ruler import output_path
+from core.bench.ruler_judge import JudgeConfig, JudgeRecord, failed_record, judge_run
+from core.bench.source import open_benchmark
+from core.errors import InputError
+from core.io import write_json_atomic
+from tasks.caching import RESULTS_DIR, digest
+from tasks.judge import judge_video
+from tasks.models import model_identity
+
+#: Bump when a change to the judge's message or reply handling changes its records.
+JUDGE_VERSION = "1"
+
+
+def _file_digest(path: Path) -> str:
+    if not path.is_file():
+        return "missing"
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+@flow(name="ruler-judge")
+def ruler_judge(bench: str, videos: str, judge: str, work: str = "runs/judge", config_json: str | None = None,
+                device: str | None = None, dtype: str | None = None, skip_invalid: bool = False) -> dict:
+    """Judge ``videos/{task_name}/{index}.mp4`` for every record of ``bench``; returns a ``JudgeRun`` dict.
+
+    Writes the run (every record, every reply, the report) to ``work/judge-<model>.json``
+    as well. ``n_reused`` counts the videos whose record came from the cache. With
+    ``skip_invalid``, unreadable records are left out (``open_benchmark`` logs them).
+    """
+    logger = get_run_logger()
+    benchmark = open_benchmark(bench, skip_invalid=skip_invalid)
+    if benchmark.kind != "ruler":
+        raise InputError(bench, f"is a {benchmark.kind} benchmark", "a RULER-Bench record file")
+    out = Path(videos)
+    if not out.is_dir():
+        raise InputError(out, "is not a directory", "a model's outputs at {task_name}/{index}.mp4")
+    cfg = JudgeConfig.model_validate_json(config_json) if config_json else JudgeConfig()
+    judge_id = model_identity(judge, Path(work) / "model-ids.json")
+    run_task = judge_video.with_options(result_storage=Path(work) / RESULTS_DIR)
+    records: list[JudgeRecord] = []
+    reused = 0
+    for instance in benchmark.instances:
+        video = output_path(out.parent, instance, out.name)
+        key = digest("ruler-judge", JUDGE_VERSION, instance.content_hash(), _file_digest(video), judge_id,
+                     cfg.model_dump(mode="json"))
+        state = run_task(item=instance.model_dump_json(), video=str(video), root=str(benchmark.root), judge=judge,
+                         cfg_json=cfg.model_dump_json(), device=device, dtype=dtype, key=key, return_state=True)
+        if state.is_completed():
+            reused += state.name == "Cached"
+            records.append(JudgeRecord.model_validate(state.result()))
+        else:  # one video's failure never loses the others' records; a rerun tries it again
+            logger.warning("%s: judging failed: %s", instance.id, state.message)
+            records.append(failed_record(instance, video, RuntimeError(state.message or state.name)))
+    run = judge_run(judge, cfg, records)
+    write_json_atomic(Path(work) / f"judge-{out.name}.json", run.model_dump(mode="json"))
+    logger.info("judged %d of %d video(s), %d reused from the cache", len(records) - len(run.failed), len(records), reused)
+    return run.model_dump(mode="json") | {"n_reused": reused}
