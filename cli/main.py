@@ -128,7 +128,7 @@ def score(
     details: Annotated[Path | None, typer.Option(help="Write every item's sub-criteria to this JSON file.")] = None,
     judge: Annotated[Path | None, typer.Option(help="RULER-Bench only: a Qwen2.5-VL/Qwen3-VL folder that judges the checklists.")] = None,
     judge_attempts: Annotated[int, typer.Option(min=1, help="RULER-Bench: replies asked for per video before it counts as failed.")] = 3,
-    device: Annotated[str | None, typer.Option(help="RULER-Bench judge device (default: cuda when available).")] = None,
+    device: Annotated[str | None, typer.Option(help="RULER-Bench judge device: cuda, cpu, or auto (spread over the GPUs; default cuda when available).")] = None,
     work: Annotated[Path, typer.Option(help="RULER-Bench: cache of judged videos (a rerun reuses them).")] = Path("runs/judge"),
 ) -> None:
     """Score videos: rule-based scorers for synth, VBVR-EvalKit for VBVR, a VLM judge (--judge) for RULER-Bench."""
@@ -205,7 +205,8 @@ def _score_ruler(benchmark, bench: Path, skip_invalid: bool, videos: Path | None
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     result = ruler_judge(bench=str(bench), videos=str(videos), judge=str(judge), work=str(work), skip_invalid=skip_invalid,
                          config_json=JudgeConfig(attempts=attempts).model_dump_json(), device=device,
-                         dtype="bfloat16" if device.startswith("cuda") else None)
+                         dtype="bfloat16" if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+                         else None)
     reused = result.pop("n_reused")
     run = JudgeRun.model_validate(result)
     if details:

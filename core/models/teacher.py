@@ -389,6 +389,9 @@ def answer_token_id(tokenizer, word: str, where: str) -> int:
 def load_teacher(path: str | Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> Teacher:
     """Load a Teacher folder offline, in eval mode: ours, or a real Qwen2.5-VL / Qwen3-VL one.
 
+    ``device="auto"`` spreads the layers over the visible GPUs (``device_map="auto"``), for
+    models larger than one GPU such as a 72B RULER-Bench judge; inputs go to the first one.
+
     The processor comes from ``AutoProcessor``; where that cannot be built (Qwen's video
     processors need torchvision), from ``AutoTokenizer`` + ``AutoImageProcessor``, which is
     all the method needs since videos are preprocessed in torch. Video pixel bounds come from
@@ -412,7 +415,11 @@ def load_teacher(path: str | Path, dtype: torch.dtype = torch.float32, device: s
     video_cfg = path / "video_preprocessor_config.json"
     vision = (VisionPreprocess.from_video_config(json.loads(video_cfg.read_text()), str(video_cfg)) if video_cfg.is_file()
               else VisionPreprocess.from_image_processor(image_processor))
-    model = MODEL_CLASSES[model_type].from_pretrained(path, dtype=dtype, local_files_only=True).to(device).eval()
+    cls = MODEL_CLASSES[model_type]
+    if str(device) == "auto":  # spread over every visible GPU (accelerate), e.g. a 72B judge
+        model = cls.from_pretrained(path, dtype=dtype, device_map="auto", local_files_only=True).eval()
+    else:
+        model = cls.from_pretrained(path, dtype=dtype, local_files_only=True).to(device).eval()
     yes_id = answer_token_id(tokenizer, YES, f"{path}:tokenizer")
     no_id = answer_token_id(tokenizer, NO, f"{path}:tokenizer")
     return Teacher(model, processor, tokenizer, vision, yes_id, no_id,
