@@ -190,8 +190,6 @@ def _score_external(benchmark, videos: Path | None, ground_truth: bool, as_json:
 def _score_ruler(benchmark, bench: Path, skip_invalid: bool, videos: Path | None, judge: Path | None, attempts: int,
                  device: str | None, work: Path, as_json: bool, details: Path | None) -> None:
     """RULER-Bench: a local Qwen-VL judge answers each checklist by the official protocol; official aggregation."""
-    import torch
-
     from core.bench.ruler_judge import JudgeConfig, JudgeRun
     from core.io import write_json_atomic
     from flows.judge import ruler_judge
@@ -202,11 +200,8 @@ def _score_ruler(benchmark, bench: Path, skip_invalid: bool, videos: Path | None
             "DIR/<model> (outputs at <model>/{task_name}/{index}.mp4) and --judge a Qwen2.5-VL or Qwen3-VL folder "
             "(the official judge is a proprietary VLM; scores from another judge are comparable within a run only)"
         )
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     result = ruler_judge(bench=str(bench), videos=str(videos), judge=str(judge), work=str(work), skip_invalid=skip_invalid,
-                         config_json=JudgeConfig(attempts=attempts).model_dump_json(), device=device,
-                         dtype="bfloat16" if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
-                         else None)
+                         config_json=JudgeConfig(attempts=attempts).model_dump_json(), device=device)
     reused = result.pop("n_reused")
     run = JudgeRun.model_validate(result)
     if details:
@@ -485,6 +480,8 @@ def evaluate_cmd(
                                              "or a task runner: thread[=N], process[=N], dask[=ADDRESS], ray[=ADDRESS].")] = "inline",
     mlflow_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI (default: SQLite in the work dir).")] = None,
     report: Annotated[bool, typer.Option(help="Write the HTML report (WORK/report/NAME) at the end.")] = True,
+    judge: Annotated[str | None, typer.Option(help="RULER-Bench: a Qwen2.5-VL/Qwen3-VL folder that judges every "
+                                                   "method's videos after the run (query ruler_scores).")] = None,
 ) -> None:
     """Run the methods through the cached Prefect pipeline; results go to Parquet and DuckDB."""
     import torch
@@ -506,7 +503,7 @@ def evaluate_cmd(
     try:
         cfg = EvaluateConfig.from_yaml(config) if config else EvaluateConfig()
         update: dict = {k: v for k, v in {"bench": bench, "per_family": per_family, "limit": limit, "name": name,
-                                          "work": work, "mlflow_uri": mlflow_uri}.items() if v is not None}
+                                          "work": work, "mlflow_uri": mlflow_uri, "judge": judge}.items() if v is not None}
         task_runner(runner)  # validate before starting anything
         if methods:
             try:
@@ -557,9 +554,18 @@ def evaluate_cmd(
         uri = cfg.mlflow_uri or f"sqlite:///{Path(cfg.work) / 'mlflow.db'}"
         console.print(f"MLflow: mlflow ui --backend-store-uri {uri}", highlight=False, soft_wrap=True)
     exported = Path(cfg.work) / "outputs" / exp
-    if exported.is_dir():
-        how = (f"RULER-Bench, judged by a Qwen-VL folder of your choice: vlmt bench score --bench {cfg.bench} "
-               f"--videos {exported}/<method> --judge <Qwen-VL folder>" if Path(cfg.bench).is_file() else
+    ruler = Path(cfg.bench).is_file()
+    judged = run_query(db, "SELECT count(*) AS n FROM information_schema.tables WHERE table_name = 'judgements'")["n"][0]
+    if ruler and cfg.judge and judged:
+        q = get_query("ruler_scores")
+        scores = run_query(db, q.sql, q.bind({"experiment": exp}))
+        console.print(_frame_table(scores.drop("experiment_id", "variant"),
+                                   f"RULER-Bench (0-100), judged by {cfg.judge} (not the official judge)", {}))
+        console.print(f"  vlmt sql ruler_scores --db {db} --param experiment={exp}    (labels: table judgements)",
+                      highlight=False, soft_wrap=True)
+    elif exported.is_dir():
+        how = (f"RULER-Bench: rerun with --judge <Qwen-VL folder>, or vlmt bench score --bench {cfg.bench} "
+               f"--videos {exported}/<method> --judge <Qwen-VL folder>" if ruler else
                f"score with the official toolkit: vlmt bench score --bench {cfg.bench} --videos {exported}/<method>")
         console.print(f"not scored here (no rule-based scorer for this benchmark): each method's videos are in the "
                       f"official layout under {exported}/<method>/\n  {how}", highlight=False, soft_wrap=True)

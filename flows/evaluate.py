@@ -52,6 +52,7 @@ from core.storage.results import (
     VariantParams,
     slug,
     write_experiment,
+    write_judgements,
     write_result,
 )
 from core.storage.tracking import Tracker, default_tracking_uri
@@ -91,6 +92,9 @@ class EvaluateConfig(BaseModel):
     variant: str = Field("default", description="Names this configuration within an ablation.")
     work: str = Field("runs", description="Root of stage outputs, results Parquet and the DuckDB file.")
     mlflow_uri: str | None = Field(None, description="MLflow tracking URI; None: SQLite in the work dir; '' turns tracking off.")
+    judge: str | None = Field(None, description="RULER-Bench: a Qwen2.5-VL/Qwen3-VL folder that judges every method's "
+                                                "videos after the run (table judgements, query ruler_scores). Scoring "
+                                                "only: not part of the experiment id.")
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> EvaluateConfig:
@@ -415,7 +419,35 @@ def progress_file(cfg: EvaluateConfig, experiment_id: str) -> Path:
 
 def experiment_of(cfg: EvaluateConfig) -> ExperimentRecord:
     """The experiment a config belongs to (its id names its rows in DuckDB)."""
-    return ExperimentRecord(name=cfg.name, kind="evaluate", config=cfg.model_dump(mode="json"), code_version=CODE_VERSION)
+    return ExperimentRecord(name=cfg.name, kind="evaluate", config=cfg.model_dump(mode="json", exclude={"judge"}),
+                            code_version=CODE_VERSION)
+
+
+def judge_exported(cfg: EvaluateConfig, items: list[TaskInstance], exported: Path, results_root: Path,
+                   experiment_id: str) -> dict[str, dict]:
+    """RULER-Bench: ``cfg.judge`` labels each method's exported videos; rows go to the ``judgements`` table.
+
+    Each method's videos are judged by the cached ``ruler-judge`` flow (a rerun judges only
+    new or changed videos). Returns per method the judged and failed counts and the overall score.
+    """
+    from core.bench.ruler_judge import JudgeRecord
+    from flows.judge import ruler_judge
+
+    ruler = {inst.id: inst for inst in items if inst.benchmark == "ruler"}
+    out: dict[str, dict] = {}
+    for method in cfg.methods:
+        videos = exported / method.value
+        videos.mkdir(parents=True, exist_ok=True)  # no video at all is a failed record per item, not a crash
+        run = ruler_judge(bench=cfg.bench, videos=str(videos), judge=cfg.judge, work=str(Path(cfg.work) / "judge"),
+                          skip_invalid=True, instance_ids=list(ruler))
+        records = [JudgeRecord.model_validate(r) for r in run["records"]]
+        for record in records:
+            write_judgements(results_root, record, ruler[record.instance_id], experiment_id, cfg.variant, method.value,
+                             cfg.judge)
+        out[method.value] = {"n_judged": sum(r.judgement is not None for r in records),
+                             "n_failed": sum(r.judgement is None for r in records),
+                             "overall_average": run["report"]["overall_average"] if run["report"] else None}
+    return out
 
 
 @flow(name="evaluate")
@@ -506,11 +538,14 @@ def evaluate(config: EvaluateConfig | None = None, config_file: str | None = Non
             run_phase(candidate_methods, in_play.model_copy(update={"method": ran.method}), ran.params())
     else:
         run_phase(list(cfg.methods), cfg, params)
+    judged = {}
+    if cfg.judge and any(inst.benchmark == "ruler" for inst in items):
+        judged = judge_exported(cfg, items, exported, results_root, experiment.experiment_id)
     counts = consolidate(results_root, work / "vlmt.duckdb")
     summary = {k: v.model_dump(mode="json") for k, v in summarise_methods(results).items()}
     failed = [r for r in results if r.error]
     out = {"experiment_id": experiment.experiment_id, "summary": summary, "rows": counts,
-           "exported": str(exported) if unscored else None,
+           "exported": str(exported) if unscored else None, "judged": judged,
            "n": chosen_n if cfg.auto_n else cfg.method.n,
            "failed": [{"item": r.instance_id, "method": r.method, "stage": r.error_stage, "error": r.error} for r in failed]}
     if tracker is not None:

@@ -35,14 +35,25 @@ def _file_digest(path: Path) -> str:
     return h.hexdigest()
 
 
+def judge_device(device: str | None, dtype: str | None) -> tuple[str, str | None]:
+    """The judge's device (default: cuda when available) and dtype (default: bfloat16 on GPUs, else float32)."""
+    import torch
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    on_gpu = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    return device, dtype or ("bfloat16" if on_gpu else None)
+
+
 @flow(name="ruler-judge")
 def ruler_judge(bench: str, videos: str, judge: str, work: str = "runs/judge", config_json: str | None = None,
-                device: str | None = None, dtype: str | None = None, skip_invalid: bool = False) -> dict:
+                device: str | None = None, dtype: str | None = None, skip_invalid: bool = False,
+                instance_ids: list[str] | None = None) -> dict:
     """Judge ``videos/{task_name}/{index}.mp4`` for every record of ``bench``; returns a ``JudgeRun`` dict.
 
     Writes the run (every record, every reply, the report) to ``work/judge-<model>.json``
     as well. ``n_reused`` counts the videos whose record came from the cache. With
     ``skip_invalid``, unreadable records are left out (``open_benchmark`` logs them).
+    ``instance_ids`` judges only those instances (e.g. the items an evaluation ran).
     """
     logger = get_run_logger()
     benchmark = open_benchmark(bench, skip_invalid=skip_invalid)
@@ -52,11 +63,15 @@ def ruler_judge(bench: str, videos: str, judge: str, work: str = "runs/judge", c
     if not out.is_dir():
         raise InputError(out, "is not a directory", "a model's outputs at {task_name}/{index}.mp4")
     cfg = JudgeConfig.model_validate_json(config_json) if config_json else JudgeConfig()
+    device, dtype = judge_device(device, dtype)
     judge_id = model_identity(judge, Path(work) / "model-ids.json")
     run_task = judge_video.with_options(result_storage=Path(work) / RESULTS_DIR)
     records: list[JudgeRecord] = []
     reused = 0
+    wanted = None if instance_ids is None else set(instance_ids)
     for instance in benchmark.instances:
+        if wanted is not None and instance.id not in wanted:
+            continue
         video = output_path(out.parent, instance, out.name)
         key = digest("ruler-judge", JUDGE_VERSION, instance.content_hash(), _file_digest(video), judge_id,
                      cfg.model_dump(mode="json"))

@@ -18,7 +18,7 @@ from core.method.methods import Method, MethodConfig
 from core.method.optimise import OptimConfig
 from core.method.reasoner import Guidance
 from core.pipeline.video_spec import VideoOverride
-from flows.evaluate import EvaluateConfig, ModelPaths, evaluate
+from flows.evaluate import EvaluateConfig, ModelPaths, evaluate, experiment_of
 from tests.method_helpers import build_micro_reasoner, build_micro_teacher
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -210,13 +210,31 @@ def test_ruler_records_run_with_the_video_override_and_a_text_only_record_fails_
         update={"methods": [Method.VANILLA], "work": str(tmp_path / "work")})
     with pytest.raises(RuntimeError, match="2 of 2"):  # no ground truth, no override: neither can be generated
         evaluate(config=cfg)
-    out = evaluate(config=cfg.model_copy(update={"video": VideoOverride(n_frames=17, fps=8, height=64, width=64),
-                                                 "work": str(tmp_path / "work2")}), return_state=True)
+    run = cfg.model_copy(update={"video": VideoOverride(n_frames=17, fps=8, height=64, width=64),
+                                 "work": str(tmp_path / "work2"), "judge": models.teacher})
+    out = evaluate(config=run, return_state=True)
     with duckdb.connect(str(tmp_path / "work2" / "vlmt.duckdb"), read_only=True) as con:
         rows = con.execute("SELECT instance_id, score, error FROM results ORDER BY 1").fetchall()
+        judged = con.execute("SELECT instance_id, method, judge, dimension, label, attempts, error FROM judgements "
+                             "ORDER BY 1").fetchall()
     assert rows[0][:2] == ("color/0", None) and rows[0][2] is None
     assert rows[1][:2] == ("count/1", None) and "first_frame" in rows[1][2]  # failed alone, and not scored 0
     assert not out.is_completed() and list((tmp_path / "work2" / "outputs").glob("*/vanilla/color/0.mp4"))
+    # --judge: the (random) judge's every reply for the video it got is recorded; no labels, so nothing is scored
+    # (the text-only record never became an item: it has its failed result row and nothing to judge)
+    assert [r[:4] for r in judged] == [("color/0", "vanilla", models.teacher, "Rule Coherence")]
+    assert judged[0][4] is None and judged[0][5] == 3 and "no valid judge reply in 3 attempt(s)" in judged[0][6]
+    assert experiment_of(run).experiment_id == experiment_of(run.model_copy(update={"judge": None})).experiment_id
+
+    import yaml
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    (tmp_path / "ruler.yaml").write_text(yaml.safe_dump(run.model_dump(mode="json")))
+    r = CliRunner().invoke(app, ["evaluate", "--config", str(tmp_path / "ruler.yaml"), "--no-report"])
+    assert r.exit_code == 1  # the text-only record failed
+    assert "RULER-Bench (0-100), judged by" in r.output and "vlmt sql ruler_scores" in r.output, r.output
 
 
 def test_vlmt_evaluate_reads_yaml_and_prints_the_table(setup, tmp_path):

@@ -24,6 +24,7 @@ from core.storage.results import (
     ExperimentRecord,
     VariantParams,
     write_experiment,
+    write_judgements,
     write_result,
 )
 from core.storage.warehouse import consolidate, parquet_files, query
@@ -70,9 +71,45 @@ def warehouse(tmp_path_factory):
         written[lam] = results
         for r in results:
             write_result(root, r, experiment.experiment_id, variant=f"lam={lam}", params=VariantParams(lam=lam, max_steps=40))
+    for method, instance, record in ruler_judgements():
+        write_judgements(root, record, instance, experiment.experiment_id, "lam=0.0", method, "/models/judge")
     db = root / "vlmt.duckdb"
     counts = consolidate(root, db)
     return root, db, experiment.experiment_id, written, counts
+
+
+RULER_RECORDS = [  # (task, category, checklist dimensions)
+    ("physics", "science", ["Instruction Following", "Rule Coherence", "Rule Coherence"]),
+    ("chemistry", "science", ["Visual Fidelity", "Rule Coherence"]),
+    ("color", "vision rule", ["Visual Consistency", "Rule Coherence"]),
+    ("sport", "humanity", ["Instruction Following", "Visual Fidelity", "Visual Consistency", "Rule Coherence"]),
+]
+
+
+def ruler_judgements() -> list:
+    """(method, instance, judge record) for RULER instances: random labels, and one reply that is never valid."""
+    from core.bench.record import TaskInstance
+    from core.bench.ruler import InvalidJudgeReply, judgement_from_reply
+    from core.bench.ruler_judge import JudgeAttempt, JudgeRecord
+
+    rng = np.random.default_rng(1)
+    out = []
+    for method in ("vanilla", "teacher"):
+        for k, (task, category, dims) in enumerate(RULER_RECORDS):
+            instance = TaskInstance(id=f"{task}/{k}", benchmark="ruler", task_family=task, task_id=task, index=str(k),
+                                    category=category, prompt="p",
+                                    checklist=[{"dimension": d, "question": f"q{i}?"} for i, d in enumerate(dims)])
+            reply = "\n".join(str(x) for x in rng.choice(["Good", "Medium", "Poor"], len(dims)))
+            if k == 1 and method == "teacher":
+                reply = "Excellent"  # invalid: this instance is failed, not counted
+            record = JudgeRecord(instance_id=instance.id, task_name=task, category=category, video="v.mp4",
+                                 attempts=[JudgeAttempt(reply=reply)])
+            try:
+                record.judgement = judgement_from_reply(instance, reply)
+            except InvalidJudgeReply as exc:
+                record.error = str(exc)
+            out.append((method, instance, record))
+    return out
 
 
 def test_consolidation_counts_every_row_once(warehouse):
@@ -107,6 +144,30 @@ def test_method_comparison_matches_the_records(warehouse):
         assert by_method[method]["n_errors"] == sum(r.error is not None for r in rs)
         ok = [r for r in rs if r.error is None]
         assert by_method[method]["hacking_rate"] == pytest.approx(np.mean([r.hacked for r in ok]), abs=1e-3)
+
+
+def test_ruler_scores_query_is_the_official_aggregation(warehouse):
+    from core.bench.ruler import aggregate
+
+    _, db, _, _, _ = warehouse
+    judged: dict[str, list] = {}
+    for method, _, record in ruler_judgements():
+        if record.judgement:
+            judged.setdefault(method, []).append(record.judgement)
+    q = load_queries()["ruler_scores"]
+    df = query(db, q.sql, q.bind({}))
+    assert sorted(df["method"].to_list()) == ["teacher", "vanilla"]
+    for row in df.iter_rows(named=True):
+        report = aggregate(judged[row["method"]])
+        assert row["judge"] == "/models/judge" and row["n_judged"] == len(judged[row["method"]])
+        assert row["n_failed"] == (1 if row["method"] == "teacher" else 0)
+        assert row["overall_average"] == pytest.approx(report.overall_average, abs=0.01)
+        for dim, col in (("Instruction Following", "instruction_following"), ("Rule Coherence", "rule_coherence"),
+                         ("Visual Fidelity", "visual_fidelity"), ("Visual Consistency", "visual_consistency")):
+            assert row[col] == pytest.approx(report.overall_per_dimension[dim], abs=0.01)
+    rows = duckdb.connect(str(db), read_only=True).execute(
+        "SELECT label, label_score, error FROM judgements WHERE method = 'teacher' AND instance_id = 'chemistry/1'").fetchall()
+    assert len(rows) == 2 and all(r[0] is None and r[1] is None and "Excellent" in r[2] for r in rows)
 
 
 def test_judge_versus_scorer_counts(warehouse):

@@ -16,6 +16,9 @@ Tables (one folder each under the results root):
   knobs as columns (lambda, gradient mode, K, steps, rank, ...) for ablation pivots.
 * ``traces``: one row per optimisation step of the teacher method.
 * ``costs``: one row per (experiment, variant, item, method): seconds and call counts.
+* ``judgements``: one row per (experiment, variant, item, method, judge, checklist question)
+  of a RULER-Bench run judged by a VLM: the question's dimension and the judge's label (NULL
+  with the error where the judge gave no valid reply); ``sql/ruler_scores.sql`` aggregates them.
 """
 
 from __future__ import annotations
@@ -33,9 +36,11 @@ from pydantic import BaseModel, Field
 from core.io import atomic_path
 
 if TYPE_CHECKING:  # rows are written from results; reading the tables (reports, SQL) needs no torch
+    from core.bench.record import TaskInstance
+    from core.bench.ruler_judge import JudgeRecord
     from core.method.compare import ItemResult
 
-TABLES = ("experiments", "items", "results", "traces", "costs")
+TABLES = ("experiments", "items", "results", "traces", "costs", "judgements")
 
 
 class ExperimentRecord(BaseModel):
@@ -136,7 +141,14 @@ _SCHEMAS: dict[str, dict[str, pl.DataType]] = {
     "traces": {"experiment_id": pl.String, "variant": pl.String, "instance_id": pl.String, "method": pl.String,
                "step": pl.Int64, "loss": pl.Float64, "p_yes_goal": pl.Float64, "p_yes_json": pl.String,
                "grad_norm": pl.Float64, "seconds": pl.Float64},
+    "judgements": {"experiment_id": pl.String, "variant": pl.String, "instance_id": pl.String, "method": pl.String,
+                   "judge": pl.String, "task_name": pl.String, "category": pl.String, "question_index": pl.Int64,
+                   "dimension": pl.String, "question": pl.String, "label": pl.String, "label_score": pl.Int64,
+                   "attempts": pl.Int64, "error": pl.String},
 }
+
+#: Good / Medium / Poor as RULER-Bench scores them (``core.bench.ruler.LABEL_SCORES``, restated: no torch import).
+_LABEL_SCORES = {"Good": 2, "Medium": 1, "Poor": 0}
 
 
 def write_result(root: str | Path, result: ItemResult, experiment_id: str, variant: str = "default",
@@ -159,3 +171,25 @@ def write_result(root: str | Path, result: ItemResult, experiment_id: str, varia
         df = pl.DataFrame(table_rows, schema=_SCHEMAS.get(table), infer_schema_length=None)
         written[table] = _write(df, path)
     return written
+
+
+def judgement_rows(record: JudgeRecord, instance: TaskInstance, experiment_id: str, variant: str, method: str,
+                   judge: str) -> list[dict[str, Any]]:
+    """One row per checklist question of ``instance``: the judge's label, or NULL and the error when it gave none."""
+    key = {"experiment_id": experiment_id, "variant": variant, "instance_id": instance.id, "method": method, "judge": judge,
+           "task_name": instance.task_id, "category": instance.category}
+    labels = [q.label for q in record.judgement.labels] if record.judgement else [None] * len(instance.checklist or [])
+    return [{**key, "question_index": i, "dimension": item.dimension, "question": item.question, "label": label,
+             "label_score": _LABEL_SCORES.get(label) if label else None, "attempts": len(record.attempts),
+             "error": record.error}
+            for i, (item, label) in enumerate(zip(instance.checklist or [], labels, strict=True), start=1)]
+
+
+def write_judgements(root: str | Path, record: JudgeRecord, instance: TaskInstance, experiment_id: str, variant: str,
+                     method: str, judge: str) -> Path:
+    """Write one judged (item, method)'s rows; a rejudge with the same judge replaces them."""
+    judge_tag = f"{slug(Path(judge).name)}-{hashlib.sha256(judge.encode()).hexdigest()[:8]}"
+    name = f"{slug(variant)}__{slug(instance.id)}__{slug(method)}__{judge_tag}.parquet"
+    df = pl.DataFrame(judgement_rows(record, instance, experiment_id, variant, method, judge),
+                      schema=_SCHEMAS["judgements"])
+    return _write(df, Path(root) / "judgements" / experiment_id / name)

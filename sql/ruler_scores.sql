@@ -1,0 +1,46 @@
+-- RULER-Bench scores per method and judge (0-100), the official aggregation over judged instances:
+-- per instance and dimension the mean label score (Good 2, Medium 1, Poor 0); per category the mean
+-- of those x50; per dimension the mean over the categories that have it; overall = mean of the dimensions.
+-- Instances the judge gave no valid reply for are counted in n_failed and left out of the scores.
+-- param experiment = %: experiment id (SQL LIKE pattern; % for every experiment)
+-- param variant = %: variant name (SQL LIKE pattern)
+WITH per_instance_dim AS (
+    SELECT experiment_id, variant, method, judge, instance_id, category, dimension, avg(label_score) AS s
+    FROM judgements
+    WHERE label IS NOT NULL AND experiment_id LIKE $experiment AND variant LIKE $variant
+    GROUP BY ALL
+),
+per_category_dim AS (
+    SELECT experiment_id, variant, method, judge, category, dimension, avg(s) * 50 AS score
+    FROM per_instance_dim
+    GROUP BY ALL
+),
+per_dim AS (
+    SELECT experiment_id, variant, method, judge, dimension, avg(score) AS score
+    FROM per_category_dim
+    GROUP BY ALL
+),
+counts AS (
+    SELECT experiment_id, variant, method, judge,
+           count(DISTINCT instance_id) FILTER (WHERE label IS NOT NULL) AS n_judged,
+           count(DISTINCT instance_id) FILTER (WHERE label IS NULL)     AS n_failed
+    FROM judgements
+    WHERE experiment_id LIKE $experiment AND variant LIKE $variant
+    GROUP BY ALL
+)
+SELECT
+    c.experiment_id,
+    c.variant,
+    c.method,
+    c.judge,
+    c.n_judged,
+    c.n_failed,
+    round(max(d.score) FILTER (WHERE d.dimension = 'Instruction Following'), 2) AS instruction_following,
+    round(max(d.score) FILTER (WHERE d.dimension = 'Visual Consistency'), 2)    AS visual_consistency,
+    round(max(d.score) FILTER (WHERE d.dimension = 'Visual Fidelity'), 2)       AS visual_fidelity,
+    round(max(d.score) FILTER (WHERE d.dimension = 'Rule Coherence'), 2)        AS rule_coherence,
+    round(avg(d.score), 2)                                                      AS overall_average
+FROM counts c
+LEFT JOIN per_dim d USING (experiment_id, variant, method, judge)
+GROUP BY ALL
+ORDER BY c.experiment_id, c.variant, overall_average DESC NULLS LAST;
