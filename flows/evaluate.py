@@ -346,16 +346,23 @@ def open_tracker(cfg: EvaluateConfig) -> Future[Tracker] | None:
 
 
 def track(tracker: Tracker, cfg: EvaluateConfig, experiment: ExperimentRecord, results: list[ItemResult], summary: dict,
-          failed: bool) -> dict:
-    """Log the experiment to MLflow (after the results are safe in Parquet and DuckDB)."""
+          failed: bool, judged: dict[str, dict] | None = None) -> dict:
+    """Log the experiment to MLflow (after the results are safe in Parquet and DuckDB).
+
+    ``judged`` (RULER-Bench runs with a judge): per method the judge's overall score and
+    counts, logged on the parent run as ``<method>.ruler_overall_average`` etc.
+    """
     parent = tracker.parent(experiment.experiment_id, cfg.model_dump(mode="json"))
     params = cfg.params().model_dump()
     for res in results:
         artifacts = {name: res.info.get(name) for name in ("video", "gif", "rules", "adapter")}
         tracker.log_result(parent, experiment.experiment_id, cfg.variant, res, params, artifacts)
-    tracker.finish_parent(parent, {m: {k: v for k, v in s.items() if k in ("mean_score", "success_rate", "seconds_per_item",
-                                                                            "nfe_per_item", "hacking_rate")}
-                                   for m, s in summary.items()}, failed)
+    metrics = {m: {k: v for k, v in s.items() if k in ("mean_score", "success_rate", "seconds_per_item", "nfe_per_item",
+                                                       "hacking_rate")}
+               for m, s in summary.items()}
+    for method, counts in (judged or {}).items():
+        metrics.setdefault(method, {}).update({f"ruler_{k}": v for k, v in counts.items() if v is not None})
+    tracker.finish_parent(parent, metrics, failed)
     return {"tracking_uri": tracker.tracking_uri, "parent_run_id": parent}
 
 
@@ -549,7 +556,7 @@ def evaluate(config: EvaluateConfig | None = None, config_file: str | None = Non
            "n": chosen_n if cfg.auto_n else cfg.method.n,
            "failed": [{"item": r.instance_id, "method": r.method, "stage": r.error_stage, "error": r.error} for r in failed]}
     if tracker is not None:
-        out["mlflow"] = track(tracker.result(), ran, experiment, results, summary, bool(failed))
+        out["mlflow"] = track(tracker.result(), ran, experiment, results, summary, bool(failed), judged)
     if failed:
         for f in out["failed"]:
             logger.error("failed: %s %s at %s: %s", f["item"], f["method"], f["stage"], f["error"])

@@ -18,6 +18,7 @@ from core.method.methods import Method, MethodConfig
 from core.method.optimise import OptimConfig
 from core.method.reasoner import Guidance
 from core.pipeline.video_spec import VideoOverride
+from core.storage.tracking import default_tracking_uri
 from flows.evaluate import EvaluateConfig, ModelPaths, evaluate, experiment_of
 from tests.method_helpers import build_micro_reasoner, build_micro_teacher
 
@@ -211,7 +212,7 @@ def test_ruler_records_run_with_the_video_override_and_a_text_only_record_fails_
     with pytest.raises(RuntimeError, match="2 of 2"):  # no ground truth, no override: neither can be generated
         evaluate(config=cfg)
     run = cfg.model_copy(update={"video": VideoOverride(n_frames=17, fps=8, height=64, width=64),
-                                 "work": str(tmp_path / "work2"), "judge": models.teacher})
+                                 "work": str(tmp_path / "work2"), "judge": models.teacher, "mlflow_uri": None})
     out = evaluate(config=run, return_state=True)
     with duckdb.connect(str(tmp_path / "work2" / "vlmt.duckdb"), read_only=True) as con:
         rows = con.execute("SELECT instance_id, score, error FROM results ORDER BY 1").fetchall()
@@ -225,6 +226,9 @@ def test_ruler_records_run_with_the_video_override_and_a_text_only_record_fails_
     assert [r[:4] for r in judged] == [("color/0", "vanilla", models.teacher, "Rule Coherence")]
     assert judged[0][4] is None and judged[0][5] == 3 and "no valid judge reply in 3 attempt(s)" in judged[0][6]
     assert experiment_of(run).experiment_id == experiment_of(run.model_copy(update={"judge": None})).experiment_id
+    parent = next(r for r in mlflow_runs(default_tracking_uri(tmp_path / "work2")).values()
+                  if "vanilla.ruler_n_failed" in r.data.metrics)
+    assert parent.data.metrics["vanilla.ruler_n_failed"] == 1 and parent.data.metrics["vanilla.ruler_n_judged"] == 0
 
     import yaml
     from typer.testing import CliRunner
