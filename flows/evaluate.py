@@ -436,9 +436,17 @@ def judge_exported(cfg: EvaluateConfig, items: list[TaskInstance], exported: Pat
 
     Each method's videos are judged by the cached ``ruler-judge`` flow (a rerun judges only
     new or changed videos). Returns per method the judged and failed counts and the overall score.
+    The run's Reasoner and Teacher are dropped first: a large judge needs the GPU memory.
     """
+    import torch
+
     from core.bench.ruler_judge import JudgeRecord
     from flows.judge import ruler_judge
+    from tasks.models import forget
+
+    forget()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
     ruler = {inst.id: inst for inst in items if inst.benchmark == "ruler"}
     out: dict[str, dict] = {}
