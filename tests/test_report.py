@@ -99,3 +99,50 @@ def test_in_headless_chromium_videos_play_in_step_and_filters_show_exactly_the_m
             assert shown["all_match"] and shown["shown"] == shown["expected"], (value, shown)
     assert out["filters"]["f-outcome"]["fixed"]["shown"] >= 1
     assert out["count_text"] == f"{len(instances)} of {len(instances)} items"
+
+
+def test_a_judged_ruler_run_shows_the_judges_scores_and_each_videos_labels(tmp_path):
+    """RULER rows are unscored; the report shows ruler_scores and, per video, the judge's labels or its failure."""
+    from core.bench.record import TaskInstance
+    from core.bench.ruler import aggregate, judgement_from_reply
+    from core.bench.ruler_judge import JudgeAttempt, JudgeRecord
+    from core.method.compare import ItemResult
+    from core.storage.results import (
+        ExperimentRecord,
+        write_experiment,
+        write_judgements,
+        write_result,
+    )
+    from core.storage.warehouse import consolidate
+
+    root = tmp_path / "results"
+    experiment = ExperimentRecord(name="ruler", config={"bench": "ruler.jsonl"}, code_version="t")
+    write_experiment(root, experiment)
+    checklist = [{"dimension": "Rule Coherence", "question": "Does the ball fall?"},
+                 {"dimension": "Visual Fidelity", "question": "Is the ball sharp?"}]
+    instance = TaskInstance(id="physics/0", benchmark="ruler", task_family="physics", task_id="physics", index="0",
+                            category="science", prompt="Drop the ball.", checklist=checklist)
+    judgements = []
+    for method, reply in (("vanilla", "Poor\nGood"), ("teacher", "1. Good\n2. Medium"), ("pe", "Excellent")):
+        write_result(root, ItemResult(instance_id=instance.id, family="physics", split=None, faculty=None, method=method,
+                                      seed=0, score=None, success=None), experiment.experiment_id)
+        record = JudgeRecord(instance_id=instance.id, task_name="physics", category="science", video="v.mp4",
+                             attempts=[JudgeAttempt(reply=reply)])
+        if method == "pe":
+            record.error = "no valid judge reply in 1 attempt(s); last: label 1 is 'Excellent'"
+        else:
+            record.judgement = judgement_from_reply(instance, reply)
+            judgements.append((method, record.judgement))
+        write_judgements(root, record, instance, experiment.experiment_id, "default", method, "/models/judge-7b")
+    db = tmp_path / "vlmt.duckdb"
+    consolidate(root, db)
+    data = load_report_data(db)
+    by_method = {r["method"]: r for r in data.ruler}
+    for method, judgement in judgements:
+        assert by_method[method]["overall_average"] == pytest.approx(aggregate([judgement]).overall_average, abs=0.01)
+    assert by_method["pe"]["n_failed"] == 1 and by_method["pe"]["overall_average"] is None
+    text = build_report(db, tmp_path / "out").read_text()
+    assert "id='ruler'" in text and "/models/judge-7b" in text
+    teacher = data.items[0].outcomes["teacher"].ruler_labels
+    assert [(r["dimension"], r["label"]) for r in teacher] == [("Rule Coherence", "Good"), ("Visual Fidelity", "Medium")]
+    assert "Visual Fidelity: <b>Medium</b>" in text and "judge failed: no valid judge reply in 1 attempt(s)" in text

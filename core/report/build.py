@@ -103,6 +103,34 @@ def _summary_table(data: ReportData) -> str:
     return f"<table class='grid' id='summary'>{head}{''.join(rows)}</table>"
 
 
+def _ruler_table(data: ReportData) -> str:
+    """RULER-Bench scores by the judge (0-100), when the run was judged."""
+    if not data.ruler:
+        return ""
+    cols = ["instruction_following", "visual_consistency", "visual_fidelity", "rule_coherence", "overall_average"]
+    head = ("<tr><th>method</th><th>judge</th><th>judged</th><th>failed</th>"
+            + "".join(f"<th>{_e(c.replace('_', ' '))}</th>" for c in cols) + "</tr>")
+    rows = "".join(f"<tr><td>{_e(r['method'])}</td><td>{_e(r['judge'])}</td><td>{r['n_judged']}</td><td>{r['n_failed']}</td>"
+                   + "".join(f"<td>{_num(r[c], 1)}</td>" for c in cols) + "</tr>" for r in data.ruler)
+    return (f"<h2>RULER-Bench <small>(0-100, by the judge named; not the official judge)</small></h2>"
+            f"<table class='grid' id='ruler'>{head}{rows}</table>")
+
+
+def _ruler_labels(labels: list[dict]) -> str:
+    """One line per judged checklist question, or the judge's failure; grouped by judge."""
+    lines = []
+    judges = list(dict.fromkeys(r["judge"] for r in labels))
+    for judge in judges:
+        rows = [r for r in labels if r["judge"] == judge]
+        who = f"{Path(judge).name}: " if len(judges) > 1 else ""
+        if rows[0]["label"] is None:
+            lines.append(f"<li class='error'>judge {_e(who)}failed: {_e(rows[0]['error'])}</li>")
+            continue
+        lines += [f"<li>{_e(who)}{_e(r['dimension'])}: <b>{_e(r['label'])}</b> <small>{_e(r['question'])}</small></li>"
+                  for r in rows]
+    return "".join(lines)
+
+
 def _group_table(data: ReportData) -> str:
     groups = sorted({(r["faculty"] or "–", r["split"] or "–") for r in data.by_group})
     cell = {((r["faculty"] or "–"), (r["split"] or "–"), r["method"]): r for r in data.by_group}
@@ -131,7 +159,7 @@ def _item_card(item: ItemView, methods: list[str], media: dict[tuple[str, str], 
             body = f"<video src='{_e(src)}' muted loop playsinline preload='auto' data-method='{_e(m)}'></video>"
         else:
             body = "<div class='error'>video missing</div>"
-        crit = "".join(f"<li>{_e(k)}: {_num(v, 2)}</li>" for k, v in sorted(o.criteria.items()))
+        crit = "".join(f"<li>{_e(k)}: {_num(v, 2)}</li>" for k, v in sorted(o.criteria.items())) + _ruler_labels(o.ruler_labels)
         verdict = "unscored" if o.score is None and not o.error else "success" if o.success else "fail"
         cells.append(f"<figure class='method'>{body}<figcaption><b>{_e(m)}</b> {_num(o.score)} <span class='{verdict}'>"
                      f"{verdict}</span><ul class='crit'>{crit}</ul></figcaption></figure>")
@@ -160,7 +188,8 @@ def render(data: ReportData, figures: dict[str, str], media: dict[tuple[str, str
     meta = json.dumps({"experiment_id": data.experiment_id, "items": len(data.items), "methods": data.methods})
     return _PAGE.format(
         title=_e(f"vlmt report: {data.name}"), name=_e(data.name), experiment_id=_e(data.experiment_id), kind=_e(data.kind),
-        created=_e(data.created_at), variant=_e(data.variant), summary=_summary_table(data), groups=_group_table(data),
+        created=_e(data.created_at), variant=_e(data.variant), summary=_summary_table(data) + _ruler_table(data),
+        groups=_group_table(data),
         plots=plots_html, filters=_select("f-family", "family", families) + _select("f-split", "split", splits)
         + _select("f-outcome", "teacher vs vanilla", outcomes), cards=cards, meta=_e(meta), css=_CSS, js=_JS,
         n_items=len(data.items))

@@ -42,6 +42,7 @@ class MethodOutcome(BaseModel):
     error: str | None = None
     error_stage: str | None = None
     judge_all_yes: bool | None = None
+    ruler_labels: list[dict] = Field(default_factory=list, description="RULER-Bench: the judge's label per checklist question.")
 
 
 class ItemView(BaseModel):
@@ -85,6 +86,7 @@ class ReportData(BaseModel):
     costs: list[dict]
     traces: list[dict]
     items: list[ItemView]
+    ruler: list[dict] = Field(default_factory=list, description="RULER-Bench scores per method and judge (ruler_scores).")
 
 
 def _rows(db: Path, sql: str, params: dict) -> list[dict]:
@@ -146,14 +148,34 @@ def load_report_data(db: str | Path, experiment: str | None = None, variant: str
     by_group = ok.group_by("faculty", "split", "method").agg(n=pl.len(), mean_score=pl.col("score").mean())
     traces = query(db, "SELECT instance_id, step, loss, p_yes_json FROM traces WHERE experiment_id = $e AND variant = $v "
                        "AND method = 'teacher' ORDER BY instance_id, step", p)
+    items = _items(results)
+    ruler = _ruler(db, p, items)
     return ReportData(
         experiment_id=eid, name=exp["name"], kind=exp["kind"], created_at=exp["created_at"], variant=variant,
         methods=methods, summary=sorted(summary.to_dicts(), key=lambda r: methods.index(r["method"])),
         by_group=by_group.to_dicts(),
         costs=ok.select("instance_id", "method", "score", "total_seconds", "reasoner_nfe", "steps_run", "stop_reason",
                         "judge_all_yes", "success", "judge_goal_p_yes").to_dicts(),
-        traces=traces.to_dicts(), items=_items(results),
+        traces=traces.to_dicts(), items=items, ruler=ruler,
     )
+
+
+def _ruler(db: Path, p: dict, items: list[ItemView]) -> list[dict]:
+    """A judged RULER-Bench run: attach each outcome's labels; return the ``ruler_scores`` rows (else nothing)."""
+    from core.storage.named import get_query
+
+    if not _rows(db, "SELECT 1 FROM information_schema.tables WHERE table_name = 'judgements'", {}):
+        return []
+    labels = _rows(db, "SELECT instance_id, method, judge, question_index, dimension, question, label, error "
+                       "FROM judgements WHERE experiment_id = $e AND variant = $v "
+                       "ORDER BY instance_id, method, judge, question_index", p)
+    outcomes = {(i.instance_id, m): o for i in items for m, o in i.outcomes.items()}
+    for row in labels:
+        outcome = outcomes.get((row.pop("instance_id"), row.pop("method")))
+        if outcome is not None:
+            outcome.ruler_labels.append(row)
+    q = get_query("ruler_scores")
+    return query(db, q.sql, q.bind({"experiment": p["e"], "variant": p["v"]})).to_dicts() if labels else []
 
 
 def _items(results: pl.DataFrame) -> list[ItemView]:
