@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.progress import (
@@ -64,6 +65,12 @@ def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug l
 def _fail(exc: Exception) -> None:
     console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
+
+
+def _invalid_options(exc: ValidationError) -> VlmtError:
+    """A config built from options failed validation: one line per field, no traceback."""
+    problems = "; ".join(f"{'.'.join(str(x) for x in e['loc']) or 'config'}: {e['msg']}" for e in exc.errors())
+    return VlmtError(f"invalid options: {problems}")
 
 
 def _parse_size(size: str | None) -> dict[str, int]:
@@ -469,6 +476,8 @@ def evaluate_cmd(
                                                         "(1 = off, the default: distilled Reasoners; ~5 for an "
                                                         "undistilled Wan2.2-TI2V-5B).")] = None,
     negative_prompt: Annotated[str | None, typer.Option(help="Negative prompt for guidance.")] = None,
+    guidance_2: Annotated[float | None, typer.Option("--guidance-2", help="Two-expert Reasoners (Wan2.2-A14B): the "
+                                                     "low-noise expert's guidance scale (default: --guidance).")] = None,
     frames: Annotated[int | None, typer.Option(help="Frames per video for benchmarks that do not set them (VBVR's "
                                                     "official layout: read from ground_truth.mp4 by default).")] = None,
     fps: Annotated[float | None, typer.Option(help="Frame rate for such benchmarks.")] = None,
@@ -487,6 +496,7 @@ def evaluate_cmd(
     import torch
 
     from core.method.methods import Method
+    from core.method.reasoner import Guidance
     from core.storage.named import get_query
     from core.storage.warehouse import query as run_query
     from flows.evaluate import (
@@ -521,15 +531,19 @@ def evaluate_cmd(
                 method_cfg = method_cfg.model_copy(update={"n": chosen_n})
         if max_steps is not None:
             method_cfg = method_cfg.model_copy(update={"optim": method_cfg.optim.model_copy(update={"max_steps": max_steps})})
-        if guidance is not None or negative_prompt is not None:
+        if guidance is not None or negative_prompt is not None or guidance_2 is not None:
             g = method_cfg.optim.guidance.model_dump()
-            g.update({k: v for k, v in {"scale": guidance, "negative_prompt": negative_prompt}.items() if v is not None})
-            method_cfg = method_cfg.model_copy(update={"optim": method_cfg.optim.model_copy(update={"guidance": g})})
+            g.update({k: v for k, v in {"scale": guidance, "negative_prompt": negative_prompt,
+                                        "scale_2": guidance_2}.items() if v is not None})
+            method_cfg = method_cfg.model_copy(
+                update={"optim": method_cfg.optim.model_copy(update={"guidance": Guidance.model_validate(g)})})
         video = {"n_frames": frames, "fps": fps, **_parse_size(size)}
         update["video"] = {**cfg.video.model_dump(), **{k: v for k, v in video.items() if v is not None}}
         cfg = EvaluateConfig.model_validate({**cfg.model_dump(), **update, "method": method_cfg.model_dump()})
     except VlmtError as exc:
         _fail(exc)
+    except ValidationError as exc:
+        _fail(_invalid_options(exc))
     t0 = time.perf_counter()
     state = _with_progress(lambda: run_evaluate(cfg, runner, return_state=True), progress_file(cfg, experiment_of(cfg).experiment_id))
     seconds = time.perf_counter() - t0
@@ -621,6 +635,8 @@ def compare_cmd(
     rank: Annotated[int | None, typer.Option(help="LoRA rank.")] = None,
     guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale of every Reasoner rollout (1 = off).")] = 1.0,
     negative_prompt: Annotated[str, typer.Option(help="Negative prompt for guidance.")] = "",
+    guidance_2: Annotated[float | None, typer.Option("--guidance-2", help="Two-expert Reasoners: the low-noise expert's "
+                                                     "guidance scale (default: --guidance).")] = None,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads.")] = None,
     out: Annotated[Path | None, typer.Option(help="Write every (item, method) record to this JSON file.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Last line: one JSON object keyed by method.")] = False,
@@ -651,8 +667,11 @@ def compare_cmd(
     updates = {k: v for k, v in {"lr": lr, "max_steps": max_steps, "tau": tau, "lam": lam, "k_frames": k_frames}.items() if v is not None}
     if grad_mode:
         updates["grad_mode"] = grad_mode.value
-    updates["guidance"] = {"scale": guidance, "negative_prompt": negative_prompt}
-    optim = OptimConfig(**updates, early_stop=early_stop)
+    updates["guidance"] = {"scale": guidance, "negative_prompt": negative_prompt, "scale_2": guidance_2}
+    try:
+        optim = OptimConfig(**updates, early_stop=early_stop)
+    except ValidationError as exc:
+        _fail(_invalid_options(exc))
     if rank:
         optim.lora.rank = rank
         optim.lora.alpha = float(rank)

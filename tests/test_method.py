@@ -181,9 +181,10 @@ def test_a_two_expert_reasoner_samples_like_its_pipeline_and_its_lora_sits_on_th
 
     pipe = load_reasoner(models[0])
     low = copy.deepcopy(pipe.transformer)
+    gen = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for p in low.parameters():
-            p.add_(0.05 * torch.randn_like(p))
+            p.add_(0.05 * torch.randn(p.shape, generator=gen))
     parts = {k: v for k, v in pipe.components.items() if k != "transformer_2"}
     two = ReasonerAdapter(WanImageToVideoPipeline(**parts, transformer_2=low, boundary_ratio=0.6, expand_timesteps=True),
                           SurrogateDecoder.from_pretrained(models[1]), device="cpu")
@@ -196,6 +197,18 @@ def test_a_two_expert_reasoner_samples_like_its_pipeline_and_its_lora_sits_on_th
     assert np.abs(ours.astype(float) / 255 - theirs).max() < 2 / 255
     one = ReasonerAdapter(load_reasoner(models[0]), device="cpu")
     assert np.abs(ours.astype(float) - one.generate(one.prepare(first, inst.prompt, 7, 17), 4)).max() > 10  # both ran
+    # guidance_scale_2: the low-noise expert's own scale, as pipe(guidance_scale=, guidance_scale_2=) applies it
+    g2 = Guidance(scale=3.0, scale_2=1.0, negative_prompt="a blurry still image")
+    ours_g = two.generate(cond, 4, g2)
+    theirs_g = two.pipe(image=Image.fromarray(first), prompt=inst.prompt, negative_prompt=g2.negative_prompt, height=64,
+                        width=64, num_frames=17, num_inference_steps=4, guidance_scale=3.0, guidance_scale_2=1.0,
+                        latents=cond.noise, output_type="np").frames[0]
+    assert np.abs(ours_g.astype(float) / 255 - theirs_g).max() < 2 / 255
+    one_scale = g2.model_copy(update={"scale_2": None})
+    assert float((two.sample(cond, 4, g2) - two.sample(cond, 4, one_scale)).abs().max()) > 0.01  # low-noise steps changed
+    assert torch.equal(two.sample(cond, 4, one_scale), two.sample(cond, 4, g2.model_copy(update={"scale_2": 3.0})))
+    with pytest.raises(InputError, match="guidance.scale_2"):
+        one.generate(one.prepare(first, inst.prompt, 7, 17), 4, g2)  # a single transformer has no second expert
     attach_lora(two, OptimConfig().lora, seed=0)
     for mode in (GradMode.FIRST_STEP, GradMode.FULL):
         two.decode(two.predict_clean(cond, 4, mode)).mean().backward()
@@ -456,3 +469,9 @@ def test_vlmt_compare_guidance_doubles_the_nfe(models, tmp_path):
     assert guided["vanilla"]["nfe_per_item"] == 2 * plain["vanilla"]["nfe_per_item"] == 8
     recorded = json.loads((tmp_path / "records4.json").read_text())["config"]["optim"]["guidance"]
     assert recorded == {"scale": 3.0, "negative_prompt": "static"}
+    bad = CliRunner().invoke(app, ["compare", "--guidance", "1", "--guidance-2", "3", "--limit", "1"])
+    assert bad.exit_code == 2 and "invalid options" in bad.output and "set scale > 1" in bad.output
+    single = CliRunner().invoke(app, ["compare", "--reasoner", str(models[0]), "--surrogate", str(models[1]), "--teacher",
+                                      str(models[2]["qwen2_5_vl"]), "--per-family", "1", "--limit", "1", "--methods",
+                                      "vanilla", "--guidance", "3", "--guidance-2", "2"])
+    assert single.exit_code != 0 and "guidance.scale_2" in single.output  # a single-transformer folder has no second expert

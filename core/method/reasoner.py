@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from diffusers import WanImageToVideoPipeline, WanTransformer3DModel
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
 
 from core.errors import InputError
 from core.media import sample_indices
@@ -49,6 +49,7 @@ from core.models.wan import (
     encode_prompts,
     expert,
     fresh_scheduler,
+    guidance_scale_at,
     guided,
     item_noise,
     latent_shape,
@@ -89,6 +90,22 @@ class Guidance(BaseModel):
 
     scale: float = Field(1.0, ge=1.0)
     negative_prompt: str = ""
+    scale_2: float | None = Field(None, ge=1.0, description="The low-noise expert's scale in a two-expert folder "
+                                                             "(diffusers' guidance_scale_2); None: scale.")
+
+    @model_validator(mode="after")
+    def _check(self) -> Guidance:
+        if self.scale_2 is not None and self.scale == 1.0:
+            raise ValueError("scale_2 is set but scale is 1, which turns guidance off (as in pipe(...)): set scale > 1")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler) -> dict:
+        """Leave ``scale_2`` out while unset, so cache keys made before it existed stay valid."""
+        data = handler(self)
+        if isinstance(data, dict) and data.get("scale_2") is None:
+            data.pop("scale_2", None)
+        return data
 
 
 @dataclass(frozen=True)
@@ -221,7 +238,8 @@ class ReasonerAdapter:
             if g.negative_prompt not in self._negatives:
                 self._negatives[g.negative_prompt] = self.encode_text(g.negative_prompt)
             negative = self._negatives[g.negative_prompt]
-        return guided(lambda z, t, text: self._velocity(z, item, t, text), item.text, negative, g.scale)
+        return guided(lambda z, t, text: self._velocity(z, item, t, text), item.text, negative,
+                      guidance_scale_at(self.pipe, g.scale, g.scale_2))
 
     def predict_clean(self, item: ItemCondition, steps: int, mode: GradMode = GradMode.FIRST_STEP,
                       guidance: Guidance | None = None) -> torch.Tensor:

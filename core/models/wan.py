@@ -322,16 +322,36 @@ def solve(
     return z
 
 
+#: A guidance scale, or one per timestep (``guidance_scale_at``: two-expert folders).
+Scale = float | Callable[[torch.Tensor], float]
+
+
+def guidance_scale_at(pipe: WanImageToVideoPipeline, scale: float, scale_2: float | None) -> Scale:
+    """The scale at each timestep as ``pipe(guidance_scale=scale, guidance_scale_2=scale_2)`` applies it.
+
+    ``scale_2`` guides the low-noise expert's steps of a two-expert folder (Wan2.2-A14B);
+    None means ``scale`` throughout, as in diffusers. A single-transformer folder refuses it.
+    """
+    if scale_2 is None:
+        return scale
+    if pipe.config.get("boundary_ratio") is None:
+        raise InputError("guidance.scale_2", f"is {scale_2}, but this {type(pipe).__name__} has a single transformer",
+                         "no second scale (it guides the low-noise expert of a two-expert folder such as Wan2.2-A14B)")
+    return lambda t: scale if expert(pipe, t) is pipe.transformer else scale_2
+
+
 def guided(velocity_at: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor], text: torch.Tensor,
-           negative: torch.Tensor | None, scale: float) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+           negative: torch.Tensor | None, scale: Scale) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """``velocity_at(z, t, text)`` with classifier-free guidance, as ``pipe(...)`` combines it:
-    ``v_neg + scale * (v - v_neg)``; ``scale == 1`` (or no ``negative``) is one plain call."""
+    ``v_neg + scale * (v - v_neg)``; ``scale == 1`` (or no ``negative``) is one plain call.
+    ``scale`` may depend on the timestep (``guidance_scale_at``)."""
     if negative is None or scale == 1.0:
         return lambda z, t: velocity_at(z, t, text)
 
     def call(z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         v_neg = velocity_at(z, t, negative)
-        return v_neg + scale * (velocity_at(z, t, text) - v_neg)
+        s = scale(t) if callable(scale) else scale
+        return v_neg + s * (velocity_at(z, t, text) - v_neg)
 
     return call
 
@@ -344,12 +364,13 @@ def sample_latents(
     scheduler: SchedulerMixin,
     steps: int,
     negative: torch.Tensor | None = None,
-    guidance_scale: float = 1.0,
+    guidance_scale: Scale = 1.0,
 ) -> torch.Tensor:
     """Sample clean latents with the scheduler's solver (no graph); the condition put back in TI2V.
 
     ``transformer_at(t)`` is the transformer for timestep ``t`` (one model, or ``expert``);
-    ``negative`` text embeddings with ``guidance_scale > 1`` add classifier-free guidance.
+    ``negative`` text embeddings with ``guidance_scale > 1`` add classifier-free guidance
+    (a scale per timestep: ``guidance_scale_at``).
     """
     def at(z: torch.Tensor, t: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         return velocity(transformer_at(t), z, condition, t, c)
@@ -406,11 +427,13 @@ def generate_videos(
     batch: int = 16,
     guidance_scale: float = 1.0,
     negative_prompt: str = "",
+    guidance_scale_2: float | None = None,
 ) -> list[np.ndarray]:
     """Sample videos with ``steps`` solver steps and decode them with the VAE; (T, H, W, 3) uint8 each.
 
     Same arithmetic as ``pipe(...)``, batched over items; ``guidance_scale > 1`` adds
-    classifier-free guidance against ``negative_prompt`` (two transformer calls per step).
+    classifier-free guidance against ``negative_prompt`` (two transformer calls per step),
+    ``guidance_scale_2`` that of a two-expert folder's low-noise expert.
     ``transformer`` overrides the pipeline's (e.g. to compare an undistilled one); otherwise each
     step uses the pipeline's ``expert`` for its timestep.
     """
@@ -423,6 +446,7 @@ def generate_videos(
         negative = encode_prompts(pipe, [negative_prompt] * len(text)) if guidance_scale != 1.0 else None
         noise = torch.stack([item_noise(shape, s) for s in seeds[i : i + batch]])
         pick = (lambda _t: transformer) if transformer is not None else (lambda t: expert(pipe, t))
-        z = sample_latents(pick, noise, cond, text, pipe.scheduler, steps, negative, guidance_scale)
+        z = sample_latents(pick, noise, cond, text, pipe.scheduler, steps, negative,
+                           guidance_scale_at(pipe, guidance_scale, guidance_scale_2))
         videos += [tensor_to_frames(v) for v in decode_latents(pipe.vae, z)]
     return videos
