@@ -69,8 +69,12 @@ def _fail(exc: Exception) -> None:
 
 def _invalid_options(exc: ValidationError) -> VlmtError:
     """A config built from options failed validation: one line per field, no traceback."""
-    problems = "; ".join(f"{'.'.join(str(x) for x in e['loc']) or 'config'}: {e['msg']}" for e in exc.errors())
-    return VlmtError(f"invalid options: {problems}")
+    def one(e: dict) -> str:
+        where = ".".join(str(x) for x in e["loc"]) or "config"
+        got = "" if isinstance(e.get("input"), dict | list) else f" (got {e.get('input')!r})"
+        return f"{where}: {e['msg']}{got}"
+
+    return VlmtError(f"invalid options: {'; '.join(one(e) for e in exc.errors())}")
 
 
 def _parse_size(size: str | None) -> dict[str, int]:

@@ -46,6 +46,7 @@ from core.method.compare import ItemResult, auto_n, item_seed, summarise_methods
 from core.method.cost import CostRecord
 from core.method.methods import CANDIDATE_METHODS, USES_RULES, Method, MethodConfig
 from core.method.reasoner import Guidance
+from core.models.teacher import teacher_model_type
 from core.pipeline.video_spec import VideoOverride, reasoner_grid, with_video_spec
 from core.storage.results import (
     ExperimentRecord,
@@ -483,6 +484,8 @@ def evaluate(config: EvaluateConfig | None = None, config_file: str | None = Non
     if unscored and Method.PASS_AT_N in cfg.methods:
         raise InputError("methods: pass_at_n", f"selects by a rule-based scorer, which {unscored[0]} items lack here",
                          "the other methods (their videos are exported for the benchmark's official scorer)")
+    if cfg.judge:  # a typo must fail now, not after hours of generation
+        teacher_model_type(cfg.judge)
     memo = work / "model-ids.json"
     ids = {"reasoner": model_identity(cfg.models.reasoner, memo), "teacher": model_identity(cfg.models.teacher, memo)}
     if cfg.models.surrogate:
@@ -553,14 +556,18 @@ def evaluate(config: EvaluateConfig | None = None, config_file: str | None = Non
             run_phase(candidate_methods, in_play.model_copy(update={"method": ran.method}), ran.params())
     else:
         run_phase(list(cfg.methods), cfg, params)
-    judged = {}
+    judged, judge_error = {}, None
     if cfg.judge and any(inst.benchmark == "ruler" for inst in items):
-        judged = judge_exported(cfg, items, exported, results_root, experiment.experiment_id)
+        try:
+            judged = judge_exported(cfg, items, exported, results_root, experiment.experiment_id)
+        except Exception as exc:  # the methods' results are kept (consolidated below) whatever the judge does
+            judge_error = f"{type(exc).__name__}: {exc}"
+            logger.exception("judging with %s failed", cfg.judge)
     counts = consolidate(results_root, work / "vlmt.duckdb")
     summary = {k: v.model_dump(mode="json") for k, v in summarise_methods(results).items()}
     failed = [r for r in results if r.error]
     out = {"experiment_id": experiment.experiment_id, "summary": summary, "rows": counts,
-           "exported": str(exported) if unscored else None, "judged": judged,
+           "exported": str(exported) if unscored else None, "judged": judged, "judge_error": judge_error,
            "n": chosen_n if cfg.auto_n else cfg.method.n,
            "failed": [{"item": r.instance_id, "method": r.method, "stage": r.error_stage, "error": r.error} for r in failed]}
     if tracker is not None:
@@ -569,4 +576,6 @@ def evaluate(config: EvaluateConfig | None = None, config_file: str | None = Non
         for f in out["failed"]:
             logger.error("failed: %s %s at %s: %s", f["item"], f["method"], f["stage"], f["error"])
         raise RuntimeError(f"{len(failed)} of {len(results)} (item, method) results failed; the rest are in {work / 'vlmt.duckdb'}")
+    if judge_error:
+        raise RuntimeError(f"judging with {cfg.judge} failed ({judge_error}); the methods' results are in {work / 'vlmt.duckdb'}")
     return out

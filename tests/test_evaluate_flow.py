@@ -226,6 +226,9 @@ def test_ruler_records_run_with_the_video_override_and_a_text_only_record_fails_
     assert [r[:4] for r in judged] == [("color/0", "vanilla", models.teacher, "Rule Coherence")]
     assert judged[0][4] is None and judged[0][5] == 3 and "no valid judge reply in 3 attempt(s)" in judged[0][6]
     assert experiment_of(run).experiment_id == experiment_of(run.model_copy(update={"judge": None})).experiment_id
+    with pytest.raises(InputError, match="not a Qwen-VL model folder"):  # refused before any generation
+        evaluate(config=run.model_copy(update={"judge": models.reasoner, "work": str(tmp_path / "work3")}))
+    assert not (tmp_path / "work3" / "items").exists()
     parent = next(r for r in mlflow_runs(default_tracking_uri(tmp_path / "work2")).values()
                   if "vanilla.ruler_n_failed" in r.data.metrics)
     assert parent.data.metrics["vanilla.ruler_n_failed"] == 1 and parent.data.metrics["vanilla.ruler_n_judged"] == 0

@@ -386,6 +386,18 @@ def answer_token_id(tokenizer, word: str, where: str) -> int:
     return int(ids[0])
 
 
+def teacher_model_type(path: str | Path) -> str:
+    """The ``model_type`` of a Qwen-VL folder, or a clear error if it is not one we can load (checked before loading)."""
+    cfg_path = Path(path) / "config.json"
+    if not cfg_path.is_file():
+        raise InputError(path, "is not a Qwen-VL model folder (no config.json)",
+                         "a Qwen2.5-VL or Qwen3-VL folder (ours or a real checkpoint)")
+    model_type = json.loads(cfg_path.read_text()).get("model_type")
+    if model_type not in MODEL_CLASSES:
+        raise InputError(f"{cfg_path}:model_type", f"is {model_type!r}", f"one of {sorted(MODEL_CLASSES)}")
+    return model_type
+
+
 def load_teacher(path: str | Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> Teacher:
     """Load a Teacher folder offline, in eval mode: ours, or a real Qwen2.5-VL / Qwen3-VL one.
 
@@ -398,12 +410,7 @@ def load_teacher(path: str | Path, dtype: torch.dtype = torch.float32, device: s
     ``video_preprocessor_config.json`` when the folder has one, else from the image processor.
     """
     path = Path(path)
-    cfg_path = path / "config.json"
-    if not cfg_path.is_file():
-        raise InputError(path, "is not a Teacher folder (no config.json)", "a folder written by build_teacher/train_teacher")
-    model_type = json.loads(cfg_path.read_text()).get("model_type")
-    if model_type not in MODEL_CLASSES:
-        raise InputError(f"{cfg_path}:model_type", f"is {model_type!r}", f"one of {sorted(MODEL_CLASSES)}")
+    model_type = teacher_model_type(path)
     try:
         processor = AutoProcessor.from_pretrained(path, local_files_only=True)
         tokenizer, image_processor = processor.tokenizer, processor.image_processor
