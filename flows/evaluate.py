@@ -47,6 +47,7 @@ from core.method.cost import CostRecord
 from core.method.methods import CANDIDATE_METHODS, USES_RULES, Method, MethodConfig
 from core.method.reasoner import Guidance
 from core.models.teacher import teacher_model_type
+from core.models.wan import check_guidance_2
 from core.pipeline.video_spec import VideoOverride, reasoner_grid, with_video_spec
 from core.storage.results import (
     ExperimentRecord,
@@ -484,7 +485,9 @@ def evaluate(config: EvaluateConfig | None = None, config_file: str | None = Non
     if unscored and Method.PASS_AT_N in cfg.methods:
         raise InputError("methods: pass_at_n", f"selects by a rule-based scorer, which {unscored[0]} items lack here",
                          "the other methods (their videos are exported for the benchmark's official scorer)")
-    if cfg.judge:  # a typo must fail now, not after hours of generation
+    # option mistakes must fail now, not after hours of generation
+    check_guidance_2(cfg.models.reasoner, cfg.method.optim.guidance.scale_2)
+    if cfg.judge:
         teacher_model_type(cfg.judge)
     memo = work / "model-ids.json"
     ids = {"reasoner": model_identity(cfg.models.reasoner, memo), "teacher": model_identity(cfg.models.teacher, memo)}

@@ -228,6 +228,10 @@ def test_ruler_records_run_with_the_video_override_and_a_text_only_record_fails_
     assert experiment_of(run).experiment_id == experiment_of(run.model_copy(update={"judge": None})).experiment_id
     with pytest.raises(InputError, match="not a Qwen-VL model folder"):  # refused before any generation
         evaluate(config=run.model_copy(update={"judge": models.reasoner, "work": str(tmp_path / "work3")}))
+    two_scales = run.method.model_copy(update={"optim": run.method.optim.model_copy(
+        update={"guidance": Guidance(scale=3.0, scale_2=2.0)})})
+    with pytest.raises(InputError, match="guidance.scale_2"):  # the micro Reasoner has one transformer
+        evaluate(config=run.model_copy(update={"method": two_scales, "work": str(tmp_path / "work3")}))
     assert not (tmp_path / "work3" / "items").exists()
     parent = next(r for r in mlflow_runs(default_tracking_uri(tmp_path / "work2")).values()
                   if "vanilla.ruler_n_failed" in r.data.metrics)

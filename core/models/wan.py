@@ -29,6 +29,7 @@ so the clean-latent prediction at any level is ``x0_hat = z_s - s v``.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -132,7 +133,7 @@ def assemble_pipeline(
 
 
 def load_reasoner(path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> WanImageToVideoPipeline:
-    """Load any single-transformer Wan image-to-video pipeline folder; refuse anything else clearly."""
+    """Load a Wan image-to-video pipeline folder (one transformer, or two experts); refuse anything else clearly."""
     path = Path(path)
     index = path / "model_index.json"
     if not index.is_file():
@@ -140,6 +141,22 @@ def load_reasoner(path: str | Path, device: str | torch.device = "cpu", dtype: t
     pipe = WanImageToVideoPipeline.from_pretrained(path, dtype=dtype)
     check_supported(pipe, str(index))
     return pipe.to(device)
+
+
+def check_guidance_2(path: str | Path, scale_2: float | None) -> None:
+    """Refuse a second guidance scale for a folder without two experts, from its ``model_index.json`` (no loading)."""
+    if scale_2 is None:
+        return
+    index = Path(path) / "model_index.json"
+    if not index.is_file():
+        raise InputError(str(index), "does not exist", "a diffusers pipeline folder with model_index.json")
+    if json.loads(index.read_text()).get("boundary_ratio") is None:
+        raise _single_transformer(scale_2, str(path))
+
+
+def _single_transformer(scale_2: float, what: str) -> InputError:
+    return InputError("guidance.scale_2", f"is {scale_2}, but {what} has a single transformer (no boundary_ratio)",
+                      "no second scale (it guides the low-noise expert of a two-expert folder such as Wan2.2-A14B)")
 
 
 def check_supported(pipe: WanImageToVideoPipeline, where: str = "reasoner") -> None:
@@ -335,8 +352,7 @@ def guidance_scale_at(pipe: WanImageToVideoPipeline, scale: float, scale_2: floa
     if scale_2 is None:
         return scale
     if pipe.config.get("boundary_ratio") is None:
-        raise InputError("guidance.scale_2", f"is {scale_2}, but this {type(pipe).__name__} has a single transformer",
-                         "no second scale (it guides the low-noise expert of a two-expert folder such as Wan2.2-A14B)")
+        raise _single_transformer(scale_2, f"this {type(pipe).__name__}")
     return lambda t: scale if expert(pipe, t) is pipe.transformer else scale_2
 
 
