@@ -131,12 +131,14 @@ def make_synth(
 
 @bench_app.command("score")
 def score(
-    bench: Annotated[Path, typer.Option(help="Benchmark directory (VBVR layout).")],
-    videos: Annotated[Path | None, typer.Option(help="Model outputs at {split}/{task_id}/{index}.mp4.")] = None,
+    bench: Annotated[Path, typer.Option(help="Benchmark directory (VBVR layout) or RULER-Bench record file.")],
+    videos: Annotated[Path | None, typer.Option(help="Model outputs at {split}/{task_id}/{index}.mp4; RULER-Bench: the "
+                                                     "model's folder of {task_name}/{index}.mp4.")] = None,
     ground_truth: Annotated[bool, typer.Option("--ground-truth", help="Score the benchmark's own ground truth.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="End with one JSON line of the summary.")] = False,
     skip_invalid: Annotated[bool, typer.Option("--skip-invalid", help="Report unreadable instances instead of stopping.")] = False,
-    details: Annotated[Path | None, typer.Option(help="Write every item's sub-criteria to this JSON file.")] = None,
+    details: Annotated[Path | None, typer.Option(help="Write every item's sub-criteria (RULER-Bench: every judge reply) "
+                                                      "to this JSON file.")] = None,
     judge: Annotated[Path | None, typer.Option(help="RULER-Bench only: a Qwen2.5-VL/Qwen3-VL folder that judges the checklists.")] = None,
     judge_attempts: Annotated[int, typer.Option(min=1, help="RULER-Bench: replies asked for per video before it counts as failed.")] = 3,
     device: Annotated[str | None, typer.Option(help="RULER-Bench judge device: cuda, cpu, or auto (spread over the GPUs; default cuda when available).")] = None,
