@@ -141,6 +141,8 @@ def score(
                                                       "to this JSON file.")] = None,
     judge: Annotated[Path | None, typer.Option(help="RULER-Bench only: a Qwen2.5-VL/Qwen3-VL folder that judges the checklists.")] = None,
     judge_attempts: Annotated[int, typer.Option(min=1, help="RULER-Bench: replies asked for per video before it counts as failed.")] = 3,
+    judge_tokens: Annotated[int, typer.Option(min=8, help="RULER-Bench: the judge's reply budget in tokens (raise it for "
+                                                          "Thinking judges, whose <think> block is dropped).")] = 256,
     device: Annotated[str | None, typer.Option(help="RULER-Bench judge device: cuda, cpu, or auto (spread over the GPUs; default cuda when available).")] = None,
     work: Annotated[Path, typer.Option(help="RULER-Bench: cache of judged videos (a rerun reuses them).")] = Path("runs/judge"),
 ) -> None:
@@ -154,7 +156,8 @@ def score(
     try:
         benchmark = open_benchmark(bench, skip_invalid=skip_invalid)
         if benchmark.kind == "ruler":
-            _score_ruler(benchmark, bench, skip_invalid, videos, judge, judge_attempts, device, work, as_json, details)
+            _score_ruler(benchmark, bench, skip_invalid, videos, judge, {"attempts": judge_attempts,
+                         "max_new_tokens": judge_tokens}, device, work, as_json, details)
             return
         if judge is not None:
             raise VlmtError(f"--judge is for RULER-Bench record files; {bench} is a {benchmark.kind} benchmark")
@@ -200,7 +203,7 @@ def _score_external(benchmark, videos: Path | None, ground_truth: bool, as_json:
         print(json.dumps({"mean_score": scores}, separators=(",", ":"), default=str))
 
 
-def _score_ruler(benchmark, bench: Path, skip_invalid: bool, videos: Path | None, judge: Path | None, attempts: int,
+def _score_ruler(benchmark, bench: Path, skip_invalid: bool, videos: Path | None, judge: Path | None, judge_cfg: dict,
                  device: str | None, work: Path, as_json: bool, details: Path | None) -> None:
     """RULER-Bench: a local Qwen-VL judge answers each checklist by the official protocol; official aggregation."""
     from core.bench.ruler_judge import JudgeConfig, JudgeRun
@@ -214,7 +217,7 @@ def _score_ruler(benchmark, bench: Path, skip_invalid: bool, videos: Path | None
             "(the official judge is a proprietary VLM; scores from another judge are comparable within a run only)"
         )
     result = ruler_judge(bench=str(bench), videos=str(videos), judge=str(judge), work=str(work), skip_invalid=skip_invalid,
-                         config_json=JudgeConfig(attempts=attempts).model_dump_json(), device=device)
+                         config_json=JudgeConfig(**judge_cfg).model_dump_json(), device=device)
     reused = result.pop("n_reused")
     run = JudgeRun.model_validate(result)
     if details:
@@ -497,6 +500,8 @@ def evaluate_cmd(
     report: Annotated[bool, typer.Option(help="Write the HTML report (WORK/report/NAME) at the end.")] = True,
     judge: Annotated[str | None, typer.Option(help="RULER-Bench: a Qwen2.5-VL/Qwen3-VL folder that judges every "
                                                    "method's videos after the run (query ruler_scores).")] = None,
+    judge_tokens: Annotated[int | None, typer.Option(min=8, help="RULER-Bench: the judge's reply budget in tokens "
+                                                                 "(raise it for Thinking judges).")] = None,
 ) -> None:
     """Run the methods through the cached Prefect pipeline; results go to Parquet and DuckDB."""
     import torch
@@ -543,6 +548,8 @@ def evaluate_cmd(
                                         "scale_2": guidance_2}.items() if v is not None})
             method_cfg = method_cfg.model_copy(
                 update={"optim": method_cfg.optim.model_copy(update={"guidance": Guidance.model_validate(g)})})
+        if judge_tokens is not None:
+            update["judge_options"] = cfg.judge_options.model_copy(update={"max_new_tokens": judge_tokens}).model_dump()
         video = {"n_frames": frames, "fps": fps, **_parse_size(size)}
         update["video"] = {**cfg.video.model_dump(), **{k: v for k, v in video.items() if v is not None}}
         cfg = EvaluateConfig.model_validate({**cfg.model_dump(), **update, "method": method_cfg.model_dump()})

@@ -33,6 +33,7 @@ from prefect.states import Failed, State
 from pydantic import BaseModel, Field
 
 from core.bench.record import Purpose, TaskInstance
+from core.bench.ruler_judge import JudgeConfig
 from core.bench.source import (
     InvalidItem,
     official_output_path,
@@ -97,6 +98,8 @@ class EvaluateConfig(BaseModel):
     judge: str | None = Field(None, description="RULER-Bench: a Qwen2.5-VL/Qwen3-VL folder that judges every method's "
                                                 "videos after the run (table judgements, query ruler_scores). Scoring "
                                                 "only: not part of the experiment id.")
+    judge_options: JudgeConfig = Field(default_factory=JudgeConfig,
+                                       description="How the judge sees videos and is retried (not part of the experiment id).")
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> EvaluateConfig:
@@ -428,7 +431,7 @@ def progress_file(cfg: EvaluateConfig, experiment_id: str) -> Path:
 
 def experiment_of(cfg: EvaluateConfig) -> ExperimentRecord:
     """The experiment a config belongs to (its id names its rows in DuckDB)."""
-    return ExperimentRecord(name=cfg.name, kind="evaluate", config=cfg.model_dump(mode="json", exclude={"judge"}),
+    return ExperimentRecord(name=cfg.name, kind="evaluate", config=cfg.model_dump(mode="json", exclude={"judge", "judge_options"}),
                             code_version=CODE_VERSION)
 
 
@@ -456,7 +459,7 @@ def judge_exported(cfg: EvaluateConfig, items: list[TaskInstance], exported: Pat
         videos = exported / method.value
         videos.mkdir(parents=True, exist_ok=True)  # no video at all is a failed record per item, not a crash
         run = ruler_judge(bench=cfg.bench, videos=str(videos), judge=cfg.judge, work=str(Path(cfg.work) / "judge"),
-                          skip_invalid=True, instance_ids=list(ruler))
+                          config_json=cfg.judge_options.model_dump_json(), skip_invalid=True, instance_ids=list(ruler))
         records = [JudgeRecord.model_validate(r) for r in run["records"]]
         for record in records:
             write_judgements(results_root, record, ruler[record.instance_id], experiment_id, cfg.variant, method.value,

@@ -121,6 +121,17 @@ def test_invalid_replies_are_retried_and_an_instance_without_a_valid_one_is_fail
     assert set(run.report.n_instances) == {"science", "humanity"}  # the failed vision-rule instance is not counted
 
 
+def test_a_thinking_judges_reasoning_is_dropped_and_half_a_thought_is_invalid(ruler):
+    root, bench = ruler
+    replies = iter(["<think>1. Poor? No, 1. Good; 2. Medium</think>\n1. Good\n2. Medium",  # physics: valid after thinking
+                    "<think>the square is red so 1. Good", "<think>ok</think> Good",  # color: cut off, then valid
+                    "<think>\nfine\n</think>Poor, Good"])
+    run = judge_videos(bench, root / "out" / "mymodel", lambda parts, attempt: next(replies), JudgeConfig(), judge="t")
+    labels = {r.instance_id: [q.label for q in r.judgement.labels] for r in run.records}
+    assert labels == {"physics/0": ["Good", "Medium"], "color/1": ["Good"], "sport/2": ["Poor", "Good"]}
+    assert run.records[1].attempts[0].problem and run.records[1].attempts[0].reply.startswith("<think>")  # kept as given
+
+
 def test_a_missing_video_or_input_video_fails_alone(ruler, tmp_path):
     root, bench = ruler
     out = tmp_path / "other"

@@ -29,6 +29,7 @@ with every reply kept, and left out of the aggregate: never silently counted.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -72,7 +73,7 @@ class JudgeConfig(BaseModel):
     max_side: int = Field(512, ge=16, description="Longest side of the sampled frames (the protocol's 512); never upscaled.")
     attempts: int = Field(3, ge=1, description="Replies asked for per instance before it is recorded as failed.")
     temperature: float = Field(0.7, gt=0, description="Sampling temperature of the retries (the first try is greedy).")
-    max_new_tokens: int = Field(256, ge=8)
+    max_new_tokens: int = Field(256, ge=8, description="Reply budget; raise it for judges that reason first (Thinking).")
     seed: int = Field(0, description="Seed of the retries' sampling: reruns give the same replies.")
 
 
@@ -122,6 +123,18 @@ def judge_frames(video: np.ndarray, fps: float, cfg: JudgeConfig) -> np.ndarray:
         size = (max(1, round(h * scale)), max(1, round(w * scale)))
         frames = np.stack([resize_image(f, *size) for f in frames])
     return frames
+
+
+_THINKING = re.compile(r"^\s*<think>.*?</think>", re.DOTALL)
+
+
+def final_answer(reply: str) -> str:
+    """The reply without a leading ``<think>...</think>`` block (Qwen3-VL "Thinking" judges reason first).
+
+    An unterminated block is left as it is, so that the reply is invalid and asked again
+    rather than parsed from half a thought.
+    """
+    return _THINKING.sub("", reply, count=1).strip()
 
 
 def _read_judge_video(path: Path, cfg: JudgeConfig) -> VideoPart:
@@ -176,7 +189,7 @@ def judge_instance(instance: TaskInstance, video: Path, reply_fn: ReplyFn, cfg: 
         for attempt in range(cfg.attempts):
             reply = reply_fn(parts, attempt)
             try:
-                record.judgement = judgement_from_reply(instance, reply)
+                record.judgement = judgement_from_reply(instance, final_answer(reply))
                 record.attempts.append(JudgeAttempt(reply=reply))
                 break
             except InvalidJudgeReply as exc:
