@@ -70,8 +70,13 @@ def build_into(target: str | Path, key: str, build: Callable[[Path], Any]) -> di
     """Run ``build(tmp_dir)`` and move the result to ``target`` atomically; record the wall time.
 
     A killed run leaves only a ``.tmp`` directory behind, never a half-written ``target``.
+    A ``target`` already built for ``key`` is returned as it is: a run killed after the move
+    but before Prefect persisted the task's result must not redo the stage.
     """
     target = Path(target)
+    done = target / STAGE_RECORD
+    if done.is_file() and json.loads(done.read_text()).get("key") == key:
+        return {"path": str(target), **json.loads(done.read_text())}
     tmp = target.with_name(target.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)

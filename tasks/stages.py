@@ -12,6 +12,10 @@ its own chain only.
 
 from __future__ import annotations
 
+import functools
+import inspect
+import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
@@ -45,7 +49,28 @@ def _done(target: str, record: dict) -> dict:
     return record
 
 
+def resumable(fn: Callable[..., dict]) -> Callable[..., dict]:
+    """A stage whose ``record.json`` exists has finished: return that record instead of running again.
+
+    The record is the task's return value, written last and atomically into a directory
+    named after the stage's key; Prefect persists its cache entry only after the task
+    returns. A run killed between the two (or a wiped ``prefect-results``) would otherwise
+    recompute a finished stage.
+    """
+    signature = inspect.signature(fn)
+
+    @functools.wraps(fn)
+    def run(*args, **kwargs) -> dict:
+        record = Path(signature.bind(*args, **kwargs).arguments["target"]) / RECORD
+        if record.is_file():
+            return json.loads(record.read_text())
+        return fn(*args, **kwargs)
+
+    return run
+
+
 @task(name="extract-rules", **_cached)
+@resumable
 def extract_rules(item: str, teacher: str, attempts: int, seed: int, target: str, key: str) -> dict:
     instance = TaskInstance.model_validate_json(item)
     t, lock = models.teacher(teacher)
@@ -59,6 +84,7 @@ def extract_rules(item: str, teacher: str, attempts: int, seed: int, target: str
 
 
 @task(name="compile-reward", **_cached)
+@resumable
 def compile_reward(item: str, teacher: str, rules: dict, k_frames: int, lam: float, target: str,
                    key: str) -> dict:
     instance = TaskInstance.model_validate_json(item)
@@ -69,6 +95,7 @@ def compile_reward(item: str, teacher: str, rules: dict, k_frames: int, lam: flo
 
 
 @task(name="optimise-item", **_cached)
+@resumable
 def optimise_item(item: str, reasoner: str, surrogate: str | None, teacher: str, reward: dict,
                   optim_json: str, seed: int, target: str, key: str) -> dict:
     instance = TaskInstance.model_validate_json(item)
@@ -81,6 +108,7 @@ def optimise_item(item: str, reasoner: str, surrogate: str | None, teacher: str,
 
 
 @task(name="generate-video", **_cached)
+@resumable
 def generate_video(item: str, reasoner: str, surrogate: str | None, seed: int, steps: int, target: str,
                    key: str, adapter: dict | None = None, rules: dict | None = None, guidance: dict | None = None) -> dict:
     """A video from the item's seed; with ``adapter`` (teacher method) or ``rules`` (PE: the
@@ -98,6 +126,7 @@ def generate_video(item: str, reasoner: str, surrogate: str | None, seed: int, s
 
 
 @task(name="select-video", **_cached)
+@resumable
 def select_video(item: str, videos: list[dict], by: Literal["judge", "oracle"], teacher: str | None,
                  reward: dict | None, target: str, key: str) -> dict:
     instance = TaskInstance.model_validate_json(item)
@@ -112,6 +141,7 @@ def select_video(item: str, videos: list[dict], by: Literal["judge", "oracle"], 
 
 
 @task(name="videotpo", **_cached)
+@resumable
 def videotpo(item: str, reasoner: str, surrogate: str | None, teacher: str, reward: dict, seed: int,
              steps: int, rounds: int, per_round: int, target: str, key: str, guidance: dict | None = None) -> dict:
     instance = TaskInstance.model_validate_json(item)
@@ -124,6 +154,7 @@ def videotpo(item: str, reasoner: str, surrogate: str | None, teacher: str, rewa
 
 
 @task(name="score-video", **_cached)
+@resumable
 def score_video(item: str, video: dict, teacher: str | None, reward: dict | None, target: str,
                 key: str) -> dict:
     """Score a video record, or the chosen video of a selection record."""

@@ -7,6 +7,7 @@ the stage's own config, the identity of its inputs and the code version (see
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from prefect import task
@@ -81,4 +82,5 @@ def surrogate_for(vae_dir: str, bench_dir: str, target: str, cfg_json: str, key:
         fidelity.update(distil_surrogate_for(Path(vae_dir), Path(bench_dir), tmp, cfg))
         write_json_atomic(tmp / "fidelity.json", fidelity)
 
-    return {**build_into(target, key, build), **fidelity}
+    record = build_into(target, key, build)  # a finished folder is returned without building: read its fidelity
+    return {**record, **(fidelity or json.loads((Path(target) / "fidelity.json").read_text()))}

@@ -93,6 +93,10 @@ def test_rerun_reuses_every_stage_and_lr_change_keeps_the_rules(setup):
     teacher_run = next(r for r in runs.values() if r.data.tags.get("method") == "teacher")
     assert len(client.get_metric_history(teacher_run.info.run_id, "optim_loss")) >= 2
     assert any(a.path.endswith(".mp4") for a in client.list_artifacts(teacher_run.info.run_id))
+    # as if killed after each stage wrote its record.json, before Prefect stored the result: nothing is redone
+    shutil.rmtree(Path(cfg.work) / "prefect-results")
+    evaluate(config=cfg.model_copy(update={"methods": [Method.VANILLA, Method.TEACHER]}))
+    assert stage_dirs(Path(cfg.work)) == before, "a finished stage without its cache entry was redone"
 
     lr_cfg = config(root, models, "w2", lr=5e-4).model_copy(update={"methods": [Method.VANILLA, Method.TEACHER]})
     evaluate(config=lr_cfg)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -66,6 +67,12 @@ def test_rerun_reuses_every_finished_stage(micro_zoo, tmp_path):
         again = zoo_train(out=str(tmp_path / "models"), work=str(root / "work"), preset="micro", seed=0, evaluate=False)
     for stage, rec in first["stages"].items():
         assert again["stages"][stage] == rec, stage  # same key, same path, same recorded seconds: not recomputed
+    # as if each stage had been killed after moving its folder into place, before Prefect stored its result
+    shutil.rmtree(root / "work" / "prefect-results")
+    stamps = {p: p.stat().st_mtime_ns for p in (root / "work" / "stages").glob("*/stage.json")}
+    third = zoo_train(out=str(tmp_path / "models3"), work=str(root / "work"), preset="micro", seed=0, evaluate=False)
+    assert third["stages"] == first["stages"]
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps, "a finished stage without its cache entry was redone"
 
 
 def test_a_surrogate_for_any_wan_vae_is_distilled_by_the_cli_and_reused(micro_zoo, tmp_path):
@@ -92,5 +99,9 @@ def test_a_surrogate_for_any_wan_vae_is_distilled_by_the_cli_and_reused(micro_zo
     before = (out / "diffusion_pytorch_model.safetensors").stat().st_mtime_ns
     assert CliRunner().invoke(app, args).exit_code == 0
     assert (out / "diffusion_pytorch_model.safetensors").stat().st_mtime_ns == before  # the finished folder is reused
+    shutil.rmtree(tmp_path / "work" / "prefect-results")  # no cache entry: the folder itself is the result
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0 and f"{fidelity['psnr_vs_vae_db']:.2f} dB" in r.output, r.output
+    assert (out / "diffusion_pytorch_model.safetensors").stat().st_mtime_ns == before
     r = CliRunner().invoke(app, [*args[:2], "--vae", str(root / "models" / "teacher"), *args[4:]])
     assert r.exit_code == 2 and "not a VAE folder" in r.output
