@@ -509,6 +509,7 @@ def evaluate_cmd(
     from core.method.methods import Method
     from core.method.reasoner import Guidance
     from core.storage.named import get_query
+    from core.storage.warehouse import has_table
     from core.storage.warehouse import query as run_query
     from flows.evaluate import (
         EvaluateConfig,
@@ -582,8 +583,7 @@ def evaluate_cmd(
         console.print(f"MLflow: mlflow ui --backend-store-uri {uri}", highlight=False, soft_wrap=True)
     exported = Path(cfg.work) / "outputs" / exp
     ruler = Path(cfg.bench).is_file()
-    judged = run_query(db, "SELECT count(*) AS n FROM information_schema.tables WHERE table_name = 'judgements'")["n"][0]
-    if ruler and cfg.judge and judged:
+    if ruler and cfg.judge and has_table(db, "judgements"):
         q = get_query("ruler_scores")
         scores = run_query(db, q.sql, q.bind({"experiment": exp}))
         console.print(_frame_table(scores.drop("experiment_id", "variant"),

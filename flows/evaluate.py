@@ -445,7 +445,7 @@ def judge_exported(cfg: EvaluateConfig, items: list[TaskInstance], exported: Pat
     """
     import torch
 
-    from core.bench.ruler_judge import JudgeRecord
+    from core.bench.ruler_judge import JudgeRun
     from flows.judge import ruler_judge
     from tasks.models import forget
 
@@ -458,15 +458,14 @@ def judge_exported(cfg: EvaluateConfig, items: list[TaskInstance], exported: Pat
     for method in cfg.methods:
         videos = exported / method.value
         videos.mkdir(parents=True, exist_ok=True)  # no video at all is a failed record per item, not a crash
-        run = ruler_judge(bench=cfg.bench, videos=str(videos), judge=cfg.judge, work=str(Path(cfg.work) / "judge"),
-                          config_json=cfg.judge_options.model_dump_json(), skip_invalid=True, instance_ids=list(ruler))
-        records = [JudgeRecord.model_validate(r) for r in run["records"]]
-        for record in records:
+        run = JudgeRun.model_validate(ruler_judge(
+            bench=cfg.bench, videos=str(videos), judge=cfg.judge, work=str(Path(cfg.work) / "judge"),
+            config_json=cfg.judge_options.model_dump_json(), skip_invalid=True, instance_ids=list(ruler)))
+        for record in run.records:
             write_judgements(results_root, record, ruler[record.instance_id], experiment_id, cfg.variant, method.value,
                              cfg.judge)
-        out[method.value] = {"n_judged": sum(r.judgement is not None for r in records),
-                             "n_failed": sum(r.judgement is None for r in records),
-                             "overall_average": run["report"]["overall_average"] if run["report"] else None}
+        out[method.value] = {"n_judged": len(run.records) - len(run.failed), "n_failed": len(run.failed),
+                             "overall_average": run.report.overall_average if run.report else None}
     return out
 
 

@@ -7,7 +7,6 @@ new videos, reuses every video already judged with the same judge and config.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 from prefect import flow, get_run_logger
@@ -17,22 +16,12 @@ from core.bench.ruler_judge import JudgeConfig, JudgeRecord, failed_record, judg
 from core.bench.source import open_benchmark
 from core.errors import InputError
 from core.io import write_json_atomic
-from tasks.caching import RESULTS_DIR, digest
+from tasks.caching import RESULTS_DIR, digest, file_digest
 from tasks.judge import judge_video
 from tasks.models import model_identity
 
 #: Bump when a change to the judge's message or reply handling changes its records.
 JUDGE_VERSION = "1"
-
-
-def _file_digest(path: Path) -> str:
-    if not path.is_file():
-        return "missing"
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def judge_device(device: str | None, dtype: str | None) -> tuple[str, str | None]:
@@ -73,7 +62,7 @@ def ruler_judge(bench: str, videos: str, judge: str, work: str = "runs/judge", c
         if wanted is not None and instance.id not in wanted:
             continue
         video = output_path(out.parent, instance, out.name)
-        key = digest("ruler-judge", JUDGE_VERSION, instance.content_hash(), _file_digest(video), judge_id,
+        key = digest("ruler-judge", JUDGE_VERSION, instance.content_hash(), file_digest(video), judge_id,
                      cfg.model_dump(mode="json"))
         state = run_task(item=instance.model_dump_json(), video=str(video), root=str(benchmark.root), judge=judge,
                          cfg_json=cfg.model_dump_json(), device=device, dtype=dtype, key=key, return_state=True)

@@ -39,10 +39,25 @@ def dir_digest(path: str | Path) -> str:
     h = hashlib.sha256()
     for file in sorted(p for p in root.rglob("*") if p.is_file() and p != root / STAGE_RECORD):
         h.update(str(file.relative_to(root)).encode() + b"\0")
-        with file.open("rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
+        _feed(h, file)
     return h.hexdigest()
+
+
+def file_digest(path: str | Path) -> str:
+    """Content identity of one file (e.g. a video to judge); ``"missing"`` when there is none."""
+    path = Path(path)
+    if not path.is_file():
+        return "missing"
+    h = hashlib.sha256()
+    _feed(h, path)
+    return h.hexdigest()
+
+
+def _feed(h, path: Path) -> None:
+    """Hash a file's bytes in 1 MiB blocks (model weights do not fit in memory twice)."""
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
 
 
 def given_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
@@ -75,8 +90,8 @@ def build_into(target: str | Path, key: str, build: Callable[[Path], Any]) -> di
     """
     target = Path(target)
     done = target / STAGE_RECORD
-    if done.is_file() and json.loads(done.read_text()).get("key") == key:
-        return {"path": str(target), **json.loads(done.read_text())}
+    if done.is_file() and (built := json.loads(done.read_text())).get("key") == key:
+        return {"path": str(target), **built}
     tmp = target.with_name(target.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)

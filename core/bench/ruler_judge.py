@@ -183,7 +183,7 @@ def judge_instance(instance: TaskInstance, video: Path, reply_fn: ReplyFn, cfg: 
     keep it as the instance's result (``judge_videos`` records it and goes on).
     """
     t0 = time.perf_counter()
-    record = JudgeRecord(instance_id=instance.id, task_name=instance.task_id, category=instance.category, video=str(video))
+    record = new_record(instance, video)
     try:
         parts = judge_parts(instance, video, cfg, root)
         for attempt in range(cfg.attempts):
@@ -245,10 +245,15 @@ def judge_videos(benchmark: Benchmark, videos: Path, reply_fn: ReplyFn, cfg: Jud
     return judge_run(judge, cfg, records)
 
 
+def new_record(instance: TaskInstance, video: Path, error: str | None = None) -> JudgeRecord:
+    """An instance's record before the judge has spoken (or with the error that stopped it)."""
+    return JudgeRecord(instance_id=instance.id, task_name=instance.task_id, category=instance.category, video=str(video),
+                       error=error)
+
+
 def failed_record(instance: TaskInstance, video: Path, exc: BaseException) -> JudgeRecord:
     """The record of an instance whose judging raised."""
-    return JudgeRecord(instance_id=instance.id, task_name=instance.task_id, category=instance.category, video=str(video),
-                       error=f"{type(exc).__name__}: {exc}")
+    return new_record(instance, video, f"{type(exc).__name__}: {exc}")
 
 
 def judge_run(judge: str, cfg: JudgeConfig, records: list[JudgeRecord]) -> JudgeRun:

@@ -520,16 +520,15 @@ def render_chat(tokenizer, messages: list[dict], *, add_generation_prompt: bool,
     ``video_text`` (``Teacher.video_text``: Qwen3-VL adds per-patch timestamps). One image
     and/or one video per conversation, which is all the method uses.
     """
-    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
     if video_text is None:
         video_text = VIDEO_PAD * n_video_tokens
-    for pad, expansion in ((IMAGE_PAD, IMAGE_PAD * n_image_tokens), (VIDEO_PAD, video_text)):
-        count = text.count(pad)
-        if count > 1 or (count == 1) != bool(expansion):
-            raise InputError("messages", f"has {count} {pad} placeholders for {expansion.count(pad)} tokens",
-                             "one placeholder per given image/video")
-        text = text.replace(pad, expansion)
-    return text
+    kinds = [part["type"] for m in messages if not isinstance(m["content"], str) for part in m["content"]
+             if part["type"] in ("image", "video")]
+    given = {"image": IMAGE_PAD * n_image_tokens, "video": video_text}
+    if len(kinds) != len(set(kinds)) or any(given[k] and k not in kinds for k in given):
+        raise InputError("messages", f"has image/video parts {kinds} for {sorted(k for k in given if given[k])}",
+                         "one placeholder per given image/video")
+    return render_chat_in_order(tokenizer, messages, [given[k] for k in kinds], add_generation_prompt=add_generation_prompt)
 
 
 _PLACEHOLDER = re.compile(f"({re.escape(IMAGE_PAD)}|{re.escape(VIDEO_PAD)})")

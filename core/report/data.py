@@ -13,7 +13,7 @@ import polars as pl
 from pydantic import BaseModel, Field
 
 from core.errors import InputError
-from core.storage.warehouse import query
+from core.storage.warehouse import has_table, query
 
 #: The paper's headline numbers on VBVR-Bench (../shared/METHOD.md), keyed by our method
 #: names, shown beside ours for orientation only: a 5B Reasoner and a 4B Teacher on real tasks.
@@ -164,7 +164,7 @@ def _ruler(db: Path, p: dict, items: list[ItemView]) -> list[dict]:
     """A judged RULER-Bench run: attach each outcome's labels; return the ``ruler_scores`` rows (else nothing)."""
     from core.storage.named import get_query
 
-    if not _rows(db, "SELECT 1 FROM information_schema.tables WHERE table_name = 'judgements'", {}):
+    if not has_table(db, "judgements"):
         return []
     labels = _rows(db, "SELECT instance_id, method, judge, question_index, dimension, question, label, error "
                        "FROM judgements WHERE experiment_id = $e AND variant = $v "

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 from pydantic import BaseModel, Field
 
+from core.bench.ruler import LABEL_SCORES
 from core.io import atomic_path
 
 if TYPE_CHECKING:  # rows are written from results; reading the tables (reports, SQL) needs no torch
@@ -147,8 +148,6 @@ _SCHEMAS: dict[str, dict[str, pl.DataType]] = {
                    "attempts": pl.Int64, "error": pl.String},
 }
 
-#: Good / Medium / Poor as RULER-Bench scores them (``core.bench.ruler.LABEL_SCORES``, restated: no torch import).
-_LABEL_SCORES = {"Good": 2, "Medium": 1, "Poor": 0}
 
 
 def write_result(root: str | Path, result: ItemResult, experiment_id: str, variant: str = "default",
@@ -180,7 +179,7 @@ def judgement_rows(record: JudgeRecord, instance: TaskInstance, experiment_id: s
            "task_name": instance.task_id, "category": instance.category}
     labels = [q.label for q in record.judgement.labels] if record.judgement else [None] * len(instance.checklist or [])
     return [{**key, "question_index": i, "dimension": item.dimension, "question": item.question, "label": label,
-             "label_score": _LABEL_SCORES.get(label) if label else None, "attempts": len(record.attempts),
+             "label_score": LABEL_SCORES.get(label) if label else None, "attempts": len(record.attempts),
              "error": record.error}
             for i, (item, label) in enumerate(zip(instance.checklist or [], labels, strict=True), start=1)]
 

@@ -51,6 +51,12 @@ def consolidate(root: str | Path, db_path: str | Path) -> dict[str, int]:
     return counts
 
 
+def has_table(db_path: str | Path, table: str) -> bool:
+    """Whether ``db_path`` has ``table`` (optional tables such as ``judgements`` exist only once written)."""
+    sql = "SELECT count(*) AS n FROM information_schema.tables WHERE table_name = $t"
+    return bool(query(db_path, sql, {"t": table})["n"][0])
+
+
 def query(db_path: str | Path, sql: str, params: dict[str, Any] | None = None) -> pl.DataFrame:
     """Run ``sql`` read-only on ``db_path`` with DuckDB named parameters (``$name``).
 
