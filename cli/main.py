@@ -288,17 +288,23 @@ def zoo_train(
     work: Annotated[Path, typer.Option(help="Stage outputs and benchmarks (resumable cache).")] = Path("runs/zoo"),
     quick: Annotated[bool, typer.Option("--quick", help="About a quarter of the full budget (a smoke run).")] = False,
     preset: Annotated[ZooPreset | None, typer.Option(help="full, quick or micro (tests); overrides --quick.")] = None,
-    seed: Annotated[int, typer.Option(help="Seed of every stage.")] = 0,
+    seed: Annotated[int | None, typer.Option(help="Seed of every stage (default: the config's, 0).")] = None,
     evaluate: Annotated[bool, typer.Option(help="Measure the quality targets and write the model cards.")] = True,
     until: Annotated[str | None, typer.Option(help="Stop after this stage ('reasoner'); rerun later to finish.")] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML overriding any ZooConfig fields of the preset "
+                                                     "(e.g. vae: {steps: 16000}); see the README.")] = None,
 ) -> None:
     """Build the Reasoner, surrogate decoder and Teacher from scratch (offline, seeded) and publish them."""
+    from flows.zoo import zoo_config
     from flows.zoo import zoo_train as flow
 
     chosen = preset.value if preset else ("quick" if quick else "full")
     t0 = time.perf_counter()
     try:
-        result = flow(out=str(out), work=str(work), preset=chosen, seed=seed, evaluate=evaluate, until=until)
+        if config:
+            zoo_config(chosen, seed, str(config))  # a bad file fails here, before Prefect starts
+        result = flow(out=str(out), work=str(work), preset=chosen, seed=seed, evaluate=evaluate, until=until,
+                      config_file=str(config) if config else None)
     except VlmtError as exc:
         _fail(exc)
     table = Table(title=f"zoo trained ({chosen}) in {time.perf_counter() - t0:.0f} s -> {result['models']}")

@@ -26,6 +26,7 @@ from pydantic import BaseModel, Field
 from core.bench.record import Purpose, Split, TaskInstance
 from core.bench.source import Benchmark, open_benchmark
 from core.bench.synth.generate import make_synth_benchmark
+from core.config import StrictConfig
 from core.io import STAGE_RECORD, write_json_atomic, write_text_atomic
 from core.media import read_image
 from core.models.surrogate import SurrogateDecoder
@@ -68,7 +69,7 @@ REASONER, REASONER_BASE, SURROGATE, TEACHER = "reasoner", "reasoner-base", "surr
 UMT5_SPECIALS = ["<pad>", "</s>", "<unk>"]
 
 
-class ZooConfig(BaseModel):
+class ZooConfig(StrictConfig):
     """Everything that decides the shipped zoo. ``vlmt zoo train`` uses the defaults."""
 
     seed: int = 0

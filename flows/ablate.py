@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
-from pydantic import BaseModel, Field
+from pydantic import Field
 
+from core.config import StrictConfig, load_config
 from core.errors import InputError
-from core.io import read_yaml_mapping
 from core.method.reasoner import GradMode
 from core.storage.results import ExperimentRecord
 from flows.evaluate import CODE_VERSION, EvaluateConfig, evaluate
@@ -25,13 +25,13 @@ from flows.evaluate import CODE_VERSION, EvaluateConfig, evaluate
 KNOBS = ("lam", "grad_mode", "k_frames", "max_steps", "early_stop", "lr", "lora_rank", "n")
 
 
-class AblateConfig(BaseModel):
+class AblateConfig(StrictConfig):
     base: EvaluateConfig = EvaluateConfig(methods=["vanilla", "teacher"])
     grid: dict[str, list[Any]] = Field(default_factory=lambda: {"lam": [0.0, 0.5, 1.0]})
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> AblateConfig:
-        return cls.model_validate(read_yaml_mapping(path, "a YAML mapping with 'base' and 'grid'"))
+        return load_config(cls, path)
 
     def variants(self) -> list[tuple[str, EvaluateConfig]]:
         unknown = sorted(set(self.grid) - set(KNOBS))

@@ -30,7 +30,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 from prefect.futures import PrefectFuture
 from prefect.states import Failed, State
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from core.bench.record import Purpose, TaskInstance
 from core.bench.ruler_judge import JudgeConfig
@@ -41,8 +41,9 @@ from core.bench.source import (
     spread_over_families,
 )
 from core.bench.synth.generate import make_synth_benchmark
+from core.config import StrictConfig, load_config
 from core.errors import InputError
-from core.io import read_yaml_mapping, write_bytes_atomic, write_json_atomic
+from core.io import write_bytes_atomic, write_json_atomic
 from core.method.compare import ItemResult, auto_n, item_seed, summarise_methods
 from core.method.cost import CostRecord
 from core.method.methods import CANDIDATE_METHODS, USES_RULES, Method, MethodConfig
@@ -68,13 +69,13 @@ from tasks.models import model_identity
 CODE_VERSION = "evaluate-3"
 
 
-class ModelPaths(BaseModel):
+class ModelPaths(StrictConfig):
     reasoner: str = "models/reasoner"
     surrogate: str | None = "models/surrogate-decoder"
     teacher: str = "models/teacher"
 
 
-class EvaluateConfig(BaseModel):
+class EvaluateConfig(StrictConfig):
     """Everything an evaluation depends on; also readable from a YAML file (``from_yaml``)."""
 
     name: str = "evaluate"
@@ -103,7 +104,7 @@ class EvaluateConfig(BaseModel):
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> EvaluateConfig:
-        return cls.model_validate(read_yaml_mapping(path, "a YAML mapping of EvaluateConfig fields"))
+        return load_config(cls, path)
 
     def params(self) -> VariantParams:
         o = self.method.optim

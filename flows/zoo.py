@@ -16,6 +16,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 
 from core import zoo
+from core.config import load_config
 from tasks import zoo as stages
 from tasks.caching import digest, dir_digest, reuse_only_if
 from tasks.models import model_identity
@@ -24,11 +25,23 @@ from tasks.models import model_identity
 CODE_VERSION = "zoo-2"
 
 
-def zoo_config(preset: str = "full", seed: int = 0) -> zoo.ZooConfig:
+def zoo_config(preset: str = "full", seed: int | None = None, config_file: str | None = None) -> zoo.ZooConfig:
+    """The preset, with a config file's fields over it (YAML, any subset of ``ZooConfig``), then ``seed``."""
     presets = {"full": zoo.ZooConfig, "quick": zoo.ZooConfig.quick, "micro": zoo.ZooConfig.micro}
     if preset not in presets:
         raise ValueError(f"preset {preset!r}: expected one of {sorted(presets)}")
-    return presets[preset]().model_copy(update={"seed": seed})
+    cfg = presets[preset]()
+    if config_file:
+        cfg = load_config(zoo.ZooConfig, config_file, base=cfg)
+    return cfg if seed is None else cfg.model_copy(update={"seed": seed})
+
+
+def config_keys(cfg: zoo.ZooConfig) -> tuple[str, str]:
+    """The benchmarks' and the VAE's stage keys: they depend on the config alone (later stages on trained weights)."""
+    c = cfg.model_dump(mode="json")
+    k_bench = digest("bench", CODE_VERSION, c["seed"], c["train_per_family"], c["test_per_family"])
+    vae_arch = {k: v for k, v in c["arch"].items() if k.startswith("vae_")}
+    return k_bench, digest("vae", CODE_VERSION, k_bench, vae_arch, c["vae"])
 
 
 def _run(task, work: Path, name: str, **kwargs) -> dict:
@@ -42,24 +55,23 @@ def _run(task, work: Path, name: str, **kwargs) -> dict:
 
 @flow(name="zoo-train")
 def zoo_train(
-    out: str = "models", work: str = "runs/zoo", preset: str = "full", seed: int = 0, evaluate: bool = True,
-    until: str | None = None,
+    out: str = "models", work: str = "runs/zoo", preset: str = "full", seed: int | None = None, evaluate: bool = True,
+    until: str | None = None, config_file: str | None = None,
 ) -> dict:
     """Train the tiny Reasoner, surrogate decoder and Teacher; publish them under ``out``.
 
+    ``config_file`` (YAML) overrides any of the preset's fields, e.g. more steps or a wider VAE
+    for a longer budget; ``seed`` (None: the preset's or the file's) overrides both.
     ``until="reasoner"`` stops after the Reasoner stages (nothing is published); a later full
     run picks up from there.
     """
     log = get_run_logger()
-    cfg = zoo_config(preset, seed)
+    cfg = zoo_config(preset, seed, config_file)
     cfg_json = cfg.model_dump_json()
     c = cfg.model_dump(mode="json")
 
-    k_bench = digest("bench", CODE_VERSION, c["seed"], c["train_per_family"], c["test_per_family"])
+    k_bench, k_vae = config_keys(cfg)
     bench = _run(stages.benchmarks, work, f"bench-{k_bench[:12]}", cfg_json=cfg_json, key=k_bench)
-
-    vae_arch = {k: v for k, v in c["arch"].items() if k.startswith("vae_")}
-    k_vae = digest("vae", CODE_VERSION, k_bench, vae_arch, c["vae"])
     vae = _run(stages.vae, work, f"vae-{k_vae[:12]}", bench_dir=bench["path"], cfg_json=cfg_json, key=k_vae)
     vae_id = dir_digest(vae["path"])
 

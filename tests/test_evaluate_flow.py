@@ -269,7 +269,10 @@ def test_vlmt_evaluate_reads_yaml_and_prints_the_table(setup, tmp_path):
     bad.write_text("methods: [vanilla, nope]\n")
     r = CliRunner().invoke(app, ["evaluate", "--config", str(bad)])
     assert r.exit_code != 0
-    assert "nope" in r.output or "nope" in str(r.exception)
+    assert r.exit_code == 2 and "bad.yaml:methods.1: Input should be" in " ".join(r.output.split()), r.output
+    bad.write_text("method: {optim: {max_step: 5}}\n")  # a typo must not silently run the default 40 steps
+    r = CliRunner().invoke(app, ["evaluate", "--config", str(bad)])
+    assert r.exit_code == 2 and "bad.yaml:method.optim.max_step: is not a field" in " ".join(r.output.split()), r.output
     r = CliRunner().invoke(app, ["evaluate", "--config", str(path), "--n", "0"])
     assert r.exit_code == 2 and "--n: '0' (expected a positive integer or 'auto')" in r.output
 
@@ -310,6 +313,19 @@ def test_ablate_runs_a_grid_as_variants_of_one_experiment(setup):
     q = load_queries()["ablation_pivot"]
     pivot = query(db, q.sql, q.bind({"experiment": out["experiment_id"]}))
     assert sorted(pivot["lam"].to_list()) == [0.0, 1.0]
+
+
+def test_an_ablation_file_with_a_misspelt_field_is_refused_naming_it(tmp_path):
+    from core.errors import InputError
+    from flows.ablate import AblateConfig
+
+    f = tmp_path / "ablate.yaml"
+    f.write_text("base: {method: {optim: {lamda: 0.5}}}\ngrid: {lr: [0.01, 0.001]}\n")
+    with pytest.raises(InputError, match=r"ablate.yaml:base.method.optim.lamda: is not a field"):
+        AblateConfig.from_yaml(f)
+    f.write_text("base: {method: {optim: {lam: 0.25}}}\ngrid: {lr: [0.01, 0.001]}\n")
+    cfg = AblateConfig.from_yaml(f)
+    assert cfg.base.method.optim.lam == 0.25 and [c.method.optim.lr for _, c in cfg.variants()] == [0.01, 0.001]
 
 
 def _changed(a: dict[str, str], b: dict[str, str]) -> set[str]:

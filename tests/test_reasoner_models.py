@@ -37,7 +37,7 @@ from core.train.reasoner import (
     train_flow_matching,
 )
 from core.train.surrogate import SurrogateTrainConfig, decoder_fidelity, train_surrogate
-from core.train.vae import VaeTrainConfig, recolour, train_vae
+from core.train.vae import VaeTrainConfig, recolour, stack_videos, train_vae
 from tests.method_helpers import build_micro_reasoner
 
 
@@ -153,3 +153,26 @@ def test_recolour_permutes_and_flips_whole_clips_exactly():
         assert sorted(sources) == [0, 1, 2]
         changed += not torch.equal(a, b)
     assert changed >= 12, "with probability 1 nearly every clip (47 of 48 transforms) must change"
+
+
+def test_a_residual_vae_builds_trains_saves_and_reloads_as_wan22s(bench, tmp_path):
+    """``arch.vae_residual``: Wan2.2's VAE blocks (avg-pool / duplicate shortcuts) through the same code."""
+    from diffusers import AutoencoderKLWan
+
+    torch.manual_seed(0)
+    arch = WanReasonerArch.micro().model_copy(update={"vae_residual": True})
+    vae = build_vae(arch)
+    assert vae.config.is_residual and type(vae.decoder.up_blocks[0]).__name__ == "WanResidualUpBlock"
+    videos = [np.asarray(read_image(i.first_frame))[None].repeat(17, 0) for i in bench.instances[:2]]
+    before = {k: v.clone() for k, v in vae.state_dict().items()}
+    assert np.isfinite(train_vae(vae, videos, VaeTrainConfig(steps=2, batch=2, crop=16))[0])
+    assert any(not torch.equal(before[k], v) for k, v in vae.state_dict().items())
+    vae.save_pretrained(tmp_path / "vae")
+    loaded = AutoencoderKLWan.from_pretrained(tmp_path / "vae")
+    x = stack_videos(videos[:1])
+    with torch.no_grad():
+        z = vae.encode(x).latent_dist.mode()
+        assert z.shape == (1, 4, 5, 16, 16)
+        assert torch.allclose(loaded.encode(x).latent_dist.mode(), z) and torch.allclose(loaded.decode(z).sample, vae.decode(z).sample)
+    # unset, the option leaves the arch's dump (and so every zoo cache key) as it was before it existed
+    assert "vae_residual" not in WanReasonerArch().model_dump() and WanReasonerArch(vae_residual=True).model_dump()["vae_residual"]

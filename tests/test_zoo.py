@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -105,3 +106,61 @@ def test_a_surrogate_for_any_wan_vae_is_distilled_by_the_cli_and_reused(micro_zo
     assert (out / "diffusion_pytorch_model.safetensors").stat().st_mtime_ns == before
     r = CliRunner().invoke(app, [*args[:2], "--vae", str(root / "models" / "teacher"), *args[4:]])
     assert r.exit_code == 2 and "not a VAE folder" in r.output
+
+
+def test_the_defaults_are_the_shipped_zoos_recipe():
+    """`vlmt zoo train` with no config makes the shipped zoo: its first stage keys are the ones recorded."""
+    from flows.zoo import config_keys, zoo_config
+
+    shipped = json.loads((Path(__file__).resolve().parents[1] / "models" / "zoo.json").read_text())["stages"]
+    assert config_keys(zoo_config("full", 0)) == (shipped["benchmarks"]["key"], shipped["vae"]["key"])
+
+
+def test_a_config_file_overrides_the_preset_field_by_field(tmp_path):
+    from flows.zoo import zoo_config
+
+    f = tmp_path / "zoo.yaml"
+    f.write_text("seed: 3\nvae: {steps: 16000}\narch: {vae_residual: true, vae_dim_mult: [1, 2, 4]}\n")
+    cfg = zoo_config("full", None, str(f))
+    assert (cfg.seed, cfg.vae.steps, cfg.arch.vae_residual, cfg.arch.vae_dim_mult) == (3, 16000, True, [1, 2, 4])
+    assert cfg.vae.batch == 8 and cfg.arch.dit_layers == 4 and cfg.teacher.steps == 1200  # the rest: the preset's
+    assert zoo_config("micro", 7, str(f)).model_copy(update={"seed": 0}) != zoo_config("micro", 0)
+    assert zoo_config("micro", 7, str(f)).seed == 7 and zoo_config("micro", None, str(f)).teacher.steps == 6
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("vae: {stpes: 8000}\n", "zoo.yaml:vae.stpes: is not a field of this config"),
+    ("teacher: {arch: {text_layers: many}}\n", "zoo.yaml:teacher.arch.text_layers: Input should be a valid integer"),
+    ("vae: {steps: 0}\n", "zoo.yaml:vae.steps: Input should be greater than or equal to 1 (got 0)"),
+    ("- vae\n", "zoo.yaml: holds a list"),
+])
+def test_a_bad_config_file_is_refused_naming_the_file_and_field(tmp_path, text, message):
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    f = tmp_path / "zoo.yaml"
+    f.write_text(text)
+    r = CliRunner().invoke(app, ["zoo", "train", "--preset", "micro", "--config", str(f), "--work", str(tmp_path / "w"),
+                                 "--out", str(tmp_path / "m")])
+    assert r.exit_code == 2 and message in " ".join(r.output.split()), r.output
+    assert not (tmp_path / "w").exists()  # refused before any stage ran
+
+
+def test_a_config_file_that_changes_the_teacher_retrains_only_the_teacher(micro_zoo, tmp_path):
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    root, first = micro_zoo
+    f = tmp_path / "teacher.yaml"
+    f.write_text("teacher: {steps: 4}\n")
+    r = CliRunner().invoke(app, ["zoo", "train", "--preset", "micro", "--config", str(f), "--seed", "0", "--no-evaluate",
+                                 "--work", str(root / "work"), "--out", str(tmp_path / "models")])
+    assert r.exit_code == 0, r.output
+    record = json.loads((tmp_path / "models" / "zoo.json").read_text())
+    assert record["config"]["teacher"]["steps"] == 4
+    assert json.loads((tmp_path / "models" / "teacher" / "train_report.json").read_text())["steps"] == 4
+    for stage in ("benchmarks", "vae", "surrogate", "reasoner"):
+        assert record["stages"][stage]["key"] == first["stages"][stage]["key"], stage
+    assert record["stages"]["teacher"]["key"] != first["stages"]["teacher"]["key"]

@@ -47,6 +47,7 @@ from core.bench.ruler import (
     output_path,
 )
 from core.bench.source import Benchmark
+from core.config import StrictConfig
 from core.errors import InputError, VlmtError
 from core.media import read_image, read_video, resize_image, video_header
 from core.models.teacher import ChatPart, ImagePart, Teacher, VideoPart, generate_reply
@@ -64,7 +65,7 @@ JUDGE_INSTRUCTION = (
 ReplyFn = Callable[[Sequence[ChatPart], int], str]
 
 
-class JudgeConfig(BaseModel):
+class JudgeConfig(StrictConfig):
     """How the judge sees the videos and how often it is asked again."""
 
     model_config = ConfigDict(frozen=True)

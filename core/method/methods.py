@@ -30,9 +30,10 @@ from typing import Any, TypeVar
 
 import numpy as np
 import torch
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from core.bench.record import TaskInstance
+from core.config import StrictConfig
 from core.method.cost import CostMeter
 from core.method.optimise import OptimConfig, detach_lora, optimise_item
 from core.method.reasoner import ItemCondition, ReasonerAdapter
@@ -59,7 +60,7 @@ USES_RULES = {Method.BEST_OF_N, Method.PE, Method.VIDEOTPO, Method.TEACHER}
 CANDIDATE_METHODS = {Method.BEST_OF_N, Method.PASS_AT_N}
 
 
-class MethodConfig(BaseModel):
+class MethodConfig(StrictConfig):
     """Knobs of every method; ``optim`` is the teacher method's."""
 
     optim: OptimConfig = OptimConfig()

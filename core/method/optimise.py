@@ -35,6 +35,7 @@ from peft import LoraConfig
 from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
 from pydantic import BaseModel, Field
 
+from core.config import StrictConfig
 from core.errors import InputError
 from core.method.reasoner import (
     Decoder,
@@ -54,7 +55,7 @@ ADAPTER_NAME = "vlmt_item"
 ADAPTER_WEIGHTS = "pytorch_lora_weights.safetensors"
 
 
-class LoraSpec(BaseModel):
+class LoraSpec(StrictConfig):
     rank: int = Field(16, ge=1)
     alpha: float = Field(16.0, gt=0)
     target_modules: list[str] = Field(default_factory=lambda: ["to_q", "to_k", "to_v", "to_out.0"],
@@ -66,7 +67,7 @@ class LoraSpec(BaseModel):
                           lora_dropout=self.dropout, init_lora_weights=True)
 
 
-class OptimConfig(BaseModel):
+class OptimConfig(StrictConfig):
     """Everything that decides one item's optimisation (the optimise stage's cache key)."""
 
     lora: LoraSpec = LoraSpec()

@@ -34,8 +34,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from diffusers import WanImageToVideoPipeline, WanTransformer3DModel
-from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
+from pydantic import ConfigDict, Field, model_serializer, model_validator
 
+from core.config import StrictConfig, drop_unset
 from core.errors import InputError
 from core.media import sample_indices
 from core.method.cost import CostMeter
@@ -78,7 +79,7 @@ class Decoder(str, Enum):
     VAE = "vae"
 
 
-class Guidance(BaseModel):
+class Guidance(StrictConfig):
     """Classifier-free guidance of the Reasoner's rollouts, as ``pipe(guidance_scale=...)`` does it.
 
     Off (scale 1) by default: step-distilled Reasoners (the paper's DMD2 Wan2.2-5B, the zoo's
@@ -102,10 +103,7 @@ class Guidance(BaseModel):
     @model_serializer(mode="wrap")
     def _dump(self, handler) -> dict:
         """Leave ``scale_2`` out while unset, so cache keys made before it existed stay valid."""
-        data = handler(self)
-        if isinstance(data, dict) and data.get("scale_2") is None:
-            data.pop("scale_2", None)
-        return data
+        return drop_unset(handler(self), scale_2=None)
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, Field
+from pydantic import Field
 from transformers import (
     AutoImageProcessor,
     AutoProcessor,
@@ -57,6 +57,7 @@ from transformers import (
     Qwen3VLForConditionalGeneration,
 )
 
+from core.config import StrictConfig
 from core.errors import InputError
 from core.io import write_json_atomic, write_text_atomic
 from core.models.tokenizer import build_bpe_tokenizer
@@ -108,7 +109,7 @@ CHAT_TEMPLATE = (
 
 # --------------------------------------------------------------------------- architecture
 
-class TeacherArchConfig(BaseModel):
+class TeacherArchConfig(StrictConfig):
     """Sizes of a tiny Qwen2.5-VL Teacher. Defaults are the shipped zoo's."""
 
     vocab_size: int = Field(1024, description="Target BPE vocabulary (bytes + specials + merges).")

@@ -21,8 +21,9 @@ from collections.abc import Sequence
 
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler, WanTransformer3DModel
-from pydantic import BaseModel, Field
+from pydantic import Field
 
+from core.config import StrictConfig
 from core.models.wan import FrameCondition, sample_latents, sampling_sigmas, velocity
 from core.train.common import seed_everything, step_progress
 
@@ -46,7 +47,7 @@ class LatentDataset:
         return self.latents[idx], self.text_table[self.prompt_index[idx]]
 
 
-class FlowMatchConfig(BaseModel):
+class FlowMatchConfig(StrictConfig):
     steps: int = Field(4000, ge=1)
     batch: int = Field(8, ge=1)
     lr: float = 1e-3
@@ -106,7 +107,7 @@ def train_flow_matching(transformer: WanTransformer3DModel, data: LatentDataset,
     return curve
 
 
-class DistillConfig(BaseModel):
+class DistillConfig(StrictConfig):
     teacher_steps: int = Field(30, ge=2, description="Euler steps of the undistilled model that make the reflow pairs.")
     student_steps: int = Field(4, ge=1)
     pairs_per_item: int = Field(1, ge=1, description="Noise draws per training item.")

@@ -21,6 +21,7 @@ import torch
 from diffusers import AutoencoderKLWan
 from pydantic import BaseModel, Field
 
+from core.config import StrictConfig
 from core.errors import InputError
 from core.models.surrogate import SurrogateDecoder
 from core.models.wan import denormalise, encode_videos
@@ -30,7 +31,7 @@ from core.train.vae import stack_videos
 log = logging.getLogger(__name__)
 
 
-class SurrogateTrainConfig(BaseModel):
+class SurrogateTrainConfig(StrictConfig):
     hidden: int = 64
     num_res_blocks: int = 2
     steps: int = Field(2000, ge=1)

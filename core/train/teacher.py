@@ -46,6 +46,7 @@ from core.bench.synth.queries import (
     query_bank,
     rule_queries,
 )
+from core.config import StrictConfig
 from core.errors import InputError
 from core.io import write_json_atomic
 from core.models.teacher import (
@@ -71,7 +72,7 @@ log = logging.getLogger(__name__)
 
 # --------------------------------------------------------------------------- configs
 
-class AugmentConfig(BaseModel):
+class AugmentConfig(StrictConfig):
     """Label-preserving training augmentation (well inside the scorers' tolerances)."""
 
     blur_prob: float = 0.5
@@ -83,7 +84,7 @@ class AugmentConfig(BaseModel):
     brightness: float = Field(0.06, description="Multiplicative jitter: x * (1 + U(-b, b)).")
 
 
-class TeacherTrainConfig(BaseModel):
+class TeacherTrainConfig(StrictConfig):
     """Everything that decides a trained Teacher. Defaults: the shipped zoo's recipe."""
 
     arch: TeacherArchConfig = TeacherArchConfig()

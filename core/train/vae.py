@@ -18,15 +18,16 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from diffusers import AutoencoderKLWan
-from pydantic import BaseModel, Field
+from pydantic import Field
 
+from core.config import StrictConfig
 from core.models.wan import decode_latents, encode_videos, frames_to_tensor
 from core.train.common import psnr, seed_everything, step_progress
 
 log = logging.getLogger(__name__)
 
 
-class VaeTrainConfig(BaseModel):
+class VaeTrainConfig(StrictConfig):
     # At equal compute, 16-pixel crops in batches of 8 reached 22.3 dB where 32-pixel crops in
     # batches of 4 reached 21.0 dB (1200 vs 600 steps); wider VAEs ([1,2,4], [1,4,8]) were worse.
     steps: int = Field(4000, ge=1)
