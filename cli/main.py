@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 from enum import Enum
@@ -30,6 +31,12 @@ from rich.progress import (
 from rich.table import Column, Table
 
 from core.errors import VlmtError
+
+#: Each command without a PREFECT_API_URL starts Prefect's ephemeral server, which must answer within
+#: Prefect's default 20 s. Its first start in a fresh PREFECT_HOME takes ~12 s on an idle 2-core CPU,
+#: and beside another job it was measured to miss the 20 s and crash `vlmt evaluate` before any work.
+#: Set before Prefect is imported (it reads its settings then); a user's own setting wins.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 app = typer.Typer(help="VLMs as teachers for video reasoning: benchmarks, scoring and the test-time method.", no_args_is_help=True)
 bench_app = typer.Typer(help="Make, read and score benchmarks.", no_args_is_help=True)

@@ -57,3 +57,21 @@ def test_official_vbvr_layout_needs_the_official_toolkit(tmp_path):
     (out / "VBVR-Bench.json").unlink()
     r = runner.invoke(app, ["bench", "score", "--bench", str(out), "--videos", str(tmp_path / "v")])
     assert r.exit_code == 2 and "vbvr_bench" in r.output
+
+
+def test_the_cli_gives_prefects_ephemeral_server_time_to_start_unless_told_otherwise():
+    """Prefect's 20 s default was missed beside another job (a crash before any work); a user's setting wins."""
+    import os
+    import subprocess
+    import sys
+
+    probe = ("import cli.main\nfrom prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS as s\n"
+             "print(s.value())")
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"}
+
+    def timeout(**extra: str) -> str:
+        return subprocess.run([sys.executable, "-c", probe], env={**env, **extra}, capture_output=True, text=True,
+                              check=True).stdout.split()[-1]
+
+    assert timeout() == "120"
+    assert timeout(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="45") == "45"
