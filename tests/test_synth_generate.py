@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -119,3 +123,22 @@ def test_the_same_frames_always_encode_to_the_same_bytes(tmp_path):
     files = {write_video(tmp_path / f"{i}.mp4", clip).read_bytes() for i in range(20)}
     assert len(files) == 1
     assert np.abs(read_video(tmp_path / "0.mp4").astype(int) - clip).mean() < 6  # within the clip's +-8 noise
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs to compare with one")
+def test_the_encoding_does_not_depend_on_the_number_of_cores(tmp_path):
+    """libx264 sizes its thread pool from the CPUs it may use; different pools wrote different files."""
+    script = (
+        "import os, sys\n"
+        "if sys.argv[2] == 'one': os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})\n"
+        "import numpy as np\nfrom core.media import write_video\n"
+        "rng = np.random.default_rng(0)\n"
+        "cells = (rng.random((16, 16, 3)) * 255).astype(np.uint8).repeat(16, 0).repeat(16, 1)\n"
+        "clip = np.stack([np.roll(cells, 2 * t, axis=1) for t in range(17)])\n"
+        "clip = np.clip(clip.astype(int) + rng.integers(-8, 8, clip.shape), 0, 255).astype(np.uint8)\n"
+        "write_video(sys.argv[1], clip)\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    for cores in ("one", "all"):
+        subprocess.run([sys.executable, "-c", script, str(tmp_path / f"{cores}.mp4"), cores], cwd=root, check=True)
+    assert (tmp_path / "one.mp4").read_bytes() == (tmp_path / "all.mp4").read_bytes()
