@@ -37,7 +37,7 @@ X264_PARAMS = "mbtree=0"
 #: libx264's own thread count follows the CPUs the process may use, and files encoded with
 #: different thread counts differ (bytes and, slightly, decodings): measured here at 256x256,
 #: one CPU (1 thread) against two (2 threads). A fixed count makes the file independent of
-#: the machine's cores; libx264 still lowers it for short frames (1 thread at 64x64, 7 at 480 rows
+#: the machine's cores; libx264 still lowers it for frames of few rows (1 thread at 64x64, 7 at 480 rows
 #: when asked for 8). 4 costs nothing at our sizes (480x832: 1.8 s against 2.0 s with its default).
 X264_THREADS = 4
 
