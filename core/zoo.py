@@ -263,12 +263,13 @@ def score_videos(samples: list[tuple[TaskInstance, np.ndarray]], steps: int) -> 
 
 
 @torch.no_grad()
-def codec_ceiling(vae, instances: list[TaskInstance], videos: list[np.ndarray], batch: int = 8) -> ReasonerEval:
-    """The synth score of the instances' ground-truth ``videos`` passed through the VAE (encode, decode).
+def score_through_codec(vae, instances: list[TaskInstance], videos: list[np.ndarray], batch: int = 8) -> ReasonerEval:
+    """The synth score of ``videos`` (one per instance) after a VAE round trip (encode, decode).
 
-    Every Reasoner output is a VAE decode, so this bounds what any sampler or test-time method
-    can score with this codec: a Reasoner near its ceiling is limited by the VAE, not by its
-    reasoning.
+    Every Reasoner output is a VAE decode, so this is how the codec alone treats a video: on the
+    ground truth it bounds what any sampler or test-time method can score (a Reasoner near this
+    ceiling is limited by the VAE, not by its reasoning); on :func:`held_first_frame` it is the
+    floor a Reasoner that changes nothing already reaches.
     """
     samples = []
     for i in range(0, len(instances), batch):
@@ -277,9 +278,21 @@ def codec_ceiling(vae, instances: list[TaskInstance], videos: list[np.ndarray], 
     return score_videos(samples, steps=0)
 
 
+def held_first_frame(video: np.ndarray) -> np.ndarray:
+    """The video's first frame for its whole length: the answer of a Reasoner that changes nothing.
+
+    The synth scorers give such a video every process rule (nothing teleports, vanishes or
+    repaints) and no goal, i.e. 0.3 of 1 before any codec: the reference a Reasoner's score
+    has to beat before it shows any reasoning.
+    """
+    return np.repeat(video[:1], len(video), axis=0)
+
+
 class ZooEval(BaseModel):
     vae_psnr_db: dict[str, float]
     vae_ceiling: ReasonerEval | None = Field(None, description="Synth score of VAE-reconstructed ground truth.")
+    still_floor: ReasonerEval | None = Field(
+        None, description="Synth score of the first frame held for the whole video, through the VAE (a Reasoner that changes nothing).")
     surrogate: dict[str, float]
     reasoner: ReasonerEval
     reasoner_base: ReasonerEval
@@ -296,7 +309,9 @@ def evaluate_zoo(models: Path, test_dir: Path, cfg: ZooConfig) -> ZooEval:
     pipe = load_reasoner(models / REASONER)
     gt = {s: [ground_truth_video(i) for i in bench.select(split=s)] for s in Split}
     vae_psnr = {s.value: round(reconstruction_psnr(pipe.vae, v), 2) for s, v in gt.items() if v}
-    ceiling = codec_ceiling(pipe.vae, [i for s in Split for i in bench.select(split=s)], [v for s in Split for v in gt[s]])
+    in_order = [i for s in Split for i in bench.select(split=s)]
+    ceiling = score_through_codec(pipe.vae, in_order, [v for s in Split for v in gt[s]])
+    floor = score_through_codec(pipe.vae, in_order, [held_first_frame(v) for s in Split for v in gt[s]])
     surrogate = SurrogateDecoder.from_pretrained(models / SURROGATE).eval()
     fidelity = decoder_fidelity(pipe.vae, surrogate, gt[Split.ID][:20] + gt[Split.OOD][:10])
     distilled = score_videos(reasoner_samples(models / REASONER, bench.instances, seed=cfg.seed), 4)
@@ -319,7 +334,7 @@ def evaluate_zoo(models: Path, test_dir: Path, cfg: ZooConfig) -> ZooEval:
         "teacher_accuracy_ge_0.9": teacher.get("accuracy", 0) >= 0.9,
         "teacher_query_json_ge_0.95": teacher.get("query_valid_rate", 0) >= 0.95,
     }
-    return ZooEval(vae_psnr_db=vae_psnr, vae_ceiling=ceiling, surrogate=fidelity.model_dump(), reasoner=distilled, reasoner_base=base,
+    return ZooEval(vae_psnr_db=vae_psnr, vae_ceiling=ceiling, still_floor=floor, surrogate=fidelity.model_dump(), reasoner=distilled, reasoner_base=base,
                    distilled_minus_base_id=gap, teacher=teacher, targets=targets)
 
 
@@ -373,9 +388,19 @@ def _size_mib(folder: Path) -> float:
     return round(sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 2**20, 2)
 
 
-def _ceiling(ev: dict) -> str:
-    c = ev.get("vae_ceiling")
+def _split_scores(ev: dict, name: str) -> str:
+    c = ev.get(name)
     return "not measured" if not c else f"ID {c['score_id']:.3f}, OOD {c['score_ood']:.3f}"
+
+
+def _reference_rows(ev: dict) -> str:
+    """The Reasoner table's reference rows: what the codec alone makes of a held first frame and of the truth."""
+    rows = []
+    for name, label in (("still_floor", "first frame held (changes nothing), through the VAE"),
+                        ("vae_ceiling", "ground truth through the VAE (ceiling)")):
+        if c := ev.get(name):
+            rows.append(f"| {label} | {c['score_id']:.3f} | {c['score_ood']:.3f} | {c['success_id']:.2f} | {c['success_ood']:.2f} |\n")
+    return "".join(rows)
 
 
 def write_cards(models: Path, evaluation: dict) -> None:
@@ -404,7 +429,9 @@ def write_cards(models: Path, evaluation: dict) -> None:
                 f"- VAE: tiny `AutoencoderKLWan`, trained for reconstruction on every family's ground truth "
                 f"({cfg['vae']['steps']} steps); PSNR on test videos: {ev['vae_psnr_db']} dB; synth score of "
                 f"VAE-reconstructed ground truth (the ceiling of any Reasoner output with this codec): "
-                f"{_ceiling(ev)}.\n"
+                f"{_split_scores(ev, 'vae_ceiling')}; the first frame held for the whole video (a Reasoner that "
+                f"changes nothing: every process rule kept, no goal), through the same codec: "
+                f"{_split_scores(ev, 'still_floor')}.\n"
                 f"- Transformer: flow matching on the in-domain families only ({cfg['flow']['steps']} steps), then reflow "
                 f"distillation ({cfg['distill']['steps']} steps on {cfg['distill']['teacher_steps']}-step ODE pairs). "
                 f"Use `num_inference_steps=4, guidance_scale=1.0`.\n"
@@ -412,7 +439,7 @@ def write_cards(models: Path, evaluation: dict) -> None:
                 f"| sampler | ID score | OOD score | ID strict success | OOD strict success |\n|---|---|---|---|---|\n"
                 f"| this model, 4 steps | {r['score_id']:.3f} | {r['score_ood']:.3f} | {r['success_id']:.2f} | {r['success_ood']:.2f} |\n"
                 f"| undistilled (`reasoner-base`), {b['steps']} steps | {b['score_id']:.3f} | {b['score_ood']:.3f} | "
-                f"{b['success_id']:.2f} | {b['success_ood']:.2f} |\n\nPer family (4 steps): {r['per_family']}\n"
+                f"{b['success_id']:.2f} | {b['success_ood']:.2f} |\n{_reference_rows(ev)}\nPer family (4 steps): {r['per_family']}\n"
             ),
         ),
         REASONER_BASE: (

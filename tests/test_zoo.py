@@ -32,6 +32,12 @@ def test_micro_zoo_publishes_every_model_with_cards_and_figures(micro_zoo):
     assert record["train_seconds_total"] > 0
     assert set(record["eval"]["targets"]) >= {"vae_psnr_ge_30", "reasoner_id_in_0.3_0.7", "teacher_accuracy_ge_0.9"}
     assert 0.0 <= record["eval"]["reasoner"]["score_id"] <= 1.0
+    # the references around the Reasoner's score: a held first frame and the truth, both through the codec
+    floor, ceiling = record["eval"]["still_floor"], record["eval"]["vae_ceiling"]
+    assert (floor["n_id"], floor["n_ood"]) == (ceiling["n_id"], ceiling["n_ood"]) == (5, 2)
+    assert floor["success_id"] == floor["success_ood"] == 0.0  # changing nothing never reaches a goal
+    card = (models / "reasoner" / "README.md").read_text()
+    assert f"| first frame held (changes nothing), through the VAE | {floor['score_id']:.3f} |" in card
 
 
 def test_shipped_reasoner_generates_from_a_synth_first_frame(micro_zoo):
