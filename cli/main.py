@@ -648,8 +648,9 @@ def compare_cmd(
     reasoner: Annotated[Path | None, typer.Option(help="A Wan I2V pipeline folder (default: MODELS/reasoner).")] = None,
     surrogate: Annotated[Path | None, typer.Option(help="A surrogate decoder folder (default: MODELS/surrogate-decoder).")] = None,
     teacher: Annotated[Path | None, typer.Option(help="A Qwen2.5-VL folder (default: MODELS/teacher).")] = None,
-    methods: Annotated[str, typer.Option(help="Comma-separated: vanilla,best_of_n,pass_at_n,pe,videotpo,teacher.")] =
-        "vanilla,best_of_n,pass_at_n,pe,videotpo,teacher",
+    methods: Annotated[str, typer.Option(help="Comma-separated: vanilla,best_of_n,pass_at_n,pe,videotpo,teacher,still "
+                                               "(still: the first frame held, a reference).")] =
+        "vanilla,best_of_n,pass_at_n,pe,videotpo,teacher,still",
     limit: Annotated[int | None, typer.Option(help="At most this many items (spread over families).")] = None,
     per_family: Annotated[int, typer.Option(help="Test instances per family when --bench synth.")] = 9,
     n: Annotated[str, typer.Option(help="Candidates for best_of_n/pass_at_n, or 'auto' (match the teacher's wall time).")] = "auto",

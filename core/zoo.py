@@ -29,6 +29,7 @@ from core.bench.synth.generate import make_synth_benchmark
 from core.config import StrictConfig
 from core.io import STAGE_RECORD, write_json_atomic, write_text_atomic
 from core.media import read_image
+from core.method.methods import still_video
 from core.models.surrogate import SurrogateDecoder
 from core.models.wan import (
     WanReasonerArch,
@@ -268,24 +269,14 @@ def score_through_codec(vae, instances: list[TaskInstance], videos: list[np.ndar
 
     Every Reasoner output is a VAE decode, so this is how the codec alone treats a video: on the
     ground truth it bounds what any sampler or test-time method can score (a Reasoner near this
-    ceiling is limited by the VAE, not by its reasoning); on :func:`held_first_frame` it is the
-    floor a Reasoner that changes nothing already reaches.
+    ceiling is limited by the VAE, not by its reasoning); on the ``still`` reference (the first
+    frame held) it is the floor that a Reasoner which changes nothing already reaches.
     """
     samples = []
     for i in range(0, len(instances), batch):
         decoded = decode_latents(vae, encode_videos(vae, stack_videos(videos[i : i + batch])))
         samples += [(inst, tensor_to_frames(v)) for inst, v in zip(instances[i : i + batch], decoded, strict=True)]
     return score_videos(samples, steps=0)
-
-
-def held_first_frame(video: np.ndarray) -> np.ndarray:
-    """The video's first frame for its whole length: the answer of a Reasoner that changes nothing.
-
-    The synth scorers give such a video every process rule (nothing teleports, vanishes or
-    repaints) and no goal, i.e. 0.3 of 1 before any codec: the reference a Reasoner's score
-    has to beat before it shows any reasoning.
-    """
-    return np.repeat(video[:1], len(video), axis=0)
 
 
 class ZooEval(BaseModel):
@@ -311,7 +302,7 @@ def evaluate_zoo(models: Path, test_dir: Path, cfg: ZooConfig) -> ZooEval:
     vae_psnr = {s.value: round(reconstruction_psnr(pipe.vae, v), 2) for s, v in gt.items() if v}
     in_order = [i for s in Split for i in bench.select(split=s)]
     ceiling = score_through_codec(pipe.vae, in_order, [v for s in Split for v in gt[s]])
-    floor = score_through_codec(pipe.vae, in_order, [held_first_frame(v) for s in Split for v in gt[s]])
+    floor = score_through_codec(pipe.vae, in_order, [still_video(v[0], len(v)) for s in Split for v in gt[s]])
     surrogate = SurrogateDecoder.from_pretrained(models / SURROGATE).eval()
     fidelity = decoder_fidelity(pipe.vae, surrogate, gt[Split.ID][:20] + gt[Split.OOD][:10])
     distilled = score_videos(reasoner_samples(models / REASONER, bench.instances, seed=cfg.seed), 4)

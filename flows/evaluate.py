@@ -190,7 +190,7 @@ def stage_keys(item_hash: str, seed: int, cfg: EvaluateConfig, ids: dict[str, st
 
     ``ids`` are the models' content identities. Keys: ``rules``, ``reward``, ``video/k``
     (candidate k from seed + k), ``video/pe``, ``select/judge``, ``select/oracle``,
-    ``videotpo``, ``optimise``, ``video/teacher``, and ``score/<method>``.
+    ``videotpo``, ``optimise``, ``video/teacher``, ``video/still``, and ``score/<method>``.
     """
     o, mc = cfg.method.optim, cfg.method
     k: dict[str, str] = {}
@@ -215,9 +215,11 @@ def stage_keys(item_hash: str, seed: int, cfg: EvaluateConfig, ids: dict[str, st
     optim = o.model_dump(mode="json", exclude={"lam", "k_frames"} | ({"guidance"} if o.guidance == Guidance() else set()))
     k["optimise"] = digest("optimise", CODE_VERSION, k["reward"], ids["reasoner"], ids.get("surrogate"), optim, seed)
     k["video/teacher"] = video(0, adapter_key=k["optimise"])
+    k["video/still"] = digest("still", CODE_VERSION, item_hash, seed)
     judged = USES_RULES & set(cfg.methods)
     sources = {Method.VANILLA: k["video/0"], Method.BEST_OF_N: k["select/judge"], Method.PASS_AT_N: k["select/oracle"],
-               Method.PE: k["video/pe"], Method.VIDEOTPO: k["videotpo"], Method.TEACHER: k["video/teacher"]}
+               Method.PE: k["video/pe"], Method.VIDEOTPO: k["videotpo"], Method.TEACHER: k["video/teacher"],
+               Method.STILL: k["video/still"]}
     for method, source in sources.items():
         # the final judge (reward hacking) needs the reward whenever rules are extracted at all
         k[f"score/{method.value}"] = digest("score", CODE_VERSION, source, k["reward"] if judged else None,
@@ -285,6 +287,8 @@ def _submit_item(inst: TaskInstance, cfg: EvaluateConfig, ids: dict[str, str], i
                                                             m.teacher, reward, o.model_dump_json(), seed))
         chains[Method.TEACHER].optim = opt
         score(Method.TEACHER, chains[Method.TEACHER].add("generate", generate("teacher", adapter=opt)))
+    if Method.STILL in methods:
+        score(Method.STILL, chains[Method.STILL].add("generate", submit(stages.still_video, "video/still", seed)))
     return chains
 
 

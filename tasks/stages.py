@@ -125,6 +125,14 @@ def generate_video(item: str, reasoner: str, surrogate: str | None, seed: int, s
     return _done(target, record.model_dump(mode="json"))
 
 
+@task(name="still-video", **_cached)
+@resumable
+def still_video(item: str, seed: int, target: str, key: str) -> dict:
+    """The ``still`` reference video: the item's first frame held (no model is loaded)."""
+    record = core_stages.still_stage(TaskInstance.model_validate_json(item), seed, _dir(target))
+    return _done(target, record.model_dump(mode="json"))
+
+
 @task(name="select-video", **_cached)
 @resumable
 def select_video(item: str, videos: list[dict], by: Literal["judge", "oracle"], teacher: str | None,

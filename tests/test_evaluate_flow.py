@@ -17,6 +17,7 @@ from core.errors import InputError
 from core.method.methods import Method, MethodConfig
 from core.method.optimise import OptimConfig
 from core.method.reasoner import Guidance
+from core.pipeline.stages import load_frames
 from core.pipeline.video_spec import VideoOverride
 from core.storage.tracking import default_tracking_uri
 from flows.evaluate import EvaluateConfig, ModelPaths, evaluate, experiment_of
@@ -70,7 +71,16 @@ def test_every_method_runs_and_lands_in_duckdb(setup):
         steps = con.execute("SELECT count(*) FROM traces WHERE method = 'teacher'").fetchone()[0]
         assert steps >= 2  # the teacher method's optimisation curve, per item
         videos = [r[0] for r in con.execute("SELECT video_path FROM results").fetchall()]
+        still = con.execute("SELECT count(*), max(reasoner_nfe + teacher_forward) FROM costs WHERE method = 'still'").fetchone()
     assert all(Path(v).is_file() and v.endswith(".mp4") for v in videos)
+    # the still reference: no model call; its video is the item's first frame held (the only video stage without calls)
+    assert still == (2, 0)
+    records = [json.loads(r.read_text()) for r in (Path(cfg.work) / "items").glob("*/video-*/record.json")]
+    held = [r for r in records if not r["cost"]["counts"]]
+    assert len(held) == 2
+    for rec in held:
+        frames = load_frames(rec["npz"])
+        assert frames.shape == (17, 64, 64, 3) and (frames == frames[:1]).all()
 
 
 def test_rerun_reuses_every_stage_and_lr_change_keeps_the_rules(setup):
@@ -346,15 +356,18 @@ def test_stage_keys_change_exactly_where_they_should():
     teacher_chain = {"optimise", "video/teacher", "score/teacher"}
     assert _changed(k0, with_optim(lr=5e-5)) == teacher_chain
     assert _changed(k0, with_optim(max_steps=10)) == teacher_chain
-    after_reward = {k for k in k0 if k not in {"rules", "video/0", "video/1", "video/pe", "select/oracle"}}
+    after_reward = {k for k in k0 if k not in {"rules", "video/0", "video/1", "video/pe", "select/oracle", "video/still"}}
     assert _changed(k0, with_optim(lam=1.0)) == after_reward  # the reward, and all its users (judge included)
     assert _changed(k0, with_optim(k_frames=8)) == after_reward
-    assert _changed(k0, stage_keys("item", 7, base, {**ids, "teacher": "T2"})) == set(k0) - {"video/0", "video/1", "select/oracle"}
-    assert _changed(k0, stage_keys("item", 7, base, {**ids, "reasoner": "R2"})) == set(k0) - {"rules", "reward"}
+    untouched_by_reasoner = {"rules", "reward", "video/still", "score/still"}  # the still reference runs no model
+    assert _changed(k0, stage_keys("item", 7, base, {**ids, "teacher": "T2"})) == set(k0) - {"video/0", "video/1",
+                                                                                             "select/oracle", "video/still"}
+    assert _changed(k0, stage_keys("item", 7, base, {**ids, "reasoner": "R2"})) == set(k0) - untouched_by_reasoner
     assert _changed(k0, stage_keys("item", 7, base, {**ids, "surrogate": "S2"})) == teacher_chain
     assert _changed(k0, stage_keys("other", 7, base, ids)) == set(k0)
-    assert _changed(k0, with_optim(sampler_steps=8)) == set(k0) - {"rules", "reward"}
-    assert _changed(k0, with_optim(guidance=Guidance(scale=5.0))) == set(k0) - {"rules", "reward"}
+    assert _changed(k0, with_optim(sampler_steps=8)) == set(k0) - untouched_by_reasoner
+    assert _changed(k0, with_optim(guidance=Guidance(scale=5.0))) == set(k0) - untouched_by_reasoner
+    assert _changed(k0, stage_keys("item", 8, base, ids)) >= {"video/still", "video/0"}
     assert _changed(k0, with_optim(guidance=Guidance(scale=1.0))) == set()  # off: the keys made before guidance existed
     assert stage_keys("item", 7, base, ids) == k0  # deterministic
 

@@ -475,3 +475,23 @@ def test_vlmt_compare_guidance_doubles_the_nfe(models, tmp_path):
                                       str(models[2]["qwen2_5_vl"]), "--per-family", "1", "--limit", "1", "--methods",
                                       "vanilla", "--guidance", "3", "--guidance-2", "2"])
     assert single.exit_code != 0 and "guidance.scale_2" in single.output  # a single-transformer folder has no second expert
+
+
+def test_the_still_reference_holds_the_first_frame_without_a_model_call(reasoner, bench):
+    """`still`: every frame is the first frame; no Reasoner or Teacher call is made or charged; on the synth
+    scorer it keeps every process rule and reaches no goal (the floor a method has to beat)."""
+    from core.method.compare import compare, summarise_methods
+    from core.method.methods import Method, MethodConfig
+    from core.scoring.synth import score_synth
+
+    results = compare(reasoner, None, bench.instances, [Method.STILL], MethodConfig(), n=1)
+    assert len(results) == len(bench.instances)
+    for inst, r in zip(bench.instances, results, strict=True):
+        first = read_image(inst.first_frame)
+        assert r.error is None and r.video.shape == (inst.metadata["n_frames"], *first.shape)
+        assert (r.video == first).all()
+        assert r.cost.reasoner_nfe == 0 and not r.cost.counts and set(r.cost.seconds) == {"generate"}
+        scored = score_synth(inst, r.video)
+        assert scored.process == pytest.approx(1.0) and not scored.success
+    summary = summarise_methods(results)["still"]
+    assert summary.nfe_per_item == 0 and summary.teacher_calls_per_item == 0

@@ -31,6 +31,7 @@ from core.method.cost import CostMeter, CostRecord
 from core.method.methods import (
     CANDIDATE_METHODS,
     RUNNERS,
+    USES_REASONER,
     USES_RULES,
     ItemContext,
     Method,
@@ -129,7 +130,7 @@ def run_item(
                          rules_source=ctx.rules.source if ctx.rules and method in USES_RULES else None)
         try:
             output = RUNNERS[method](reasoner, teacher, ctx, cfg, meter)
-            cost = meter.take().merged(prep_cost)
+            cost = meter.take().merged(prep_cost) if method in USES_REASONER else meter.take()
             res.cost = cost.merged(rules_cost) if method in USES_RULES else cost
             res.info = output.info
         except Exception as exc:  # noqa: BLE001

@@ -14,6 +14,9 @@
   appended to the prompt as the critique; the best video by the judge over all rounds is kept.
 * ``teacher`` (the paper's method): a fresh LoRA optimised on the item by the Teacher's
   differentiable reward, then the final video with the full schedule, the same eps and the VAE.
+* ``still`` (a reference, not a method): the first frame held for the whole video, no Reasoner
+  and no Teacher. A rule-based scorer gives it every rule about not breaking the scene and no
+  goal (0.3 of 1 on the synth benchmark), so a method shows reasoning only above it.
 
 Every method shares the item's rules (extracted and compiled once per item); their cost is
 added to each method that uses them. Seeds: candidate ``k`` of an item uses ``seed + k``, so
@@ -52,12 +55,15 @@ class Method(str, Enum):
     PE = "pe"
     VIDEOTPO = "videotpo"
     TEACHER = "teacher"
+    STILL = "still"
 
 
 #: Methods that need the item's rules from the Teacher.
 USES_RULES = {Method.BEST_OF_N, Method.PE, Method.VIDEOTPO, Method.TEACHER}
 #: Methods that draw N candidates (``MethodConfig.n``) and select one.
 CANDIDATE_METHODS = {Method.BEST_OF_N, Method.PASS_AT_N}
+#: Methods that run the Reasoner (and so pay for preparing its condition).
+USES_REASONER = set(Method) - {Method.STILL}
 
 
 class MethodConfig(StrictConfig):
@@ -110,6 +116,18 @@ def _need_reward(ctx: ItemContext) -> CompiledReward:
     if ctx.reward is None:
         raise ValueError("this method needs the item's compiled reward (extract and compile the rules first)")
     return ctx.reward
+
+
+def still_video(first_frame: np.ndarray, n_frames: int) -> np.ndarray:
+    """The ``still`` reference: ``first_frame`` (H, W, 3) held for ``n_frames`` frames."""
+    if n_frames < 1:
+        raise ValueError(f"n_frames must be at least 1, got {n_frames}")
+    return np.repeat(np.asarray(first_frame)[None], n_frames, axis=0)
+
+
+def run_still(reasoner: ReasonerAdapter, teacher: Teacher, ctx: ItemContext, cfg: MethodConfig, meter: CostMeter) -> MethodOutput:
+    with meter.phase("generate"):
+        return MethodOutput(still_video(ctx.first_frame, ctx.condition.n_frames))
 
 
 def run_vanilla(reasoner: ReasonerAdapter, teacher: Teacher, ctx: ItemContext, cfg: MethodConfig, meter: CostMeter) -> MethodOutput:
@@ -221,4 +239,5 @@ RUNNERS: dict[Method, Callable[..., MethodOutput]] = {
     Method.PE: run_pe,
     Method.VIDEOTPO: run_videotpo,
     Method.TEACHER: run_teacher,
+    Method.STILL: run_still,
 }

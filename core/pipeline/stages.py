@@ -5,6 +5,7 @@ evaluate flow runs (``tasks/stages.py`` adds cache keys, retries and persistence
     reward   : rules.json + Teacher                 -> reward.json    (CompiledReward)
     optimise : item + reward.json + Reasoner/Teacher -> adapter/ + optim.json (trace)
     generate : item + seed [+ adapter/ or prompt]   -> video.npz
+    still    : item                                 -> video.npz      (the first frame held: a reference)
     select   : candidate videos + judge or scorer   -> selection.json
     videotpo : item + reward.json                   -> video.npz per round + videotpo.json
     score    : item + video.npz [+ reward.json]     -> score.json (scorer + Teacher judge) + video.mp4 + video.gif
@@ -33,7 +34,7 @@ from core.errors import InputError
 from core.io import write_bytes_atomic, write_json_atomic
 from core.media import read_image, resize_image, write_gif, write_video
 from core.method.cost import CostMeter, CostRecord
-from core.method.methods import videotpo_search
+from core.method.methods import still_video, videotpo_search
 from core.method.optimise import (
     OptimConfig,
     detach_lora,
@@ -194,6 +195,14 @@ def generate_stage(
     npz = save_frames(frames, out_dir)
     return VideoRecord(npz=str(npz), seed=seed, prompt=text,
                        adapter=str(adapter) if adapter else None, cost=meter.take())
+
+
+def still_stage(instance: TaskInstance, seed: int, out_dir: Path) -> VideoRecord:
+    """The ``still`` reference: the item's first frame held for its whole video (no model runs)."""
+    meter = CostMeter()
+    with meter.phase("generate"):
+        frames = still_video(item_first_frame(instance), int(instance.metadata["n_frames"]))
+    return VideoRecord(npz=str(save_frames(frames, out_dir)), seed=seed, prompt=instance.prompt, cost=meter.take())
 
 
 def optimise_stage(

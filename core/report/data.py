@@ -25,7 +25,7 @@ PAPER_VBVR: dict[str, dict[str, float]] = {
 }
 
 #: Display order of the methods (others follow alphabetically).
-METHOD_ORDER = ["vanilla", "best_of_n", "pass_at_n", "pe", "videotpo", "teacher"]
+METHOD_ORDER = ["vanilla", "best_of_n", "pass_at_n", "pe", "videotpo", "teacher", "still"]
 
 #: Teacher-minus-vanilla score change that counts as "improved" / "worsened" in the filters.
 SCORE_DELTA = 0.05
