@@ -71,7 +71,7 @@ class WanReasonerArch(StrictConfig):
     vae_residual: bool = Field(False, description=(
         "Wan2.2's VAE blocks (is_residual): each down/up block adds a parameter-free shortcut that averages "
         "(duplicates) pixels into channels. Measured on this data: 22.2 vs 18.7 dB PSNR at 500 training steps, "
-        "24.4 vs 24.1 at 2000 (the plateau), at 1.37x the cost per step; off in the shipped zoo."))
+        "24.4 vs 24.1 at 2000, at 1.37x the cost per step; off in the shipped zoo."))
     dit_heads: int = 4
     dit_head_dim: int = 16
     dit_layers: int = 4
