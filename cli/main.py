@@ -383,7 +383,9 @@ def _print_zoo_eval(ev: dict) -> None:
         r = ev[name]
         table.add_row(f"{name} ({r['steps']} steps) score ID | OOD", f"{r['score_id']:.3f} | {r['score_ood']:.3f}")
     table.add_row("distilled - base (ID)", f"{ev['distilled_minus_base_id']:+.3f}")
-    for name, label in (("still_floor", "first frame held, through the VAE"), ("vae_ceiling", "ground truth through the VAE")):
+    from core.zoo import CODEC_REFERENCES
+
+    for name, label in CODEC_REFERENCES.items():
         if r := ev.get(name):
             table.add_row(f"{label}: score ID | OOD", f"{r['score_id']:.3f} | {r['score_ood']:.3f}")
     for k, v in ev["teacher"].items():

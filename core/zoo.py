@@ -29,7 +29,6 @@ from core.bench.synth.generate import make_synth_benchmark
 from core.config import StrictConfig
 from core.io import STAGE_RECORD, write_json_atomic, write_text_atomic
 from core.media import read_image
-from core.method.methods import still_video
 from core.models.surrogate import SurrogateDecoder
 from core.models.wan import (
     WanReasonerArch,
@@ -294,15 +293,19 @@ class ZooEval(BaseModel):
 
 def evaluate_zoo(models: Path, test_dir: Path, cfg: ZooConfig) -> ZooEval:
     """Every quality figure of the issue, on test-purpose instances only."""
+    # imported here: training the zoo needs neither the pipeline's transformer class nor the method package
     from diffusers import WanTransformer3DModel
+
+    from core.method.methods import still_video
 
     bench = open_benchmark(test_dir)
     pipe = load_reasoner(models / REASONER)
     gt = {s: [ground_truth_video(i) for i in bench.select(split=s)] for s in Split}
     vae_psnr = {s.value: round(reconstruction_psnr(pipe.vae, v), 2) for s, v in gt.items() if v}
     in_order = [i for s in Split for i in bench.select(split=s)]
-    ceiling = score_through_codec(pipe.vae, in_order, [v for s in Split for v in gt[s]])
-    floor = score_through_codec(pipe.vae, in_order, [still_video(v[0], len(v)) for s in Split for v in gt[s]])
+    videos = [v for s in Split for v in gt[s]]
+    ceiling = score_through_codec(pipe.vae, in_order, videos)
+    floor = score_through_codec(pipe.vae, in_order, [still_video(v[0], len(v)) for v in videos])
     surrogate = SurrogateDecoder.from_pretrained(models / SURROGATE).eval()
     fidelity = decoder_fidelity(pipe.vae, surrogate, gt[Split.ID][:20] + gt[Split.OOD][:10])
     distilled = score_videos(reasoner_samples(models / REASONER, bench.instances, seed=cfg.seed), 4)
@@ -384,11 +387,18 @@ def _split_scores(ev: dict, name: str) -> str:
     return "not measured" if not c else f"ID {c['score_id']:.3f}, OOD {c['score_ood']:.3f}"
 
 
+#: The references around a Reasoner's score (``ZooEval`` fields): what the codec alone makes of
+#: a held first frame and of the ground truth. The card's table and ``vlmt zoo eval`` show both.
+CODEC_REFERENCES = {
+    "still_floor": "first frame held (changes nothing), through the VAE",
+    "vae_ceiling": "ground truth through the VAE (ceiling)",
+}
+
+
 def _reference_rows(ev: dict) -> str:
-    """The Reasoner table's reference rows: what the codec alone makes of a held first frame and of the truth."""
+    """The Reasoner table's reference rows (``CODEC_REFERENCES``)."""
     rows = []
-    for name, label in (("still_floor", "first frame held (changes nothing), through the VAE"),
-                        ("vae_ceiling", "ground truth through the VAE (ceiling)")):
+    for name, label in CODEC_REFERENCES.items():
         if c := ev.get(name):
             rows.append(f"| {label} | {c['score_id']:.3f} | {c['score_ood']:.3f} | {c['success_id']:.2f} | {c['success_ood']:.2f} |\n")
     return "".join(rows)
