@@ -67,6 +67,9 @@ from tasks.models import model_identity
 
 #: Bump when a stage's code changes what it produces.
 CODE_VERSION = "evaluate-3"
+#: The score stage's own version, bumped when its record gains fields (score-2: the score's goal
+#: and process parts and gate), so that only scoring reruns and no video is regenerated.
+SCORE_VERSION = "score-2"
 
 
 class ModelPaths(StrictConfig):
@@ -222,7 +225,7 @@ def stage_keys(item_hash: str, seed: int, cfg: EvaluateConfig, ids: dict[str, st
                Method.STILL: k["video/still"]}
     for method, source in sources.items():
         # the final judge (reward hacking) needs the reward whenever rules are extracted at all
-        k[f"score/{method.value}"] = digest("score", CODE_VERSION, source, k["reward"] if judged else None,
+        k[f"score/{method.value}"] = digest("score", CODE_VERSION, SCORE_VERSION, source, k["reward"] if judged else None,
                                             ids["teacher"] if judged else None)
     return k
 
@@ -314,6 +317,7 @@ def _outcome(inst: TaskInstance, method: Method, chain: _Chain, seed: int) -> It
     score = chain.score.result()
     video = chain.video.result()
     base.score, base.success, base.criteria = score["score"], score["success"], score["criteria"]
+    base.goal, base.process, base.gate = score.get("goal"), score.get("process"), score.get("gate")
     base.judge_p_yes, base.judge_all_yes = score["judge_p_yes"], score["judge_all_yes"]
     # the method's own cost; scoring and the final judge are for reporting (as in vlmt compare)
     cost = CostRecord.model_validate(video["cost"])

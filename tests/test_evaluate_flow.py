@@ -72,9 +72,13 @@ def test_every_method_runs_and_lands_in_duckdb(setup):
         assert steps >= 2  # the teacher method's optimisation curve, per item
         videos = [r[0] for r in con.execute("SELECT video_path FROM results").fetchall()]
         still = con.execute("SELECT count(*), max(reasoner_nfe + teacher_forward) FROM costs WHERE method = 'still'").fetchone()
+        parts = con.execute("SELECT method, score, goal_score, process_score, gate FROM results").fetchall()
     assert all(Path(v).is_file() and v.endswith(".mp4") for v in videos)
     # the still reference: no model call; its video is the item's first frame held (the only video stage without calls)
     assert still == (2, 0)
+    # every synth result carries the score's parts; the held first frame breaks no rule
+    assert all(None not in row for row in parts)
+    assert all(row[3] == pytest.approx(1.0) and row[4] == pytest.approx(1.0) for row in parts if row[0] == "still")
     records = [json.loads(r.read_text()) for r in (Path(cfg.work) / "items").glob("*/video-*/record.json")]
     held = [r for r in records if not r["cost"]["counts"]]
     assert len(held) == 2
@@ -102,6 +106,7 @@ def test_rerun_reuses_every_stage_and_lr_change_keeps_the_rules(setup):
     client = MlflowClient(again["mlflow"]["tracking_uri"])
     teacher_run = next(r for r in runs.values() if r.data.tags.get("method") == "teacher")
     assert len(client.get_metric_history(teacher_run.info.run_id, "optim_loss")) >= 2
+    assert {"score", "goal_score", "process_score", "gate"} <= set(teacher_run.data.metrics)
     assert any(a.path.endswith(".mp4") for a in client.list_artifacts(teacher_run.info.run_id))
     # as if killed after each stage wrote its record.json, before Prefect stored the result: nothing is redone
     shutil.rmtree(Path(cfg.work) / "prefect-results")

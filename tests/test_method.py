@@ -493,5 +493,7 @@ def test_the_still_reference_holds_the_first_frame_without_a_model_call(reasoner
         assert r.cost.reasoner_nfe == 0 and not r.cost.counts and set(r.cost.seconds) == {"generate"}
         scored = score_synth(inst, r.video)
         assert scored.process == pytest.approx(1.0) and not scored.success
+        # the result carries the scorer's parts (goal before the gate, process, gate) for goal_vs_process
+        assert (r.goal, r.process, r.gate) == (scored.goal, scored.process, scored.gate) and r.gate == pytest.approx(1.0)
     summary = summarise_methods(results)["still"]
     assert summary.nfe_per_item == 0 and summary.teacher_calls_per_item == 0

@@ -49,9 +49,13 @@ def make_results(lam: float, rng: np.random.Generator) -> list[ItemResult]:
                                   "initial_loss": 1.0, "final_loss": trace[-1]["loss"], "trace": trace}}
                 counts = {"reasoner_forward": 4 + steps, "reasoner_backward": steps, "teacher_forward": steps,
                           "teacher_backward": steps}
+            # a goal criterion and two process rules, reduced as the synth scorer reduces them
+            goal, *rules = (float(x) for x in rng.choice([0.0, 0.5, 1.0], 3))
+            criteria = {f"{family}_goal": goal, "rule_a": rules[0], "rule_b": rules[1]}
             out.append(ItemResult(
                 instance_id=f"synth/{family}/{k:05d}", family=family, split=split, faculty=faculty, method=method,
                 seed=k, score=score, success=success, judge_p_yes=p_yes, judge_all_yes=min(p_yes) > 0.2,
+                criteria=criteria, goal=goal, process=float(np.mean(rules)), gate=min(rules),
                 cost=CostRecord(seconds={"generate": 1.0 + 9 * (method == "teacher")}, counts=counts), info=info))
     # one failed item, recorded with its stage
     out.append(ItemResult(instance_id="synth/flood_fill/00009", family="flood_fill", split="OOD", faculty="Abstraction",
@@ -191,6 +195,37 @@ def test_early_stop_and_ablation_pivot(warehouse):
     row = pivot.filter(pivot["lam"] == 0.0).row(0, named=True)
     assert row["teacher"] == pytest.approx(np.mean([r.score for r in written[0.0] if r.method == "teacher" and r.error is None]),
                                            abs=1e-3)
+
+
+def test_goal_vs_process_matches_the_records(warehouse):
+    _, db, _, written, _ = warehouse
+    q = load_queries()["goal_vs_process"]
+    df = query(db, q.sql, q.bind({}))
+    rows = {(r["method"], r["split"]): r for r in df.iter_rows(named=True)}
+    records = [r for rs in written.values() for r in rs if r.error is None]
+    assert set(rows) == {(r.method, r.split) for r in records}
+    for (method, split), row in rows.items():
+        rs = [r for r in records if (r.method, r.split) == (method, split)]
+        assert row["n"] == len(rs)
+        assert row["goal"] == pytest.approx(np.mean([r.goal for r in rs]), abs=1e-3)
+        assert row["gate"] == pytest.approx(np.mean([r.gate for r in rs]), abs=1e-3)
+        assert row["gated_goal"] == pytest.approx(np.mean([r.goal * r.gate for r in rs]), abs=1e-3)
+        assert row["process"] == pytest.approx(np.mean([r.process for r in rs]), abs=1e-3)
+        assert row["no_rule_broken_rate"] == pytest.approx(np.mean([r.gate >= 1 for r in rs]), abs=1e-3)
+
+
+def test_criteria_by_method_pivots_every_criterion(warehouse):
+    _, db, _, written, _ = warehouse
+    q = load_queries()["criteria_by_method"]
+    df = query(db, q.sql, q.bind({"family": "maze%"}))
+    assert set(df["family"]) == {"maze_navigate"}
+    assert sorted(df["criterion"]) == ["maze_navigate_goal", "rule_a", "rule_b"]
+    records = [r for rs in written.values() for r in rs if r.error is None and r.family == "maze_navigate"]
+    for row in df.iter_rows(named=True):
+        for method in ("vanilla", "teacher"):
+            values = [r.criteria[row["criterion"]] for r in records if r.method == method]
+            assert row[method] == pytest.approx(np.mean(values), abs=1e-3)
+        assert row["still"] is None  # no still results in this experiment
 
 
 @pytest.mark.parametrize("name", [n for n in load_queries() if n != "bench_by_family"])

@@ -57,6 +57,9 @@ class ItemResult(BaseModel):
     score: float | None = Field(0.0, description="None: not scored here (a benchmark scored by its official toolkit).")
     success: bool | None = False
     criteria: dict[str, float] = Field(default_factory=dict)
+    goal: float | None = Field(None, description="The synth scorer's goal part, before the gate (None: unscored).")
+    process: float | None = Field(None, description="The synth scorer's process part (None: unscored).")
+    gate: float | None = Field(None, description="The lowest process score, which multiplies the goal credit.")
     judge_p_yes: list[float] = Field(default_factory=list)
     judge_all_yes: bool = False
     rules_source: str | None = None
@@ -142,6 +145,7 @@ def run_item(
             result = score_synth(instance, output.video)
             res.score, res.success = result.score, result.success
             res.criteria = {c.name: c.score for c in result.criteria}
+            res.goal, res.process, res.gate = result.goal, result.process, result.gate
             if ctx.reward is not None:
                 start = time.perf_counter()
                 res.judge_p_yes = judge(teacher, ctx.reward, output.video)

@@ -92,6 +92,9 @@ class ScoreRecord(BaseModel):
     score: float | None
     success: bool | None
     criteria: dict[str, float] = Field(default_factory=dict)
+    goal: float | None = Field(None, description="The scorer's goal part (weighted mean of goal criteria, ungated).")
+    process: float | None = Field(None, description="The scorer's process part (weighted mean of process rules).")
+    gate: float | None = Field(None, description="The lowest process score, which multiplies the goal credit.")
     judge_p_yes: list[float] = Field(default_factory=list)
     judge_all_yes: bool = False
     mp4: str | None = None
@@ -292,7 +295,8 @@ def score_stage(
     t0 = time.perf_counter()
     if instance.benchmark == "synth":
         result = score_synth(instance, frames)
-        record = ScoreRecord(score=result.score, success=result.success, criteria={c.name: c.score for c in result.criteria})
+        record = ScoreRecord(score=result.score, success=result.success, criteria={c.name: c.score for c in result.criteria},
+                             goal=result.goal, process=result.process, gate=result.gate)
     else:
         record = ScoreRecord(score=None, success=None)
     seconds = {"score": time.perf_counter() - t0}

@@ -11,7 +11,8 @@ Tables (one folder each under the results root):
 
 * ``experiments``: one row per experiment (id, name, kind, config JSON, code version).
 * ``items``: one row per (experiment, item): family, split, faculty, seed.
-* ``results``: one row per (experiment, variant, item, method): score, success, judge,
+* ``results``: one row per (experiment, variant, item, method): score, success, the score's
+  goal and process parts and gate (synth), judge,
   reward hacking, optimisation summary, error and its stage, video path, and the method
   knobs as columns (lambda, gradient mode, K, steps, rank, ...) for ablation pivots.
 * ``traces``: one row per optimisation step of the teacher method.
@@ -105,6 +106,7 @@ def result_rows(result: ItemResult, experiment_id: str, variant: str, params: Va
         **key,
         "family": result.family, "split": result.split, "faculty": result.faculty, "seed": result.seed,
         "score": result.score, "success": result.success,
+        "goal_score": result.goal, "process_score": result.process, "gate": result.gate,
         "judge_all_yes": result.judge_all_yes, "hacked": result.hacked,
         "judge_goal_p_yes": p_yes[0] if p_yes else None,
         "judge_min_p_yes": min(p_yes) if p_yes else None,

@@ -126,7 +126,8 @@ class Tracker:
         now = int(time.time() * 1000)
         p = {"method": result.method, "instance_id": result.instance_id, "seed": result.seed, "variant": variant,
              **{k: v for k, v in params.items() if v is not None}}
-        metrics = {"score": result.score, "success": result.success, "judge_all_yes": float(result.judge_all_yes),
+        metrics = {"score": result.score, "success": result.success, "goal_score": result.goal,
+                   "process_score": result.process, "gate": result.gate, "judge_all_yes": float(result.judge_all_yes),
                    "hacked": result.hacked, "seconds": result.cost.total_seconds,
                    "reasoner_nfe": float(result.cost.reasoner_nfe)}
         metrics = {k: float(v) for k, v in metrics.items() if v is not None}  # unscored benchmarks log no score
