@@ -595,6 +595,7 @@ def evaluate_cmd(
     console.print(f"\nresults in DuckDB: {db} (experiment {exp})\n"
                   f"  vlmt sql by_faculty_split --db {db} --param experiment={exp}\n"
                   f"  vlmt sql judge_vs_scorer --db {db}    (reward hacking: judge says Yes, the scorer fails)\n"
+                  f"  vlmt sql paired_vs_baseline --db {db} --param experiment={exp}    (gain over vanilla on the same items)\n"
                   f"videos, rules, adapters: {Path(cfg.work) / 'items'}/<item>/<stage>-<key>/", highlight=False, soft_wrap=True)
     if cfg.mlflow_uri != "":
         uri = cfg.mlflow_uri or f"sqlite:///{Path(cfg.work) / 'mlflow.db'}"

@@ -228,6 +228,29 @@ def test_criteria_by_method_pivots_every_criterion(warehouse):
         assert row["still"] is None  # no still results in this experiment
 
 
+def test_paired_vs_baseline_matches_the_records(warehouse):
+    _, db, _, written, _ = warehouse
+    q = load_queries()["paired_vs_baseline"]
+    df = query(db, q.sql, q.bind({}))
+    assert sorted(df["variant"]) == ["lam=0.0", "lam=0.5"] and set(df["method"]) == {"teacher"}
+    for row in df.iter_rows(named=True):
+        rs = written[float(row["variant"].split("=")[1])]
+        base = {r.instance_id: r.score for r in rs if r.method == "vanilla" and r.error is None}
+        diffs = np.array([r.score - base[r.instance_id] for r in rs
+                          if r.method == "teacher" and r.error is None and r.instance_id in base])
+        se = diffs.std(ddof=1) / np.sqrt(len(diffs))
+        assert row["baseline"] == "vanilla" and row["n"] == len(diffs)
+        assert row["mean_diff"] == pytest.approx(diffs.mean(), abs=1e-3)
+        assert row["std_error"] == pytest.approx(se, abs=1e-3)
+        assert row["ci95_low"] == pytest.approx(diffs.mean() - 1.96 * se, abs=2e-3)
+        assert (row["wins"], row["ties"], row["losses"]) == ((diffs > 0).sum(), (diffs == 0).sum(), (diffs < 0).sum())
+    # the other way round: vanilla against the teacher method, the same pairs with the opposite sign
+    flipped = query(db, q.sql, q.bind({"baseline": "teacher"}))
+    for a, b in zip(df.sort("variant").iter_rows(named=True), flipped.sort("variant").iter_rows(named=True), strict=True):
+        assert b["method"] == "vanilla" and b["mean_diff"] == pytest.approx(-a["mean_diff"], abs=1e-3)
+        assert (b["wins"], b["losses"]) == (a["losses"], a["wins"])
+
+
 @pytest.mark.parametrize("name", [n for n in load_queries() if n != "bench_by_family"])
 def test_every_named_query_runs_on_the_fixture(warehouse, name):
     _, db, _, _, _ = warehouse
