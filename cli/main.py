@@ -595,6 +595,7 @@ def evaluate_cmd(
     console.print(f"\nresults in DuckDB: {db} (experiment {exp})\n"
                   f"  vlmt sql by_faculty_split --db {db} --param experiment={exp}\n"
                   f"  vlmt sql judge_vs_scorer --db {db}    (reward hacking: judge says Yes, the scorer fails)\n"
+                  f"  vlmt sql judge_per_query --db {db} --param experiment={exp}    (the judge's P(Yes) on broken rules)\n"
                   f"  vlmt sql paired_vs_baseline --db {db} --param experiment={exp}    (gain over vanilla on the same items)\n"
                   f"videos, rules, adapters: {Path(cfg.work) / 'items'}/<item>/<stage>-<key>/", highlight=False, soft_wrap=True)
     if cfg.mlflow_uri != "":

@@ -68,8 +68,9 @@ from tasks.models import model_identity
 #: Bump when a stage's code changes what it produces.
 CODE_VERSION = "evaluate-3"
 #: The score stage's own version, bumped when its record gains fields (score-2: the score's goal
-#: and process parts and gate), so that only scoring reruns and no video is regenerated.
-SCORE_VERSION = "score-2"
+#: and process parts and gate; score-3: the scorer's answer to each judged query), so that only
+#: scoring reruns and no video is regenerated.
+SCORE_VERSION = "score-3"
 
 
 class ModelPaths(StrictConfig):
@@ -319,6 +320,7 @@ def _outcome(inst: TaskInstance, method: Method, chain: _Chain, seed: int) -> It
     base.score, base.success, base.criteria = score["score"], score["success"], score["criteria"]
     base.goal, base.process, base.gate = score.get("goal"), score.get("process"), score.get("gate")
     base.judge_p_yes, base.judge_all_yes = score["judge_p_yes"], score["judge_all_yes"]
+    base.judge_truth = score.get("judge_truth", [])
     # the method's own cost; scoring and the final judge are for reporting (as in vlmt compare)
     cost = CostRecord.model_validate(video["cost"])
     chosen = video.get("video", video)

@@ -73,12 +73,16 @@ def test_every_method_runs_and_lands_in_duckdb(setup):
         videos = [r[0] for r in con.execute("SELECT video_path FROM results").fetchall()]
         still = con.execute("SELECT count(*), max(reasoner_nfe + teacher_forward) FROM costs WHERE method = 'still'").fetchone()
         parts = con.execute("SELECT method, score, goal_score, process_score, gate FROM results").fetchall()
+        judged = con.execute("SELECT json_array_length(judge_p_yes_json), json_array_length(judge_truth_json) "
+                             "FROM results").fetchall()
     assert all(Path(v).is_file() and v.endswith(".mp4") for v in videos)
     # the still reference: no model call; its video is the item's first frame held (the only video stage without calls)
     assert still == (2, 0)
     # every synth result carries the score's parts; the held first frame breaks no rule
     assert all(None not in row for row in parts)
     assert all(row[3] == pytest.approx(1.0) and row[4] == pytest.approx(1.0) for row in parts if row[0] == "still")
+    # every final video is judged, and the scorer's answer (or NULL off the bank) stands beside each query's P(Yes)
+    assert all(n_p is not None and n_p >= 1 and n_t == n_p for n_p, n_t in judged)
     records = [json.loads(r.read_text()) for r in (Path(cfg.work) / "items").glob("*/video-*/record.json")]
     held = [r for r in records if not r["cost"]["counts"]]
     assert len(held) == 2

@@ -467,8 +467,16 @@ def test_vlmt_compare_guidance_doubles_the_nfe(models, tmp_path):
 
     plain, guided = run(), run("--guidance", "3", "--negative-prompt", "static")
     assert guided["vanilla"]["nfe_per_item"] == 2 * plain["vanilla"]["nfe_per_item"] == 8
-    recorded = json.loads((tmp_path / "records4.json").read_text())["config"]["optim"]["guidance"]
-    assert recorded == {"scale": 3.0, "negative_prompt": "static"}
+    records = json.loads((tmp_path / "records4.json").read_text())
+    assert records["config"]["optim"]["guidance"] == {"scale": 3.0, "negative_prompt": "static"}
+    # with rules in play the final video is judged query by query, the scorer's answer (None off the bank) beside each
+    pe = CliRunner().invoke(app, ["compare", "--reasoner", str(models[0]), "--surrogate", str(models[1]), "--teacher",
+                                  str(models[2]["qwen2_5_vl"]), "--per-family", "1", "--limit", "1", "--methods", "pe",
+                                  "--out", str(tmp_path / "pe.json")])
+    assert pe.exit_code == 0, pe.output
+    (result,) = json.loads((tmp_path / "pe.json").read_text())["results"]
+    assert result["judge_p_yes"] and len(result["judge_truth"]) == len(result["judge_p_yes"])
+    assert all(t is None or isinstance(t, bool) for t in result["judge_truth"])
     bad = CliRunner().invoke(app, ["compare", "--guidance", "1", "--guidance-2", "3", "--limit", "1"])
     assert bad.exit_code == 2 and "invalid options" in bad.output and "set scale > 1" in bad.output
     single = CliRunner().invoke(app, ["compare", "--reasoner", str(models[0]), "--surrogate", str(models[1]), "--teacher",

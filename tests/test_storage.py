@@ -52,10 +52,12 @@ def make_results(lam: float, rng: np.random.Generator) -> list[ItemResult]:
             # a goal criterion and two process rules, reduced as the synth scorer reduces them
             goal, *rules = (float(x) for x in rng.choice([0.0, 0.5, 1.0], 3))
             criteria = {f"{family}_goal": goal, "rule_a": rules[0], "rule_b": rules[1]}
+            # the scorer's answer to each judged query; the last one is not a bank phrasing on one item
+            truth = [goal >= 0.5, rules[0] >= 0.5, None if k == 2 else rules[1] >= 0.5]
             out.append(ItemResult(
                 instance_id=f"synth/{family}/{k:05d}", family=family, split=split, faculty=faculty, method=method,
                 seed=k, score=score, success=success, judge_p_yes=p_yes, judge_all_yes=min(p_yes) > 0.2,
-                criteria=criteria, goal=goal, process=float(np.mean(rules)), gate=min(rules),
+                criteria=criteria, goal=goal, process=float(np.mean(rules)), gate=min(rules), judge_truth=truth,
                 cost=CostRecord(seconds={"generate": 1.0 + 9 * (method == "teacher")}, counts=counts), info=info))
     # one failed item, recorded with its stage
     out.append(ItemResult(instance_id="synth/flood_fill/00009", family="flood_fill", split="OOD", faculty="Abstraction",
@@ -249,6 +251,25 @@ def test_paired_vs_baseline_matches_the_records(warehouse):
     for a, b in zip(df.sort("variant").iter_rows(named=True), flipped.sort("variant").iter_rows(named=True), strict=True):
         assert b["method"] == "vanilla" and b["mean_diff"] == pytest.approx(-a["mean_diff"], abs=1e-3)
         assert (b["wins"], b["losses"]) == (a["losses"], a["wins"])
+
+
+def test_judge_per_query_matches_the_records(warehouse):
+    _, db, _, written, _ = warehouse
+    q = load_queries()["judge_per_query"]
+    df = query(db, q.sql, q.bind({}))
+    rows = {(r["method"], r["kind"]): r for r in df.iter_rows(named=True)}
+    records = [r for rs in written.values() for r in rs if r.error is None]
+    assert set(rows) == {(m, k) for m in ("vanilla", "teacher") for k in ("goal", "process")}
+    for (method, kind), row in rows.items():
+        pairs = [(p, t) for r in records if r.method == method
+                 for i, (p, t) in enumerate(zip(r.judge_p_yes, r.judge_truth, strict=True))
+                 if t is not None and (i == 0) == (kind == "goal")]
+        broken = [p for p, t in pairs if not t]
+        assert row["n"] == len(pairs) and row["n_broken"] == len(broken)
+        if broken:
+            assert row["p_yes_when_broken"] == pytest.approx(np.mean(broken), abs=1e-3)
+            assert row["false_yes_rate"] == pytest.approx(np.mean([p > 0.5 for p in broken]), abs=1e-3)
+        assert row["accuracy"] == pytest.approx(np.mean([(p > 0.5) == t for p, t in pairs]), abs=1e-3)
 
 
 @pytest.mark.parametrize("name", [n for n in load_queries() if n != "bench_by_family"])

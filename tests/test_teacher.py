@@ -20,6 +20,7 @@ from core.bench.synth.queries import (
     match_query,
     queries_content_ok,
     query_bank,
+    query_truths,
     rule_queries,
 )
 from core.errors import InputError
@@ -39,7 +40,7 @@ from core.models.teacher import (
     video_to_pixels,
 )
 from core.models.tokenizer import build_bpe_tokenizer
-from core.scoring.synth import SCORERS
+from core.scoring.synth import SCORERS, score_synth
 from core.train.common import ground_truth_video
 from core.train.teacher import (
     TeacherTrainConfig,
@@ -224,6 +225,20 @@ def test_label_video_says_yes_on_ground_truth_and_no_where_a_rule_is_broken(trai
     assert label_video(inst, ground_truth_video(inst), [text]) == [True]
     with pytest.raises(InputError):
         label_video(inst, ground_truth_video(inst), ["Is the sky blue?"])
+
+
+def test_query_truths_answer_bank_phrasings_and_leave_other_texts_open(train_bench):
+    """The per-query check of a run's judge: the same answers as label_video, None off the bank."""
+    for inst in train_bench.instances[::7]:
+        texts = [variants[-1].text for variants in query_bank(inst.metadata)]
+        for kind in ("vanish", "static_change"):
+            video = perturbed_video(inst.metadata, kind)
+            if video is None:
+                continue
+            truths = query_truths(inst, score_synth(inst, video), ["  " + texts[0].upper(), "Is the sky blue?", *texts[1:]])
+            assert truths[1] is None
+            assert [truths[0], *truths[2:]] == label_video(inst, video, texts)
+            assert False in truths, (inst.id, kind)  # the perturbation breaks a rule some query asks about
 
 
 # --------------------------------------------------------------------------- training

@@ -26,6 +26,7 @@ import numpy as np
 from pydantic import BaseModel, Field, PrivateAttr
 
 from core.bench.record import TaskInstance
+from core.bench.synth.queries import query_truths
 from core.media import read_image
 from core.method.cost import CostMeter, CostRecord
 from core.method.methods import (
@@ -61,6 +62,8 @@ class ItemResult(BaseModel):
     process: float | None = Field(None, description="The synth scorer's process part (None: unscored).")
     gate: float | None = Field(None, description="The lowest process score, which multiplies the goal credit.")
     judge_p_yes: list[float] = Field(default_factory=list)
+    judge_truth: list[bool | None] = Field(
+        default_factory=list, description="The scorer's answer to each judged query (None: not a bank phrasing).")
     judge_all_yes: bool = False
     rules_source: str | None = None
     cost: CostRecord = CostRecord()
@@ -151,6 +154,7 @@ def run_item(
                 res.judge_p_yes = judge(teacher, ctx.reward, output.video)
                 res.info["judge_seconds"] = time.perf_counter() - start
                 res.judge_all_yes = all_yes(res.judge_p_yes)
+                res.judge_truth = query_truths(instance, result, [q.text for q in ctx.reward.queries])
             res._video = output.video
         except Exception as exc:  # noqa: BLE001
             res.error, res.error_stage = _error(f"{instance.id}: scoring {method.value}", exc)

@@ -30,6 +30,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from core.bench.record import TaskInstance
+from core.bench.synth.queries import query_truths
 from core.errors import InputError
 from core.io import write_bytes_atomic, write_json_atomic
 from core.media import read_image, resize_image, write_gif, write_video
@@ -96,6 +97,8 @@ class ScoreRecord(BaseModel):
     process: float | None = Field(None, description="The scorer's process part (weighted mean of process rules).")
     gate: float | None = Field(None, description="The lowest process score, which multiplies the goal credit.")
     judge_p_yes: list[float] = Field(default_factory=list)
+    judge_truth: list[bool | None] = Field(
+        default_factory=list, description="The scorer's answer to each judged query (synth; None: not a bank phrasing).")
     judge_all_yes: bool = False
     mp4: str | None = None
     gif: str | None = None
@@ -293,6 +296,7 @@ def score_stage(
     given, the Teacher's judge; and the scored video's viewable copies (mp4, GIF) beside ``out``."""
     frames = load_frames(video.npz)
     t0 = time.perf_counter()
+    result = None
     if instance.benchmark == "synth":
         result = score_synth(instance, frames)
         record = ScoreRecord(score=result.score, success=result.success, criteria={c.name: c.score for c in result.criteria},
@@ -302,8 +306,11 @@ def score_stage(
     seconds = {"score": time.perf_counter() - t0}
     if teacher is not None and reward_json is not None:
         t0 = time.perf_counter()
-        record.judge_p_yes = judge(teacher, load_reward(reward_json), frames)
+        reward = load_reward(reward_json)
+        record.judge_p_yes = judge(teacher, reward, frames)
         record.judge_all_yes = all_yes(record.judge_p_yes)
+        if result is not None:
+            record.judge_truth = query_truths(instance, result, [q.text for q in reward.queries])
         seconds["judge_final"] = time.perf_counter() - t0
     record.cost = CostRecord(seconds={k: round(v, 4) for k, v in seconds.items()})
     mp4, gif = save_media(frames, out.parent, _fps(instance))

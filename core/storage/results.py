@@ -12,7 +12,8 @@ Tables (one folder each under the results root):
 * ``experiments``: one row per experiment (id, name, kind, config JSON, code version).
 * ``items``: one row per (experiment, item): family, split, faculty, seed.
 * ``results``: one row per (experiment, variant, item, method): score, success, the score's
-  goal and process parts and gate (synth), judge,
+  goal and process parts and gate (synth), judge (P(Yes) per query, and the scorer's answer
+  to each query where it has one),
   reward hacking, optimisation summary, error and its stage, video path, and the method
   knobs as columns (lambda, gradient mode, K, steps, rank, ...) for ablation pivots.
 * ``traces``: one row per optimisation step of the teacher method.
@@ -110,6 +111,8 @@ def result_rows(result: ItemResult, experiment_id: str, variant: str, params: Va
         "judge_all_yes": result.judge_all_yes, "hacked": result.hacked,
         "judge_goal_p_yes": p_yes[0] if p_yes else None,
         "judge_min_p_yes": min(p_yes) if p_yes else None,
+        "judge_p_yes_json": json.dumps(p_yes) if p_yes else None,
+        "judge_truth_json": json.dumps(result.judge_truth) if result.judge_truth else None,
         "rules_source": result.rules_source,
         "steps_run": optim.get("steps_run"), "stop_reason": optim.get("stop_reason"),
         "initial_loss": optim.get("initial_loss"), "final_loss": optim.get("final_loss"),

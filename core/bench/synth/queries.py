@@ -18,7 +18,8 @@ Three uses:
   yes/no training questions come from here, and ``match_query`` maps a generated
   question back to the criterion it checks (how query *content* is evaluated).
 * ``label_video(instance, video, queries)``: the ground-truth answers for any video,
-  from the rule-based scorer: "Yes" where the query's criterion scores >= 0.5.
+  from the rule-based scorer: "Yes" where the query's criterion scores >= 0.5;
+  ``query_truths`` the same for a scored video and any query texts (None off the bank).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from core.bench.record import TaskInstance
 from core.errors import InputError
+from core.scoring.result import ScoreResult
 from core.scoring.synth import score_synth
 
 #: A video answers "Yes" to a query when every criterion it names scores at least this.
@@ -363,4 +365,19 @@ def label_video(instance: TaskInstance, video: np.ndarray, queries: Sequence[Rul
             q = found
         resolved.append(q)
     result = score_synth(instance, video)
-    return [all(result.criterion(name).score >= YES_THRESHOLD for name in q.criteria) for q in resolved]
+    return [_holds(result, q) for q in resolved]
+
+
+def query_truths(instance: TaskInstance, result: ScoreResult, texts: Sequence[str]) -> list[bool | None]:
+    """The scorer's answer to each query text for an already scored video ("Yes" = True).
+
+    Lenient where ``label_video`` is strict: a Teacher's extracted query that is not one of the
+    instance's bank phrasings has no ground truth and gets None instead of an error, so a
+    run's judge can be checked query by query wherever a truth exists.
+    """
+    matched = [match_query(instance.metadata, text) for text in texts]
+    return [None if q is None else _holds(result, q) for q in matched]
+
+
+def _holds(result: ScoreResult, query: RuleQuery) -> bool:
+    return all(result.criterion(name).score >= YES_THRESHOLD for name in query.criteria)
