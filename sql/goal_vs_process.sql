@@ -5,6 +5,7 @@
 -- process credit over vanilla breaks fewer rules; one that gains gated goal credit solves more.
 -- Rows without these parts (other benchmarks, results written before they were recorded) are left out.
 -- param experiment = %: experiment id (SQL LIKE pattern)
+-- param variant = %: variant (SQL LIKE pattern)
 SELECT
     method,
     coalesce(split, '-')                               AS split,
@@ -17,6 +18,6 @@ SELECT
     round(avg(CAST(gate >= 1 AS DOUBLE)), 3)           AS no_rule_broken_rate,
     round(avg(CAST(success AS DOUBLE)), 3)             AS success_rate
 FROM results
-WHERE experiment_id LIKE $experiment AND error IS NULL AND goal_score IS NOT NULL
+WHERE experiment_id LIKE $experiment AND variant LIKE $variant AND error IS NULL AND goal_score IS NOT NULL
 GROUP BY ALL
 ORDER BY method, split;

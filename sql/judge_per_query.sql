@@ -5,6 +5,7 @@
 -- reward-hacking signal, which moves long before judge_vs_scorer's every-rule flag does.
 -- Queries with no scorer answer (not one of the benchmark's phrasings) are left out.
 -- param experiment = %: experiment id (SQL LIKE pattern)
+-- param variant = %: variant (SQL LIKE pattern)
 WITH per_query AS (
     SELECT
         method,
@@ -12,7 +13,7 @@ WITH per_query AS (
         unnest(from_json(judge_p_yes_json, '["DOUBLE"]'))                            AS p_yes,
         unnest(from_json(judge_truth_json, '["BOOLEAN"]'))                           AS holds
     FROM results
-    WHERE experiment_id LIKE $experiment AND error IS NULL
+    WHERE experiment_id LIKE $experiment AND variant LIKE $variant AND error IS NULL
       AND judge_p_yes_json IS NOT NULL AND judge_truth_json IS NOT NULL
 )
 SELECT

@@ -49,6 +49,7 @@ def fixture_experiment(root: Path, per_family: int = 1, methods: list[str] | Non
             res = ItemResult(
                 instance_id=inst.id, family=inst.task_family, split=inst.split.value, faculty=inst.faculty.value,
                 method=method, seed=k, score=score, success=not worse, criteria={"goal": score, "process": 1.0},
+                goal=score, process=1.0, gate=1.0, judge_truth=[not worse, True],
                 judge_p_yes=[0.9, 0.7], judge_all_yes=True, cost=CostRecord(seconds={"generate": 1.0 + k}, counts={"reasoner_forward": 4}),
                 info={"prompt": inst.prompt, "first_frame": str(inst.first_frame), "video": str(mp4), "gif": str(gif),
                       "queries": [{"text": "Does the agent reach the goal?", "kind": "goal"},

@@ -44,6 +44,11 @@ def test_report_shows_every_method_and_item_and_every_file_it_references_exists(
         assert (page.parent / ref).is_file(), ref
         assert not ref.startswith(("http:", "https:", "/"))  # self-contained: nothing fetched from elsewhere
     assert "Does the agent reach the goal?" in text
+    # the score's parts and the judge query by query, from the named queries
+    parts = text[text.index("id='parts'"):text.index("</table>", text.index("id='parts'"))]
+    judged = text[text.index("id='judge-queries'"):text.index("</table>", text.index("id='judge-queries'"))]
+    for method in METHODS:
+        assert f"<td>{method}</td>" in parts and f"<td>{method}</td>" in judged
 
 
 def test_outcome_filter_values_follow_the_scores(report):
@@ -57,6 +62,15 @@ def test_outcome_filter_values_follow_the_scores(report):
     row = {r["method"]: r for r in data.summary}
     assert row["teacher"]["errors"] == 1 and row["vanilla"]["errors"] == 0
     assert row["teacher"]["mean_score"] == pytest.approx(0.8)
+    # darkened items: goal 0.2 and the judge says Yes (0.9) to a goal the scorer says is not reached
+    worse = [i for i in range(len(instances)) if i % 2 == 0]
+    goal = {(r["method"], r["split"]): r["goal"] for r in data.parts}
+    for split in {inst.split.value for inst in instances}:
+        ks = [k for k, inst in enumerate(instances) if inst.split.value == split]
+        assert goal[("vanilla", split)] == pytest.approx(sum(0.2 if k in worse else 0.8 for k in ks) / len(ks), abs=1e-3)
+    judged = {(r["method"], r["kind"]): r for r in data.judge_queries}
+    assert judged[("vanilla", "goal")]["n_broken"] == len(worse)
+    assert judged[("vanilla", "goal")]["false_yes_rate"] == 1.0 and judged[("teacher", "goal")]["n_broken"] == 0
 
 
 def test_unknown_experiment_names_what_exists(report):

@@ -116,6 +116,29 @@ def _ruler_table(data: ReportData) -> str:
             f"<table class='grid' id='ruler'>{head}{rows}</table>")
 
 
+def _rows_table(rows: list[dict], ident: str, title: str, note: str) -> str:
+    """A named query's rows as a table (columns in the query's order), with its heading; nothing without rows."""
+    if not rows:
+        return ""
+    cols = list(rows[0])
+    head = "<tr>" + "".join(f"<th>{_e(c.replace('_', ' '))}</th>" for c in cols) + "</tr>"
+    body = "".join("<tr>" + "".join(f"<td>{_num(r[c]) if isinstance(r[c], float) else _e(r[c])}</td>" for c in cols)
+                   + "</tr>" for r in rows)
+    return f"<h2>{_e(title)}</h2><p><small>{_e(note)}</small></p><table class='grid' id='{ident}'>{head}{body}</table>"
+
+
+def _analysis_tables(data: ReportData) -> str:
+    return _rows_table(
+        data.parts, "parts", "Where the score comes from (synth)",
+        "goal: the goal criteria before the gate; gate: the lowest process score, which multiplies the goal credit; "
+        "process: the process rules. A gain in process alone is rules kept, not goals reached. (sql/goal_vs_process.sql)",
+    ) + _rows_table(
+        data.judge_queries, "judge-queries", "The judge query by query",
+        "The Teacher's P(Yes) against the scorer's answer to the same query. P(Yes) rising on broken rules after "
+        "optimisation is the judge being fooled. (sql/judge_per_query.sql)",
+    )
+
+
 def _ruler_labels(labels: list[dict]) -> str:
     """One line per judged checklist question, or the judge's failure; grouped by judge."""
     lines = []
@@ -188,7 +211,8 @@ def render(data: ReportData, figures: dict[str, str], media: dict[tuple[str, str
     meta = json.dumps({"experiment_id": data.experiment_id, "items": len(data.items), "methods": data.methods})
     return _PAGE.format(
         title=_e(f"vlmt report: {data.name}"), name=_e(data.name), experiment_id=_e(data.experiment_id), kind=_e(data.kind),
-        created=_e(data.created_at), variant=_e(data.variant), summary=_summary_table(data) + _ruler_table(data),
+        created=_e(data.created_at), variant=_e(data.variant),
+        summary=_summary_table(data) + _ruler_table(data) + _analysis_tables(data),
         groups=_group_table(data),
         plots=plots_html, filters=_select("f-family", "family", families) + _select("f-split", "split", splits)
         + _select("f-outcome", "teacher vs vanilla", outcomes), cards=cards, meta=_e(meta), css=_CSS, js=_JS,

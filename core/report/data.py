@@ -87,6 +87,9 @@ class ReportData(BaseModel):
     traces: list[dict]
     items: list[ItemView]
     ruler: list[dict] = Field(default_factory=list, description="RULER-Bench scores per method and judge (ruler_scores).")
+    parts: list[dict] = Field(default_factory=list, description="Synth score's goal part, gate and process part (goal_vs_process).")
+    judge_queries: list[dict] = Field(
+        default_factory=list, description="The judge against the scorer query by query (judge_per_query).")
 
 
 def _rows(db: Path, sql: str, params: dict) -> list[dict]:
@@ -150,14 +153,28 @@ def load_report_data(db: str | Path, experiment: str | None = None, variant: str
                        "AND method = 'teacher' ORDER BY instance_id, step", p)
     items = _items(results)
     ruler = _ruler(db, p, items)
+    parts, judge_queries = (sorted(_named(db, name, p, needs), key=lambda r: methods.index(r["method"]))
+                            for name, needs in (("goal_vs_process", "goal_score"), ("judge_per_query", "judge_truth_json")))
     return ReportData(
         experiment_id=eid, name=exp["name"], kind=exp["kind"], created_at=exp["created_at"], variant=variant,
         methods=methods, summary=sorted(summary.to_dicts(), key=lambda r: methods.index(r["method"])),
         by_group=by_group.to_dicts(),
         costs=ok.select("instance_id", "method", "score", "total_seconds", "reasoner_nfe", "steps_run", "stop_reason",
                         "judge_all_yes", "success", "judge_goal_p_yes").to_dicts(),
-        traces=traces.to_dicts(), items=items, ruler=ruler,
+        traces=traces.to_dicts(), items=items, ruler=ruler, parts=parts, judge_queries=judge_queries,
     )
+
+
+def _named(db: Path, name: str, p: dict, needs: str) -> list[dict]:
+    """The rows of named query ``name`` for this experiment and variant; none for runs written before
+    the results table had column ``needs``."""
+    from core.storage.named import get_query
+
+    cols = query(db, "SELECT column_name FROM information_schema.columns WHERE table_name = 'results'", {})["column_name"]
+    if needs not in set(cols):
+        return []
+    q = get_query(name)
+    return query(db, q.sql, q.bind({"experiment": p["e"], "variant": p["v"]})).to_dicts()
 
 
 def _ruler(db: Path, p: dict, items: list[ItemView]) -> list[dict]:
