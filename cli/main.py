@@ -750,6 +750,15 @@ def _print_comparison(summary: dict, n_items: int, seconds: float) -> None:
                       f"{s.by_split.get('OOD', float('nan')):.3f}", *(f"{s.by_faculty.get(f, float('nan')):.3f}" for f in faculties),
                       f"{s.seconds_per_item:.2f}", f"{s.nfe_per_item:.1f}", f"{s.hacking_rate:.1%}", str(s.n_errors))
     console.print(table)
+    paired = {k: s.vs_vanilla for k, s in summary.items() if s.vs_vanilla}
+    if paired:
+        diff = Table(title="Against vanilla on the same items: score difference, 95% interval, items won / tied / lost")
+        for c in ("method", "n", "difference", "95% interval", "won / tied / lost"):
+            diff.add_column(c, justify="left" if c == "method" else "right")
+        for name, d in paired.items():
+            diff.add_row(name, str(d.n), f"{d.mean:+.3f}", f"{d.ci95_low:+.3f} to {d.ci95_high:+.3f}",
+                         f"{d.wins} / {d.ties} / {d.losses}")
+        console.print(diff)
     extras = {k: s.extra for k, s in summary.items() if s.extra}
     if extras:
         console.print(" ".join(f"{k}: {v}" for k, v in extras.items()), highlight=False)

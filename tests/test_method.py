@@ -429,6 +429,32 @@ def test_a_tokenizer_that_splits_yes_differently_in_context_is_refused(teacher):
         compile_reward(broken, RULES, 17, (64, 64), k_frames=8)
 
 
+def test_summaries_carry_the_paired_difference_from_vanilla():
+    """Score minus vanilla's on the same items: mean, standard error, 95% interval, wins/ties/losses;
+    items either side failed are left out."""
+    from core.method.compare import ItemResult, summarise_methods
+
+    vanilla = [0.1, 0.2, 0.3, 0.4, 0.5]
+    teacher = [0.3, 0.2, 0.6, 0.4, 0.9]
+
+    def result(method: str, k: int, score: float, error: str | None = None) -> ItemResult:
+        return ItemResult(instance_id=f"i{k}", family="f", split="ID", faculty="x", method=method, seed=k, score=score,
+                          error=error)
+
+    results = ([result("vanilla", k, v) for k, v in enumerate(vanilla)]
+               + [result("teacher", k, t) for k, t in enumerate(teacher)]
+               + [result("teacher", 9, 0.0, error="boom"), result("vanilla", 8, 0.7)])  # neither pairs
+    summary = summarise_methods(results)
+    d = summary["teacher"].vs_vanilla
+    diffs = np.array(teacher) - np.array(vanilla)
+    se = diffs.std(ddof=1) / np.sqrt(len(diffs))
+    assert d.baseline == "vanilla" and d.n == 5
+    assert d.mean == pytest.approx(diffs.mean()) and d.std_error == pytest.approx(se)
+    assert (d.ci95_low, d.ci95_high) == (pytest.approx(diffs.mean() - 1.96 * se), pytest.approx(diffs.mean() + 1.96 * se))
+    assert (d.wins, d.ties, d.losses) == (3, 2, 0)
+    assert summary["vanilla"].vs_vanilla is None
+
+
 def test_auto_n_divides_median_teacher_time_by_median_candidate_time():
     from core.method.compare import ItemResult, auto_n
     from core.method.cost import CostRecord

@@ -164,6 +164,37 @@ def run_item(
 
 # --------------------------------------------------------------------------- summaries
 
+class PairedDifference(BaseModel):
+    """A method's score minus a baseline's on the same items (the figure to quote for a gain).
+
+    Pairing removes each item's own difficulty from the comparison; the interval is the
+    normal approximation, mean +- 1.96 standard errors (as ``sql/paired_vs_baseline.sql``).
+    """
+
+    baseline: str
+    n: int
+    mean: float
+    std_error: float
+    ci95_low: float
+    ci95_high: float
+    wins: int
+    ties: int
+    losses: int
+
+
+def paired_difference(results: Sequence[ItemResult], baseline: Sequence[ItemResult]) -> PairedDifference | None:
+    """``results`` minus ``baseline`` on the items both scored without error; None under two such items."""
+    base = {r.instance_id: r.score for r in baseline if r.error is None and r.score is not None}
+    diffs = np.array([r.score - base[r.instance_id] for r in results
+                      if r.error is None and r.score is not None and r.instance_id in base])
+    if len(diffs) < 2:
+        return None
+    mean, se = float(diffs.mean()), float(diffs.std(ddof=1) / np.sqrt(len(diffs)))
+    return PairedDifference(baseline=baseline[0].method, n=len(diffs), mean=mean, std_error=se,
+                            ci95_low=mean - 1.96 * se, ci95_high=mean + 1.96 * se, wins=int((diffs > 1e-9).sum()),
+                            ties=int((np.abs(diffs) <= 1e-9).sum()), losses=int((diffs < -1e-9).sum()))
+
+
 class MethodSummary(BaseModel):
     method: str
     n: int
@@ -176,6 +207,7 @@ class MethodSummary(BaseModel):
     nfe_per_item: float
     teacher_calls_per_item: float
     hacking_rate: float = Field(description="Judge says Yes to every query while the strict check fails.")
+    vs_vanilla: PairedDifference | None = Field(None, description="Score minus vanilla's on the same items.")
     extra: dict = Field(default_factory=dict)
 
 
@@ -214,6 +246,8 @@ def summarise_methods(results: Sequence[ItemResult]) -> dict[str, MethodSummary]
             teacher_calls_per_item=_mean(r.cost.counts.get("teacher_forward", 0) + r.cost.counts.get("teacher_backward", 0)
                                          + r.cost.counts.get("teacher_generate", 0) for r in ok),
             hacking_rate=_mean(float(r.hacked) for r in ok if r.hacked is not None), extra=extra,
+            vs_vanilla=paired_difference(rs, by_method[Method.VANILLA.value])
+            if method != Method.VANILLA.value and by_method.get(Method.VANILLA.value) else None,
         )
     return out
 
