@@ -267,3 +267,8 @@ def test_micro_training_lowers_the_loss_and_evaluates(train_bench, test_bench, t
     assert ev.counts["instances"] == 2 and ev.counts["questions"] == 4 * ev.counts["videos"]
     for value in (ev.accuracy, ev.accuracy_goal, ev.accuracy_process, ev.false_yes_rate, ev.query_valid_rate):
         assert 0.0 <= value <= 1.0
+    # per criterion: every question counted once, and the accuracies recombine into the overall one
+    per = ev.per_criterion
+    assert all("/" in name for name in per) and sum(c["n"] for c in per.values()) == ev.counts["questions"]
+    assert sum(c["n"] * c["accuracy"] for c in per.values()) / ev.counts["questions"] == pytest.approx(ev.accuracy, abs=1e-3)
+    assert all(0.5 <= c["majority_rate"] <= 1.0 for c in per.values())

@@ -621,8 +621,24 @@ class TeacherEval(BaseModel):
     query_exact_rate: float
     per_family: dict[str, float]
     per_source: dict[str, float]
+    per_criterion: dict[str, dict[str, float]] = Field(
+        default_factory=dict,
+        description="Per rule criterion: questions, accuracy, the majority answer's rate (what a constant answer "
+                    "scores) and mean P(Yes) where the truth is Yes and No; equal means: the Teacher cannot tell.")
     counts: dict[str, int]
     examples: list[dict] = Field(default_factory=list, description="A few generated rule sets, for eyeballing.")
+
+
+def _per_criterion(criteria: list[str], probs: list[float], truth: list[bool]) -> dict[str, dict[str, float]]:
+    out = {}
+    for name in sorted(set(criteria)):
+        p = np.array([x for x, c in zip(probs, criteria, strict=True) if c == name])
+        t = np.array([x for x, c in zip(truth, criteria, strict=True) if c == name], dtype=bool)
+        out[name] = {"n": len(t), "accuracy": _rate(list((p > 0.5) == t)),
+                     "majority_rate": round(float(max(t.mean(), 1 - t.mean())), 4),
+                     "p_yes_when_yes": round(float(p[t].mean()), 4) if t.any() else float("nan"),
+                     "p_yes_when_no": round(float(p[~t].mean()), 4) if (~t).any() else float("nan")}
+    return out
 
 
 def _rate(values: list[bool]) -> float:
@@ -657,12 +673,14 @@ def evaluate_teacher(
                                   seed=seed, workers=workers or torch.get_num_threads())
     instances = data.instances
     rows = []  # (video index, query text, kind, label)
+    criteria = []  # each row's criterion, as family/criterion
     for v, item in enumerate(data.items):
         inst = data.instances[item.instance]
         reference = rule_queries(inst.metadata)
         bank_criteria = [variants[0].criterion for variants in query_bank(inst.metadata)]
         for q in reference:
             rows.append((v, q.text, q.kind, item.labels[bank_criteria.index(q.criterion)]))
+            criteria.append(f"{inst.task_family}/{q.criterion}")
     probs = []
     for s in range(0, len(rows), batch):
         chunk = rows[s : s + batch]
@@ -720,6 +738,7 @@ def evaluate_teacher(
         query_exact_rate=_rate(exact),
         per_family={f: _rate([c for c, g in zip(correct, family, strict=True) if g == f]) for f in families},
         per_source={s: _rate([c for c, g in zip(correct, source, strict=True) if g == s]) for s in sources},
+        per_criterion=_per_criterion(criteria, probs, truth),
         counts={"instances": len(instances), "videos": len(data.items), "questions": len(rows),
                 "questions_yes": int(sum(truth)), "questions_no": int(len(truth) - sum(truth)),
                 "broken_videos": len(broken_videos), **{f"videos_{k}": v for k, v in data.counts.items() if k in broken_src | {"gt"}}},
