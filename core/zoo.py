@@ -16,6 +16,7 @@ Layout written under ``out`` (default ``models/``)::
 from __future__ import annotations
 
 import logging
+import math
 import shutil
 from pathlib import Path
 
@@ -404,6 +405,31 @@ def _reference_rows(ev: dict) -> str:
     return "".join(rows)
 
 
+def criterion_table(per_criterion: dict[str, dict[str, float]]) -> str:
+    """The Teacher card's limitations: per criterion, its accuracy beside a constant answer's.
+
+    A criterion where the accuracy is at or below the majority answer's rate, with P(Yes) about
+    the same whether the rule holds or not, is one the Teacher cannot judge; its reward then
+    carries no signal about that rule (and an optimiser is free to break it).
+    """
+    if not per_criterion:
+        return ""
+    blind = [name for name, c in per_criterion.items() if c["accuracy"] <= c["majority_rate"]]
+    rows = "".join(
+        f"| {name} | {int(c['n'])} | {c['accuracy']:.3f} | {c['majority_rate']:.3f} | {_fixed(c['p_yes_when_yes'])} | "
+        f"{_fixed(c['p_yes_when_no'])} |{' no better than constant |' if name in blind else ' |'}\n"
+        for name, c in per_criterion.items())
+    return (f"\n## Limitations: what it can tell, per criterion\n\nNo better than a constant answer on {len(blind)} of "
+            f"{len(per_criterion)} criteria (accuracy at or below the majority answer's rate).\n\n"
+            "| criterion | questions | accuracy | constant answer | P(Yes) when kept | P(Yes) when broken | |\n"
+            "|---|---|---|---|---|---|---|\n" + rows)
+
+
+def _fixed(value: float | None) -> str:
+    """Two decimals; a dash where there is no value (no question of that truth: NaN, null once in JSON)."""
+    return "–" if value is None or math.isnan(value) else f"{value:.2f}"
+
+
 def write_cards(models: Path, evaluation: dict) -> None:
     """A README.md model card in every folder, and the figures in ``zoo.json``."""
     import json
@@ -473,7 +499,9 @@ def write_cards(models: Path, evaluation: dict) -> None:
                 f"write rule queries as JSON and to answer Yes/No about a video, with augmentation (blur, noise, shifts). "
                 f"Its training videos include ground truth, rule-breaking perturbations and the Reasoner's own samples "
                 f"labelled by the rule-based scorers. Recipe: `{json.dumps(cfg['teacher'])}`; "
-                f"{st['teacher']['seconds']:.0f} s.\n\nFigures on test instances: `{json.dumps(ev['teacher'])}`\n"
+                f"{st['teacher']['seconds']:.0f} s.\n\nFigures on test instances: "
+                f"`{json.dumps({k: v for k, v in ev['teacher'].items() if k != 'per_criterion'})}`\n"
+                + criterion_table(ev["teacher"].get("per_criterion") or {})
             ),
         ),
     }

@@ -38,6 +38,12 @@ def test_micro_zoo_publishes_every_model_with_cards_and_figures(micro_zoo):
     assert floor["success_id"] == floor["success_ood"] == 0.0  # changing nothing never reaches a goal
     card = (models / "reasoner" / "README.md").read_text()
     assert f"| first frame held (changes nothing), through the VAE | {floor['score_id']:.3f} |" in card
+    # the Teacher card's limitations: one row per criterion, and the count of those no better than a constant answer
+    per = record["eval"]["teacher"]["per_criterion"]
+    teacher_card = (models / "teacher" / "README.md").read_text()
+    blind = sum(c["accuracy"] <= c["majority_rate"] for c in per.values())
+    assert per and f"No better than a constant answer on {blind} of {len(per)} criteria" in teacher_card
+    assert all(f"| {name} | {int(c['n'])} | {c['accuracy']:.3f} |" in teacher_card for name, c in per.items())
 
 
 def test_shipped_reasoner_generates_from_a_synth_first_frame(micro_zoo):
