@@ -199,12 +199,21 @@ def test_early_stop_and_ablation_pivot(warehouse):
                                            abs=1e-3)
 
 
+def named(db, name: str, **params: str):
+    """The rows of named query ``name`` on ``db``."""
+    q = load_queries()[name]
+    return query(db, q.sql, q.bind(params))
+
+
+def finished(written: dict) -> list:
+    """Every written record that did not fail."""
+    return [r for rs in written.values() for r in rs if r.error is None]
+
+
 def test_goal_vs_process_matches_the_records(warehouse):
     _, db, _, written, _ = warehouse
-    q = load_queries()["goal_vs_process"]
-    df = query(db, q.sql, q.bind({}))
-    rows = {(r["method"], r["split"]): r for r in df.iter_rows(named=True)}
-    records = [r for rs in written.values() for r in rs if r.error is None]
+    rows = {(r["method"], r["split"]): r for r in named(db, "goal_vs_process").iter_rows(named=True)}
+    records = finished(written)
     assert set(rows) == {(r.method, r.split) for r in records}
     for (method, split), row in rows.items():
         rs = [r for r in records if (r.method, r.split) == (method, split)]
@@ -218,11 +227,10 @@ def test_goal_vs_process_matches_the_records(warehouse):
 
 def test_criteria_by_method_pivots_every_criterion(warehouse):
     _, db, _, written, _ = warehouse
-    q = load_queries()["criteria_by_method"]
-    df = query(db, q.sql, q.bind({"family": "maze%"}))
+    df = named(db, "criteria_by_method", family="maze%")
     assert set(df["family"]) == {"maze_navigate"}
     assert sorted(df["criterion"]) == ["maze_navigate_goal", "rule_a", "rule_b"]
-    records = [r for rs in written.values() for r in rs if r.error is None and r.family == "maze_navigate"]
+    records = [r for r in finished(written) if r.family == "maze_navigate"]
     for row in df.iter_rows(named=True):
         for method in ("vanilla", "teacher"):
             values = [r.criteria[row["criterion"]] for r in records if r.method == method]
@@ -232,8 +240,7 @@ def test_criteria_by_method_pivots_every_criterion(warehouse):
 
 def test_paired_vs_baseline_matches_the_records(warehouse):
     _, db, _, written, _ = warehouse
-    q = load_queries()["paired_vs_baseline"]
-    df = query(db, q.sql, q.bind({}))
+    df = named(db, "paired_vs_baseline")
     assert sorted(df["variant"]) == ["lam=0.0", "lam=0.5"] and set(df["method"]) == {"teacher"}
     for row in df.iter_rows(named=True):
         rs = written[float(row["variant"].split("=")[1])]
@@ -247,7 +254,7 @@ def test_paired_vs_baseline_matches_the_records(warehouse):
         assert row["ci95_low"] == pytest.approx(diffs.mean() - 1.96 * se, abs=2e-3)
         assert (row["wins"], row["ties"], row["losses"]) == ((diffs > 0).sum(), (diffs == 0).sum(), (diffs < 0).sum())
     # the other way round: vanilla against the teacher method, the same pairs with the opposite sign
-    flipped = query(db, q.sql, q.bind({"baseline": "teacher"}))
+    flipped = named(db, "paired_vs_baseline", baseline="teacher")
     for a, b in zip(df.sort("variant").iter_rows(named=True), flipped.sort("variant").iter_rows(named=True), strict=True):
         assert b["method"] == "vanilla" and b["mean_diff"] == pytest.approx(-a["mean_diff"], abs=1e-3)
         assert (b["wins"], b["losses"]) == (a["losses"], a["wins"])
@@ -255,10 +262,8 @@ def test_paired_vs_baseline_matches_the_records(warehouse):
 
 def test_judge_per_query_matches_the_records(warehouse):
     _, db, _, written, _ = warehouse
-    q = load_queries()["judge_per_query"]
-    df = query(db, q.sql, q.bind({}))
-    rows = {(r["method"], r["kind"]): r for r in df.iter_rows(named=True)}
-    records = [r for rs in written.values() for r in rs if r.error is None]
+    rows = {(r["method"], r["kind"]): r for r in named(db, "judge_per_query").iter_rows(named=True)}
+    records = finished(written)
     assert set(rows) == {(m, k) for m in ("vanilla", "teacher") for k in ("goal", "process")}
     for (method, kind), row in rows.items():
         pairs = [(p, t) for r in records if r.method == method

@@ -153,7 +153,9 @@ def load_report_data(db: str | Path, experiment: str | None = None, variant: str
                        "AND method = 'teacher' ORDER BY instance_id, step", p)
     items = _items(results)
     ruler = _ruler(db, p, items)
-    parts, judge_queries = (sorted(_named(db, name, p, needs), key=lambda r: methods.index(r["method"]))
+    # in the report's method order; runs written before these columns existed have no such tables
+    parts, judge_queries = (sorted(_named(db, name, p), key=lambda r: methods.index(r["method"]))
+                            if needs in results.columns else []
                             for name, needs in (("goal_vs_process", "goal_score"), ("judge_per_query", "judge_truth_json")))
     return ReportData(
         experiment_id=eid, name=exp["name"], kind=exp["kind"], created_at=exp["created_at"], variant=variant,
@@ -165,22 +167,16 @@ def load_report_data(db: str | Path, experiment: str | None = None, variant: str
     )
 
 
-def _named(db: Path, name: str, p: dict, needs: str) -> list[dict]:
-    """The rows of named query ``name`` for this experiment and variant; none for runs written before
-    the results table had column ``needs``."""
+def _named(db: Path, name: str, p: dict) -> list[dict]:
+    """The rows of named query ``name`` (``sql/``) for this experiment and variant."""
     from core.storage.named import get_query
 
-    cols = query(db, "SELECT column_name FROM information_schema.columns WHERE table_name = 'results'", {})["column_name"]
-    if needs not in set(cols):
-        return []
     q = get_query(name)
     return query(db, q.sql, q.bind({"experiment": p["e"], "variant": p["v"]})).to_dicts()
 
 
 def _ruler(db: Path, p: dict, items: list[ItemView]) -> list[dict]:
     """A judged RULER-Bench run: attach each outcome's labels; return the ``ruler_scores`` rows (else nothing)."""
-    from core.storage.named import get_query
-
     if not has_table(db, "judgements"):
         return []
     labels = _rows(db, "SELECT instance_id, method, judge, question_index, dimension, question, label, error "
@@ -191,8 +187,7 @@ def _ruler(db: Path, p: dict, items: list[ItemView]) -> list[dict]:
         outcome = outcomes.get((row.pop("instance_id"), row.pop("method")))
         if outcome is not None:
             outcome.ruler_labels.append(row)
-    q = get_query("ruler_scores")
-    return query(db, q.sql, q.bind({"experiment": p["e"], "variant": p["v"]})).to_dicts() if labels else []
+    return _named(db, "ruler_scores", p) if labels else []
 
 
 def _items(results: pl.DataFrame) -> list[ItemView]:
