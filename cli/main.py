@@ -402,6 +402,11 @@ class GradModeOption(str, Enum):
     full = "full"
 
 
+class QueriesOption(str, Enum):
+    teacher = "teacher"
+    generic = "generic"
+
+
 @app.command("sql")
 def sql(
     name: Annotated[str | None, typer.Argument(help="A named query from sql/ (see --list).")] = None,
@@ -667,6 +672,9 @@ def compare_cmd(
     grad_mode: Annotated[GradModeOption | None, typer.Option(help="Which sampler steps the gradient flows through.")] = None,
     k_frames: Annotated[int | None, typer.Option(help="Frames the Teacher sees.")] = None,
     rank: Annotated[int | None, typer.Option(help="LoRA rank.")] = None,
+    queries: Annotated[QueriesOption, typer.Option(help="teacher: the Teacher writes each item's rules; generic: the "
+                                                        "paper's generic-queries ablation (instruction-derived goal, one "
+                                                        "generic process query).")] = QueriesOption.teacher,
     guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale of every Reasoner rollout (1 = off).")] = 1.0,
     negative_prompt: Annotated[str, typer.Option(help="Negative prompt for guidance.")] = "",
     guidance_2: Annotated[float | None, typer.Option("--guidance-2", help="Two-expert Reasoners: the low-noise expert's "
@@ -709,7 +717,7 @@ def compare_cmd(
     if rank:
         optim.lora.rank = rank
         optim.lora.alpha = float(rank)
-    cfg = MethodConfig(optim=optim)
+    cfg = MethodConfig(optim=optim, queries=queries.value)
     try:
         if bench == "synth":
             benchmark = make_synth_benchmark(Path("runs/compare-bench") / f"seed{seed}-pf{per_family}", per_family, seed=seed,

@@ -19,6 +19,11 @@ teacher method and the other methods first; then N is set so that best-of-N's wa
 item matches the teacher method's (``core.method.compare.auto_n``, from the recorded stage
 costs), and best_of_n / pass_at_n run with it. A rerun reads the same recorded costs from the
 cached stages, so it picks the same N and reuses every candidate.
+
+The ``shared`` ablation (one LoRA for all items) runs last: every item's rules and reward
+(cached), then one experiment-level ``train-shared-adapter`` stage on the items whose reward
+compiled (``<work>/shared/shared-<key>/``, keyed by those rewards' keys, the models and the
+optimiser config), then per item ``generate-video (shared adapter) -> score-video``.
 """
 
 from __future__ import annotations
@@ -46,7 +51,13 @@ from core.errors import InputError
 from core.io import write_bytes_atomic, write_json_atomic
 from core.method.compare import ItemResult, auto_n, item_seed, summarise_methods
 from core.method.cost import CostRecord
-from core.method.methods import CANDIDATE_METHODS, USES_RULES, Method, MethodConfig
+from core.method.methods import (
+    CANDIDATE_METHODS,
+    DEFAULT_METHODS,
+    USES_RULES,
+    Method,
+    MethodConfig,
+)
 from core.method.reasoner import Guidance
 from core.models.teacher import teacher_model_type
 from core.models.wan import check_guidance_2
@@ -87,7 +98,8 @@ class EvaluateConfig(StrictConfig):
     per_family: int = Field(2, ge=1, description="Synth test instances per family.")
     bench_seed: int = 0
     limit: int | None = Field(None, ge=1, description="At most this many items, spread over families.")
-    methods: list[Method] = Field(default_factory=lambda: list(Method))
+    methods: list[Method] = Field(default_factory=lambda: list(DEFAULT_METHODS),
+                                  description="Default: every method and the still reference, not the shared ablation.")
     video: VideoOverride = Field(default_factory=VideoOverride,
                                  description="Frames, fps and size for benchmarks whose instances do not set them "
                                              "(VBVR's official layout: read from ground_truth.mp4 unless set here).")
@@ -113,7 +125,8 @@ class EvaluateConfig(StrictConfig):
     def params(self) -> VariantParams:
         o = self.method.optim
         return VariantParams(lam=o.lam, grad_mode=o.grad_mode.value, k_frames=o.k_frames, max_steps=o.max_steps,
-                             early_stop=o.early_stop, lr=o.lr, lora_rank=o.lora.rank, n=self.method.n)
+                             early_stop=o.early_stop, lr=o.lr, lora_rank=o.lora.rank, n=self.method.n,
+                             queries=self.method.queries)
 
 
 def load_items(cfg: EvaluateConfig) -> tuple[list[TaskInstance], list[InvalidItem]]:
@@ -189,16 +202,35 @@ class _Chain:
         return future
 
 
-def stage_keys(item_hash: str, seed: int, cfg: EvaluateConfig, ids: dict[str, str]) -> dict[str, str]:
+def _optim_key_part(o) -> dict:
+    """The optimiser config as the optimise and shared stages' keys see it.
+
+    lam and k_frames reach them through the reward key; guidance joins only when on, so keys
+    made before it existed stay valid.
+    """
+    return o.model_dump(mode="json", exclude={"lam", "k_frames"} | ({"guidance"} if o.guidance == Guidance() else set()))
+
+
+def shared_key(cfg: EvaluateConfig, ids: dict[str, str], reward_keys: list[str]) -> str:
+    """The shared adapter's key: the rewards it trains on (in item order), the models, the optimiser and budget."""
+    return digest("shared", CODE_VERSION, reward_keys, ids["reasoner"], ids.get("surrogate"), ids["teacher"],
+                  _optim_key_part(cfg.method.optim), cfg.method.shared_steps, cfg.seed)
+
+
+def stage_keys(item_hash: str, seed: int, cfg: EvaluateConfig, ids: dict[str, str],
+               shared: str | None = None) -> dict[str, str]:
     """Every stage's cache key for one item: what each stage depends on, and nothing else.
 
     ``ids`` are the models' content identities. Keys: ``rules``, ``reward``, ``video/k``
     (candidate k from seed + k), ``video/pe``, ``select/judge``, ``select/oracle``,
-    ``videotpo``, ``optimise``, ``video/teacher``, ``video/still``, and ``score/<method>``.
+    ``videotpo``, ``optimise``, ``video/teacher``, ``video/still``, and ``score/<method>``;
+    given the shared adapter's key (``shared_key``), ``video/shared`` and ``score/shared``.
     """
     o, mc = cfg.method.optim, cfg.method
     k: dict[str, str] = {}
-    k["rules"] = digest("rules", CODE_VERSION, item_hash, ids["teacher"], mc.rule_attempts, seed)
+    # the generic-queries ablation joins the key only when on, so keys made before it existed stay valid
+    generic = ("generic",) if mc.queries == "generic" else ()
+    k["rules"] = digest("rules", CODE_VERSION, item_hash, ids["teacher"], mc.rule_attempts, seed, *generic)
     k["reward"] = digest("reward", CODE_VERSION, k["rules"], o.k_frames, o.lam)
 
     # guidance joins the keys only when on, so keys made before it existed stay valid
@@ -215,15 +247,16 @@ def stage_keys(item_hash: str, seed: int, cfg: EvaluateConfig, ids: dict[str, st
     k["select/oracle"] = digest("select", CODE_VERSION, "oracle", candidates)
     k["videotpo"] = digest("videotpo", CODE_VERSION, k["reward"], ids["reasoner"], ids["teacher"], seed, sampler,
                            mc.tpo_rounds, mc.tpo_videos)
-    # lam and k_frames reach it through the reward key; guidance as above
-    optim = o.model_dump(mode="json", exclude={"lam", "k_frames"} | ({"guidance"} if o.guidance == Guidance() else set()))
-    k["optimise"] = digest("optimise", CODE_VERSION, k["reward"], ids["reasoner"], ids.get("surrogate"), optim, seed)
+    k["optimise"] = digest("optimise", CODE_VERSION, k["reward"], ids["reasoner"], ids.get("surrogate"),
+                           _optim_key_part(o), seed)
     k["video/teacher"] = video(0, adapter_key=k["optimise"])
     k["video/still"] = digest("still", CODE_VERSION, item_hash, seed)
     judged = USES_RULES & set(cfg.methods)
     sources = {Method.VANILLA: k["video/0"], Method.BEST_OF_N: k["select/judge"], Method.PASS_AT_N: k["select/oracle"],
                Method.PE: k["video/pe"], Method.VIDEOTPO: k["videotpo"], Method.TEACHER: k["video/teacher"],
                Method.STILL: k["video/still"]}
+    if shared is not None:
+        sources[Method.SHARED] = k["video/shared"] = video(0, adapter_key=shared)
     for method, source in sources.items():
         # the final judge (reward hacking) needs the reward whenever rules are extracted at all
         k[f"score/{method.value}"] = digest("score", CODE_VERSION, SCORE_VERSION, source, k["reward"] if judged else None,
@@ -231,29 +264,48 @@ def stage_keys(item_hash: str, seed: int, cfg: EvaluateConfig, ids: dict[str, st
     return k
 
 
+class _ItemStages:
+    """One item's stage keys, and how to run its stages (into ``<work>/items/<item>/<stage>-<key>/``)."""
+
+    def __init__(self, inst: TaskInstance, cfg: EvaluateConfig, ids: dict[str, str], inline: bool,
+                 shared: str | None = None) -> None:
+        self.cfg, self.inline = cfg, inline
+        self.seed = item_seed(inst, cfg.seed)
+        self.keys = stage_keys(inst.content_hash(), self.seed, cfg, ids, shared)
+        self.root = Path(cfg.work) / "items" / slug(inst.id)
+        self.item = inst.model_dump_json()  # as text: see tasks/stages.py
+
+    def target(self, name: str) -> str:
+        return str(self.root / f"{name.split('/')[0]}-{self.keys[name][:12]}")
+
+    def submit(self, task, name: str, *args, **kwargs) -> Stage:
+        """Run stage ``name``: every stage task takes the item first, its target dir and key last."""
+        return _submit(task, self.target(name), self.cfg.work, self.inline, self.item, *args, self.target(name),
+                       self.keys[name], **kwargs)
+
+    def rules_and_reward(self) -> tuple[Stage, Stage]:
+        m, mc = self.cfg.models, self.cfg.method
+        rules = self.submit(stages.extract_rules, "rules", m.teacher, mc.rule_attempts, self.seed, queries=mc.queries)
+        return rules, self.submit(stages.compile_reward, "reward", m.teacher, rules, mc.optim.k_frames, mc.optim.lam)
+
+
 def _submit_item(inst: TaskInstance, cfg: EvaluateConfig, ids: dict[str, str], inline: bool = False,
-                 only: list[Method] | None = None) -> dict[Method, _Chain]:
-    """Submit the stages of ``only`` (default: all of ``cfg.methods``, the methods in play) for one item."""
+                 only: list[Method] | None = None, shared: tuple[Stage, str] | None = None) -> dict[Method, _Chain]:
+    """Submit the stages of ``only`` (default: all of ``cfg.methods``, the methods in play) for one item.
+
+    ``shared``: the shared adapter's stage and key, which the ``shared`` method needs.
+    """
     m, o, mc = cfg.models, cfg.method.optim, cfg.method
-    seed = item_seed(inst, cfg.seed)
-    keys = stage_keys(inst.content_hash(), seed, cfg, ids)
-    root = Path(cfg.work) / "items" / slug(inst.id)
     chains = {method: _Chain() for method in (only or cfg.methods)}
     methods = set(chains)
-
-    def target(name: str) -> str:
-        return str(root / f"{name.split('/')[0]}-{keys[name][:12]}")
-
-    item = inst.model_dump_json()  # as text: see tasks/stages.py
-
-    def submit(task, name: str, *args, **kwargs) -> Stage:
-        """Run stage ``name``: every stage task takes the item first, its target dir and key last."""
-        return _submit(task, target(name), cfg.work, inline, item, *args, target(name), keys[name], **kwargs)
+    if Method.SHARED in methods and shared is None:
+        raise ValueError("the shared method needs its trained adapter's stage and key")
+    its = _ItemStages(inst, cfg, ids, inline, shared[1] if shared else None)
+    seed, submit = its.seed, its.submit
 
     rules = reward = None
     if USES_RULES & set(cfg.methods):  # every method in play, so the score keys' "judged" holds in each phase
-        rules = submit(stages.extract_rules, "rules", m.teacher, mc.rule_attempts, seed)
-        reward = submit(stages.compile_reward, "reward", m.teacher, rules, o.k_frames, o.lam)
+        rules, reward = its.rules_and_reward()
         for method in USES_RULES & methods:
             chains[method].rules = chains[method].add("rules", rules)
             chains[method].reward = chains[method].add("reward", reward)
@@ -293,6 +345,9 @@ def _submit_item(inst: TaskInstance, cfg: EvaluateConfig, ids: dict[str, str], i
         score(Method.TEACHER, chains[Method.TEACHER].add("generate", generate("teacher", adapter=opt)))
     if Method.STILL in methods:
         score(Method.STILL, chains[Method.STILL].add("generate", submit(stages.still_video, "video/still", seed)))
+    if Method.SHARED in methods:
+        adapter = chains[Method.SHARED].optim = chains[Method.SHARED].add("shared", shared[0])
+        score(Method.SHARED, chains[Method.SHARED].add("generate", generate("shared", adapter=adapter)))
     return chains
 
 
@@ -528,7 +583,8 @@ def evaluate(config: EvaluateConfig | None = None, config_file: str | None = Non
         results.append(res)
         write_json_atomic(progress, {"done": len(results), "total": total})
 
-    def run_phase(methods: list[Method], phase_cfg: EvaluateConfig, row_params: VariantParams) -> list[ItemResult]:
+    def run_phase(methods: list[Method], phase_cfg: EvaluateConfig, row_params: VariantParams,
+                  shared: tuple[Stage, str] | None = None) -> list[ItemResult]:
         """Every item's ``methods``; rows are written for the requested ones (auto_n adds helpers)."""
         done: list[ItemResult] = []
 
@@ -544,18 +600,41 @@ def evaluate(config: EvaluateConfig | None = None, config_file: str | None = Non
         # inline, an item's stages have run when _submit_item returns; submitted, they run concurrently
         pending = []
         for inst in items:
-            pending.append((inst, _submit_item(inst, phase_cfg, ids, inline, only=methods)))
+            pending.append((inst, _submit_item(inst, phase_cfg, ids, inline, only=methods, shared=shared)))
             if inline:
                 collect(*pending.pop())
         for inst, chains in pending:
             collect(inst, chains)
         return done
 
+    def run_shared() -> None:
+        """The shared ablation: every item's reward (cached), one adapter trained on those that compiled, each item's video."""
+        per_item = [(inst, _ItemStages(inst, cfg, ids, inline)) for inst in items]
+        rewards = [its.rules_and_reward()[1] for _, its in per_item]
+        for reward in rewards:
+            reward.wait()
+        ok = [(inst, its, reward) for (inst, its), reward in zip(per_item, rewards, strict=True) if reward.state.is_completed()]
+        if not ok:
+            for inst in items:
+                res = _blank(inst, Method.SHARED, item_seed(inst, cfg.seed))
+                res.error, res.error_stage = "no item's reward compiled: nothing to train the shared adapter on", "shared"
+                keep(res, params)
+            return
+        key = shared_key(cfg, ids, [its.keys["reward"] for _, its, _ in ok])
+        target = str(work / "shared" / f"shared-{key[:12]}")
+        m = cfg.models
+        logger.info("shared ablation: one adapter on %d items (%s)", len(ok), target)
+        adapter = _submit(stages.train_shared_adapter, target, cfg.work, inline, [inst.model_dump_json() for inst, _, _ in ok],
+                          [reward for *_, reward in ok], m.reasoner, m.surrogate, m.teacher, cfg.method.optim.model_dump_json(),
+                          [its.seed for _, its, _ in ok], cfg.method.shared_steps, cfg.seed, target, key)
+        run_phase([Method.SHARED], cfg, params, shared=(adapter, key))
+
     chosen_n = None
     ran = cfg  # the config as run: with auto_n, method.n becomes the chosen N
-    candidate_methods = [m for m in cfg.methods if m in CANDIDATE_METHODS]
+    main = [m for m in cfg.methods if m is not Method.SHARED]
+    candidate_methods = [m for m in main if m in CANDIDATE_METHODS]
     if cfg.auto_n and candidate_methods:
-        first = list(dict.fromkeys([Method.VANILLA, Method.TEACHER, *(m for m in cfg.methods if m not in CANDIDATE_METHODS)]))
+        first = list(dict.fromkeys([Method.VANILLA, Method.TEACHER, *(m for m in main if m not in CANDIDATE_METHODS)]))
         in_play = cfg.model_copy(update={"methods": first + candidate_methods})
         done = run_phase(first, in_play, params.model_copy(update={"n": None}))  # these methods do not depend on N
         try:
@@ -570,8 +649,10 @@ def evaluate(config: EvaluateConfig | None = None, config_file: str | None = Non
             logger.info("best-of-N matched to the teacher method's wall time per item: N = %d", chosen_n)
             ran = cfg.model_copy(update={"method": cfg.method.model_copy(update={"n": chosen_n})})
             run_phase(candidate_methods, in_play.model_copy(update={"method": ran.method}), ran.params())
-    else:
-        run_phase(list(cfg.methods), cfg, params)
+    elif main:
+        run_phase(main, cfg, params)
+    if Method.SHARED in cfg.methods:
+        run_shared()
     judged, judge_error = {}, None
     if cfg.judge and any(inst.benchmark == "ruler" for inst in items):
         try:

@@ -71,11 +71,12 @@ def resumable(fn: Callable[..., dict]) -> Callable[..., dict]:
 
 @task(name="extract-rules", **_cached)
 @resumable
-def extract_rules(item: str, teacher: str, attempts: int, seed: int, target: str, key: str) -> dict:
+def extract_rules(item: str, teacher: str, attempts: int, seed: int, target: str, key: str,
+                  queries: str = "teacher") -> dict:
     instance = TaskInstance.model_validate_json(item)
     t, lock = models.teacher(teacher)
     with lock:
-        path, cost = core_stages.rules_stage(t, instance, _dir(target) / "rules.json", attempts, seed)
+        path, cost = core_stages.rules_stage(t, instance, _dir(target) / "rules.json", attempts, seed, queries)
     rules = core_stages.load_rules(path)
     # the queries ride in the record, so later stages and the flow need not reread rules.json
     return _done(target, {"rules": str(path), "source": rules.source,
@@ -104,6 +105,20 @@ def optimise_item(item: str, reasoner: str, surrogate: str | None, teacher: str,
     with r_lock, t_lock:
         record = core_stages.optimise_stage(r, t, instance, Path(reward["reward"]), OptimConfig.model_validate_json(optim_json),
                                             seed, _dir(target))
+    return _done(target, record.model_dump(mode="json"))
+
+
+@task(name="train-shared-adapter", **_cached)
+@resumable
+def train_shared_adapter(items: list[str], rewards: list[dict], reasoner: str, surrogate: str | None, teacher: str,
+                         optim_json: str, seeds: list[int], steps: int | None, seed: int, target: str, key: str) -> dict:
+    """The ``shared`` ablation: one LoRA trained on all ``items``' rewards (an experiment-level stage)."""
+    instances = [TaskInstance.model_validate_json(item) for item in items]
+    r, r_lock = models.reasoner(reasoner, surrogate)
+    t, t_lock = models.teacher(teacher)
+    with r_lock, t_lock:
+        record = core_stages.shared_stage(r, t, instances, [Path(w["reward"]) for w in rewards], seeds,
+                                          OptimConfig.model_validate_json(optim_json), steps, seed, _dir(target))
     return _done(target, record.model_dump(mode="json"))
 
 

@@ -9,12 +9,14 @@ import shutil
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pytest
 
 from core.bench.record import Purpose
 from core.bench.synth.generate import make_synth_benchmark
 from core.errors import InputError
-from core.method.methods import Method, MethodConfig
+from core.media import read_video
+from core.method.methods import DEFAULT_METHODS, Method, MethodConfig
 from core.method.optimise import OptimConfig
 from core.method.reasoner import Guidance
 from core.pipeline.stages import load_frames
@@ -63,11 +65,11 @@ def test_every_method_runs_and_lands_in_duckdb(setup):
     root, models = setup
     cfg = config(root, models, "w1")
     out = evaluate(config=cfg)
-    assert set(out["summary"]) == {m.value for m in Method}
+    assert set(out["summary"]) == {m.value for m in DEFAULT_METHODS} == {m.value for m in Method} - {"shared"}
     assert not out["failed"]
     with duckdb.connect(str(Path(cfg.work) / "vlmt.duckdb"), read_only=True) as con:
         n, n_err = con.execute("SELECT count(*), count(error) FROM results").fetchone()
-        assert (n, n_err) == (2 * len(Method), 0)
+        assert (n, n_err) == (2 * len(DEFAULT_METHODS), 0)
         steps = con.execute("SELECT count(*) FROM traces WHERE method = 'teacher'").fetchone()[0]
         assert steps >= 2  # the teacher method's optimisation curve, per item
         videos = [r[0] for r in con.execute("SELECT video_path FROM results").fetchall()]
@@ -334,6 +336,66 @@ def test_ablate_runs_a_grid_as_variants_of_one_experiment(setup):
     assert sorted(pivot["lam"].to_list()) == [0.0, 1.0]
 
 
+def test_a_queries_grid_reruns_the_rules_onwards_and_records_the_generic_set(setup):
+    """The paper's generic-queries ablation as a grid: the generic variant gets its own rules (not the Teacher's),
+    shares the vanilla videos, and its rows say which queries they were made with."""
+    from core.storage.named import load_queries
+    from core.storage.warehouse import query
+    from flows.ablate import AblateConfig, ablate
+
+    root, models = setup
+    base = config(root, models, "w7").model_copy(update={"methods": [Method.VANILLA, Method.TEACHER]})
+    out = ablate(config=AblateConfig(base=base, grid={"queries": ["teacher", "generic"]}))
+    assert sorted(out["variants"]) == ["queries=generic", "queries=teacher"]
+    work = Path(base.work)
+    with duckdb.connect(str(work / "vlmt.duckdb"), read_only=True) as con:
+        rows = con.execute("SELECT variant, queries, rules_source, queries_json FROM results WHERE method = 'teacher'"
+                           " ORDER BY instance_id, variant").fetchall()
+    assert [(v, q) for v, q, _, _ in rows] == [("queries=generic", "generic"), ("queries=teacher", "teacher")] * 2
+    generic = [json.loads(qj) for v, _, src, qj in rows if v == "queries=generic" and src == "generic"]
+    assert len(generic) == 2 and all([q["kind"] for q in g] == ["goal", "process"] for g in generic)
+    assert all(src != "generic" for v, _, src, _ in rows if v == "queries=teacher")
+    kinds = [p.name.split("-")[0] for p in (work / "items").glob("*/*")]
+    assert kinds.count("rules") == 4 and kinds.count("optimise") == 4
+    assert kinds.count("video") == 2 + 4  # one vanilla video per item, shared; one teacher video per item and variant
+    q = load_queries()["ablation_pivot"]
+    pivot = query(work / "vlmt.duckdb", q.sql, q.bind({"experiment": out["experiment_id"]}))
+    assert sorted(pivot["queries"].to_list()) == ["generic", "teacher"]
+
+
+def test_the_shared_ablation_trains_one_adapter_for_all_items_and_resumes(setup):
+    """`shared`: one experiment-level stage trains one LoRA on both items' rewards (max_steps x items updates),
+    each item's video is generated with it, its cost is shared out, and a rerun redoes nothing."""
+    root, models = setup
+    cfg = config(root, models, "w8").model_copy(update={"methods": [Method.VANILLA, Method.TEACHER, Method.SHARED]})
+    out = evaluate(config=cfg)
+    assert set(out["summary"]) == {"vanilla", "teacher", "shared"} and not out["failed"]
+    work = Path(cfg.work)
+    (shared_dir,) = (work / "shared").glob("shared-*")
+    trained = json.loads((shared_dir / "shared.json").read_text())
+    steps = 2 * cfg.method.optim.max_steps
+    assert trained["items"] == 2 and trained["steps_run"] == steps and len(trained["trace"]) == steps
+    assert sorted(t["item"] for t in trained["trace"]) == [0, 0, 1, 1]
+    with duckdb.connect(str(work / "vlmt.duckdb"), read_only=True) as con:
+        rows = con.execute("SELECT r.error, r.steps_run, r.rules_source, c.reasoner_backward, c.seconds_json FROM results r "
+                           "JOIN costs c USING (experiment_id, variant, instance_id, method) WHERE method = 'shared'").fetchall()
+        n_traces = con.execute("SELECT count(*) FROM traces WHERE method = 'shared'").fetchone()[0]
+        videos = con.execute("SELECT s.video_path, v.video_path FROM results s JOIN results v USING (instance_id) "
+                             "WHERE s.method = 'shared' AND v.method = 'vanilla'").fetchall()
+    assert len(rows) == 2 and all(err is None and run == steps and src is not None for err, run, src, _, _ in rows)
+    backward = json.loads((shared_dir / "record.json").read_text())["cost"]["counts"]["reasoner_backward"]
+    assert all(b == backward for _, _, _, b, _ in rows) and backward == steps // 2  # one item's share of the training
+    assert n_traces == 0  # the shared trace lives in shared.json, not once per item
+    assert len(videos) == 2 and all(not np.array_equal(read_video(a), read_video(b)) for a, b in videos)  # adapted
+    kinds = [p.name.split("-")[0] for p in (work / "items").glob("*/*")]
+    assert kinds.count("optimise") == 2 and kinds.count("video") == 2 * 3  # vanilla, teacher and shared per item
+
+    before = {**stage_dirs(work), "shared": shared_dir.stat().st_mtime_ns}
+    again = evaluate(config=cfg)
+    assert {**stage_dirs(work), "shared": shared_dir.stat().st_mtime_ns} == before, "a rerun must not retrain or regenerate"
+    assert again["summary"]["shared"]["mean_score"] == out["summary"]["shared"]["mean_score"]
+
+
 def test_an_ablation_file_with_a_misspelt_field_is_refused_naming_it(tmp_path):
     from core.errors import InputError
     from flows.ablate import AblateConfig
@@ -378,6 +440,11 @@ def test_stage_keys_change_exactly_where_they_should():
     assert _changed(k0, with_optim(guidance=Guidance(scale=5.0))) == set(k0) - untouched_by_reasoner
     assert _changed(k0, stage_keys("item", 8, base, ids)) >= {"video/still", "video/0"}
     assert _changed(k0, with_optim(guidance=Guidance(scale=1.0))) == set()  # off: the keys made before guidance existed
+    generic = base.model_copy(update={"method": base.method.model_copy(update={"queries": "generic"})})
+    assert _changed(k0, stage_keys("item", 7, generic, ids)) == set(k0) - {"video/0", "video/1", "select/oracle",
+                                                                             "video/still"}
+    teacher_queries = base.model_copy(update={"method": base.method.model_copy(update={"queries": "teacher"})})
+    assert stage_keys("item", 7, teacher_queries, ids) == k0  # the default: the keys made before the knob existed
     assert stage_keys("item", 7, base, ids) == k0  # deterministic
 
 

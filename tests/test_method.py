@@ -15,6 +15,7 @@ from core.errors import InputError
 from core.media import read_image
 from core.method.optimise import (
     OptimConfig,
+    _lora_params,
     attach_lora,
     detach_lora,
     load_adapter,
@@ -259,6 +260,78 @@ def test_nan_guard_keeps_the_best_adapter(reasoner, teacher, item, monkeypatch):
     detach_lora(reasoner)
 
 
+def test_one_shared_adapter_trains_on_every_items_reward_in_turn(reasoner, teacher, bench, monkeypatch):
+    """The shared ablation: each epoch visits every item once, the one LoRA moves and lowers the items' mean loss;
+    a non-finite loss stops training and restores the adapter of the last finite update."""
+    from core.method.shared import shared_steps, train_shared_adapter
+
+    items = []
+    for k, inst in enumerate(bench.instances[:3]):
+        first = read_image(inst.first_frame)
+        cond = reasoner.prepare(first, inst.prompt, seed=11 + k, n_frames=inst.metadata["n_frames"])
+        items.append((cond, compile_reward(teacher, RULES, inst.metadata["n_frames"], first.shape[:2], k_frames=8, lam=0.5)))
+    cfg = OptimConfig(lr=5e-2, max_steps=3, k_frames=8)
+
+    def mean_loss() -> float:
+        with torch.no_grad():
+            return float(np.mean([float(reward_step(reasoner, teacher, c, r, cfg)[0]) for c, r in items]))
+
+    before = mean_loss()
+    assert shared_steps(cfg, len(items), None) == 9 and shared_steps(cfg, len(items), 5) == 5
+    res = train_shared_adapter(reasoner, teacher, items, cfg, seed=3)
+    assert res.stop_reason == "steps" and res.steps_run == 9 and res.items == 3 and len(res.trace) == 9
+    for epoch in range(3):  # a seeded shuffle per epoch: every item once
+        assert sorted(t.item for t in res.trace[3 * epoch : 3 * epoch + 3]) == [0, 1, 2]
+    assert [t.item for t in train_shared_adapter(reasoner, teacher, items, cfg, seed=3).trace] == [t.item for t in res.trace]
+    assert any(float(v.abs().sum()) > 0 for k, v in lora_state(reasoner).items() if "lora_B" in k)
+    assert mean_loss() < before
+
+    calls = {"n": 0}
+    real_decode = reasoner.decode
+
+    def poisoned(latents, decoder):
+        calls["n"] += 1
+        out = real_decode(latents, decoder)
+        return out * float("nan") if calls["n"] == 4 else out
+
+    monkeypatch.setattr(reasoner, "decode", poisoned)
+    broken = train_shared_adapter(reasoner, teacher, items, cfg, seed=3)
+    assert broken.stop_reason == "nonfinite_loss" and broken.steps_run == 3 and math.isnan(broken.trace[-1].loss)
+    monkeypatch.setattr(reasoner, "decode", real_decode)
+    kept = lora_state(reasoner)
+    attach_lora(reasoner, cfg.lora, cfg.lora_seed)
+    optimiser = torch.optim.AdamW(_lora_params(reasoner.transformer), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    for t in broken.trace[:3]:  # replaying the three finite updates gives the kept adapter
+        cond, reward = items[t.item]
+        loss, _ = reward_step(reasoner, teacher, cond, reward, cfg)
+        optimiser.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(_lora_params(reasoner.transformer), cfg.grad_clip)
+        optimiser.step()
+    replayed = lora_state(reasoner)
+    assert all(torch.allclose(kept[k], replayed[k], atol=1e-6) for k in kept)
+    detach_lora(reasoner)
+    with pytest.raises(InputError, match="no items"):
+        train_shared_adapter(reasoner, teacher, [], cfg)
+    from core.method.compare import compare
+    from core.method.methods import Method, MethodConfig
+
+    with pytest.raises(InputError, match="methods: shared.*vlmt evaluate"):  # it needs every item first: the pipeline
+        compare(reasoner, teacher, bench.instances[:1], [Method.VANILLA, Method.SHARED], MethodConfig())
+
+
+def test_a_shared_cost_is_split_evenly_over_the_items():
+    from core.method.cost import CostRecord
+
+    total = CostRecord(seconds={"optimise": 90.0, "prepare": 3.0}, counts={"reasoner_backward": 120, "teacher_backward": 121},
+                       peak_memory_mib=512.0)
+    one = total.share(3)
+    assert one.seconds == {"optimise": 30.0, "prepare": 1.0} and one.counts == {"reasoner_backward": 40, "teacher_backward": 40}
+    assert one.peak_memory_mib == 512.0  # the peak is not divided: every item needed it
+    with pytest.raises(ValueError, match="at least one item"):
+        total.share(0)
+
+
 def test_saved_adapter_reloads_with_diffusers_and_reproduces_the_video(reasoner, teacher, item, tmp_path):
     cond, reward = item
     base = reasoner.generate(cond, steps=4)
@@ -354,6 +427,30 @@ def test_malformed_rules_are_repaired_or_fall_back(teacher, bench, monkeypatch):
     monkeypatch.setattr("core.method.teacher.generate_queries", lambda *a, **k: next(replies2))
     ok = extract_rules(teacher, read_image(inst.first_frame), inst.prompt)
     assert ok.source == "teacher" and ok.attempts == 1
+
+
+def test_generic_queries_skip_the_teacher_and_are_recorded(reasoner, teacher, bench, monkeypatch):
+    """The generic-queries ablation: the instruction-derived goal plus the generic process query, no Teacher call;
+    every rule-using method then works from them, and the set's source is recorded."""
+    from core.method.compare import compare
+    from core.method.methods import Method, MethodConfig
+
+    def no_teacher(*_a, **_k):
+        raise AssertionError("the generic set must not ask the Teacher")
+
+    monkeypatch.setattr("core.method.teacher.generate_queries", no_teacher)
+    inst = bench.instances[0]
+    rules = extract_rules(teacher, read_image(inst.first_frame), inst.prompt, queries="generic")
+    assert rules.source == "generic" and rules.attempts == 0 and not rules.replies
+    assert inst.prompt.rstrip(".") in rules.goal and rules.process == [GENERIC_PROCESS_QUERY]
+    with pytest.raises(InputError, match="queries.*'teacher' or 'generic'"):
+        extract_rules(teacher, read_image(inst.first_frame), inst.prompt, queries="specific")
+
+    (pe,) = compare(reasoner, teacher, [inst], [Method.PE], MethodConfig(queries="generic"), n=1)
+    assert pe.error is None and pe.rules_source == "generic"
+    assert "teacher_generate" not in pe.cost.counts and len(pe.judge_p_yes) == 2  # the goal and one process query
+    # unset, the knob leaves the config's dump (and so experiment ids made before it existed) as it was
+    assert "queries" not in MethodConfig().model_dump() and MethodConfig(queries="generic").model_dump()["queries"] == "generic"
 
 
 def test_unsupported_inputs_fail_clearly(models, teacher):

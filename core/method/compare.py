@@ -27,6 +27,7 @@ from pydantic import BaseModel, Field, PrivateAttr
 
 from core.bench.record import TaskInstance
 from core.bench.synth.queries import query_truths
+from core.errors import InputError
 from core.media import read_image
 from core.method.cost import CostMeter, CostRecord
 from core.method.methods import (
@@ -123,7 +124,8 @@ def run_item(
         rules_cost = CostRecord()
         if USES_RULES & set(methods):
             with meter.phase("rules"):
-                ctx.rules = extract_rules(teacher, first, instance.prompt, cfg.rule_attempts, seed=base["seed"], meter=meter)
+                ctx.rules = extract_rules(teacher, first, instance.prompt, cfg.rule_attempts, seed=base["seed"],
+                                          meter=meter, queries=cfg.queries)
                 ctx.reward = compile_reward(teacher, ctx.rules, cond.n_frames, first.shape[:2], cfg.optim.k_frames, cfg.optim.lam)
             rules_cost = meter.take()
     except Exception as exc:  # noqa: BLE001 - recorded per item, the run goes on
@@ -281,6 +283,9 @@ def compare(
 ) -> list[ItemResult]:
     """Run ``methods`` on ``instances``; with ``n='auto'`` the N-candidate baselines run last."""
     methods = list(dict.fromkeys(Method(m) for m in methods))
+    if Method.SHARED in methods:
+        raise InputError("methods: shared", "trains one adapter on every item's reward before any item's video",
+                         "the pipeline, which runs it as its own stage: vlmt evaluate --methods vanilla,teacher,shared")
     n_methods = [m for m in methods if m in CANDIDATE_METHODS]
     first = [m for m in methods if m not in n_methods] if n == "auto" else methods
     if n == "auto" and n_methods:

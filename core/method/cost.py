@@ -34,6 +34,13 @@ class CostRecord(BaseModel):
         """Transformer evaluations, a backward counted as one more evaluation."""
         return self.counts.get("reasoner_forward", 0) + self.counts.get("reasoner_backward", 0)
 
+    def share(self, n: int) -> CostRecord:
+        """One of ``n`` items' share of a cost paid once for all of them (counts rounded)."""
+        if n < 1:
+            raise ValueError(f"a cost is shared by at least one item, got {n}")
+        return CostRecord(seconds={k: v / n for k, v in self.seconds.items()},
+                          counts={k: round(v / n) for k, v in self.counts.items()}, peak_memory_mib=self.peak_memory_mib)
+
     def merged(self, other: CostRecord) -> CostRecord:
         seconds = Counter(self.seconds)
         seconds.update(other.seconds)

@@ -14,12 +14,16 @@
   appended to the prompt as the critique; the best video by the judge over all rounds is kept.
 * ``teacher`` (the paper's method): a fresh LoRA optimised on the item by the Teacher's
   differentiable reward, then the final video with the full schedule, the same eps and the VAE.
+* ``shared`` (an ablation, not in the default list): one LoRA trained with the same reward
+  across all the items, then used for each (the paper's "shared post-training";
+  ``core.method.shared``). It needs every item's reward first, so it runs through the
+  pipeline (``vlmt evaluate --methods ...,shared``), not ``vlmt compare``.
 * ``still`` (a reference, not a method): the first frame held for the whole video, no Reasoner
   and no Teacher. A rule-based scorer gives it every rule about not breaking the scene and no
   goal (0.3 of 1 on the synth benchmark), so a method shows reasoning only above it.
 
-Every method shares the item's rules (extracted and compiled once per item); their cost is
-added to each method that uses them. Seeds: candidate ``k`` of an item uses ``seed + k``, so
+Every method shares the item's rules (extracted and compiled once per item, or the generic
+set under ``MethodConfig.queries = "generic"``); their cost is added to each method that uses them. Seeds: candidate ``k`` of an item uses ``seed + k``, so
 candidate 0 is the vanilla video.
 """
 
@@ -29,14 +33,14 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import Field, model_serializer
 
 from core.bench.record import TaskInstance
-from core.config import StrictConfig
+from core.config import StrictConfig, drop_unset
 from core.method.cost import CostMeter
 from core.method.optimise import OptimConfig, detach_lora, optimise_item
 from core.method.reasoner import ItemCondition, ReasonerAdapter
@@ -56,10 +60,15 @@ class Method(str, Enum):
     VIDEOTPO = "videotpo"
     TEACHER = "teacher"
     STILL = "still"
+    SHARED = "shared"
+
+
+#: What runs unless methods are named: every method and the still reference; not the ``shared`` ablation.
+DEFAULT_METHODS: list[Method] = [m for m in Method if m is not Method.SHARED]
 
 
 #: Methods that need the item's rules from the Teacher.
-USES_RULES = {Method.BEST_OF_N, Method.PE, Method.VIDEOTPO, Method.TEACHER}
+USES_RULES = {Method.BEST_OF_N, Method.PE, Method.VIDEOTPO, Method.TEACHER, Method.SHARED}
 #: Methods that draw N candidates (``MethodConfig.n``) and select one.
 CANDIDATE_METHODS = {Method.BEST_OF_N, Method.PASS_AT_N}
 #: Methods that run the Reasoner (and so pay for preparing its condition).
@@ -74,6 +83,17 @@ class MethodConfig(StrictConfig):
     tpo_rounds: int = Field(2, ge=1)
     tpo_videos: int = Field(2, ge=1, description="Videos per VideoTPO round.")
     rule_attempts: int = Field(3, ge=1, description="Teacher replies tried before the recorded fallback.")
+    shared_steps: int | None = Field(None, ge=1, description="Updates of the shared method's one LoRA (None: "
+                                                          "optim.max_steps x items, the per-item method's budget).")
+    queries: Literal["teacher", "generic"] = Field(
+        "teacher", description="Where every rule-using method's queries come from: 'teacher' (the Teacher writes the "
+                               "item's rules) or 'generic' (the paper's generic-queries ablation: an instruction-derived "
+                               "goal query and one generic process query; the Teacher is not asked).")
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler) -> dict:
+        # added after experiment ids were first made from this dump: unset, it leaves them as they were
+        return drop_unset(handler(self), queries="teacher", shared_steps=None)
 
 
 @dataclass

@@ -6,6 +6,8 @@ validated with pydantic; a malformed reply is repaired (JSON cut out of surround
 trailing commas, duplicate or extra queries), else retried with sampling a bounded number
 of times, else replaced by a goal query derived from the instruction plus the paper's
 generic process query. Which of these happened is recorded in ``RuleSet.source``.
+``generic_rules`` gives that same task-agnostic set on purpose, without asking the Teacher:
+the paper's "generic queries" ablation (``MethodConfig.queries = "generic"``).
 
 Stage 2, ``compile_reward``: everything that does not depend on the video is done once per
 item: the token ids of each templated query with the answer "Yes" in the assistant turn
@@ -58,13 +60,14 @@ class RuleSet(BaseModel):
     """The rules of one item and how they were obtained.
 
     ``source``: ``teacher`` (valid reply), ``repaired`` (a reply fixed by ``repair_rules``),
-    ``fallback`` (no usable reply; goal derived from the instruction). ``replies`` keeps every
-    raw reply, ``problems`` why each was rejected or repaired.
+    ``fallback`` (no usable reply; goal derived from the instruction), ``generic`` (the
+    generic-queries ablation: the fallback's task-agnostic set by request, the Teacher not
+    asked). ``replies`` keeps every raw reply, ``problems`` why each was rejected or repaired.
     """
 
     goal: str
     process: list[str] = Field(min_length=1, max_length=MAX_PROCESS)
-    source: Literal["teacher", "repaired", "fallback"]
+    source: Literal["teacher", "repaired", "fallback", "generic"]
     attempts: int = Field(ge=0)
     replies: list[str] = Field(default_factory=list)
     problems: list[str] = Field(default_factory=list)
@@ -141,6 +144,18 @@ def fallback_rules(prompt: str) -> RuleQueries:
     return RuleQueries(goal=f"By the end of the video, is this done: {instruction}?", process=[GENERIC_PROCESS_QUERY])
 
 
+def generic_rules(prompt: str) -> RuleSet:
+    """The paper's "generic queries" ablation: "goal achieved?" and "process valid?", no Teacher call.
+
+    The Teacher's judging prompt holds only the video and the question, so a bare "is the goal
+    achieved?" would not say which goal; the goal query therefore carries the instruction
+    (``fallback_rules``'s). What this ablation removes is the Teacher reading the task and
+    writing its specific rules; the judge and the reward are unchanged.
+    """
+    rules = fallback_rules(prompt)
+    return RuleSet(goal=rules.goal, process=rules.process, source="generic", attempts=0)
+
+
 def extract_rules(
     teacher: Teacher,
     first_frame: np.ndarray,
@@ -148,12 +163,18 @@ def extract_rules(
     max_attempts: int = 3,
     seed: int = 0,
     meter: CostMeter | None = None,
+    queries: Literal["teacher", "generic"] = "teacher",
 ) -> RuleSet:
     """Stage 1: the Teacher writes the item's rules; repaired, retried, or a recorded fallback.
 
     The first attempt decodes greedily (deterministic); retries sample (temperature 0.8)
-    from ``seed + attempt`` so that they can differ.
+    from ``seed + attempt`` so that they can differ. ``queries="generic"`` returns
+    ``generic_rules`` instead (the ablation; no Teacher call).
     """
+    if queries == "generic":
+        return generic_rules(prompt)
+    if queries != "teacher":
+        raise InputError("queries", f"is {queries!r}", "'teacher' or 'generic'")
     replies: list[str] = []
     problems: list[str] = []
     for attempt in range(max_attempts):

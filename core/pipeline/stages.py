@@ -44,6 +44,7 @@ from core.method.optimise import (
     save_adapter,
 )
 from core.method.reasoner import Guidance, ItemCondition, ReasonerAdapter
+from core.method.shared import train_shared_adapter
 from core.method.teacher import (
     CompiledReward,
     RuleSet,
@@ -160,11 +161,13 @@ def _fps(instance: TaskInstance) -> float:
 
 # --------------------------------------------------------------------------- stages
 
-def rules_stage(teacher: Teacher, instance: TaskInstance, out: Path, attempts: int, seed: int) -> tuple[Path, CostRecord]:
-    """Stage 1: the Teacher's rules for the item (repaired, retried or a recorded fallback)."""
+def rules_stage(teacher: Teacher, instance: TaskInstance, out: Path, attempts: int, seed: int,
+                queries: str = "teacher") -> tuple[Path, CostRecord]:
+    """Stage 1: the Teacher's rules for the item (repaired, retried or a recorded fallback), or the generic set."""
     meter = CostMeter()
     with meter.phase("rules"):
-        rules = extract_rules(teacher, read_image(instance.first_frame), instance.prompt, attempts, seed=seed, meter=meter)
+        rules = extract_rules(teacher, read_image(instance.first_frame), instance.prompt, attempts, seed=seed, meter=meter,
+                              queries=queries)
     return write_json_atomic(out, rules.model_dump(mode="json")), meter.take()
 
 
@@ -234,6 +237,39 @@ def optimise_stage(
     optim_json = write_json_atomic(out_dir / "optim.json", result.model_dump(mode="json"))
     return OptimRecord(adapter=str(adapter), optim_json=str(optim_json), steps_run=result.steps_run,
                        stop_reason=result.stop_reason, final_loss=result.final_loss, cost=meter.take())
+
+
+def shared_stage(
+    reasoner: ReasonerAdapter, teacher: Teacher, instances: list[TaskInstance], reward_jsons: list[Path], seeds: list[int],
+    cfg: OptimConfig, steps: int | None, seed: int, out_dir: Path,
+) -> OptimRecord:
+    """The ``shared`` ablation's one LoRA, trained on every item's reward; writes ``adapter/``,
+    ``shared.json`` (the whole trace) and ``optim.json`` (its summary, in the per-item record's shape).
+
+    The record's cost is one item's share of the training (``CostRecord.share``), so the
+    method's seconds and NFE per item compare with the per-item method's.
+    """
+    if not (len(instances) == len(reward_jsons) == len(seeds)):
+        raise ValueError("shared_stage needs one reward and one seed per instance")
+    meter = CostMeter()
+    reasoner.meter = meter
+    rewards = [load_reward(r) for r in reward_jsons]
+    try:
+        with meter.phase("prepare"):
+            items = [(_prepare(reasoner, inst, inst.prompt, s), reward) for inst, s, reward in zip(instances, seeds, rewards,
+                                                                                                   strict=True)]
+        result = train_shared_adapter(reasoner, teacher, items, cfg, steps, seed)
+        adapter = save_adapter(reasoner, out_dir / "adapter", cfg.lora).parent
+    except BaseException:
+        detach_lora(reasoner)
+        raise
+    write_json_atomic(out_dir / "shared.json", result.model_dump(mode="json"))
+    summary = {"steps_run": result.steps_run, "stop_reason": result.stop_reason, "items": result.items,
+               "initial_loss": result.first_epoch_loss, "final_loss": result.last_epoch_loss, "trace": []}
+    optim_json = write_json_atomic(out_dir / "optim.json", summary)
+    return OptimRecord(adapter=str(adapter), optim_json=str(optim_json), steps_run=result.steps_run,
+                       stop_reason=result.stop_reason, final_loss=result.last_epoch_loss,
+                       cost=meter.take().share(len(items)))
 
 
 def select_stage(

@@ -72,6 +72,7 @@ class VariantParams(BaseModel):
     lr: float | None = None
     lora_rank: int | None = None
     n: int | None = None
+    queries: str | None = Field(None, description="'teacher' (the Teacher's task-specific rules) or 'generic'.")
 
 
 def slug(text: str) -> str:
