@@ -499,7 +499,8 @@ def evaluate_cmd(
     bench: Annotated[str | None, typer.Option(help="'synth' or a benchmark directory.")] = None,
     per_family: Annotated[int | None, typer.Option(help="Synth test instances per family.")] = None,
     limit: Annotated[int | None, typer.Option(help="At most this many items (spread over families).")] = None,
-    methods: Annotated[str | None, typer.Option(help="Comma-separated method names (default: all).")] = None,
+    methods: Annotated[str | None, typer.Option(help="Comma-separated method names (default: all but the shared "
+                                                      "ablation).")] = None,
     models: Annotated[Path | None, typer.Option(help="Zoo folder with reasoner/, surrogate-decoder/, teacher/.")] = None,
     n: Annotated[str | None, typer.Option(help="Candidates for best_of_n / pass_at_n, or 'auto': matched to the "
                                                 "teacher method's wall time per item.")] = None,

@@ -29,15 +29,17 @@ def digest(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(norm, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def dir_digest(path: str | Path) -> str:
+def dir_digest(path: str | Path, exclude: tuple[str, ...] = ()) -> str:
     """Content identity of a folder (every file's relative path and bytes), e.g. a model's weights.
 
     A stage's own ``stage.json`` is left out: it records wall time, and identical weights
-    trained at another speed must not change the keys of the stages downstream.
+    trained at another speed must not change the keys of the stages downstream. So are the
+    top-level files named in ``exclude``.
     """
     root = Path(path)
+    skip = {root / STAGE_RECORD, *(root / name for name in exclude)}
     h = hashlib.sha256()
-    for file in sorted(p for p in root.rglob("*") if p.is_file() and p != root / STAGE_RECORD):
+    for file in sorted(p for p in root.rglob("*") if p.is_file() and p not in skip):
         h.update(str(file.relative_to(root)).encode() + b"\0")
         _feed(h, file)
     return h.hexdigest()

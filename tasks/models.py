@@ -57,9 +57,15 @@ def _teacher(path: str, device: str | None, dtype: str | None) -> tuple[Teacher,
                         device=device or ("cuda" if torch.cuda.is_available() else "cpu")), threading.Lock()
 
 
-def model_identity(path: str | Path, memo: Path | None = None) -> str:
-    """A content hash of a model folder: every file's relative path and bytes.
+#: Files of a model folder that document it and change nothing it computes: its model card.
+MODEL_CARD = "README.md"
 
+
+def model_identity(path: str | Path, memo: Path | None = None) -> str:
+    """A content hash of a model folder: every file's relative path and bytes, except the model card.
+
+    A card edit (new figures, a user's notes, a hub update of README.md) must not invalidate
+    every cached stage that used the model; weights, configs, tokenizers and templates do.
     Hashing a real checkpoint (many GB) takes seconds, so with ``memo`` the digest is kept
     per folder together with each file's size and modification time, and reused while they
     are unchanged.
@@ -67,14 +73,14 @@ def model_identity(path: str | Path, memo: Path | None = None) -> str:
     root = Path(path).resolve()
     if not root.is_dir():
         raise InputError(root, "is not a model folder", "a directory with the model's config and weights")
-    files = sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
+    files = sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".") and p != root / MODEL_CARD)
     stat = [[str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns] for p in files]
     stamp = hashlib.sha256(json.dumps(stat).encode()).hexdigest()
     known = json.loads(memo.read_text()) if memo is not None and memo.is_file() else {}
     entry = known.get(str(root))
     if entry and entry["stamp"] == stamp:
         return entry["digest"]
-    digest = dir_digest(root)
+    digest = dir_digest(root, exclude=(MODEL_CARD,))
     if memo is not None:
         known[str(root)] = {"stamp": stamp, "digest": digest}
         write_json_atomic(memo, known)

@@ -44,3 +44,25 @@ def test_a_stage_folders_identity_is_its_weights_not_its_wall_time(tmp_path):
     assert dir_digest(first["path"]) == dir_digest(second["path"])
     (tmp_path / "b" / "weights.bin").write_bytes(b"\x01\x03")
     assert dir_digest(first["path"]) != dir_digest(second["path"])
+
+
+def test_a_models_identity_is_its_weights_and_configs_not_its_card(tmp_path):
+    """Editing a model card (README.md) keeps every cached stage that used the model; any other file moves it."""
+    from tasks.models import model_identity
+
+    folder = tmp_path / "teacher"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"hidden_size": 8}')
+    (folder / "model.safetensors").write_bytes(b"\x00" * 16)
+    (folder / "README.md").write_text("# card\naccuracy 0.70\n")
+    memo = tmp_path / "model-ids.json"
+    first = model_identity(folder, memo)
+    (folder / "README.md").write_text("# card\naccuracy 0.70\n\n| criterion | accuracy |\n")
+    assert model_identity(folder, memo) == model_identity(folder) == first
+    (folder / "README.md").unlink()
+    assert model_identity(folder, memo) == first
+    (folder / "chat_template.jinja").write_text("{{ messages }}")
+    assert model_identity(folder, memo) != first
+    (folder / "chat_template.jinja").unlink()
+    (folder / "config.json").write_text('{"hidden_size": 16}')
+    assert model_identity(folder, memo) != first

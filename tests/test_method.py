@@ -600,6 +600,12 @@ def test_vlmt_compare_guidance_doubles_the_nfe(models, tmp_path):
     (result,) = json.loads((tmp_path / "pe.json").read_text())["results"]
     assert result["judge_p_yes"] and len(result["judge_truth"]) == len(result["judge_p_yes"])
     assert all(t is None or isinstance(t, bool) for t in result["judge_truth"])
+    generic = CliRunner().invoke(app, ["compare", "--reasoner", str(models[0]), "--surrogate", str(models[1]), "--teacher",
+                                       str(models[2]["qwen2_5_vl"]), "--per-family", "1", "--limit", "1", "--methods", "pe",
+                                       "--queries", "generic", "--out", str(tmp_path / "generic.json")])
+    assert generic.exit_code == 0, generic.output
+    records = json.loads((tmp_path / "generic.json").read_text())
+    assert records["config"]["queries"] == "generic" and records["results"][0]["rules_source"] == "generic"
     bad = CliRunner().invoke(app, ["compare", "--guidance", "1", "--guidance-2", "3", "--limit", "1"])
     assert bad.exit_code == 2 and "invalid options" in bad.output and "set scale > 1" in bad.output
     single = CliRunner().invoke(app, ["compare", "--reasoner", str(models[0]), "--surrogate", str(models[1]), "--teacher",

@@ -243,6 +243,39 @@ def test_query_truths_answer_bank_phrasings_and_leave_other_texts_open(train_ben
 
 # --------------------------------------------------------------------------- training
 
+def test_the_erase_perturbation_is_opt_in_and_adds_only_its_own_videos(train_bench):
+    """'erase' (every moving object gone after the first frame, the deletion hack): breaks the goal and the
+    "intact" rule and keeps the motion rules; a Teacher's data gains one such video per sprite instance and
+    nothing else changes; the default recipe's dump (and so the shipped zoo's keys) is untouched."""
+    from pydantic import ValidationError
+
+    from core.train.teacher import TeacherTrainConfig
+
+    plain = build_teacher_data(train_bench, instances_per_family=1, standins_per_instance=1, seed=0)
+    more = build_teacher_data(train_bench, instances_per_family=1, standins_per_instance=1, seed=0,
+                              extra_perturbations=["erase"])
+    erased = [(item, video) for item, video in zip(more.items, more.videos, strict=True) if item.source == "perturbation:erase"]
+    sprite_families = {"maze_navigate", "color_match", "gravity_fall", "key_then_goal"}
+    assert sorted(more.instances[item.instance].task_family for item, _ in erased) == sorted(sprite_families)
+    kept = [(item, video) for item, video in zip(more.items, more.videos, strict=True) if item.source != "perturbation:erase"]
+    assert len(kept) == len(plain.items)
+    assert all(a.source == b.source and a.labels == b.labels and torch.equal(v, w)
+               for (a, v), (b, w) in zip(kept, zip(plain.items, plain.videos, strict=True), strict=True))
+    for item, video in erased:
+        inst = more.instances[item.instance]
+        names = SCORERS[inst.task_family].names
+        bank = [variants[0] for variants in query_bank(inst.metadata)]
+        truth = {tuple(q.criteria): ok for q, ok in zip(bank, item.labels, strict=True)}
+        assert [ok for q, ok in zip(bank, item.labels, strict=True) if q.kind == "goal"] == [False], inst.id
+        assert truth[(names["integrity"],)] is False and truth[(names["continuity"],)] is True, inst.id
+        assert (video[1:] == video[1:2]).all()  # nothing moves after the first frame
+    assert "extra_perturbations" not in TeacherTrainConfig().model_dump()
+    with pytest.raises(ValidationError, match="unknown extra perturbation 'melt'"):
+        TeacherTrainConfig(extra_perturbations=["melt"])
+    with pytest.raises(ValueError, match="unknown perturbation 'melt'"):
+        perturbed_video(train_bench.instances[0].metadata, "melt")
+
+
 def test_micro_training_lowers_the_loss_and_evaluates(train_bench, test_bench, tmp_path):
     torch.set_num_threads(1)
     cfg = TeacherTrainConfig.micro().model_copy(update={"label_workers": 1})

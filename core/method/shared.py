@@ -115,6 +115,10 @@ def train_shared_adapter(
                 stop = "nonfinite_params"
                 break
             last_good = lora_state(reasoner)
+        if (step + 1) % max(1, total // 10) == 0:  # a long loop inside a stage (the CLI's bar is already live)
+            recent = [t.loss for t in trace[-len(items):]]
+            log.info("shared adapter: step %d of %d, mean loss over the last %d steps %.4f", step + 1, total, len(recent),
+                     float(np.mean(recent)))
     applied = sum(1 for t in trace if t.grad_norm is not None and math.isfinite(t.grad_norm))
     if stop != "steps":
         log.warning("shared adapter: %s at step %d; keeping the adapter after %d updates", stop, len(trace) - 1, applied)

@@ -33,11 +33,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator, model_serializer
 
 from core.bench.record import TaskInstance
 from core.bench.source import Benchmark
-from core.bench.synth.family import PERTURBATIONS
+from core.bench.synth.family import EXTRA_PERTURBATIONS, PERTURBATIONS
 from core.bench.synth.generate import perturbed_video
 from core.bench.synth.queries import (
     RuleQueries,
@@ -46,7 +46,7 @@ from core.bench.synth.queries import (
     query_bank,
     rule_queries,
 )
-from core.config import StrictConfig
+from core.config import StrictConfig, drop_unset
 from core.errors import InputError
 from core.io import write_json_atomic
 from core.models.teacher import (
@@ -109,6 +109,22 @@ class TeacherTrainConfig(StrictConfig):
     aux_llm_layer: int = 1
     augment: AugmentConfig = AugmentConfig()
     threads: int | None = Field(None, description="torch threads for training (None: leave as is).")
+    extra_perturbations: list[str] = Field(default_factory=list, description=(
+        f"Rule-breaking videos beyond the benchmark's standard classes, one per instance where it applies: "
+        f"{list(EXTRA_PERTURBATIONS)} ('erase': every moving object gone after the first frame). Off in the shipped zoo."))
+
+    @field_validator("extra_perturbations")
+    @classmethod
+    def _known(cls, kinds: list[str]) -> list[str]:
+        unknown = [k for k in kinds if k not in EXTRA_PERTURBATIONS]
+        if unknown:
+            raise ValueError(f"unknown extra perturbation {unknown[0]!r}; known: {list(EXTRA_PERTURBATIONS)}")
+        return kinds
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler) -> dict:
+        # added after the shipped zoo's stage keys were made from this dump: unset, it leaves them as they were
+        return drop_unset(handler(self), extra_perturbations=[])
 
     @classmethod
     def micro(cls) -> TeacherTrainConfig:
@@ -239,12 +255,15 @@ def build_teacher_data(
     standins_per_instance: int = 2,
     seed: int = 0,
     workers: int = 1,
+    extra_perturbations: Sequence[str] = (),
 ) -> TeacherData:
     """Query-writing examples and labelled judging videos for ``train_bench``'s instances.
 
     Judging videos per instance: the ground truth, every applicable perturbation, and
     ``standins_per_instance`` Reasoner stand-ins; plus every given Reasoner sample (its
     instance is added if it is not among the chosen ones). Labels come from the scorers.
+    ``extra_perturbations`` (``EXTRA_PERTURBATIONS``) add one video each where they apply,
+    after the stand-ins, so every other video is what it would be without them.
     """
     t0 = time.perf_counter()
     all_instances = train_bench.instances if isinstance(train_bench, Benchmark) else list(train_bench)
@@ -289,6 +308,10 @@ def build_teacher_data(
             other = pool[int(rng.integers(len(pool)))]
             v, kind = standin_video(base, other, rng)
             add(k, v, f"standin:{kind}", reference)
+        for kind in extra_perturbations:
+            v = perturbed_video(inst.metadata, kind, seed=seed)
+            if v is not None:
+                add(k, v, f"perturbation:{kind}", reference)
     for inst, video in reasoner_samples:
         k = index[inst.id]
         add(k, np.asarray(video, dtype=np.uint8), "reasoner", [variants[0] for variants in query_bank(inst.metadata)])
@@ -568,7 +591,8 @@ def train_teacher(
         if data is None:
             data = build_teacher_data(train_bench, reasoner_samples, instances_per_family=cfg.instances_per_family,
                                       standins_per_instance=cfg.standins_per_instance, seed=cfg.seed,
-                                      workers=cfg.label_workers or torch.get_num_threads())
+                                      workers=cfg.label_workers or torch.get_num_threads(),
+                                      extra_perturbations=cfg.extra_perturbations)
         partial = out.with_name(out.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
         build_teacher(partial, _tokenizer_corpus(data), cfg.arch, seed=cfg.seed)

@@ -36,6 +36,12 @@ PERTURBATIONS: tuple[str, ...] = (
     "static_change",  # a part of the scene that must stay fixed disappears
 )
 
+#: Perturbations outside the standard set, used only where asked for (e.g. a Teacher's
+#: ``extra_perturbations``), so the benchmark's own classes and figures stay as they were.
+EXTRA_PERTURBATIONS: tuple[str, ...] = (
+    "erase",  # every moving object is gone after the first frame: the deletion hack the teacher method learns
+)
+
 #: Colours a perturbation may switch an object to (never background/gray).
 _RECOLOUR_CHOICES = ("red", "green", "blue", "yellow", "magenta", "cyan", "orange", "white")
 
@@ -76,8 +82,8 @@ class SynthFamily(ABC):
 
     def perturb(self, kind: str, layout: dict[str, Any], scene: Scene, rng: np.random.Generator) -> Scene | None:
         """A copy of ``scene`` that breaks one rule, or None if ``kind`` does not apply here."""
-        if kind not in PERTURBATIONS:
-            raise ValueError(f"unknown perturbation {kind!r}; known: {PERTURBATIONS}")
+        if kind not in PERTURBATIONS + EXTRA_PERTURBATIONS:
+            raise ValueError(f"unknown perturbation {kind!r}; known: {PERTURBATIONS + EXTRA_PERTURBATIONS}")
         if kind == "freeze":
             return _freeze(scene)
         return getattr(self, f"_perturb_{kind}")(layout, scene.copy(), rng)
@@ -244,6 +250,13 @@ class SpriteFamily(SynthFamily):
     def _perturb_static_change(self, layout, scene, rng):
         return self._remove_static_cell(scene, self.removable_cells(layout), rng)
 
+    def _perturb_erase(self, layout, scene, rng):
+        # the first frame without its moving objects, held: nothing they would have done (a key taken) happens
+        erased = _freeze(scene)
+        for sprite in erased.sprites:
+            sprite.visible[1:] = False
+        return erased
+
 
 class PaintFamily(SynthFamily):
     """Families where cells are painted one step at a time with ``paint`` colour."""
@@ -311,6 +324,9 @@ class PaintFamily(SynthFamily):
 
     def _perturb_duplicate(self, layout, scene, rng):
         return None  # painted regions have no identity to duplicate; see pass_through
+
+    def _perturb_erase(self, layout, scene, rng):
+        return None  # paint that never appears is "freeze"
 
     def _perturb_wrong_end(self, layout, scene, rng):
         to_paint = self._to_paint(scene)
