@@ -395,6 +395,18 @@ def test_the_shared_ablation_trains_one_adapter_for_all_items_and_resumes(setup)
     assert {**stage_dirs(work), "shared": shared_dir.stat().st_mtime_ns} == before, "a rerun must not retrain or regenerate"
     assert again["summary"]["shared"]["mean_score"] == out["summary"]["shared"]["mean_score"]
 
+    # through a task runner (futures instead of inline calls) the same adapter and the same scores
+    from flows.evaluate import run_evaluate
+
+    threaded = cfg.model_copy(update={"work": str(root / "w8-thread")})
+    run_evaluate(threaded, "thread")
+    (threaded_dir,) = (Path(threaded.work) / "shared").glob("shared-*")
+    assert threaded_dir.name == shared_dir.name
+    with duckdb.connect(str(Path(threaded.work) / "vlmt.duckdb"), read_only=True) as con:
+        scores = con.execute("SELECT instance_id, score FROM results WHERE method = 'shared' ORDER BY 1").fetchall()
+    with duckdb.connect(str(work / "vlmt.duckdb"), read_only=True) as con:
+        assert scores == con.execute("SELECT instance_id, score FROM results WHERE method = 'shared' ORDER BY 1").fetchall()
+
 
 def test_an_ablation_file_with_a_misspelt_field_is_refused_naming_it(tmp_path):
     from core.errors import InputError

@@ -23,7 +23,8 @@
   goal (0.3 of 1 on the synth benchmark), so a method shows reasoning only above it.
 
 Every method shares the item's rules (extracted and compiled once per item, or the generic
-set under ``MethodConfig.queries = "generic"``); their cost is added to each method that uses them. Seeds: candidate ``k`` of an item uses ``seed + k``, so
+set under ``MethodConfig.queries = "generic"``); their cost is added to each method that uses
+them. Seeds: candidate ``k`` of an item uses ``seed + k``, so
 candidate 0 is the vanilla video.
 """
 
