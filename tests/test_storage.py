@@ -260,6 +260,26 @@ def test_paired_vs_baseline_matches_the_records(warehouse):
         assert (b["wins"], b["losses"]) == (a["losses"], a["wins"])
 
 
+def test_paired_runs_matches_the_records(warehouse):
+    """One method across two runs (here the two variants) on their common items, each ordered pair once."""
+    _, db, _, written, _ = warehouse
+    rows = {(r["variant_a"], r["variant_b"]): r for r in named(db, "paired_runs").iter_rows(named=True)}
+    assert set(rows) == {("lam=0.0", "lam=0.5"), ("lam=0.5", "lam=0.0")}  # never a run against itself
+    scores = {lam: {r.instance_id: r.score for r in rs if r.method == "teacher" and r.error is None}
+              for lam, rs in written.items()}
+    common = sorted(set(scores[0.0]) & set(scores[0.5]))
+    diffs = np.array([scores[0.0][i] - scores[0.5][i] for i in common])
+    row = rows[("lam=0.0", "lam=0.5")]
+    assert row["n"] == len(common) and row["mean_diff"] == pytest.approx(diffs.mean(), abs=1e-3)
+    assert row["std_error"] == pytest.approx(diffs.std(ddof=1) / np.sqrt(len(diffs)), abs=1e-3)
+    assert (row["wins"], row["ties"], row["losses"]) == ((diffs > 0).sum(), (diffs == 0).sum(), (diffs < 0).sum())
+    back = rows[("lam=0.5", "lam=0.0")]
+    assert back["mean_diff"] == pytest.approx(-row["mean_diff"], abs=1e-3) and back["wins"] == row["losses"]
+    only = named(db, "paired_runs", method="vanilla", variant_a="lam=0.5", variant_b="lam=0.0")
+    vanilla = [{r.instance_id for r in written[lam] if r.method == "vanilla" and r.error is None} for lam in (0.5, 0.0)]
+    assert only.height == 1 and only["n"][0] == len(vanilla[0] & vanilla[1])
+
+
 def test_judge_per_query_matches_the_records(warehouse):
     _, db, _, written, _ = warehouse
     rows = {(r["method"], r["kind"]): r for r in named(db, "judge_per_query").iter_rows(named=True)}
