@@ -58,6 +58,7 @@ from core.method.methods import (
     Method,
     MethodConfig,
 )
+from core.method.optimise import OptimConfig
 from core.method.reasoner import Guidance
 from core.models.teacher import teacher_model_type
 from core.models.wan import check_guidance_2
@@ -202,7 +203,7 @@ class _Chain:
         return future
 
 
-def _optim_key_part(o) -> dict:
+def _optim_key_part(o: OptimConfig) -> dict:
     """The optimiser config as the optimise and shared stages' keys see it.
 
     lam and k_frames reach them through the reward key; guidance joins only when on, so keys

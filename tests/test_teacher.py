@@ -276,6 +276,29 @@ def test_the_erase_perturbation_is_opt_in_and_adds_only_its_own_videos(train_ben
         perturbed_video(train_bench.instances[0].metadata, "melt")
 
 
+def test_criterion_balance_asks_every_question_yes_and_no_equally_often(train_bench):
+    """balance='criterion': within each answer, every (family, criterion) group is drawn equally often, so no
+    question carries a prior; balance='answer' (the shipped recipe) draws exactly as before, uniformly per answer."""
+    from core.train.teacher import _answer_draw, _criterion_draw
+
+    data = build_teacher_data(train_bench, instances_per_family=1, standins_per_instance=1, seed=0)
+    pairs, labels = data.pairs()
+    groups = data.criterion_groups(pairs)
+    assert groups[0].startswith(data.instances[data.items[pairs[0][0]].instance].task_family + "/")
+    yes_pool, no_pool = np.nonzero(labels)[0], np.nonzero(~labels)[0]
+    draw = _criterion_draw(yes_pool, no_pool, groups)
+    for answer, pool in ((True, yes_pool), (False, no_pool)):
+        drawn = draw(answer, 40_000, torch.Generator().manual_seed(0)).numpy()
+        assert set(labels[drawn]) == {answer}
+        present = sorted({groups[j] for j in pool})
+        share = np.array([np.mean([groups[j] == g for j in drawn]) for g in present])
+        assert np.allclose(share, 1 / len(present), atol=0.01), (answer, share.min(), share.max())
+    # the shipped recipe's draw: the same indices as before the option existed
+    gen_a, gen_b = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    old = torch.from_numpy(yes_pool)[torch.randint(len(yes_pool), (8,), generator=gen_a)]
+    assert torch.equal(_answer_draw(yes_pool, no_pool)(True, 8, gen_b), old)
+
+
 def test_micro_training_lowers_the_loss_and_evaluates(train_bench, test_bench, tmp_path):
     torch.set_num_threads(1)
     cfg = TeacherTrainConfig.micro().model_copy(update={"label_workers": 1})

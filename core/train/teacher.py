@@ -26,9 +26,11 @@ import logging
 import math
 import shutil
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -109,6 +111,11 @@ class TeacherTrainConfig(StrictConfig):
     aux_llm_layer: int = 1
     augment: AugmentConfig = AugmentConfig()
     threads: int | None = Field(None, description="torch threads for training (None: leave as is).")
+    balance: Literal["answer", "criterion"] = Field("answer", description=(
+        "How judging batches are drawn. 'answer': half Yes, half No pairs, each uniformly (the shipped zoo); a "
+        "criterion that is usually broken (goals, 'intact') then appears mostly as No, and the Teacher learns that "
+        "prior instead of looking. 'criterion': within the Yes half and the No half, every (family, criterion) "
+        "equally often, so each question is Yes half the time."))
     extra_perturbations: list[str] = Field(default_factory=list, description=(
         f"Rule-breaking videos beyond the benchmark's standard classes, one per instance where it applies: "
         f"{list(EXTRA_PERTURBATIONS)} ('erase': every moving object gone after the first frame). Off in the shipped zoo."))
@@ -124,7 +131,7 @@ class TeacherTrainConfig(StrictConfig):
     @model_serializer(mode="wrap")
     def _dump(self, handler) -> dict:
         # added after the shipped zoo's stage keys were made from this dump: unset, it leaves them as they were
-        return drop_unset(handler(self), extra_perturbations=[])
+        return drop_unset(handler(self), extra_perturbations=[], balance="answer")
 
     @classmethod
     def micro(cls) -> TeacherTrainConfig:
@@ -157,6 +164,13 @@ class TeacherData:
     query_targets: list[str]  # per instance: the reference rule set as JSON
     seconds: float = 0.0
     counts: dict[str, int] = field(default_factory=dict)
+
+    def criterion_groups(self, pairs: np.ndarray) -> list[str]:
+        """Each (video, criterion) pair's "family/criteria" name, the unit ``balance="criterion"`` evens out."""
+        names = {}
+        for k, inst in enumerate(self.instances):
+            names[k] = [inst.task_family + "/" + "+".join(variants[0].criteria) for variants in query_bank(inst.metadata)]
+        return [names[self.items[v].instance][c] for v, c in pairs]
 
     def pairs(self) -> tuple[np.ndarray, np.ndarray]:
         """All (video, criterion) pairs as an (N, 2) index array, and their labels."""
@@ -477,6 +491,8 @@ def train_on_data(teacher: Teacher, data: TeacherData, cfg: TeacherTrainConfig) 
     if len(no_pool) == 0 or len(yes_pool) == 0:
         raise InputError("teacher data", "has only one answer class", "both Yes and No labels (perturbations give No)")
     targets = torch.tensor([teacher.yes_id, teacher.no_id])
+    draw = _answer_draw(yes_pool, no_pool) if cfg.balance == "answer" else _criterion_draw(yes_pool, no_pool,
+                                                                                           data.criterion_groups(pairs))
     curve, run_qa, run_q, run_aux, first = [], [], [], [], {}
     t0 = time.perf_counter()
     steps_done = 0
@@ -488,10 +504,7 @@ def train_on_data(teacher: Teacher, data: TeacherData, cfg: TeacherTrainConfig) 
             for group in opt.param_groups:
                 group["lr"] = _lr_at(step, cfg)
             n_yes = cfg.batch_qa // 2
-            pick = torch.cat([
-                torch.from_numpy(yes_pool)[torch.randint(len(yes_pool), (n_yes,), generator=gen)],
-                torch.from_numpy(no_pool)[torch.randint(len(no_pool), (cfg.batch_qa - n_yes,), generator=gen)],
-            ])
+            pick = torch.cat([draw(True, n_yes, gen), draw(False, cfg.batch_qa - n_yes, gen)])
             videos, questions, answers, cell_targets = [], [], [], []
             for j in pick.tolist():
                 v, c = pairs[j]
@@ -564,6 +577,32 @@ def train_on_data(teacher: Teacher, data: TeacherData, cfg: TeacherTrainConfig) 
         "loss_query_first": round(first.get("q", float("nan")), 4),
         "loss_query_last": round(float(np.mean(run_q[-tail:])) if run_q else float("nan"), 4),
     }
+
+
+def _answer_draw(yes_pool: np.ndarray, no_pool: np.ndarray):
+    """Pairs of one answer, uniformly over that answer's pool."""
+    pools = {True: torch.from_numpy(yes_pool), False: torch.from_numpy(no_pool)}
+
+    def draw(answer: bool, n: int, gen: torch.Generator) -> torch.Tensor:
+        pool = pools[answer]
+        return pool[torch.randint(len(pool), (n,), generator=gen)]
+
+    return draw
+
+
+def _criterion_draw(yes_pool: np.ndarray, no_pool: np.ndarray, groups: Sequence[str]):
+    """Pairs of one answer, every criterion group of that answer's pool equally likely."""
+    weights = {}
+    for answer, pool in ((True, yes_pool), (False, no_pool)):
+        names = [groups[j] for j in pool]
+        counts = Counter(names)
+        weights[answer] = (torch.from_numpy(pool), torch.tensor([1.0 / counts[g] for g in names], dtype=torch.float64))
+
+    def draw(answer: bool, n: int, gen: torch.Generator) -> torch.Tensor:
+        pool, w = weights[answer]
+        return pool[torch.multinomial(w, n, replacement=True, generator=gen)]
+
+    return draw
 
 
 def _folder_mib(path: Path) -> float:
