@@ -291,10 +291,12 @@ class _ItemStages:
 
 
 def _submit_item(inst: TaskInstance, cfg: EvaluateConfig, ids: dict[str, str], inline: bool = False,
-                 only: list[Method] | None = None, shared: tuple[Stage, str] | None = None) -> dict[Method, _Chain]:
+                 only: list[Method] | None = None, shared: tuple[Stage, str] | None = None,
+                 rules_and_reward: tuple[Stage, Stage] | None = None) -> dict[Method, _Chain]:
     """Submit the stages of ``only`` (default: all of ``cfg.methods``, the methods in play) for one item.
 
-    ``shared``: the shared adapter's stage and key, which the ``shared`` method needs.
+    ``shared``: the shared adapter's stage and key, which the ``shared`` method needs;
+    ``rules_and_reward``: the item's rules and reward stages when already submitted.
     """
     m, o, mc = cfg.models, cfg.method.optim, cfg.method
     chains = {method: _Chain() for method in (only or cfg.methods)}
@@ -306,7 +308,7 @@ def _submit_item(inst: TaskInstance, cfg: EvaluateConfig, ids: dict[str, str], i
 
     rules = reward = None
     if USES_RULES & set(cfg.methods):  # every method in play, so the score keys' "judged" holds in each phase
-        rules, reward = its.rules_and_reward()
+        rules, reward = rules_and_reward or its.rules_and_reward()
         for method in USES_RULES & methods:
             chains[method].rules = chains[method].add("rules", rules)
             chains[method].reward = chains[method].add("reward", reward)
@@ -585,8 +587,12 @@ def evaluate(config: EvaluateConfig | None = None, config_file: str | None = Non
         write_json_atomic(progress, {"done": len(results), "total": total})
 
     def run_phase(methods: list[Method], phase_cfg: EvaluateConfig, row_params: VariantParams,
-                  shared: tuple[Stage, str] | None = None) -> list[ItemResult]:
-        """Every item's ``methods``; rows are written for the requested ones (auto_n adds helpers)."""
+                  shared: tuple[Stage, str] | None = None,
+                  ready: dict[str, tuple[Stage, Stage]] | None = None) -> list[ItemResult]:
+        """Every item's ``methods``; rows are written for the requested ones (auto_n adds helpers).
+
+        ``ready``: rules and reward stages already submitted, by item id (not submitted again).
+        """
         done: list[ItemResult] = []
 
         def collect(inst: TaskInstance, chains: dict[Method, _Chain]) -> None:
@@ -601,7 +607,8 @@ def evaluate(config: EvaluateConfig | None = None, config_file: str | None = Non
         # inline, an item's stages have run when _submit_item returns; submitted, they run concurrently
         pending = []
         for inst in items:
-            pending.append((inst, _submit_item(inst, phase_cfg, ids, inline, only=methods, shared=shared)))
+            pending.append((inst, _submit_item(inst, phase_cfg, ids, inline, only=methods, shared=shared,
+                                               rules_and_reward=(ready or {}).get(inst.id))))
             if inline:
                 collect(*pending.pop())
         for inst, chains in pending:
@@ -611,10 +618,10 @@ def evaluate(config: EvaluateConfig | None = None, config_file: str | None = Non
     def run_shared() -> None:
         """The shared ablation: every item's reward (cached), one adapter trained on those that compiled, each item's video."""
         per_item = [(inst, _ItemStages(inst, cfg, ids, inline)) for inst in items]
-        rewards = [its.rules_and_reward()[1] for _, its in per_item]
-        for reward in rewards:
+        submitted = {inst.id: its.rules_and_reward() for inst, its in per_item}
+        for _, reward in submitted.values():
             reward.wait()
-        ok = [(inst, its, reward) for (inst, its), reward in zip(per_item, rewards, strict=True) if reward.state.is_completed()]
+        ok = [(inst, its, submitted[inst.id][1]) for inst, its in per_item if submitted[inst.id][1].state.is_completed()]
         if not ok:
             for inst in items:
                 res = _blank(inst, Method.SHARED, item_seed(inst, cfg.seed))
@@ -628,7 +635,7 @@ def evaluate(config: EvaluateConfig | None = None, config_file: str | None = Non
         adapter = _submit(stages.train_shared_adapter, target, cfg.work, inline, [inst.model_dump_json() for inst, _, _ in ok],
                           [reward for *_, reward in ok], m.reasoner, m.surrogate, m.teacher, cfg.method.optim.model_dump_json(),
                           [its.seed for _, its, _ in ok], cfg.method.shared_steps, cfg.seed, target, key)
-        run_phase([Method.SHARED], cfg, params, shared=(adapter, key))
+        run_phase([Method.SHARED], cfg, params, shared=(adapter, key), ready=submitted)
 
     chosen_n = None
     ran = cfg  # the config as run: with auto_n, method.n becomes the chosen N

@@ -237,18 +237,24 @@ def test_loss_decreases_and_early_stop_triggers_at_tau(reasoner, teacher, item):
     detach_lora(reasoner)
 
 
-def test_nan_guard_keeps_the_best_adapter(reasoner, teacher, item, monkeypatch):
-    cond, reward = item
-    cfg = OptimConfig(lr=3e-2, max_steps=10, early_stop=False, k_frames=8)
+def poison_decode(monkeypatch, reasoner, at_call: int):
+    """Make the ``at_call``-th decode return NaN (a diverging step); returns the real decode to restore."""
     calls = {"n": 0}
     real_decode = reasoner.decode
 
     def poisoned(latents, decoder):
         calls["n"] += 1
         out = real_decode(latents, decoder)
-        return out * float("nan") if calls["n"] == 5 else out
+        return out * float("nan") if calls["n"] == at_call else out
 
     monkeypatch.setattr(reasoner, "decode", poisoned)
+    return real_decode
+
+
+def test_nan_guard_keeps_the_best_adapter(reasoner, teacher, item, monkeypatch):
+    cond, reward = item
+    cfg = OptimConfig(lr=3e-2, max_steps=10, early_stop=False, k_frames=8)
+    real_decode = poison_decode(monkeypatch, reasoner, at_call=5)
     res = optimise_item(reasoner, teacher, cond, reward, cfg)
     assert res.stop_reason == "nonfinite_loss" and len(res.trace) == 5 and math.isnan(res.trace[-1].loss)
     finite = [s.loss for s in res.trace[:-1]]
@@ -286,15 +292,7 @@ def test_one_shared_adapter_trains_on_every_items_reward_in_turn(reasoner, teach
     assert any(float(v.abs().sum()) > 0 for k, v in lora_state(reasoner).items() if "lora_B" in k)
     assert mean_loss() < before
 
-    calls = {"n": 0}
-    real_decode = reasoner.decode
-
-    def poisoned(latents, decoder):
-        calls["n"] += 1
-        out = real_decode(latents, decoder)
-        return out * float("nan") if calls["n"] == 4 else out
-
-    monkeypatch.setattr(reasoner, "decode", poisoned)
+    real_decode = poison_decode(monkeypatch, reasoner, at_call=4)
     broken = train_shared_adapter(reasoner, teacher, items, cfg, seed=3)
     assert broken.stop_reason == "nonfinite_loss" and broken.steps_run == 3 and math.isnan(broken.trace[-1].loss)
     monkeypatch.setattr(reasoner, "decode", real_decode)

@@ -37,6 +37,7 @@ from pydantic import BaseModel, Field
 
 from core.config import StrictConfig
 from core.errors import InputError
+from core.method.cost import CostMeter
 from core.method.reasoner import (
     Decoder,
     GradMode,
@@ -157,6 +158,26 @@ def reward_step(
     return reward_loss(reward, logp), logp
 
 
+def update_lora(loss: torch.Tensor, params: list[torch.nn.Parameter], opt: torch.optim.Optimizer, cfg: OptimConfig,
+                meter: CostMeter) -> tuple[float, str | None]:
+    """One clipped update of the LoRA from ``loss``: (the gradient norm before clipping, why to stop or None).
+
+    A non-finite gradient skips the update ("nonfinite_grad"); an update that leaves a
+    non-finite parameter is reported ("nonfinite_params") for the caller to restore.
+    """
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    meter.count("reasoner_backward", differentiated_calls(cfg.grad_mode, cfg.sampler_steps, cfg.guidance))
+    meter.count("teacher_backward")
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip or math.inf))
+    if not math.isfinite(grad_norm):
+        return grad_norm, "nonfinite_grad"
+    opt.step()
+    if not all(_finite(p) for p in params):
+        return grad_norm, "nonfinite_params"
+    return grad_norm, None
+
+
 def optimise_item(
     reasoner: ReasonerAdapter, teacher: Teacher, item: ItemCondition, reward: CompiledReward, cfg: OptimConfig
 ) -> OptimResult:
@@ -185,19 +206,11 @@ def optimise_item(
                 stop = "max_steps" if last else "tau"
                 trace.append(StepRecord(step=step, loss=value, p_yes=p_yes, seconds=time.perf_counter() - start))
                 break
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            meter.count("reasoner_backward", differentiated_calls(cfg.grad_mode, cfg.sampler_steps, cfg.guidance))
-            meter.count("teacher_backward")
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip or math.inf)
-            trace.append(StepRecord(step=step, loss=value, p_yes=p_yes, grad_norm=float(grad_norm),
+            grad_norm, why = update_lora(loss, params, opt, cfg, meter)
+            trace.append(StepRecord(step=step, loss=value, p_yes=p_yes, grad_norm=grad_norm,
                                     seconds=time.perf_counter() - start))
-            if not _finite(grad_norm):
-                stop = "nonfinite_grad"
-                break
-            opt.step()
-            if not all(_finite(p) for p in params):
-                stop = "nonfinite_params"
+            if why:
+                stop = why
                 break
     if stop.startswith("nonfinite"):
         log.warning("item seed %d: %s at step %d; keeping the best adapter (step %d, loss %.4f)",

@@ -34,8 +34,9 @@ from core.method.optimise import (
     attach_lora,
     lora_state,
     reward_step,
+    update_lora,
 )
-from core.method.reasoner import ItemCondition, ReasonerAdapter, differentiated_calls
+from core.method.reasoner import ItemCondition, ReasonerAdapter
 from core.method.teacher import CompiledReward
 from core.models.teacher import Teacher
 
@@ -101,18 +102,10 @@ def train_shared_adapter(
                 stop = "nonfinite_loss"
                 trace.append(SharedStep(step=step, item=k, loss=value, seconds=time.perf_counter() - start))
                 break
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            meter.count("reasoner_backward", differentiated_calls(cfg.grad_mode, cfg.sampler_steps, cfg.guidance))
-            meter.count("teacher_backward")
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip or math.inf))
+            grad_norm, why = update_lora(loss, params, opt, cfg, meter)
             trace.append(SharedStep(step=step, item=k, loss=value, grad_norm=grad_norm, seconds=time.perf_counter() - start))
-            if not math.isfinite(grad_norm):
-                stop = "nonfinite_grad"
-                break
-            opt.step()
-            if not all(bool(torch.isfinite(p).all()) for p in params):
-                stop = "nonfinite_params"
+            if why:
+                stop = why
                 break
             last_good = lora_state(reasoner)
         if (step + 1) % max(1, total // 10) == 0:  # a long loop inside a stage (the CLI's bar is already live)
