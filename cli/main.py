@@ -499,8 +499,8 @@ def evaluate_cmd(
     bench: Annotated[str | None, typer.Option(help="'synth' or a benchmark directory.")] = None,
     per_family: Annotated[int | None, typer.Option(help="Synth test instances per family.")] = None,
     limit: Annotated[int | None, typer.Option(help="At most this many items (spread over families).")] = None,
-    methods: Annotated[str | None, typer.Option(help="Comma-separated method names (default: all but the shared "
-                                                      "ablation).")] = None,
+    methods: Annotated[str | None, typer.Option(help="Comma-separated method names (default: all but the shared and grpo "
+                                                      "ablations).")] = None,
     models: Annotated[Path | None, typer.Option(help="Zoo folder with reasoner/, surrogate-decoder/, teacher/.")] = None,
     n: Annotated[str | None, typer.Option(help="Candidates for best_of_n / pass_at_n, or 'auto': matched to the "
                                                 "teacher method's wall time per item.")] = None,
@@ -659,7 +659,7 @@ def compare_cmd(
     surrogate: Annotated[Path | None, typer.Option(help="A surrogate decoder folder (default: MODELS/surrogate-decoder).")] = None,
     teacher: Annotated[Path | None, typer.Option(help="A Qwen2.5-VL folder (default: MODELS/teacher).")] = None,
     methods: Annotated[str, typer.Option(help="Comma-separated: vanilla,best_of_n,pass_at_n,pe,videotpo,teacher,still "
-                                               "(still: the first frame held, a reference).")] =
+                                               "(still: the first frame held, a reference), or the grpo ablation.")] =
         "vanilla,best_of_n,pass_at_n,pe,videotpo,teacher,still",
     limit: Annotated[int | None, typer.Option(help="At most this many items (spread over families).")] = None,
     per_family: Annotated[int, typer.Option(help="Test instances per family when --bench synth.")] = 9,
@@ -676,6 +676,10 @@ def compare_cmd(
     queries: Annotated[QueriesOption, typer.Option(help="teacher: the Teacher writes each item's rules; generic: the "
                                                         "paper's generic-queries ablation (instruction-derived goal, one "
                                                         "generic process query).")] = QueriesOption.teacher,
+    grpo_steps: Annotated[int | None, typer.Option(help="grpo: maximum updates per item (one per group).")] = None,
+    grpo_group: Annotated[int | None, typer.Option(help="grpo: rollouts per update.")] = None,
+    grpo_lr: Annotated[float | None, typer.Option(help="grpo: learning rate (default: --lr's).")] = None,
+    grpo_noise: Annotated[float | None, typer.Option(help="grpo: the SDE's noise level a.")] = None,
     guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale of every Reasoner rollout (1 = off).")] = 1.0,
     negative_prompt: Annotated[str, typer.Option(help="Negative prompt for guidance.")] = "",
     guidance_2: Annotated[float | None, typer.Option("--guidance-2", help="Two-expert Reasoners: the low-noise expert's "
@@ -718,7 +722,12 @@ def compare_cmd(
     if rank:
         optim.lora.rank = rank
         optim.lora.alpha = float(rank)
-    cfg = MethodConfig(optim=optim, queries=queries.value)
+    grpo = {k: v for k, v in {"steps": grpo_steps, "group": grpo_group, "lr": grpo_lr, "noise_level": grpo_noise}.items()
+            if v is not None}
+    try:
+        cfg = MethodConfig(optim=optim, queries=queries.value, grpo=grpo)
+    except ValidationError as exc:
+        _fail(_invalid_options(exc))
     try:
         if bench == "synth":
             benchmark = make_synth_benchmark(Path("runs/compare-bench") / f"seed{seed}-pf{per_family}", per_family, seed=seed,

@@ -3,6 +3,7 @@
 Per item, as cached tasks (``tasks/stages.py``):
 
     extract-rules -> compile-reward -> optimise-item -> generate-video (adapter) -> score-video   [teacher]
+    extract-rules -> compile-reward -> optimise-item (GRPO) -> generate-video (adapter) -> score-video [grpo]
     generate-video (seed)                                                        -> score-video   [vanilla]
     generate-video (seeds 0..N-1) -> select-video (judge | oracle)               -> score-video   [best_of_n, pass_at_n]
     generate-video (instruction + rules)                                         -> score-video   [pe]
@@ -212,6 +213,14 @@ def _optim_key_part(o: OptimConfig) -> dict:
     return o.model_dump(mode="json", exclude={"lam", "k_frames"} | ({"guidance"} if o.guidance == Guidance() else set()))
 
 
+def _grpo_key_part(mc: MethodConfig) -> dict:
+    """What the grpo ablation's optimisation reads: the optimiser config without the teacher method's
+    own budget and gradient mode (and its learning rate when grpo sets one), and the GRPO knobs."""
+    unused = {"max_steps", "grad_mode"} | ({"lr"} if mc.grpo.lr is not None else set())
+    return {"optim": {k: v for k, v in _optim_key_part(mc.optim).items() if k not in unused},
+            "grpo": mc.grpo.model_dump(mode="json")}
+
+
 def shared_key(cfg: EvaluateConfig, ids: dict[str, str], reward_keys: list[str]) -> str:
     """The shared adapter's key: the rewards it trains on (in item order), the models, the optimiser and budget."""
     return digest("shared", CODE_VERSION, reward_keys, ids["reasoner"], ids.get("surrogate"), ids["teacher"],
@@ -224,7 +233,8 @@ def stage_keys(item_hash: str, seed: int, cfg: EvaluateConfig, ids: dict[str, st
 
     ``ids`` are the models' content identities. Keys: ``rules``, ``reward``, ``video/k``
     (candidate k from seed + k), ``video/pe``, ``select/judge``, ``select/oracle``,
-    ``videotpo``, ``optimise``, ``video/teacher``, ``video/still``, and ``score/<method>``;
+    ``videotpo``, ``optimise``, ``video/teacher``, ``optimise/grpo``, ``video/grpo``, ``video/still``, and
+    ``score/<method>``;
     given the shared adapter's key (``shared_key``), ``video/shared`` and ``score/shared``.
     """
     o, mc = cfg.method.optim, cfg.method
@@ -251,11 +261,14 @@ def stage_keys(item_hash: str, seed: int, cfg: EvaluateConfig, ids: dict[str, st
     k["optimise"] = digest("optimise", CODE_VERSION, k["reward"], ids["reasoner"], ids.get("surrogate"),
                            _optim_key_part(o), seed)
     k["video/teacher"] = video(0, adapter_key=k["optimise"])
+    k["optimise/grpo"] = digest("optimise-grpo", CODE_VERSION, k["reward"], ids["reasoner"], ids.get("surrogate"),
+                                _grpo_key_part(mc), seed)
+    k["video/grpo"] = video(0, adapter_key=k["optimise/grpo"])
     k["video/still"] = digest("still", CODE_VERSION, item_hash, seed)
     judged = USES_RULES & set(cfg.methods)
     sources = {Method.VANILLA: k["video/0"], Method.BEST_OF_N: k["select/judge"], Method.PASS_AT_N: k["select/oracle"],
                Method.PE: k["video/pe"], Method.VIDEOTPO: k["videotpo"], Method.TEACHER: k["video/teacher"],
-               Method.STILL: k["video/still"]}
+               Method.STILL: k["video/still"], Method.GRPO: k["video/grpo"]}
     if shared is not None:
         sources[Method.SHARED] = k["video/shared"] = video(0, adapter_key=shared)
     for method, source in sources.items():
@@ -346,6 +359,12 @@ def _submit_item(inst: TaskInstance, cfg: EvaluateConfig, ids: dict[str, str], i
                                                             m.teacher, reward, o.model_dump_json(), seed))
         chains[Method.TEACHER].optim = opt
         score(Method.TEACHER, chains[Method.TEACHER].add("generate", generate("teacher", adapter=opt)))
+    if Method.GRPO in methods:
+        opt = chains[Method.GRPO].add("optimise", submit(stages.optimise_item, "optimise/grpo", m.reasoner, m.surrogate,
+                                                         m.teacher, reward, o.model_dump_json(), seed,
+                                                         grpo_json=mc.grpo.model_dump_json()))
+        chains[Method.GRPO].optim = opt
+        score(Method.GRPO, chains[Method.GRPO].add("generate", generate("grpo", adapter=opt)))
     if Method.STILL in methods:
         score(Method.STILL, chains[Method.STILL].add("generate", submit(stages.still_video, "video/still", seed)))
     if Method.SHARED in methods:

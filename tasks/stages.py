@@ -23,6 +23,7 @@ from prefect import task
 
 from core.bench.record import TaskInstance
 from core.io import write_json_atomic
+from core.method.grpo import GrpoConfig
 from core.method.methods import expanded_prompt
 from core.method.optimise import OptimConfig
 from core.method.reasoner import Guidance
@@ -98,13 +99,14 @@ def compile_reward(item: str, teacher: str, rules: dict, k_frames: int, lam: flo
 @task(name="optimise-item", **_cached)
 @resumable
 def optimise_item(item: str, reasoner: str, surrogate: str | None, teacher: str, reward: dict,
-                  optim_json: str, seed: int, target: str, key: str) -> dict:
+                  optim_json: str, seed: int, target: str, key: str, grpo_json: str | None = None) -> dict:
+    """Stage 3 for the teacher method, or with ``grpo_json`` (a ``GrpoConfig``) for the grpo ablation."""
     instance = TaskInstance.model_validate_json(item)
     r, r_lock = models.reasoner(reasoner, surrogate)
     t, t_lock = models.teacher(teacher)
     with r_lock, t_lock:
         record = core_stages.optimise_stage(r, t, instance, Path(reward["reward"]), OptimConfig.model_validate_json(optim_json),
-                                            seed, _dir(target))
+                                            seed, _dir(target), GrpoConfig.model_validate_json(grpo_json) if grpo_json else None)
     return _done(target, record.model_dump(mode="json"))
 
 

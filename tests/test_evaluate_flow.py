@@ -65,7 +65,7 @@ def test_every_method_runs_and_lands_in_duckdb(setup):
     root, models = setup
     cfg = config(root, models, "w1")
     out = evaluate(config=cfg)
-    assert set(out["summary"]) == {m.value for m in DEFAULT_METHODS} == {m.value for m in Method} - {"shared"}
+    assert set(out["summary"]) == {m.value for m in DEFAULT_METHODS} == {m.value for m in Method} - {"shared", "grpo"}
     assert not out["failed"]
     with duckdb.connect(str(Path(cfg.work) / "vlmt.duckdb"), read_only=True) as con:
         n, n_err = con.execute("SELECT count(*), count(error) FROM results").fetchone()
@@ -408,6 +408,37 @@ def test_the_shared_ablation_trains_one_adapter_for_all_items_and_resumes(setup)
         assert scores == con.execute("SELECT instance_id, score FROM results WHERE method = 'shared' ORDER BY 1").fetchall()
 
 
+def test_the_grpo_ablation_optimises_each_item_by_rollouts_and_resumes(setup):
+    """`grpo`: per item, optimise-item with GRPO (group losses in optim.json, the group means in traces), then the
+    final video with its adapter; it reuses the teacher method's rules and reward, and a rerun redoes nothing."""
+    root, models = setup
+    base = config(root, models, "w9")
+    cfg = base.model_copy(update={"methods": [Method.VANILLA, Method.TEACHER, Method.GRPO], "method": base.method.model_copy(
+        update={"grpo": base.method.grpo.model_copy(update={"steps": 1, "group": 2})})})
+    out = evaluate(config=cfg)
+    assert set(out["summary"]) == {"vanilla", "teacher", "grpo"} and not out["failed"]
+    work = Path(cfg.work)
+    with duckdb.connect(str(work / "vlmt.duckdb"), read_only=True) as con:
+        rows = con.execute("SELECT r.steps_run, r.stop_reason, c.reasoner_nfe, c.teacher_forward, c.teacher_backward "
+                           "FROM results r JOIN costs c USING (experiment_id, variant, instance_id, method) "
+                           "WHERE method = 'grpo'").fetchall()
+        traces = con.execute("SELECT count(*) FROM traces WHERE method = 'grpo'").fetchone()[0]
+        videos = con.execute("SELECT g.video_path, v.video_path FROM results g JOIN results v USING (instance_id) "
+                             "WHERE g.method = 'grpo' AND v.method = 'vanilla'").fetchall()
+    # 2 groups of 2 rollouts x 2 sampler steps, one update on 2 rollouts x 1 trained step, the final video's 2 steps
+    # one Teacher forward per rollout, none backward (the rules are a generation, counted apart)
+    assert rows == [(1, "max_steps", 2 * 2 * 2 + 2 * (1 + 1) + 2, 2 * 2, 0)] * 2
+    assert traces == 2 * 2
+    assert len(videos) == 2 and all(not np.array_equal(read_video(a), read_video(b)) for a, b in videos)  # adapted
+    kinds = sorted(p.name.split("-")[0] for p in (work / "items").glob("*/*"))
+    assert kinds.count("optimise") == 2 * 2 and kinds.count("rules") == 2  # teacher and grpo per item; one rule set
+    grpo_traces = [json.loads(p.read_text())["trace"] for p in (work / "items").glob("*/optimise-*/optim.json")]
+    assert sum(1 for t in grpo_traces if t[0]["group_losses"] is not None and len(t[0]["group_losses"]) == 2) == 2
+    before = stage_dirs(work)
+    again = evaluate(config=cfg)
+    assert stage_dirs(work) == before and again["summary"]["grpo"]["mean_score"] == out["summary"]["grpo"]["mean_score"]
+
+
 def test_an_ablation_file_with_a_misspelt_field_is_refused_naming_it(tmp_path):
     from core.errors import InputError
     from flows.ablate import AblateConfig
@@ -437,8 +468,20 @@ def test_stage_keys_change_exactly_where_they_should():
         return stage_keys("item", 7, cfg, ids)
 
     teacher_chain = {"optimise", "video/teacher", "score/teacher"}
-    assert _changed(k0, with_optim(lr=5e-5)) == teacher_chain
+    grpo_chain = {"optimise/grpo", "video/grpo", "score/grpo"}
+    assert _changed(k0, with_optim(lr=5e-5)) == teacher_chain | grpo_chain  # grpo's lr unless it sets its own
     assert _changed(k0, with_optim(max_steps=10)) == teacher_chain
+    assert _changed(k0, with_optim(grad_mode="full")) == teacher_chain
+
+    def with_grpo(**kw) -> dict[str, str]:
+        cfg = base.model_copy(update={"method": base.method.model_copy(update={"grpo": base.method.grpo.model_copy(update=kw)})})
+        return stage_keys("item", 7, cfg, ids)
+
+    assert _changed(k0, with_grpo(steps=3)) == grpo_chain and _changed(k0, with_grpo(noise_level=0.3)) == grpo_chain
+    own_lr = with_grpo(lr=1e-3)
+    own_cfg = base.model_copy(update={"method": base.method.model_copy(update={"grpo": base.method.grpo.model_copy(
+        update={"lr": 1e-3}), "optim": base.method.optim.model_copy(update={"lr": 5e-5})})})
+    assert _changed(own_lr, stage_keys("item", 7, own_cfg, ids)) == teacher_chain  # its own lr: the optim lr is not read
     after_reward = {k for k in k0 if k not in {"rules", "video/0", "video/1", "video/pe", "select/oracle", "video/still"}}
     assert _changed(k0, with_optim(lam=1.0)) == after_reward  # the reward, and all its users (judge included)
     assert _changed(k0, with_optim(k_frames=8)) == after_reward
@@ -446,7 +489,7 @@ def test_stage_keys_change_exactly_where_they_should():
     assert _changed(k0, stage_keys("item", 7, base, {**ids, "teacher": "T2"})) == set(k0) - {"video/0", "video/1",
                                                                                              "select/oracle", "video/still"}
     assert _changed(k0, stage_keys("item", 7, base, {**ids, "reasoner": "R2"})) == set(k0) - untouched_by_reasoner
-    assert _changed(k0, stage_keys("item", 7, base, {**ids, "surrogate": "S2"})) == teacher_chain
+    assert _changed(k0, stage_keys("item", 7, base, {**ids, "surrogate": "S2"})) == teacher_chain | grpo_chain
     assert _changed(k0, stage_keys("other", 7, base, ids)) == set(k0)
     assert _changed(k0, with_optim(sampler_steps=8)) == set(k0) - untouched_by_reasoner
     assert _changed(k0, with_optim(guidance=Guidance(scale=5.0))) == set(k0) - untouched_by_reasoner

@@ -632,3 +632,125 @@ def test_the_still_reference_holds_the_first_frame_without_a_model_call(reasoner
         assert (r.goal, r.process, r.gate) == (scored.goal, scored.process, scored.gate) and r.gate == pytest.approx(1.0)
     summary = summarise_methods(results)["still"]
     assert summary.nfe_per_item == 0 and summary.teacher_calls_per_item == 0
+
+
+# --------------------------------------------------------------------------- the grpo ablation
+
+@pytest.fixture()
+def grpo_item(models, bench, reasoner):
+    """One item with the Qwen2.5-VL micro Teacher (GRPO needs no second family: it only reads P(Yes))."""
+    teacher = load_teacher(models[2]["qwen2_5_vl"])
+    inst = bench.instances[0]
+    first = read_image(inst.first_frame)
+    cond = reasoner.prepare(first, inst.prompt, seed=7, n_frames=inst.metadata["n_frames"])
+    return teacher, cond, compile_reward(teacher, RULES, inst.metadata["n_frames"], first.shape[:2], k_frames=8, lam=0.5)
+
+
+def test_the_noise_free_sde_is_the_folders_sampler_and_its_densities_are_recomputable(reasoner, grpo_item):
+    from core.method.grpo import GrpoConfig, SdeSchedule, log_density, rollout
+
+    teacher, cond, reward = grpo_item
+    cfg = OptimConfig(k_frames=8)
+    schedule = SdeSchedule.of(reasoner, cfg.sampler_steps)
+    assert schedule.sigmas[0] == 1.0 and schedule.sigmas[-1] == 0.0 and schedule.trained == [0, 1, 2]
+    quiet = rollout(reasoner, teacher, cond, reward, cfg, GrpoConfig(noise_level=1e-7), schedule, torch.Generator().manual_seed(0))
+    ode = reasoner.sample(cond, cfg.sampler_steps)
+    assert torch.allclose(cond.condition.finish(quiet.states[-1]), ode, atol=1e-4)
+
+    noisy = rollout(reasoner, teacher, cond, reward, cfg, GrpoConfig(), schedule, torch.Generator().manual_seed(0))
+    assert not torch.allclose(noisy.states[-1], quiet.states[-1], atol=1e-2)  # the SDE noise makes rollouts differ
+    assert sorted(noisy.old_logp) == schedule.trained and len(noisy.states) == cfg.sampler_steps + 1
+    call = reasoner.velocity_fn(cond, cfg.guidance)
+    for i in schedule.trained:  # the same adapter gives back the recorded density: the ratio starts at 1
+        z, t = noisy.states[i], schedule.timesteps[i]
+        with torch.no_grad():
+            mean, std = schedule.transition(i, z, call(z, t.expand(1)), GrpoConfig().noise_level)
+        assert std > 0 and float(log_density(noisy.states[i + 1], mean, std, cond)) == pytest.approx(float(noisy.old_logp[i]))
+    with pytest.raises(InputError, match="sampler_steps.*at least 2"):
+        SdeSchedule.of(reasoner, 1)
+
+
+def test_a_grpo_update_moves_probability_towards_the_better_rollouts(reasoner, grpo_item):
+    """To first order, an SGD step on the policy gradient raises sum_g A_g * log p(rollout_g): the better
+    rollouts (positive advantage) gain density relative to the worse."""
+    from core.method.grpo import (
+        GrpoConfig,
+        SdeSchedule,
+        advantages,
+        log_density,
+        policy_update,
+        rollout,
+    )
+
+    teacher, cond, reward = grpo_item
+    cfg, grpo = OptimConfig(k_frames=8, grad_clip=None), GrpoConfig(group=4)
+    schedule = SdeSchedule.of(reasoner, cfg.sampler_steps)
+    params = attach_lora(reasoner, cfg.lora, seed=0)
+    with torch.no_grad():  # a non-zero B, so the update is not confined to B's first step
+        for p in params:
+            p.add_(torch.randn_like(p) * 0.05)
+    gen = torch.Generator().manual_seed(1)
+    group = [rollout(reasoner, teacher, cond, reward, cfg, grpo, schedule, gen) for _ in range(grpo.group)]
+    adv = advantages([r.loss for r in group])
+    assert adv is not None and float(adv.sum()) == pytest.approx(0.0, abs=1e-5)
+    assert int(torch.argmax(adv)) == int(np.argmin([r.loss for r in group]))  # the lowest loss has the best advantage
+
+    call = reasoner.velocity_fn(cond, cfg.guidance)
+
+    def densities() -> list[float]:
+        with torch.no_grad():
+            out = []
+            for r in group:
+                total = 0.0
+                for i in schedule.trained:
+                    mean, std = schedule.transition(i, r.states[i], call(r.states[i], schedule.timesteps[i].expand(1)),
+                                                    grpo.noise_level)
+                    total += float(log_density(r.states[i + 1], mean, std, cond))
+                out.append(total)
+            return out
+
+    before = densities()
+    assert before == pytest.approx([sum(float(v) for v in r.old_logp.values()) for r in group], rel=1e-5)
+    # lr 0 measures the gradient; then a step that moves the parameters by 1e-2 in all (small, above float noise)
+    grad_norm, why = policy_update(reasoner, cond, group, cfg, grpo, schedule, params, torch.optim.SGD(params, lr=0.0))
+    assert why is None and grad_norm > 0 and densities() == before
+    policy_update(reasoner, cond, group, cfg, grpo, schedule, params, torch.optim.SGD(params, lr=1e-2 / grad_norm))
+    change = np.array(densities()) - np.array(before)
+    assert np.abs(change).max() > 1e-5
+    assert float(np.dot(adv.numpy(), change)) > 0
+    # a group whose rollouts all scored the same carries no signal: no update
+    state = lora_state(reasoner)
+    same = [type(r)(r.states, r.old_logp, 0.5, r.p_yes) for r in group]
+    assert advantages([0.5] * 4) is None
+    assert policy_update(reasoner, cond, same, cfg, grpo, schedule, params, torch.optim.SGD(params, lr=1.0)) == (0.0, None)
+    assert all(torch.equal(state[k], v) for k, v in lora_state(reasoner).items())
+    detach_lora(reasoner)
+
+
+def test_grpo_runs_the_items_loop_with_its_stops_counts_and_seeded_rollouts(reasoner, grpo_item, monkeypatch):
+    from core.method.grpo import GrpoConfig, optimise_item_grpo
+
+    teacher, cond, reward = grpo_item
+    cfg, grpo = OptimConfig(k_frames=8, early_stop=False), GrpoConfig(steps=2, group=2)
+    reasoner.meter.take()
+    res = optimise_item_grpo(reasoner, teacher, cond, reward, cfg, grpo)
+    counts = reasoner.meter.take().counts
+    assert res.stop_reason == "max_steps" and res.steps_run == 2 and len(res.trace) == 3
+    for step in res.trace:
+        assert len(step.group_losses) == 2 and step.loss == pytest.approx(np.mean(step.group_losses))
+        assert len(step.p_yes) == len(reward.queries)
+    assert any(float(v.abs().sum()) > 0 for k, v in lora_state(reasoner).items() if "lora_B" in k)
+    # 3 groups of 2 rollouts x 4 steps; 2 updates x 2 rollouts x 3 trained steps, each a forward and a backward
+    assert counts["reasoner_forward"] == 3 * 2 * 4 + 2 * 2 * 3 and counts["reasoner_backward"] == 2 * 2 * 3
+    assert counts["teacher_forward"] == 3 * 2 and counts["decode_surrogate"] == 3 * 2 and "teacher_backward" not in counts
+    again = optimise_item_grpo(reasoner, teacher, cond, reward, cfg, grpo)  # seeded: the same rollouts and updates
+    assert np.allclose([s.group_losses for s in again.trace], [s.group_losses for s in res.trace], rtol=1e-5)
+    # early stop on the group's mean loss
+    tau = res.trace[1].loss
+    stopped = optimise_item_grpo(reasoner, teacher, cond, reward, cfg.model_copy(update={"early_stop": True, "tau": tau}), grpo)
+    assert stopped.stop_reason == "tau" and stopped.steps_run <= 1
+    # a diverging rollout stops the loop and keeps the best adapter, as for the gradient method
+    poison_decode(monkeypatch, reasoner, at_call=3)
+    broken = optimise_item_grpo(reasoner, teacher, cond, reward, cfg, grpo)
+    assert broken.stop_reason == "nonfinite_loss" and broken.steps_run == 0 and len(broken.trace) == 2
+    detach_lora(reasoner)

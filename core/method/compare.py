@@ -232,7 +232,7 @@ def summarise_methods(results: Sequence[ItemResult]) -> dict[str, MethodSummary]
                 split[r.split or "-"].append(r.score)
                 faculty[r.faculty or "-"].append(r.score)
         extra: dict = {}
-        if method == Method.TEACHER.value and ok:
+        if method in (Method.TEACHER.value, Method.GRPO.value) and ok:
             steps = [r.info["optim"]["steps_run"] for r in ok if "optim" in r.info]
             extra = {"mean_steps": _mean(steps),
                      "stop_reasons": dict(sorted(_count(r.info["optim"]["stop_reason"] for r in ok if "optim" in r.info).items()))}

@@ -18,6 +18,10 @@
   across all the items, then used for each (the paper's "shared post-training";
   ``core.method.shared``). It needs every item's reward first, so it runs through the
   pipeline (``vlmt evaluate --methods ...,shared``), not ``vlmt compare``.
+* ``grpo`` (an ablation, not in the default list): the teacher method's fresh LoRA and reward,
+  but the reward used as a black box and optimised by GRPO over stochastic rollouts (the
+  paper's "non-differentiable reward"; ``core.method.grpo``), then the final video as the
+  teacher method's.
 * ``still`` (a reference, not a method): the first frame held for the whole video, no Reasoner
   and no Teacher. A rule-based scorer gives it every rule about not breaking the scene and no
   goal (0.3 of 1 on the synth benchmark), so a method shows reasoning only above it.
@@ -43,6 +47,7 @@ from pydantic import Field, model_serializer
 from core.bench.record import TaskInstance
 from core.config import StrictConfig, drop_unset
 from core.method.cost import CostMeter
+from core.method.grpo import GrpoConfig, optimise_item_grpo
 from core.method.optimise import OptimConfig, detach_lora, optimise_item
 from core.method.reasoner import ItemCondition, ReasonerAdapter
 from core.method.teacher import CompiledReward, RuleSet, judge, judge_loss
@@ -62,14 +67,17 @@ class Method(str, Enum):
     TEACHER = "teacher"
     STILL = "still"
     SHARED = "shared"
+    GRPO = "grpo"
 
 
-#: What runs unless methods are named: every method and the still reference; not the ``shared`` ablation.
-DEFAULT_METHODS: list[Method] = [m for m in Method if m is not Method.SHARED]
+#: Ablations of the teacher method: run only when named.
+ABLATIONS = {Method.SHARED, Method.GRPO}
+#: What runs unless methods are named: every method and the still reference; not the ablations.
+DEFAULT_METHODS: list[Method] = [m for m in Method if m not in ABLATIONS]
 
 
 #: Methods that need the item's rules from the Teacher.
-USES_RULES = {Method.BEST_OF_N, Method.PE, Method.VIDEOTPO, Method.TEACHER, Method.SHARED}
+USES_RULES = {Method.BEST_OF_N, Method.PE, Method.VIDEOTPO, Method.TEACHER, Method.SHARED, Method.GRPO}
 #: Methods that draw N candidates (``MethodConfig.n``) and select one.
 CANDIDATE_METHODS = {Method.BEST_OF_N, Method.PASS_AT_N}
 #: Methods that run the Reasoner (and so pay for preparing its condition).
@@ -80,6 +88,8 @@ class MethodConfig(StrictConfig):
     """Knobs of every method; ``optim`` is the teacher method's."""
 
     optim: OptimConfig = OptimConfig()
+    grpo: GrpoConfig = Field(default_factory=GrpoConfig, description="The grpo ablation's optimiser (with optim's LoRA, "
+                                                                     "reward, decoder and stopping rule).")
     n: int = Field(4, ge=1, description="Candidates for best_of_n and pass_at_n.")
     tpo_rounds: int = Field(2, ge=1)
     tpo_videos: int = Field(2, ge=1, description="Videos per VideoTPO round.")
@@ -94,7 +104,7 @@ class MethodConfig(StrictConfig):
     @model_serializer(mode="wrap")
     def _dump(self, handler) -> dict:
         # added after experiment ids were first made from this dump: unset, it leaves them as they were
-        return drop_unset(handler(self), queries="teacher", shared_steps=None)
+        return drop_unset(handler(self), queries="teacher", shared_steps=None, grpo=GrpoConfig().model_dump(mode="json"))
 
 
 @dataclass
@@ -253,6 +263,16 @@ def run_teacher(reasoner: ReasonerAdapter, teacher: Teacher, ctx: ItemContext, c
     return MethodOutput(video, {"optim": result.model_dump()})
 
 
+def run_grpo(reasoner: ReasonerAdapter, teacher: Teacher, ctx: ItemContext, cfg: MethodConfig, meter: CostMeter) -> MethodOutput:
+    reward = _need_reward(ctx)
+    try:
+        result = optimise_item_grpo(reasoner, teacher, ctx.condition, reward, cfg.optim, cfg.grpo)
+        video = _generate(reasoner, ctx.condition, cfg.optim, meter)
+    finally:
+        detach_lora(reasoner)
+    return MethodOutput(video, {"optim": result.model_dump()})
+
+
 RUNNERS: dict[Method, Callable[..., MethodOutput]] = {
     Method.VANILLA: run_vanilla,
     Method.BEST_OF_N: run_best_of_n,
@@ -261,4 +281,5 @@ RUNNERS: dict[Method, Callable[..., MethodOutput]] = {
     Method.VIDEOTPO: run_videotpo,
     Method.TEACHER: run_teacher,
     Method.STILL: run_still,
+    Method.GRPO: run_grpo,
 }

@@ -27,7 +27,9 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import torch
 from diffusers import WanImageToVideoPipeline
@@ -94,6 +96,8 @@ class StepRecord(BaseModel):
     p_yes: list[float]
     grad_norm: float | None = None
     seconds: float
+    group_losses: list[float] | None = Field(None, description="GRPO: the reward loss of each rollout of the step's "
+                                                               "group (``loss`` is their mean).")
 
 
 class OptimResult(BaseModel):
@@ -158,18 +162,14 @@ def reward_step(
     return reward_loss(reward, logp), logp
 
 
-def update_lora(loss: torch.Tensor, params: list[torch.nn.Parameter], opt: torch.optim.Optimizer, cfg: OptimConfig,
-                meter: CostMeter) -> tuple[float, str | None]:
-    """One clipped update of the LoRA from ``loss``: (the gradient norm before clipping, why to stop or None).
+def step_lora(params: list[torch.nn.Parameter], opt: torch.optim.Optimizer, grad_clip: float | None) -> tuple[float, str | None]:
+    """Clip the gradients already in ``params`` and take one optimiser step: (the gradient norm
+    before clipping, why to stop or None).
 
     A non-finite gradient skips the update ("nonfinite_grad"); an update that leaves a
     non-finite parameter is reported ("nonfinite_params") for the caller to restore.
     """
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    meter.count("reasoner_backward", differentiated_calls(cfg.grad_mode, cfg.sampler_steps, cfg.guidance))
-    meter.count("teacher_backward")
-    grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip or math.inf))
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(params, grad_clip or math.inf))
     if not math.isfinite(grad_norm):
         return grad_norm, "nonfinite_grad"
     opt.step()
@@ -178,43 +178,65 @@ def update_lora(loss: torch.Tensor, params: list[torch.nn.Parameter], opt: torch
     return grad_norm, None
 
 
-def optimise_item(
-    reasoner: ReasonerAdapter, teacher: Teacher, item: ItemCondition, reward: CompiledReward, cfg: OptimConfig
+def update_lora(loss: torch.Tensor, params: list[torch.nn.Parameter], opt: torch.optim.Optimizer, cfg: OptimConfig,
+                meter: CostMeter) -> tuple[float, str | None]:
+    """One clipped update of the LoRA from the differentiable reward ``loss`` (``step_lora``)."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    meter.count("reasoner_backward", differentiated_calls(cfg.grad_mode, cfg.sampler_steps, cfg.guidance))
+    meter.count("teacher_backward")
+    return step_lora(params, opt, cfg.grad_clip)
+
+
+class Evaluation(NamedTuple):
+    """What one evaluation of the current adapter gives the loop: the loss it stops on, P(Yes)
+    per query, what the update needs, and the losses of a group of rollouts (GRPO) if any."""
+
+    loss: float
+    p_yes: list[float]
+    state: Any
+    group_losses: list[float] | None = None
+
+
+def adapt_lora(
+    reasoner: ReasonerAdapter, cfg: OptimConfig, max_steps: int, seed: int,
+    evaluate: Callable[[bool], Evaluation], update: Callable[[Any], tuple[float, str | None]],
 ) -> OptimResult:
-    """Optimise a fresh LoRA for one item; the kept adapter stays attached (see ``save_adapter``)."""
-    params = attach_lora(reasoner, cfg.lora, cfg.lora_seed)
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    """The per-item loop around any LoRA optimiser (the module doc's stopping rules).
+
+    ``evaluate(last)`` measures the attached adapter (``last``: no update follows, so no graph
+    is needed); ``update(state)`` applies one update from that evaluation and returns
+    ``step_lora``'s answer. The gradient method (``optimise_item``) and GRPO
+    (``core.method.grpo``) differ only in these two functions.
+    """
     meter = reasoner.meter
     trace: list[StepRecord] = []
     best_loss, best_step, best_state = math.inf, 0, lora_state(reasoner)
     stop = "max_steps"
-    for step in range(cfg.max_steps + 1):
+    for step in range(max_steps + 1):
         start = time.perf_counter()
-        last = step == cfg.max_steps
+        last = step == max_steps
         with meter.phase("optimise"):
-            with torch.set_grad_enabled(not last):
-                loss, logp = reward_step(reasoner, teacher, item, reward, cfg)
-            value = float(loss.detach())
-            p_yes = logp.detach().exp().tolist()
-            if not math.isfinite(value):
+            ev = evaluate(last)
+            record = {"step": step, "loss": ev.loss, "p_yes": ev.p_yes, "group_losses": ev.group_losses}
+            if not math.isfinite(ev.loss):
                 stop = "nonfinite_loss"
-                trace.append(StepRecord(step=step, loss=value, p_yes=p_yes, seconds=time.perf_counter() - start))
+                trace.append(StepRecord(**record, seconds=time.perf_counter() - start))
                 break
-            if value < best_loss:
-                best_loss, best_step, best_state = value, step, lora_state(reasoner)
-            if last or (cfg.early_stop and value <= cfg.tau):
+            if ev.loss < best_loss:
+                best_loss, best_step, best_state = ev.loss, step, lora_state(reasoner)
+            if last or (cfg.early_stop and ev.loss <= cfg.tau):
                 stop = "max_steps" if last else "tau"
-                trace.append(StepRecord(step=step, loss=value, p_yes=p_yes, seconds=time.perf_counter() - start))
+                trace.append(StepRecord(**record, seconds=time.perf_counter() - start))
                 break
-            grad_norm, why = update_lora(loss, params, opt, cfg, meter)
-            trace.append(StepRecord(step=step, loss=value, p_yes=p_yes, grad_norm=grad_norm,
-                                    seconds=time.perf_counter() - start))
+            grad_norm, why = update(ev.state)
+            trace.append(StepRecord(**record, grad_norm=grad_norm, seconds=time.perf_counter() - start))
             if why:
                 stop = why
                 break
     if stop.startswith("nonfinite"):
         log.warning("item seed %d: %s at step %d; keeping the best adapter (step %d, loss %.4f)",
-                    item.seed, stop, len(trace) - 1, best_step, best_loss)
+                    seed, stop, len(trace) - 1, best_step, best_loss)
         set_peft_model_state_dict(reasoner.transformer, best_state, adapter_name=ADAPTER_NAME)
         kept_step, final = best_step, best_loss
     else:
@@ -222,6 +244,22 @@ def optimise_item(
     reasoner.transformer.requires_grad_(False)
     return OptimResult(steps_run=kept_step, stop_reason=stop, initial_loss=trace[0].loss, final_loss=final,
                        best_step=best_step, best_loss=best_loss, trace=trace)
+
+
+def optimise_item(
+    reasoner: ReasonerAdapter, teacher: Teacher, item: ItemCondition, reward: CompiledReward, cfg: OptimConfig
+) -> OptimResult:
+    """Optimise a fresh LoRA for one item; the kept adapter stays attached (see ``save_adapter``)."""
+    params = attach_lora(reasoner, cfg.lora, cfg.lora_seed)
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    def evaluate(last: bool) -> Evaluation:
+        with torch.set_grad_enabled(not last):
+            loss, logp = reward_step(reasoner, teacher, item, reward, cfg)
+        return Evaluation(float(loss.detach()), logp.detach().exp().tolist(), loss)
+
+    return adapt_lora(reasoner, cfg, cfg.max_steps, item.seed, evaluate,
+                      lambda loss: update_lora(loss, params, opt, cfg, reasoner.meter))
 
 
 def save_adapter(reasoner: ReasonerAdapter, out_dir: str | Path, spec: LoraSpec) -> Path:

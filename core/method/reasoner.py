@@ -228,7 +228,7 @@ class ReasonerAdapter:
         with torch.autocast(self.device.type, dtype=self.autocast_dtype):
             return velocity(model, z, item.condition, timestep, text).float()
 
-    def _rollout(self, item: ItemCondition, guidance: Guidance | None) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    def velocity_fn(self, item: ItemCondition, guidance: Guidance | None) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
         """The velocity the solver integrates: guided when ``guidance.scale > 1``."""
         g = guidance or Guidance()
         negative = None
@@ -250,7 +250,7 @@ class ReasonerAdapter:
         """
         mode = GradMode(mode)
         z = item.noise
-        call = self._rollout(item, guidance)
+        call = self.velocity_fn(item, guidance)
         if mode is GradMode.FIRST_STEP:
             sched = fresh_scheduler(self.pipe.scheduler, steps, z.device)
             t0 = sched.timesteps[:1].to(z.dtype)

@@ -3,7 +3,7 @@ evaluate flow runs (``tasks/stages.py`` adds cache keys, retries and persistence
 
     rules    : item + Teacher                       -> rules.json     (RuleSet)
     reward   : rules.json + Teacher                 -> reward.json    (CompiledReward)
-    optimise : item + reward.json + Reasoner/Teacher -> adapter/ + optim.json (trace)
+    optimise : item + reward.json + Reasoner/Teacher -> adapter/ + optim.json (trace; teacher or grpo)
     generate : item + seed [+ adapter/ or prompt]   -> video.npz
     still    : item                                 -> video.npz      (the first frame held: a reference)
     select   : candidate videos + judge or scorer   -> selection.json
@@ -35,6 +35,7 @@ from core.errors import InputError
 from core.io import write_bytes_atomic, write_json_atomic
 from core.media import read_image, resize_image, write_gif, write_video
 from core.method.cost import CostMeter, CostRecord
+from core.method.grpo import GrpoConfig, optimise_item_grpo
 from core.method.methods import still_video, videotpo_search
 from core.method.optimise import (
     OptimConfig,
@@ -216,12 +217,13 @@ def still_stage(instance: TaskInstance, seed: int, out_dir: Path) -> VideoRecord
 
 def optimise_stage(
     reasoner: ReasonerAdapter, teacher: Teacher, instance: TaskInstance, reward_json: Path, cfg: OptimConfig, seed: int,
-    out_dir: Path,
+    out_dir: Path, grpo: GrpoConfig | None = None,
 ) -> OptimRecord:
     """Stage 3: a fresh LoRA optimised on the item; writes ``adapter/`` and ``optim.json`` (the trace).
 
-    The saved adapter stays attached, so the final video's stage, next in the same process,
-    need not reload it; a failure removes it.
+    By the reward's gradient (the teacher method), or with ``grpo`` by GRPO on the reward as a
+    black box (the ``grpo`` ablation). The saved adapter stays attached, so the final video's
+    stage, next in the same process, need not reload it; a failure removes it.
     """
     meter = CostMeter()
     reasoner.meter = meter
@@ -229,7 +231,10 @@ def optimise_stage(
     try:
         with meter.phase("prepare"):
             cond = _prepare(reasoner, instance, instance.prompt, seed)
-        result = optimise_item(reasoner, teacher, cond, reward, cfg)
+        if grpo is None:
+            result = optimise_item(reasoner, teacher, cond, reward, cfg)
+        else:
+            result = optimise_item_grpo(reasoner, teacher, cond, reward, cfg, grpo)
         adapter = save_adapter(reasoner, out_dir / "adapter", cfg.lora).parent
     except BaseException:
         detach_lora(reasoner)

@@ -23,10 +23,11 @@ PAPER_VBVR: dict[str, dict[str, float]] = {
     "videotpo": {"score": 0.634, "seconds_per_item": 57},
     "teacher": {"score": 0.781, "seconds_per_item": 69},
     "shared": {"score": 0.688},  # the paper's "shared post-training" ablation; no cost given
+    "grpo": {"score": 0.681},  # the paper's "non-differentiable reward with GRPO" ablation; no cost given
 }
 
 #: Display order of the methods (others follow alphabetically).
-METHOD_ORDER = ["vanilla", "best_of_n", "pass_at_n", "pe", "videotpo", "teacher", "shared", "still"]
+METHOD_ORDER = ["vanilla", "best_of_n", "pass_at_n", "pe", "videotpo", "teacher", "shared", "grpo", "still"]
 
 #: Teacher-minus-vanilla score change that counts as "improved" / "worsened" in the filters.
 SCORE_DELTA = 0.05
