@@ -754,3 +754,28 @@ def test_grpo_runs_the_items_loop_with_its_stops_counts_and_seeded_rollouts(reas
     broken = optimise_item_grpo(reasoner, teacher, cond, reward, cfg, grpo)
     assert broken.stop_reason == "nonfinite_loss" and broken.steps_run == 0 and len(broken.trace) == 2
     detach_lora(reasoner)
+
+
+def test_grpo_schedules_a_multistep_solver_folder_and_trains_only_the_high_noise_expert(models, bench):
+    """Real layouts: UniPC's flow sigmas (Wan2.2's folders) give the SDE its noise levels; with two experts only
+    the steps of the transformer that carries the LoRA are trained."""
+    import copy
+
+    from diffusers import UniPCMultistepScheduler
+
+    from core.method.grpo import SdeSchedule
+
+    pipe = load_reasoner(models[0])
+    unipc = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=5.0)
+    solver = ReasonerAdapter(WanImageToVideoPipeline(**pipe.components | {"scheduler": unipc, "expand_timesteps": True}),
+                             device="cpu")
+    sched = SdeSchedule.of(solver, 4)
+    assert len(sched.sigmas) == 5 and sched.sigmas[-1] == 0.0 and sched.trained == [0, 1, 2]
+    assert all(a > b for a, b in zip(sched.sigmas, sched.sigmas[1:], strict=False))
+    parts = {k: v for k, v in pipe.components.items() if k != "transformer_2"}
+    two = ReasonerAdapter(WanImageToVideoPipeline(**parts, transformer_2=copy.deepcopy(pipe.transformer), boundary_ratio=0.6,
+                                                  expand_timesteps=True), device="cpu")
+    assert SdeSchedule.of(two, 4).trained == [0, 1]  # noise levels 1.0 and 0.75 are above 0.6; 0.5 is the low expert's
+    low_only = ReasonerAdapter(WanImageToVideoPipeline(**parts, transformer_2=copy.deepcopy(pipe.transformer),
+                                                       boundary_ratio=0.999, expand_timesteps=True), device="cpu")
+    assert SdeSchedule.of(low_only, 4).trained == [0]
