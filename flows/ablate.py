@@ -3,7 +3,8 @@
 Every variant runs the evaluate flow's cached stages, so an ablation recomputes only what a
 knob touches: a lambda grid shares the rules and baselines of every variant and reruns
 reward compilation onwards; a LoRA-rank grid reruns optimisation onwards; a ``queries``
-grid (``[teacher, generic]``, the paper's generic-queries ablation) reruns rules onwards. Results land in
+grid (``[teacher, generic]``, the paper's generic-queries ablation) reruns rules onwards; a ``grpo_steps``
+grid reruns only the grpo ablation's optimisation onwards. Results land in
 the same DuckDB tables with the knobs as columns (``vlmt sql ablation_pivot``).
 """
 
@@ -23,7 +24,7 @@ from core.storage.results import ExperimentRecord
 from flows.evaluate import CODE_VERSION, EvaluateConfig, evaluate
 
 #: Grid names -> how to set them on an EvaluateConfig.
-KNOBS = ("lam", "grad_mode", "k_frames", "max_steps", "early_stop", "lr", "lora_rank", "n", "queries")
+KNOBS = ("lam", "grad_mode", "k_frames", "max_steps", "early_stop", "lr", "lora_rank", "n", "queries", "grpo_steps")
 
 
 class AblateConfig(StrictConfig):
@@ -57,6 +58,8 @@ def apply_knobs(base: EvaluateConfig, setting: dict[str, Any]) -> EvaluateConfig
             method["n"] = int(v)
         elif k == "queries":
             method["queries"] = v
+        elif k == "grpo_steps":
+            method["grpo"] = {**method.get("grpo", {}), "steps": int(v)}  # absent from the dump while default
         elif k == "grad_mode":
             optim[k] = GradMode(v)
         else:

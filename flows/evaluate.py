@@ -128,7 +128,8 @@ class EvaluateConfig(StrictConfig):
         o = self.method.optim
         return VariantParams(lam=o.lam, grad_mode=o.grad_mode.value, k_frames=o.k_frames, max_steps=o.max_steps,
                              early_stop=o.early_stop, lr=o.lr, lora_rank=o.lora.rank, n=self.method.n,
-                             queries=self.method.queries)
+                             queries=self.method.queries,
+                             grpo_steps=self.method.grpo.steps if Method.GRPO in self.methods else None)
 
 
 def load_items(cfg: EvaluateConfig) -> tuple[list[TaskInstance], list[InvalidItem]]:

@@ -450,6 +450,10 @@ def test_an_ablation_file_with_a_misspelt_field_is_refused_naming_it(tmp_path):
     f.write_text("base: {method: {optim: {lam: 0.25}}}\ngrid: {lr: [0.01, 0.001]}\n")
     cfg = AblateConfig.from_yaml(f)
     assert cfg.base.method.optim.lam == 0.25 and [c.method.optim.lr for _, c in cfg.variants()] == [0.01, 0.001]
+    budgets = AblateConfig(base=EvaluateConfig(methods=["vanilla", "grpo"]), grid={"grpo_steps": [3, 9]}).variants()
+    assert [(name, c.method.grpo.steps, c.params().grpo_steps) for name, c in budgets] == [
+        ("grpo_steps=3", 3, 3), ("grpo_steps=9", 9, 9)]
+    assert EvaluateConfig(methods=["vanilla", "teacher"]).params().grpo_steps is None  # no grpo rows: no budget
 
 
 def _changed(a: dict[str, str], b: dict[str, str]) -> set[str]:

@@ -199,6 +199,29 @@ def test_early_stop_and_ablation_pivot(warehouse):
                                            abs=1e-3)
 
 
+def test_rows_written_before_a_knob_existed_still_consolidate_with_every_knob_column(warehouse, tmp_path):
+    """A work dir whose Parquet rows predate a knob (queries, grpo_steps) gets the column, NULL, so the
+    queries that group by every knob run instead of failing on a missing column."""
+    import shutil
+
+    import polars as pl
+
+    root, _, _, written, _ = warehouse
+    old = tmp_path / "old"
+    shutil.copytree(root, old)
+    for f in parquet_files(old, "results"):
+        pl.read_parquet(f).drop("queries", "grpo_steps").write_parquet(f)
+    assert "grpo_steps" not in pl.read_parquet(parquet_files(old, "results")[0]).columns
+    db = tmp_path / "old.duckdb"
+    consolidate(old, db)
+    with duckdb.connect(str(db), read_only=True) as con:
+        assert con.execute("SELECT count(*), count(queries), count(grpo_steps) FROM results").fetchone() == (
+            sum(len(rs) for rs in written.values()), 0, 0)
+    pivot = named(db, "ablation_pivot")
+    assert sorted(pivot["lam"].to_list()) == [0.0, 0.5] and pivot["grpo_steps"].null_count() == 2
+    consolidate(old, db)  # idempotent: the columns are added only where missing
+
+
 def named(db, name: str, **params: str):
     """The rows of named query ``name`` on ``db``."""
     q = load_queries()[name]

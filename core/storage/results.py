@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import typing
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -73,6 +74,14 @@ class VariantParams(BaseModel):
     lora_rank: int | None = None
     n: int | None = None
     queries: str | None = Field(None, description="'teacher' (the Teacher's task-specific rules) or 'generic'.")
+    grpo_steps: int | None = Field(None, description="The grpo ablation's update budget (None: grpo did not run).")
+
+
+def variant_columns() -> dict[str, str]:
+    """Every ``VariantParams`` field as a DuckDB column type: the knob columns every results table has."""
+    sql = {float: "DOUBLE", int: "BIGINT", bool: "BOOLEAN", str: "VARCHAR"}
+    return {name: sql[next(a for a in typing.get_args(f.annotation) if a is not type(None))]
+            for name, f in VariantParams.model_fields.items()}
 
 
 def slug(text: str) -> str:

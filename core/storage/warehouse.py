@@ -16,7 +16,7 @@ import duckdb
 import polars as pl
 
 from core.errors import InputError
-from core.storage.results import TABLES
+from core.storage.results import TABLES, variant_columns
 
 #: Where runs keep their results unless told otherwise (relative to the working directory).
 DEFAULT_RESULTS_ROOT = Path("runs/results")
@@ -46,6 +46,9 @@ def consolidate(root: str | Path, db_path: str | Path) -> dict[str, int]:
                 continue
             con.execute(f'CREATE OR REPLACE TABLE "{table}" AS SELECT * FROM read_parquet(?, union_by_name = true)',
                         [[str(f) for f in files]])
+            if table == "results":  # rows written before a knob existed lack its column; queries group by every knob
+                for column, sql_type in variant_columns().items():
+                    con.execute(f'ALTER TABLE results ADD COLUMN IF NOT EXISTS "{column}" {sql_type}')
             counts[table] = con.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0]
     log.info("consolidated %s into %s", counts, db_path)
     return counts
