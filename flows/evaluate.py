@@ -234,7 +234,7 @@ def stage_keys(item_hash: str, seed: int, cfg: EvaluateConfig, ids: dict[str, st
 
     ``ids`` are the models' content identities. Keys: ``rules``, ``reward``, ``video/k``
     (candidate k from seed + k), ``video/pe``, ``select/judge``, ``select/oracle``,
-    ``videotpo``, ``optimise``, ``video/teacher``, ``optimise/grpo``, ``video/grpo``, ``video/still``, and
+    ``videotpo``, ``optimise``, ``video/teacher``, ``grpo`` (its optimisation), ``video/grpo``, ``video/still``, and
     ``score/<method>``;
     given the shared adapter's key (``shared_key``), ``video/shared`` and ``score/shared``.
     """
@@ -262,9 +262,9 @@ def stage_keys(item_hash: str, seed: int, cfg: EvaluateConfig, ids: dict[str, st
     k["optimise"] = digest("optimise", CODE_VERSION, k["reward"], ids["reasoner"], ids.get("surrogate"),
                            _optim_key_part(o), seed)
     k["video/teacher"] = video(0, adapter_key=k["optimise"])
-    k["optimise/grpo"] = digest("optimise-grpo", CODE_VERSION, k["reward"], ids["reasoner"], ids.get("surrogate"),
-                                _grpo_key_part(mc), seed)
-    k["video/grpo"] = video(0, adapter_key=k["optimise/grpo"])
+    k["grpo"] = digest("optimise-grpo", CODE_VERSION, k["reward"], ids["reasoner"], ids.get("surrogate"),
+                        _grpo_key_part(mc), seed)
+    k["video/grpo"] = video(0, adapter_key=k["grpo"])
     k["video/still"] = digest("still", CODE_VERSION, item_hash, seed)
     judged = USES_RULES & set(cfg.methods)
     sources = {Method.VANILLA: k["video/0"], Method.BEST_OF_N: k["select/judge"], Method.PASS_AT_N: k["select/oracle"],
@@ -361,7 +361,7 @@ def _submit_item(inst: TaskInstance, cfg: EvaluateConfig, ids: dict[str, str], i
         chains[Method.TEACHER].optim = opt
         score(Method.TEACHER, chains[Method.TEACHER].add("generate", generate("teacher", adapter=opt)))
     if Method.GRPO in methods:
-        opt = chains[Method.GRPO].add("optimise", submit(stages.optimise_item, "optimise/grpo", m.reasoner, m.surrogate,
+        opt = chains[Method.GRPO].add("optimise", submit(stages.optimise_item, "grpo", m.reasoner, m.surrogate,
                                                          m.teacher, reward, o.model_dump_json(), seed,
                                                          grpo_json=mc.grpo.model_dump_json()))
         chains[Method.GRPO].optim = opt
