@@ -724,6 +724,25 @@ def test_a_grpo_update_moves_probability_towards_the_better_rollouts(reasoner, g
     assert advantages([0.5] * 4) is None
     assert policy_update(reasoner, cond, same, cfg, grpo, schedule, params, torch.optim.SGD(params, lr=1.0)) == (0.0, None)
     assert all(torch.equal(state[k], v) for k, v in lora_state(reasoner).items())
+    # updates_per_group reuses the group: k optimiser steps, k backward passes per transition; once the adapter has
+    # moved, a transition whose ratio left [1 - c, 1 + c] in its advantage's favour contributes no gradient
+    steps = []
+    sgd = torch.optim.SGD(params, lr=1e-2 / grad_norm)
+    sgd.register_step_post_hook(lambda *_: steps.append(1))
+    reasoner.meter.take()
+    policy_update(reasoner, cond, group, cfg, grpo.model_copy(update={"updates_per_group": 2}), schedule, params, sgd)
+    assert len(steps) == 2 and reasoner.meter.take().counts["reasoner_backward"] == 2 * grpo.group * len(schedule.trained)
+    with torch.no_grad():
+        now = [{i: log_density(r.states[i + 1], *schedule.transition(i, r.states[i], call(r.states[i],
+                schedule.timesteps[i].expand(1)), grpo.noise_level), cond) for i in schedule.trained} for r in group]
+
+    def with_ratio(e: float) -> list:  # old densities such that every ratio is exp(e * sign(A))
+        return [type(r)(r.states, {i: v - e * float(torch.sign(a)) for i, v in cur.items()}, r.loss, r.p_yes)
+                for r, cur, a in zip(group, now, adv, strict=True)]
+
+    clipped, _ = policy_update(reasoner, cond, with_ratio(1.0), cfg, grpo, schedule, params, torch.optim.SGD(params, lr=0.0))
+    pulled, _ = policy_update(reasoner, cond, with_ratio(-1.0), cfg, grpo, schedule, params, torch.optim.SGD(params, lr=0.0))
+    assert clipped == 0.0 and pulled > 0  # beyond the clip in the advantage's favour: no gradient; against it: the full one
     detach_lora(reasoner)
 
 
