@@ -680,6 +680,7 @@ def compare_cmd(
     grpo_group: Annotated[int | None, typer.Option(help="grpo: rollouts per update.")] = None,
     grpo_lr: Annotated[float | None, typer.Option(help="grpo: learning rate (default: --lr's).")] = None,
     grpo_noise: Annotated[float | None, typer.Option(help="grpo: the SDE's noise level a.")] = None,
+    grpo_kl: Annotated[float | None, typer.Option(help="grpo: weight of the KL from the frozen Reasoner (0: none).")] = None,
     guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale of every Reasoner rollout (1 = off).")] = 1.0,
     negative_prompt: Annotated[str, typer.Option(help="Negative prompt for guidance.")] = "",
     guidance_2: Annotated[float | None, typer.Option("--guidance-2", help="Two-expert Reasoners: the low-noise expert's "
@@ -722,8 +723,8 @@ def compare_cmd(
     if rank:
         optim.lora.rank = rank
         optim.lora.alpha = float(rank)
-    grpo = {k: v for k, v in {"steps": grpo_steps, "group": grpo_group, "lr": grpo_lr, "noise_level": grpo_noise}.items()
-            if v is not None}
+    grpo = {k: v for k, v in {"steps": grpo_steps, "group": grpo_group, "lr": grpo_lr, "noise_level": grpo_noise,
+                              "kl": grpo_kl}.items() if v is not None}
     try:
         cfg = MethodConfig(optim=optim, queries=queries.value, grpo=grpo)
     except ValidationError as exc:

@@ -746,6 +746,56 @@ def test_a_grpo_update_moves_probability_towards_the_better_rollouts(reasoner, g
     detach_lora(reasoner)
 
 
+def test_grpos_kl_term_vanishes_at_the_fresh_adapter_and_pulls_the_policy_back_to_the_reasoner(reasoner, grpo_item):
+    from core.method.grpo import (
+        GrpoConfig,
+        SdeSchedule,
+        kl_to_reference,
+        policy_update,
+        rollout,
+    )
+
+    teacher, cond, reward = grpo_item
+    cfg, grpo = OptimConfig(k_frames=8, grad_clip=None), GrpoConfig(group=3)
+    schedule = SdeSchedule.of(reasoner, cfg.sampler_steps)
+    params = attach_lora(reasoner, cfg.lora, seed=0)  # B = 0: the policy is the frozen Reasoner
+    gen = torch.Generator().manual_seed(2)
+    group = [rollout(reasoner, teacher, cond, reward, cfg, grpo, schedule, gen) for _ in range(grpo.group)]
+    call = reasoner.velocity_fn(cond, cfg.guidance)
+
+    def total_kl() -> float:
+        with torch.no_grad():
+            out = 0.0
+            for r in group:
+                for i in schedule.trained:
+                    z, t = r.states[i], schedule.timesteps[i].expand(1)
+                    mean, std = schedule.transition(i, z, call(z, t), grpo.noise_level)
+                    out += float(kl_to_reference(reasoner, call, schedule, i, z, t, mean, std, grpo, cond))
+            return out
+
+    def grads(g: GrpoConfig) -> list[torch.Tensor]:
+        norm, _ = policy_update(reasoner, cond, group, cfg, g, schedule, params, torch.optim.SGD(params, lr=0.0))
+        return [p.grad.clone() for p in params], norm
+
+    assert total_kl() == 0.0
+    plain, _ = grads(grpo)
+    reasoner.meter.take()
+    with_kl, _ = grads(grpo.model_copy(update={"kl": 10.0}))
+    assert all(torch.allclose(a, b, atol=1e-7) for a, b in zip(plain, with_kl, strict=True))  # its gradient is 0 there
+    trained = grpo.group * len(schedule.trained)
+    assert reasoner.meter.take().counts["reasoner_forward"] == 2 * trained  # one reference call per transition
+    with torch.no_grad():
+        for p in params:
+            p.add_(torch.randn_like(p) * 0.05)
+    before = total_kl()
+    heavy = grpo.model_copy(update={"kl": 1e6})
+    _, norm = grads(heavy)
+    policy_update(reasoner, cond, group, cfg, heavy, schedule, params, torch.optim.SGD(params, lr=1e-2 / norm))
+    assert 0 < total_kl() < before and all(p.requires_grad for p in params)  # pulled back; the LoRA still trains
+    assert "kl" not in GrpoConfig().model_dump() and GrpoConfig(kl=0.1).model_dump()["kl"] == 0.1
+    detach_lora(reasoner)
+
+
 def test_grpo_runs_the_items_loop_with_its_stops_counts_and_seeded_rollouts(reasoner, grpo_item, monkeypatch):
     from core.method.grpo import GrpoConfig, optimise_item_grpo
 

@@ -22,8 +22,8 @@ gradient, as Flow-GRPO (Liu et al., 2025) does for flow-matching models:
   is 1 at the update and the clip never binds; ``updates_per_group > 1`` reuses a group.
 
 Choices where the paper is silent, recorded here: G = 4; a = 0.7 (Flow-GRPO's); no KL term
-to the frozen Reasoner (the fresh adapter, the small budget and the early stop bound the
-drift); every stochastic step is trained; the last step (to noise level 0) is the ODE's,
+to the frozen Reasoner by default (the fresh adapter, the small budget and the early stop bound
+the drift; ``kl`` adds Flow-GRPO's, at one more transformer call per trained transition); every stochastic step is trained; the last step (to noise level 0) is the ODE's,
 deterministic and untrained, because noise there would land in the decoded video; the loss
 that stops the loop (``tau``) is the group's mean; a group whose rollouts all score the same
 carries no signal and makes no update. The rollouts step Euler-Maruyama on the folder's own
@@ -42,9 +42,9 @@ import math
 from dataclasses import dataclass
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_serializer
 
-from core.config import StrictConfig
+from core.config import StrictConfig, drop_unset
 from core.errors import InputError
 from core.method.optimise import (
     Evaluation,
@@ -80,6 +80,12 @@ class GrpoConfig(StrictConfig):
     clip: float = Field(0.2, gt=0, lt=1, description="Clip range of the probability ratio.")
     updates_per_group: int = Field(1, ge=1, description="Optimiser steps per group (1: on-policy).")
     noise_seed: int = Field(0, description="Seed of the rollouts' SDE noise (with the item's seed).")
+    kl: float = Field(0.0, ge=0, description="Weight of the KL divergence from the frozen Reasoner's step (Flow-GRPO's "
+                                             "beta); 0 (the default) skips the reference forward.")
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler) -> dict:
+        return drop_unset(handler(self), kl=0.0)  # added after the first measured runs: unset, their keys hold
 
 
 @dataclass(frozen=True)
@@ -163,6 +169,23 @@ def advantages(losses: list[float]) -> torch.Tensor | None:
     return ((r - r.mean()) / (spread + ADVANTAGE_EPS)).float()
 
 
+def kl_to_reference(reasoner: ReasonerAdapter, call, schedule: SdeSchedule, i: int, z: torch.Tensor, t: torch.Tensor,
+                    mean: torch.Tensor, std: float, grpo: GrpoConfig, item: ItemCondition) -> torch.Tensor:
+    """KL(policy step || frozen Reasoner's step): two Gaussians of the same deviation, so the mean over
+    the generated latents of ``(mean - mean_ref)^2 / (2 std^2)``; the reference runs with the LoRA off."""
+    tf = reasoner.transformer
+    tf.disable_adapters()
+    try:
+        with torch.no_grad():
+            ref, _ = schedule.transition(i, z, call(z, t), grpo.noise_level)
+    finally:
+        tf.enable_adapters()
+    d = mean - ref
+    if not item.condition.concat:
+        d = d[:, :, 1:]
+    return (d**2).mean() / (2 * std**2)
+
+
 def policy_update(reasoner: ReasonerAdapter, item: ItemCondition, rollouts: list[Rollout], cfg: OptimConfig,
                   grpo: GrpoConfig, schedule: SdeSchedule, params: list[torch.nn.Parameter],
                   opt: torch.optim.Optimizer) -> tuple[float, str | None]:
@@ -182,11 +205,13 @@ def policy_update(reasoner: ReasonerAdapter, item: ItemCondition, rollouts: list
         opt.zero_grad(set_to_none=True)
         for r, a in zip(rollouts, adv, strict=True):
             for i in schedule.trained:
-                z, t = r.states[i], schedule.timesteps[i]
-                mean, std = schedule.transition(i, z, call(z, t.expand(z.shape[0]).to(z.dtype)), grpo.noise_level)
+                z, t = r.states[i], schedule.timesteps[i].expand(r.states[i].shape[0]).to(r.states[i].dtype)
+                mean, std = schedule.transition(i, z, call(z, t), grpo.noise_level)
                 ratio = torch.exp(log_density(r.states[i + 1], mean, std, item) - r.old_logp[i])
-                objective = torch.minimum(ratio * a, ratio.clamp(1 - grpo.clip, 1 + grpo.clip) * a)
-                (-objective / n).backward()
+                loss = -torch.minimum(ratio * a, ratio.clamp(1 - grpo.clip, 1 + grpo.clip) * a)
+                if grpo.kl > 0:
+                    loss = loss + grpo.kl * kl_to_reference(reasoner, call, schedule, i, z, t, mean, std, grpo, item)
+                (loss / n).backward()
                 reasoner.meter.count("reasoner_backward", calls)
         grad_norm, why = step_lora(params, opt, cfg.grad_clip)
         if why:
