@@ -192,6 +192,10 @@ def test_early_stop_and_ablation_pivot(warehouse):
     steps = query(db, queries["early_stop_steps"].sql, queries["early_stop_steps"].bind({}))
     teacher = [r for rs in written.values() for r in rs if r.method == "teacher" and r.error is None]
     assert steps["n_items"].sum() == len(teacher)
+    assert query(db, queries["early_stop_steps"].sql, queries["early_stop_steps"].bind({"method": "teacher"})).equals(steps)
+    vanilla = query(db, queries["early_stop_steps"].sql, queries["early_stop_steps"].bind({"method": "vanilla"}))
+    assert vanilla["n_items"].sum() == sum(r.method == "vanilla" and r.error is None for rs in written.values() for r in rs)
+    assert vanilla["steps_run"].null_count() == len(vanilla)  # the method parameter is applied: no optimiser, no steps
     pivot = query(db, queries["ablation_pivot"].sql, queries["ablation_pivot"].bind({}))
     assert sorted(pivot["lam"].to_list()) == [0.0, 0.5]
     row = pivot.filter(pivot["lam"] == 0.0).row(0, named=True)
