@@ -355,17 +355,12 @@ def _submit_item(inst: TaskInstance, cfg: EvaluateConfig, ids: dict[str, str], i
         tpo = submit(stages.videotpo, "videotpo", m.reasoner, m.surrogate, m.teacher, reward, seed, o.sampler_steps,
                      mc.tpo_rounds, mc.tpo_videos, guidance=guidance)
         score(Method.VIDEOTPO, chains[Method.VIDEOTPO].add("videotpo", tpo))
-    if Method.TEACHER in methods:
-        opt = chains[Method.TEACHER].add("optimise", submit(stages.optimise_item, "optimise", m.reasoner, m.surrogate,
-                                                            m.teacher, reward, o.model_dump_json(), seed))
-        chains[Method.TEACHER].optim = opt
-        score(Method.TEACHER, chains[Method.TEACHER].add("generate", generate("teacher", adapter=opt)))
-    if Method.GRPO in methods:
-        opt = chains[Method.GRPO].add("optimise", submit(stages.optimise_item, "grpo", m.reasoner, m.surrogate,
-                                                         m.teacher, reward, o.model_dump_json(), seed,
-                                                         grpo_json=mc.grpo.model_dump_json()))
-        chains[Method.GRPO].optim = opt
-        score(Method.GRPO, chains[Method.GRPO].add("generate", generate("grpo", adapter=opt)))
+    # the per-item optimisers: the method's gradient, and the grpo ablation's policy gradient on the same reward
+    for method, stage, extra in ((Method.TEACHER, "optimise", {}), (Method.GRPO, "grpo", {"grpo_json": mc.grpo.model_dump_json()})):
+        if method in methods:
+            opt = chains[method].optim = chains[method].add("optimise", submit(
+                stages.optimise_item, stage, m.reasoner, m.surrogate, m.teacher, reward, o.model_dump_json(), seed, **extra))
+            score(method, chains[method].add("generate", generate(method.value, adapter=opt)))
     if Method.STILL in methods:
         score(Method.STILL, chains[Method.STILL].add("generate", submit(stages.still_video, "video/still", seed)))
     if Method.SHARED in methods:

@@ -662,35 +662,38 @@ def test_the_noise_free_sde_is_the_folders_sampler_and_its_densities_are_recompu
     assert sorted(noisy.old_logp) == schedule.trained and len(noisy.states) == cfg.sampler_steps + 1
     call = reasoner.velocity_fn(cond, cfg.guidance)
     for i in schedule.trained:  # the same adapter gives back the recorded density: the ratio starts at 1
-        z, t = noisy.states[i], schedule.timesteps[i]
         with torch.no_grad():
-            mean, std = schedule.transition(i, z, call(z, t.expand(1)), GrpoConfig().noise_level)
+            mean, std = schedule.step(call, i, noisy.states[i], GrpoConfig().noise_level)
         assert std > 0 and float(log_density(noisy.states[i + 1], mean, std, cond)) == pytest.approx(float(noisy.old_logp[i]))
     with pytest.raises(InputError, match="sampler_steps.*at least 2"):
         SdeSchedule.of(reasoner, 1)
 
 
+def grpo_group(reasoner, grpo_item, size: int, seed: int, perturb: bool):
+    """A fresh LoRA (``perturb``: with a random non-zero B) and ``size`` seeded rollouts of the item; returns
+    (condition, optimiser config, GRPO config, schedule, LoRA parameters, rollouts)."""
+    from core.method.grpo import GrpoConfig, SdeSchedule, rollout
+
+    teacher, cond, reward = grpo_item
+    cfg, grpo = OptimConfig(k_frames=8, grad_clip=None), GrpoConfig(group=size)
+    schedule = SdeSchedule.of(reasoner, cfg.sampler_steps)
+    params = attach_lora(reasoner, cfg.lora, seed=0)
+    if perturb:
+        with torch.no_grad():
+            for p in params:
+                p.add_(torch.randn_like(p) * 0.05)
+    gen = torch.Generator().manual_seed(seed)
+    return cond, cfg, grpo, schedule, params, [rollout(reasoner, teacher, cond, reward, cfg, grpo, schedule, gen)
+                                               for _ in range(size)]
+
+
 def test_a_grpo_update_moves_probability_towards_the_better_rollouts(reasoner, grpo_item):
     """To first order, an SGD step on the policy gradient raises sum_g A_g * log p(rollout_g): the better
     rollouts (positive advantage) gain density relative to the worse."""
-    from core.method.grpo import (
-        GrpoConfig,
-        SdeSchedule,
-        advantages,
-        log_density,
-        policy_update,
-        rollout,
-    )
+    from core.method.grpo import advantages, log_density, policy_update
 
-    teacher, cond, reward = grpo_item
-    cfg, grpo = OptimConfig(k_frames=8, grad_clip=None), GrpoConfig(group=4)
-    schedule = SdeSchedule.of(reasoner, cfg.sampler_steps)
-    params = attach_lora(reasoner, cfg.lora, seed=0)
-    with torch.no_grad():  # a non-zero B, so the update is not confined to B's first step
-        for p in params:
-            p.add_(torch.randn_like(p) * 0.05)
-    gen = torch.Generator().manual_seed(1)
-    group = [rollout(reasoner, teacher, cond, reward, cfg, grpo, schedule, gen) for _ in range(grpo.group)]
+    # a non-zero B, so the update is not confined to B's first step
+    cond, cfg, grpo, schedule, params, group = grpo_group(reasoner, grpo_item, size=4, seed=1, perturb=True)
     adv = advantages([r.loss for r in group])
     assert adv is not None and float(adv.sum()) == pytest.approx(0.0, abs=1e-5)
     assert int(torch.argmax(adv)) == int(np.argmin([r.loss for r in group]))  # the lowest loss has the best advantage
@@ -703,8 +706,7 @@ def test_a_grpo_update_moves_probability_towards_the_better_rollouts(reasoner, g
             for r in group:
                 total = 0.0
                 for i in schedule.trained:
-                    mean, std = schedule.transition(i, r.states[i], call(r.states[i], schedule.timesteps[i].expand(1)),
-                                                    grpo.noise_level)
+                    mean, std = schedule.step(call, i, r.states[i], grpo.noise_level)
                     total += float(log_density(r.states[i + 1], mean, std, cond))
                 out.append(total)
             return out
@@ -733,8 +735,8 @@ def test_a_grpo_update_moves_probability_towards_the_better_rollouts(reasoner, g
     policy_update(reasoner, cond, group, cfg, grpo.model_copy(update={"updates_per_group": 2}), schedule, params, sgd)
     assert len(steps) == 2 and reasoner.meter.take().counts["reasoner_backward"] == 2 * grpo.group * len(schedule.trained)
     with torch.no_grad():
-        now = [{i: log_density(r.states[i + 1], *schedule.transition(i, r.states[i], call(r.states[i],
-                schedule.timesteps[i].expand(1)), grpo.noise_level), cond) for i in schedule.trained} for r in group]
+        now = [{i: log_density(r.states[i + 1], *schedule.step(call, i, r.states[i], grpo.noise_level), cond)
+                for i in schedule.trained} for r in group]
 
     def with_ratio(e: float) -> list:  # old densities such that every ratio is exp(e * sign(A))
         return [type(r)(r.states, {i: v - e * float(torch.sign(a)) for i, v in cur.items()}, r.loss, r.p_yes)
@@ -749,28 +751,23 @@ def test_a_grpo_update_moves_probability_towards_the_better_rollouts(reasoner, g
 def test_grpos_kl_term_vanishes_at_the_fresh_adapter_and_pulls_the_policy_back_to_the_reasoner(reasoner, grpo_item):
     from core.method.grpo import (
         GrpoConfig,
-        SdeSchedule,
         kl_to_reference,
         policy_update,
-        rollout,
+        reference_means,
     )
 
-    teacher, cond, reward = grpo_item
-    cfg, grpo = OptimConfig(k_frames=8, grad_clip=None), GrpoConfig(group=3)
-    schedule = SdeSchedule.of(reasoner, cfg.sampler_steps)
-    params = attach_lora(reasoner, cfg.lora, seed=0)  # B = 0: the policy is the frozen Reasoner
-    gen = torch.Generator().manual_seed(2)
-    group = [rollout(reasoner, teacher, cond, reward, cfg, grpo, schedule, gen) for _ in range(grpo.group)]
+    # B = 0: the policy is the frozen Reasoner
+    cond, cfg, grpo, schedule, params, group = grpo_group(reasoner, grpo_item, size=3, seed=2, perturb=False)
     call = reasoner.velocity_fn(cond, cfg.guidance)
 
     def total_kl() -> float:
+        refs = reference_means(reasoner, call, schedule, group, grpo.noise_level)
         with torch.no_grad():
             out = 0.0
-            for r in group:
+            for r, ref in zip(group, refs, strict=True):
                 for i in schedule.trained:
-                    z, t = r.states[i], schedule.timesteps[i].expand(1)
-                    mean, std = schedule.transition(i, z, call(z, t), grpo.noise_level)
-                    out += float(kl_to_reference(reasoner, call, schedule, i, z, t, mean, std, grpo, cond))
+                    mean, std = schedule.step(call, i, r.states[i], grpo.noise_level)
+                    out += float(kl_to_reference(mean, ref[i], std, cond))
             return out
 
     def grads(g: GrpoConfig) -> list[torch.Tensor]:

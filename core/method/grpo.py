@@ -39,6 +39,7 @@ standard error of about 0.02; a = 0.3 at 1e-2: +0.014).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -64,6 +65,9 @@ from core.method.reasoner import (
 from core.method.teacher import CompiledReward, query_logprobs, reward_loss
 from core.models.teacher import Teacher
 from core.models.wan import expert, fresh_scheduler
+
+#: A velocity function: (latents, per-sample timesteps) -> velocity (``ReasonerAdapter.velocity_fn``).
+Velocity = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 #: Added to the group's reward spread before dividing (Flow-GRPO's epsilon).
 ADVANTAGE_EPS = 1e-4
@@ -120,13 +124,21 @@ class SdeSchedule:
         mean = z * (1 + sigma**2 / (2 * s) * dt) + v * (1 + sigma**2 * (1 - s) / (2 * s)) * dt
         return mean, sigma * math.sqrt(-dt)
 
+    def step(self, call: Velocity, i: int, z: torch.Tensor, noise_level: float) -> tuple[torch.Tensor, float]:
+        """Step ``i``'s Gaussian from ``z`` with the velocity ``call`` gives at its timestep."""
+        v = call(z, self.timesteps[i].expand(z.shape[0]).to(z.dtype))
+        return self.transition(i, z, v, noise_level)
+
+
+def _generated(latents: torch.Tensor, item: ItemCondition) -> torch.Tensor:
+    """The latents the Reasoner generates (TI2V: not the first frame, which the condition replaces
+    and the LoRA cannot move)."""
+    return latents if item.condition.concat else latents[:, :, 1:]
+
 
 def log_density(z_next: torch.Tensor, mean: torch.Tensor, std: float, item: ItemCondition) -> torch.Tensor:
-    """Mean Gaussian log-density of ``z_next`` over the generated latents (TI2V: not the first
-    frame, which the condition replaces and the LoRA cannot move)."""
-    d = z_next - mean
-    if not item.condition.concat:
-        d = d[:, :, 1:]
+    """Mean Gaussian log-density of ``z_next`` over the generated latents (``_generated``)."""
+    d = _generated(z_next - mean, item)
     return (-(d**2) / (2 * std**2) - math.log(std) - 0.5 * math.log(2 * math.pi)).mean()
 
 
@@ -145,8 +157,8 @@ def rollout(reasoner: ReasonerAdapter, teacher: Teacher, item: ItemCondition, re
     call = reasoner.velocity_fn(item, cfg.guidance)
     z = item.noise
     states, old = [z], {}
-    for i, t in enumerate(schedule.timesteps):
-        mean, std = schedule.transition(i, z, call(z, t.expand(z.shape[0]).to(z.dtype)), grpo.noise_level)
+    for i in range(len(schedule.timesteps)):
+        mean, std = schedule.step(call, i, z, grpo.noise_level)
         if std > 0:
             z = mean + std * torch.randn(z.shape, generator=generator).to(z.device, z.dtype)
             if i in schedule.trained:
@@ -169,21 +181,23 @@ def advantages(losses: list[float]) -> torch.Tensor | None:
     return ((r - r.mean()) / (spread + ADVANTAGE_EPS)).float()
 
 
-def kl_to_reference(reasoner: ReasonerAdapter, call, schedule: SdeSchedule, i: int, z: torch.Tensor, t: torch.Tensor,
-                    mean: torch.Tensor, std: float, grpo: GrpoConfig, item: ItemCondition) -> torch.Tensor:
-    """KL(policy step || frozen Reasoner's step): two Gaussians of the same deviation, so the mean over
-    the generated latents of ``(mean - mean_ref)^2 / (2 std^2)``; the reference runs with the LoRA off."""
+def reference_means(reasoner: ReasonerAdapter, call: Velocity, schedule: SdeSchedule, rollouts: list[Rollout],
+                    noise_level: float) -> list[dict[int, torch.Tensor]]:
+    """The frozen Reasoner's step means (the LoRA off) at every trained transition of the group:
+    they do not depend on the adapter, so one pass serves every update on the group."""
     tf = reasoner.transformer
     tf.disable_adapters()
     try:
         with torch.no_grad():
-            ref, _ = schedule.transition(i, z, call(z, t), grpo.noise_level)
+            return [{i: schedule.step(call, i, r.states[i], noise_level)[0] for i in schedule.trained} for r in rollouts]
     finally:
         tf.enable_adapters()
-    d = mean - ref
-    if not item.condition.concat:
-        d = d[:, :, 1:]
-    return (d**2).mean() / (2 * std**2)
+
+
+def kl_to_reference(mean: torch.Tensor, reference: torch.Tensor, std: float, item: ItemCondition) -> torch.Tensor:
+    """KL(policy step || frozen Reasoner's step): two Gaussians of the same deviation, so the mean over
+    the generated latents of ``(mean - mean_ref)^2 / (2 std^2)``."""
+    return (_generated(mean - reference, item) ** 2).mean() / (2 * std**2)
 
 
 def policy_update(reasoner: ReasonerAdapter, item: ItemCondition, rollouts: list[Rollout], cfg: OptimConfig,
@@ -200,17 +214,17 @@ def policy_update(reasoner: ReasonerAdapter, item: ItemCondition, rollouts: list
     call = reasoner.velocity_fn(item, cfg.guidance)
     calls = differentiated_calls(GradMode.FIRST_STEP, cfg.sampler_steps, cfg.guidance)
     n = len(rollouts) * len(schedule.trained)
+    refs = reference_means(reasoner, call, schedule, rollouts, grpo.noise_level) if grpo.kl > 0 else None
     grad_norm = 0.0
     for _ in range(grpo.updates_per_group):
         opt.zero_grad(set_to_none=True)
-        for r, a in zip(rollouts, adv, strict=True):
+        for g, (r, a) in enumerate(zip(rollouts, adv, strict=True)):
             for i in schedule.trained:
-                z, t = r.states[i], schedule.timesteps[i].expand(r.states[i].shape[0]).to(r.states[i].dtype)
-                mean, std = schedule.transition(i, z, call(z, t), grpo.noise_level)
+                mean, std = schedule.step(call, i, r.states[i], grpo.noise_level)
                 ratio = torch.exp(log_density(r.states[i + 1], mean, std, item) - r.old_logp[i])
                 loss = -torch.minimum(ratio * a, ratio.clamp(1 - grpo.clip, 1 + grpo.clip) * a)
-                if grpo.kl > 0:
-                    loss = loss + grpo.kl * kl_to_reference(reasoner, call, schedule, i, z, t, mean, std, grpo, item)
+                if refs is not None:
+                    loss = loss + grpo.kl * kl_to_reference(mean, refs[g][i], std, item)
                 (loss / n).backward()
                 reasoner.meter.count("reasoner_backward", calls)
         grad_norm, why = step_lora(params, opt, cfg.grad_clip)

@@ -48,7 +48,7 @@ from core.bench.record import TaskInstance
 from core.config import StrictConfig, drop_unset
 from core.method.cost import CostMeter
 from core.method.grpo import GrpoConfig, optimise_item_grpo
-from core.method.optimise import OptimConfig, detach_lora, optimise_item
+from core.method.optimise import OptimConfig, OptimResult, detach_lora, optimise_item
 from core.method.reasoner import ItemCondition, ReasonerAdapter
 from core.method.teacher import CompiledReward, RuleSet, judge, judge_loss
 from core.models.teacher import Teacher
@@ -253,24 +253,26 @@ def run_videotpo(reasoner: ReasonerAdapter, teacher: Teacher, ctx: ItemContext, 
     return MethodOutput(videos[k], {"rounds": history, "selected_round": k // cfg.tpo_videos})
 
 
-def run_teacher(reasoner: ReasonerAdapter, teacher: Teacher, ctx: ItemContext, cfg: MethodConfig, meter: CostMeter) -> MethodOutput:
+def _adapted_video(reasoner: ReasonerAdapter, ctx: ItemContext, cfg: MethodConfig, meter: CostMeter,
+                   optimise: Callable[[CompiledReward], OptimResult]) -> MethodOutput:
+    """Optimise the item's LoRA with ``optimise``, then the final video with it; the LoRA is removed after."""
     reward = _need_reward(ctx)
     try:
-        result = optimise_item(reasoner, teacher, ctx.condition, reward, cfg.optim)
+        result = optimise(reward)
         video = _generate(reasoner, ctx.condition, cfg.optim, meter)
     finally:
         detach_lora(reasoner)
     return MethodOutput(video, {"optim": result.model_dump()})
+
+
+def run_teacher(reasoner: ReasonerAdapter, teacher: Teacher, ctx: ItemContext, cfg: MethodConfig, meter: CostMeter) -> MethodOutput:
+    return _adapted_video(reasoner, ctx, cfg, meter,
+                          lambda reward: optimise_item(reasoner, teacher, ctx.condition, reward, cfg.optim))
 
 
 def run_grpo(reasoner: ReasonerAdapter, teacher: Teacher, ctx: ItemContext, cfg: MethodConfig, meter: CostMeter) -> MethodOutput:
-    reward = _need_reward(ctx)
-    try:
-        result = optimise_item_grpo(reasoner, teacher, ctx.condition, reward, cfg.optim, cfg.grpo)
-        video = _generate(reasoner, ctx.condition, cfg.optim, meter)
-    finally:
-        detach_lora(reasoner)
-    return MethodOutput(video, {"optim": result.model_dump()})
+    return _adapted_video(reasoner, ctx, cfg, meter,
+                          lambda reward: optimise_item_grpo(reasoner, teacher, ctx.condition, reward, cfg.optim, cfg.grpo))
 
 
 RUNNERS: dict[Method, Callable[..., MethodOutput]] = {
