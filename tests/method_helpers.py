@@ -5,7 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from diffusers import WanImageToVideoPipeline, WanTransformer3DModel
+from diffusers import (
+    AutoencoderKLWan,
+    UniPCMultistepScheduler,
+    WanImageToVideoPipeline,
+    WanTransformer3DModel,
+)
 from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
 
 from core.bench.source import Benchmark
@@ -22,20 +27,35 @@ from core.models.wan import (
 )
 
 
-def build_micro_reasoner(bench: Benchmark, out: Path, seed: int = 0, wan21: bool = False) -> tuple[Path, Path]:
+def wan22_5b_vae(z_dim: int) -> AutoencoderKLWan:
+    """Wan2.2-TI2V-5B's VAE layout at micro width: pixels patchified 2x2 into 12 channels, residual
+    blocks, three downsamples with the first spatial only, a wider decoder: 16x spatial, 4x temporal."""
+    return AutoencoderKLWan(base_dim=4, decoder_base_dim=8, z_dim=z_dim, dim_mult=[1, 2, 2, 2], num_res_blocks=1,
+                            temperal_downsample=[False, True, True], is_residual=True, patch_size=2, in_channels=12,
+                            out_channels=12, scale_factor_spatial=16, scale_factor_temporal=4,
+                            latents_mean=[0.0] * z_dim, latents_std=[1.0] * z_dim)
+
+
+def build_micro_reasoner(bench: Benchmark, out: Path, seed: int = 0, layout: str = "ti2v") -> tuple[Path, Path]:
     """Save a random micro Wan I2V pipeline and a random surrogate for its VAE; (reasoner, surrogate) dirs.
 
-    ``wan21=False``: the Wan2.2 TI2V layout of the shipped zoo. ``wan21=True``: the Wan2.1 I2V
-    layout (``expand_timesteps=False``, mask + condition latents concatenated on the channel
-    axis, a CLIP image encoder feeding the transformer's image projection).
+    ``layout="ti2v"``: the Wan2.2 TI2V layout of the shipped zoo. ``"wan22_5b"``: the same with
+    Wan2.2-TI2V-5B's own VAE layout (``wan22_5b_vae``) and solver (UniPC on flow sigmas, shift 5).
+    ``"wan21"``: the Wan2.1 I2V layout (``expand_timesteps=False``, mask + condition latents
+    concatenated on the channel axis, a CLIP image encoder feeding the transformer's image projection).
     """
+    if layout not in ("ti2v", "wan22_5b", "wan21"):
+        raise ValueError(f"unknown layout {layout!r}")
     torch.manual_seed(seed)
     arch = WanReasonerArch.micro()
     tok = build_bpe_tokenizer([i.prompt for i in bench.instances], 300, ["<pad>", "</s>", "<unk>"],
                               pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
-    vae = build_vae(arch)
-    pipe = assemble_pipeline(tok, build_text_encoder(arch, len(tok)), vae, build_transformer(arch), build_scheduler(arch))
-    if wan21:
+    vae = wan22_5b_vae(arch.vae_z_dim) if layout == "wan22_5b" else build_vae(arch)
+    scheduler = build_scheduler(arch)
+    if layout == "wan22_5b":
+        scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=5.0)
+    pipe = assemble_pipeline(tok, build_text_encoder(arch, len(tok)), vae, build_transformer(arch), scheduler)
+    if layout == "wan21":
         clip = CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
                                 image_size=32, patch_size=8, projection_dim=16)
         inner = arch.dit_heads * arch.dit_head_dim

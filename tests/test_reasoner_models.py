@@ -90,7 +90,7 @@ def test_batched_sampler_matches_the_pipeline(pipe, bench, solver, guidance):
 
 def test_wan21_style_pipeline_loads_and_our_sampler_matches_it(bench, tmp_path):
     """The Wan2.1 I2V layout (mask + condition latents on the channel axis, CLIP image embedding) by path."""
-    reasoner_dir, _ = build_micro_reasoner(bench, tmp_path, wan21=True)
+    reasoner_dir, _ = build_micro_reasoner(bench, tmp_path, layout="wan21")
     wan21 = load_reasoner(reasoner_dir)
     assert not wan21.config.expand_timesteps and wan21.transformer.config.image_dim is not None
     inst = bench.instances[0]
@@ -105,6 +105,33 @@ def test_wan21_style_pipeline_loads_and_our_sampler_matches_it(bench, tmp_path):
     other = bench.instances[1]
     moved = generate_videos(wan21, [read_image(other.first_frame)], [inst.prompt], [3], steps=3, n_frames=17)[0]
     assert np.abs(moved.astype(float) - ours).max() > 10  # the first frame conditions the video
+
+
+def test_a_wan22_5b_shaped_pipeline_matches_our_sampler_and_gets_a_surrogate(bench, tmp_path):
+    """Wan2.2-TI2V-5B's own VAE layout (2x2 pixel patches in 12 channels, residual blocks, 16x
+    spatial) and UniPC solver by path: our sampler is ``pipe(...)``'s, and the generic surrogate
+    distillation trains a decoder for that VAE which the Reasoner adapter accepts."""
+    from core.method.reasoner import ReasonerAdapter
+    from core.train.surrogate import SurrogateForConfig, distil_surrogate_for
+
+    reasoner_dir, _ = build_micro_reasoner(bench, tmp_path, layout="wan22_5b")
+    pipe = load_reasoner(reasoner_dir)
+    vae = pipe.vae.config
+    assert (vae.patch_size, vae.in_channels, vae.is_residual, pipe.vae_scale_factor_spatial) == (2, 12, True, 16)
+    assert type(pipe.scheduler).__name__ == "UniPCMultistepScheduler" and pipe.config.expand_timesteps
+    inst = bench.instances[0]
+    image = read_image(inst.first_frame)
+    shape = latent_shape(pipe, 17, 64, 64)
+    assert shape == (vae.z_dim, 5, 4, 4)
+    ours = generate_videos(pipe, [image], [inst.prompt], [3], steps=3, n_frames=17)[0]
+    theirs = pipe(image=Image.fromarray(image), prompt=inst.prompt, height=64, width=64, num_frames=17, num_inference_steps=3,
+                  guidance_scale=1.0, latents=item_noise(shape, seed=3)[None], output_type="np").frames[0]
+    assert ours.shape == (17, 64, 64, 3) and np.abs(ours.astype(float) / 255 - theirs).max() < 2 / 255
+    report = distil_surrogate_for(reasoner_dir, bench.root, tmp_path / "surrogate", SurrogateForConfig(
+        train=SurrogateTrainConfig(steps=2, batch=2), crop=2, videos=4, device="cpu"))
+    assert report["train_videos"] == 2 and np.isfinite(report["psnr_vs_vae_db"])
+    sur = ReasonerAdapter.from_paths(reasoner_dir, tmp_path / "surrogate", device="cpu").surrogate
+    assert sur(torch.randn(1, *shape)).shape == (1, 3, 17, 64, 64)
 
 
 def test_vae_surrogate_and_transformer_train_a_few_steps(pipe, bench):

@@ -293,7 +293,9 @@ def load_adapter(reasoner: ReasonerAdapter, adapter_dir: str | Path) -> None:
 
     When that very file is already attached (``save_adapter`` just wrote it from the attached
     LoRA, as the optimise stage does right before the final video), nothing is reloaded: the
-    weights in memory are the weights in the file.
+    weights in memory are the weights in the file. On a Wan2.1 I2V folder (a transformer with an
+    image projection) diffusers pads the loaded adapter with zero LoRA on the image cross-attention
+    (``add_k_proj`` / ``add_v_proj``) and peft warns about the extra modules: the video is the same.
     """
     path = Path(adapter_dir)
     weights = path / ADAPTER_WEIGHTS

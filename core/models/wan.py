@@ -133,7 +133,7 @@ def assemble_pipeline(
     text_encoder: UMT5EncoderModel,
     vae: AutoencoderKLWan,
     transformer: WanTransformer3DModel,
-    scheduler: FlowMatchEulerDiscreteScheduler,
+    scheduler: SchedulerMixin,
 ) -> WanImageToVideoPipeline:
     """A Wan2.2-TI2V-style pipeline: no CLIP image encoder, the first frame enters as latents."""
     return WanImageToVideoPipeline(
