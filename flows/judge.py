@@ -16,21 +16,13 @@ from core.bench.ruler_judge import JudgeConfig, JudgeRecord, failed_record, judg
 from core.bench.source import open_benchmark
 from core.errors import InputError
 from core.io import write_json_atomic
+from core.models.teacher import teacher_placement
 from tasks.caching import RESULTS_DIR, digest, file_digest
 from tasks.judge import judge_video
 from tasks.models import model_identity
 
 #: Bump when a change to the judge's message or reply handling changes its records.
 JUDGE_VERSION = "1"
-
-
-def judge_device(device: str | None, dtype: str | None) -> tuple[str, str | None]:
-    """The judge's device (default: cuda when available) and dtype (default: bfloat16 on GPUs, else float32)."""
-    import torch
-
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    on_gpu = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
-    return device, dtype or ("bfloat16" if on_gpu else None)
 
 
 @flow(name="ruler-judge")
@@ -52,7 +44,7 @@ def ruler_judge(bench: str, videos: str, judge: str, work: str = "runs/judge", c
     if not out.is_dir():
         raise InputError(out, "is not a directory", "a model's outputs at {task_name}/{index}.mp4")
     cfg = JudgeConfig.model_validate_json(config_json) if config_json else JudgeConfig()
-    device, dtype = judge_device(device, dtype)
+    device, dtype = teacher_placement(device, dtype)
     judge_id = model_identity(judge, Path(work) / "model-ids.json")
     run_task = judge_video.with_options(result_storage=Path(work) / RESULTS_DIR)
     records: list[JudgeRecord] = []

@@ -32,7 +32,7 @@ def reasoner(path: str, surrogate: str | None, device: str | None = None) -> tup
 
 
 def teacher(path: str, device: str | None = None, dtype: str | None = None) -> tuple[Teacher, threading.Lock]:
-    """A loaded Teacher; ``dtype`` ("bfloat16", ...) defaults to float32."""
+    """A loaded Teacher; unset, ``device`` and ``dtype`` ("bfloat16", ...) follow ``teacher_placement``."""
     with _LOADING:
         return _teacher(path, device, dtype)
 
@@ -51,10 +51,7 @@ def _reasoner(path: str, surrogate: str | None, device: str | None) -> tuple[Rea
 
 @functools.lru_cache(maxsize=2)
 def _teacher(path: str, device: str | None, dtype: str | None) -> tuple[Teacher, threading.Lock]:
-    import torch
-
-    return load_teacher(path, dtype=getattr(torch, dtype or "float32"),
-                        device=device or ("cuda" if torch.cuda.is_available() else "cpu")), threading.Lock()
+    return load_teacher(path, dtype=dtype, device=device), threading.Lock()
 
 
 #: Files of a model folder that document it and change nothing it computes: its model card.

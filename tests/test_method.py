@@ -37,9 +37,16 @@ from core.method.teacher import (
     compile_reward,
     extract_rules,
     judge,
+    query_logprobs,
     repair_rules,
+    reward_loss,
 )
-from core.models.teacher import frames_to_tensor, load_teacher, video_qa_batch
+from core.models.teacher import (
+    frames_to_tensor,
+    load_teacher,
+    teacher_placement,
+    video_qa_batch,
+)
 from core.models.wan import load_reasoner
 from tests.method_helpers import build_micro_reasoner, build_micro_teacher
 
@@ -138,6 +145,86 @@ def test_other_wan_layouts_take_gradients_in_every_mode_optimise_and_reload(benc
     assert all(".add_k_proj." in k or ".add_v_proj." in k for k in extra)
     assert all(not reloaded[k].any() for k in extra if "lora_B" in k)
     detach_lora(other)
+
+
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_vl"])
+def test_teacher_activation_checkpointing_recomputes_layers_and_keeps_the_reward_and_its_gradient(models, bench, family):
+    """On for GPUs by default: every vision block and decoder layer runs again in the backward
+    pass (only its input is kept), the loss and the pixels' gradient are the same, the judge too."""
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    inst = bench.instances[0]
+    frames = torch.rand(8, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    runs = {}
+    for ckpt in (False, True):
+        teacher = load_teacher(models[2][family], activation_checkpointing=ckpt)
+        reward = compile_reward(teacher, RULES, inst.metadata["n_frames"], (64, 64), k_frames=8, lam=0.5)
+        layers = [m for m in teacher.model.modules() if isinstance(m, GradientCheckpointingLayer)]
+        calls = []
+        # transformers checkpoints a layer's forward, not its __call__, and the recompute stops as soon
+        # as the last kept tensor is back: count the calls that enter each layer's MLP
+        hooks = [m.mlp.register_forward_pre_hook(lambda *_, calls=calls: calls.append(1)) for m in layers]
+        f = frames.clone().requires_grad_()
+        loss = reward_loss(reward, query_logprobs(teacher, reward, f))
+        forward_calls = len(calls)
+        loss.backward()
+        for h in hooks:
+            h.remove()
+        attention_training = [m.training for m in teacher.model.modules() if not isinstance(m, GradientCheckpointingLayer)
+                              and m is not teacher.model]
+        assert not any(attention_training), "only the checkpointed layers' own flags may change"
+        with torch.no_grad():  # the judge's pass: no graph, so nothing to checkpoint
+            judged = query_logprobs(teacher, reward, frames).exp()
+        runs[ckpt] = (loss.item(), f.grad, forward_calls, len(calls), len(layers), judged)
+    (l0, g0, fwd0, all0, n, j0), (l1, g1, fwd1, all1, _, j1) = runs[False], runs[True]
+    assert torch.allclose(j0, j1, atol=1e-7)
+    assert n >= 2 and fwd0 == fwd1 and all0 == fwd0, "without checkpointing the backward recomputes nothing"
+    assert all1 == 2 * fwd1, "with it, every layer runs once more in the backward pass"
+    assert abs(l0 - l1) < 1e-6 and torch.allclose(g0, g1, atol=1e-7, rtol=1e-5) and g0.abs().sum() > 0
+
+
+@pytest.mark.parametrize("mode", list(GradMode))
+def test_reasoner_gradient_checkpointing_recomputes_blocks_and_keeps_the_lora_gradient(models, bench, mode):
+    """On for GPUs by default: each differentiated transformer call's blocks run again in the
+    backward pass, and the loss and the LoRA's gradient are the same as without."""
+    teacher = load_teacher(models[2]["qwen2_5_vl"])
+    inst = bench.instances[0]
+    first = read_image(inst.first_frame)
+    runs = {}
+    for ckpt in (False, True):
+        reasoner = ReasonerAdapter(load_reasoner(models[0]), None, device="cpu", gradient_checkpointing=ckpt)
+        cond = reasoner.prepare(first, inst.prompt, seed=7, n_frames=inst.metadata["n_frames"])
+        reward = compile_reward(teacher, RULES, inst.metadata["n_frames"], first.shape[:2], k_frames=8, lam=0.5)
+        attach_lora(reasoner, OptimConfig().lora, seed=0)
+        calls = []
+        hooks = [b.ffn.register_forward_pre_hook(lambda *_, calls=calls: calls.append(1)) for b in reasoner.transformer.blocks]
+        cfg = OptimConfig(grad_mode=mode, k_frames=8, decoder="vae")
+        loss, _ = reward_step(reasoner, teacher, cond, reward, cfg)
+        forward_calls = len(calls)
+        loss.backward()
+        for h in hooks:
+            h.remove()
+        grads = {n: p.grad.clone() for n, p in reasoner.transformer.named_parameters() if "lora_" in n}
+        runs[ckpt] = (loss.item(), grads, forward_calls, len(calls))
+        detach_lora(reasoner)
+    (l0, g0, fwd0, all0), (l1, g1, fwd1, all1) = runs[False], runs[True]
+    blocks = len(reasoner.transformer.blocks)
+    trained = differentiated_calls(mode, 4, Guidance())
+    assert fwd0 == fwd1 and fwd0 % blocks == 0 and all0 == fwd0, "without checkpointing the backward recomputes nothing"
+    assert all1 == fwd1 + trained * blocks, "every differentiated call's blocks run once more"
+    assert abs(l0 - l1) < 1e-6 and g0.keys() == g1.keys()
+    assert all(torch.allclose(g0[k], g1[k], atol=1e-8, rtol=1e-5) for k in g0) and any(g.abs().sum() > 0 for g in g0.values())
+
+
+def test_teacher_placement_defaults_to_the_gpu_in_bfloat16_and_the_cpu_in_float32(models, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert teacher_placement() == ("cuda", "bfloat16") and teacher_placement("auto") == ("auto", "bfloat16")
+    assert teacher_placement("cuda:1", "float32") == ("cuda:1", "float32") and teacher_placement("cpu") == ("cpu", None)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert teacher_placement() == ("cpu", None) and teacher_placement("auto") == ("auto", None)
+    teacher = load_teacher(models[2]["qwen2_5_vl"])  # without a GPU: the CPU, float32, no checkpointing
+    assert teacher.model.device.type == "cpu" and teacher.model.dtype == torch.float32
+    assert not any(getattr(m, "gradient_checkpointing", False) for m in teacher.model.modules())
 
 
 @pytest.mark.parametrize("mode", [GradMode.LAST_STEP, GradMode.FULL])

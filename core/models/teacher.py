@@ -56,6 +56,7 @@ from transformers import (
     Qwen3VLConfig,
     Qwen3VLForConditionalGeneration,
 )
+from transformers.modeling_layers import GradientCheckpointingLayer
 
 from core.config import StrictConfig
 from core.errors import InputError
@@ -399,17 +400,52 @@ def teacher_model_type(path: str | Path) -> str:
     return model_type
 
 
-def load_teacher(path: str | Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> Teacher:
+def teacher_placement(device: str | None = None, dtype: str | None = None) -> tuple[str, str | None]:
+    """Where and in what precision a Teacher runs unless told: ``cuda`` when a GPU is visible,
+    else ``cpu``; ``bfloat16`` weights on GPUs (a frozen model: half the memory of float32, the
+    precision the Reasoner's autocast computes in), float32 (None) on the CPU."""
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    on_gpu = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    return device, dtype or ("bfloat16" if on_gpu else None)
+
+
+def enable_activation_checkpointing(model: PreTrainedModel) -> None:
+    """Recompute each vision block's and decoder layer's activations in the backward pass.
+
+    The reward backpropagates through the whole Teacher to the pixels, for every query at
+    once; a real Teacher keeps every layer's activations for all of them (M queries x
+    ~10^4 video tokens at full resolution), far more than its weights. With checkpointing only
+    each layer's input is kept, for one more forward pass per step. transformers checkpoints a
+    layer only while that layer is in training mode, and the Teacher runs in eval mode, so
+    only the checkpointed layers' own flags are set: every submodule (attention, whose dropout
+    reads its own flag) stays in eval mode, so the loss and its gradient are unchanged.
+    """
+    enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+    enable({"use_reentrant": False})
+    for module in model.modules():
+        if isinstance(module, GradientCheckpointingLayer):
+            module.training = True
+
+
+def load_teacher(path: str | Path, dtype: torch.dtype | str | None = None, device: str | torch.device | None = None,
+                 activation_checkpointing: bool | None = None) -> Teacher:
     """Load a Teacher folder offline, in eval mode: ours, or a real Qwen2.5-VL / Qwen3-VL one.
 
-    ``device="auto"`` spreads the layers over the visible GPUs (``device_map="auto"``), for
-    models larger than one GPU such as a 72B RULER-Bench judge; inputs go to the first one.
+    Unset, ``device`` and ``dtype`` follow ``teacher_placement`` (cuda and bfloat16 on a GPU
+    machine, cpu and float32 otherwise), and ``activation_checkpointing`` is on for GPUs
+    (``enable_activation_checkpointing``). ``device="auto"`` spreads the layers over the visible
+    GPUs (``device_map="auto"``), for models larger than one GPU such as a 72B RULER-Bench
+    judge; inputs go to the first one.
 
     The processor comes from ``AutoProcessor``; where that cannot be built (Qwen's video
     processors need torchvision), from ``AutoTokenizer`` + ``AutoImageProcessor``, which is
     all the method needs since videos are preprocessed in torch. Video pixel bounds come from
     ``video_preprocessor_config.json`` when the folder has one, else from the image processor.
     """
+    device_name, dtype_name = teacher_placement(str(device) if device is not None else None,
+                                                dtype if isinstance(dtype, str) else None)
+    dtype = dtype if isinstance(dtype, torch.dtype) else getattr(torch, dtype_name or "float32")
+    device = device_name
     path = Path(path)
     model_type = teacher_model_type(path)
     try:
@@ -428,6 +464,8 @@ def load_teacher(path: str | Path, dtype: torch.dtype = torch.float32, device: s
         model = cls.from_pretrained(path, dtype=dtype, device_map="auto", local_files_only=True).eval()
     else:
         model = cls.from_pretrained(path, dtype=dtype, local_files_only=True).to(device).eval()
+    if activation_checkpointing if activation_checkpointing is not None else model.device.type == "cuda":
+        enable_activation_checkpointing(model)
     yes_id = answer_token_id(tokenizer, YES, f"{path}:tokenizer")
     no_id = answer_token_id(tokenizer, NO, f"{path}:tokenizer")
     return Teacher(model, processor, tokenizer, vision, yes_id, no_id,

@@ -637,7 +637,7 @@ def train_teacher(
         partial = out.with_name(out.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
         build_teacher(partial, _tokenizer_corpus(data), cfg.arch, seed=cfg.seed)
-        teacher = load_teacher(partial)
+        teacher = load_teacher(partial, device="cpu")  # the zoo's stages run on the CPU
         result = train_on_data(teacher, data, cfg)
         save_teacher(partial, teacher.model, teacher.tokenizer, build_image_processor(cfg.arch))
         report = TeacherTrainReport(
@@ -729,7 +729,7 @@ def evaluate_teacher(
     place (and their accuracy is reported as ``accuracy_reasoner`` with
     ``reasoner_source='standin'``). ``data`` reuses an already labelled test set.
     """
-    teacher = load_teacher(teacher_dir)
+    teacher = load_teacher(teacher_dir, device="cpu")
     instances = test_bench.instances if isinstance(test_bench, Benchmark) else list(test_bench)
     instances = [i for i in instances if i.benchmark == "synth"]
     use_standins = len(reasoner_samples) == 0
