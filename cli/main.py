@@ -665,7 +665,8 @@ def compare_cmd(
     per_family: Annotated[int, typer.Option(help="Test instances per family when --bench synth.")] = 9,
     n: Annotated[str, typer.Option(help="Candidates for best_of_n/pass_at_n, or 'auto' (match the teacher's wall time).")] = "auto",
     seed: Annotated[int, typer.Option(help="Base seed (per-item seeds derive from it and the item id).")] = 0,
-    lr: Annotated[float | None, typer.Option(help="LoRA learning rate.")] = None,
+    lr: Annotated[float | None, typer.Option(help="LoRA learning rate (default: the Reasoner folder's "
+                                                  "optim_defaults.json, else the paper's 5e-5).")] = None,
     max_steps: Annotated[int | None, typer.Option(help="Maximum LoRA updates per item.")] = None,
     tau: Annotated[float | None, typer.Option(help="Early-stop threshold on the reward loss.")] = None,
     early_stop: Annotated[bool, typer.Option(help="Stop when the loss <= tau.")] = True,
@@ -698,7 +699,7 @@ def compare_cmd(
     from core.io import write_json_atomic
     from core.method.compare import compare, summarise_methods
     from core.method.methods import Method, MethodConfig
-    from core.method.optimise import OptimConfig
+    from core.method.optimise import OptimConfig, resolve_optim
     from core.method.reasoner import ReasonerAdapter
     from core.models.teacher import load_teacher
 
@@ -737,6 +738,7 @@ def compare_cmd(
             benchmark = open_benchmark(bench)
         instances = spread_over_families(benchmark.instances, limit)
         r = ReasonerAdapter.from_paths(reasoner or models / "reasoner", surrogate or models / "surrogate-decoder")
+        cfg = cfg.model_copy(update={"optim": resolve_optim(cfg.optim, reasoner or models / "reasoner")})
         t = load_teacher(teacher or models / "teacher")
         t0 = time.perf_counter()
         with _progress() as progress:

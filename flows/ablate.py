@@ -28,7 +28,7 @@ KNOBS = ("lam", "grad_mode", "k_frames", "max_steps", "early_stop", "lr", "lora_
 
 
 class AblateConfig(StrictConfig):
-    base: EvaluateConfig = EvaluateConfig(methods=["vanilla", "teacher"])
+    base: EvaluateConfig = Field(default_factory=lambda: EvaluateConfig(methods=["vanilla", "teacher"]))
     grid: dict[str, list[Any]] = Field(default_factory=lambda: {"lam": [0.0, 0.5, 1.0]})
 
     @classmethod
@@ -76,6 +76,7 @@ def ablate(config: AblateConfig | None = None, config_file: str | None = None, i
     """
     logger = get_run_logger()
     cfg = AblateConfig.from_yaml(config_file) if config_file else (config or AblateConfig())
+    cfg = cfg.model_copy(update={"base": cfg.base.resolved()})  # the id and every variant carry the lr used
     experiment = ExperimentRecord(name=cfg.base.name, kind="ablate", config=cfg.model_dump(mode="json"),
                                   code_version=CODE_VERSION)
     out: dict[str, Any] = {"experiment_id": experiment.experiment_id, "variants": {}, "failed": []}

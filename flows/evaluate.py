@@ -59,7 +59,7 @@ from core.method.methods import (
     Method,
     MethodConfig,
 )
-from core.method.optimise import OptimConfig
+from core.method.optimise import OptimConfig, resolve_optim
 from core.method.reasoner import Guidance
 from core.models.teacher import teacher_model_type
 from core.models.wan import check_guidance_2
@@ -123,6 +123,14 @@ class EvaluateConfig(StrictConfig):
     @classmethod
     def from_yaml(cls, path: str | Path) -> EvaluateConfig:
         return load_config(cls, path)
+
+    def resolved(self) -> EvaluateConfig:
+        """This config with what it leaves to the Reasoner folder filled in (``resolve_optim``: the
+        learning rate), so that ids, keys and rows carry the values the run uses. Idempotent."""
+        optim = resolve_optim(self.method.optim, self.models.reasoner)
+        if optim is self.method.optim:
+            return self
+        return self.model_copy(update={"method": self.method.model_copy(update={"optim": optim})})
 
     def params(self) -> VariantParams:
         o = self.method.optim
@@ -209,8 +217,11 @@ def _optim_key_part(o: OptimConfig) -> dict:
     """The optimiser config as the optimise and shared stages' keys see it.
 
     lam and k_frames reach them through the reward key; guidance joins only when on, so keys
-    made before it existed stay valid.
+    made before it existed stay valid. The learning rate must be resolved (``EvaluateConfig.resolved``):
+    a key made from an unset one would not say what ran.
     """
+    if o.lr is None:
+        raise ValueError("optim.lr is unresolved: make keys from EvaluateConfig.resolved()")
     return o.model_dump(mode="json", exclude={"lam", "k_frames"} | ({"guidance"} if o.guidance == Guidance() else set()))
 
 
@@ -515,6 +526,7 @@ def progress_file(cfg: EvaluateConfig, experiment_id: str) -> Path:
 
 def experiment_of(cfg: EvaluateConfig) -> ExperimentRecord:
     """The experiment a config belongs to (its id names its rows in DuckDB)."""
+    cfg = cfg.resolved()
     return ExperimentRecord(name=cfg.name, kind="evaluate", config=cfg.model_dump(mode="json", exclude={"judge", "judge_options"}),
                             code_version=CODE_VERSION)
 
@@ -564,7 +576,7 @@ def evaluate(config: EvaluateConfig | None = None, config_file: str | None = Non
     own thread instead of submitting them to the task runner (see ``run_evaluate``).
     """
     logger = get_run_logger()
-    cfg = EvaluateConfig.from_yaml(config_file) if config_file else (config or EvaluateConfig())
+    cfg = (EvaluateConfig.from_yaml(config_file) if config_file else (config or EvaluateConfig())).resolved()
     work = Path(cfg.work)
     items, invalid = load_items(cfg)
     unscored = sorted({inst.benchmark for inst in items if inst.benchmark != "synth"})

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from core.errors import InputError
 from core.io import write_json_atomic
-from core.method.reasoner import ReasonerAdapter
+from core.method.reasoner import OPTIM_DEFAULTS_FILE, ReasonerAdapter
 from core.models.teacher import Teacher, load_teacher
 from tasks.caching import dir_digest
 
@@ -54,15 +54,18 @@ def _teacher(path: str, device: str | None, dtype: str | None) -> tuple[Teacher,
     return load_teacher(path, dtype=dtype, device=device), threading.Lock()
 
 
-#: Files of a model folder that document it and change nothing it computes: its model card.
-MODEL_CARD = "README.md"
+#: Files of a model folder that change nothing it computes: its model card, and the Reasoner's
+#: recommended optimiser settings, which reach every stage key through the resolved config.
+NOT_IDENTITY = ("README.md", OPTIM_DEFAULTS_FILE)
 
 
 def model_identity(path: str | Path, memo: Path | None = None) -> str:
-    """A content hash of a model folder: every file's relative path and bytes, except the model card.
+    """A content hash of a model folder: every file's relative path and bytes, except ``NOT_IDENTITY``.
 
     A card edit (new figures, a user's notes, a hub update of README.md) must not invalidate
-    every cached stage that used the model; weights, configs, tokenizers and templates do.
+    every cached stage that used the model; weights, configs, tokenizers and templates do. An
+    edited ``optim_defaults.json`` moves only what its learning rate decides (the resolved
+    ``optim.lr`` is in those keys).
     Hashing a real checkpoint (many GB) takes seconds, so with ``memo`` the digest is kept
     per folder together with each file's size and modification time, and reused while they
     are unchanged.
@@ -70,14 +73,15 @@ def model_identity(path: str | Path, memo: Path | None = None) -> str:
     root = Path(path).resolve()
     if not root.is_dir():
         raise InputError(root, "is not a model folder", "a directory with the model's config and weights")
-    files = sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".") and p != root / MODEL_CARD)
+    skip = {root / name for name in NOT_IDENTITY}
+    files = sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".") and p not in skip)
     stat = [[str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns] for p in files]
     stamp = hashlib.sha256(json.dumps(stat).encode()).hexdigest()
     known = json.loads(memo.read_text()) if memo is not None and memo.is_file() else {}
     entry = known.get(str(root))
     if entry and entry["stamp"] == stamp:
         return entry["digest"]
-    digest = dir_digest(root, exclude=(MODEL_CARD,))
+    digest = dir_digest(root, exclude=NOT_IDENTITY)
     if memo is not None:
         known[str(root)] = {"stamp": stamp, "digest": digest}
         write_json_atomic(memo, known)

@@ -14,6 +14,8 @@ from diffusers import (
 from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
 
 from core.bench.source import Benchmark
+from core.io import write_json_atomic
+from core.method.reasoner import OPTIM_DEFAULTS_FILE
 from core.models.surrogate import SurrogateDecoder
 from core.models.teacher import TeacherArchConfig, build_teacher
 from core.models.tokenizer import build_bpe_tokenizer
@@ -25,6 +27,7 @@ from core.models.wan import (
     build_transformer,
     build_vae,
 )
+from core.zoo import ZOO_OPTIM_DEFAULTS
 
 
 def wan22_5b_vae(z_dim: int) -> AutoencoderKLWan:
@@ -39,9 +42,10 @@ def wan22_5b_vae(z_dim: int) -> AutoencoderKLWan:
 def build_micro_reasoner(bench: Benchmark, out: Path, seed: int = 0, layout: str = "ti2v") -> tuple[Path, Path]:
     """Save a random micro Wan I2V pipeline and a random surrogate for its VAE; (reasoner, surrogate) dirs.
 
-    ``layout="ti2v"``: the Wan2.2 TI2V layout of the shipped zoo. ``"wan22_5b"``: the same with
-    Wan2.2-TI2V-5B's own VAE layout (``wan22_5b_vae``) and solver (UniPC on flow sigmas, shift 5).
-    ``"wan21"``: the Wan2.1 I2V layout (``expand_timesteps=False``, mask + condition latents
+    ``layout="ti2v"``: the Wan2.2 TI2V layout of the shipped zoo, with its ``optim_defaults.json``.
+    The real checkpoints' layouts come without that file: ``"wan22_5b"``, the TI2V layout with
+    Wan2.2-TI2V-5B's own VAE layout (``wan22_5b_vae``) and solver (UniPC on flow sigmas, shift 5);
+    ``"wan21"``, the Wan2.1 I2V layout (``expand_timesteps=False``, mask + condition latents
     concatenated on the channel axis, a CLIP image encoder feeding the transformer's image projection).
     """
     if layout not in ("ti2v", "wan22_5b", "wan21"):
@@ -71,6 +75,8 @@ def build_micro_reasoner(bench: Benchmark, out: Path, seed: int = 0, layout: str
             image_processor=CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),
             expand_timesteps=False)
     pipe.save_pretrained(out / "reasoner")
+    if layout == "ti2v":  # the zoo's layout carries the zoo's recommended learning rate, as `vlmt zoo train` writes it
+        write_json_atomic(out / "reasoner" / OPTIM_DEFAULTS_FILE, ZOO_OPTIM_DEFAULTS.model_dump(mode="json"))
     sur = SurrogateDecoder(z_dim=arch.vae_z_dim, scale_factor_spatial=vae.config.scale_factor_spatial,
                            scale_factor_temporal=vae.config.scale_factor_temporal, hidden=16, num_res_blocks=1)
     sur.save_pretrained(out / "surrogate")

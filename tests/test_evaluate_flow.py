@@ -184,7 +184,7 @@ def test_auto_n_sets_best_of_ns_n_from_the_teacher_methods_recorded_cost_and_res
     # the N the helpers' cached stages imply: vanilla and the teacher method, rerun from the cache
     items, _ = load_items(cfg)
     ids = {k: model_identity(getattr(models, k)) for k in ("reasoner", "teacher", "surrogate")}
-    in_play = cfg.model_copy(update={"methods": [Method.VANILLA, Method.TEACHER, Method.BEST_OF_N, Method.PASS_AT_N]})
+    in_play = cfg.model_copy(update={"methods": [Method.VANILLA, Method.TEACHER, Method.BEST_OF_N, Method.PASS_AT_N]}).resolved()
     helpers = [_outcome(inst, m, chain, 0) for inst in items for m, chain in
                _submit_item(inst, in_play, ids, inline=True, only=[Method.VANILLA, Method.TEACHER]).items()]
     assert all(h.error is None and h.info.get("judge_seconds", 0) > 0 for h in helpers if h.method == "vanilla")
@@ -464,8 +464,10 @@ def test_stage_keys_change_exactly_where_they_should():
     from flows.evaluate import stage_keys
 
     ids = {"reasoner": "R", "surrogate": "S", "teacher": "T"}
-    base = EvaluateConfig(method=MethodConfig(n=2))
+    base = EvaluateConfig(method=MethodConfig(n=2)).resolved()
     k0 = stage_keys("item", 7, base, ids)
+    with pytest.raises(ValueError, match="unresolved"):
+        stage_keys("item", 7, EvaluateConfig(), ids)
 
     def with_optim(**kw) -> dict[str, str]:
         cfg = base.model_copy(update={"method": base.method.model_copy(update={"optim": base.method.optim.model_copy(update=kw)})})
@@ -505,6 +507,31 @@ def test_stage_keys_change_exactly_where_they_should():
     teacher_queries = base.model_copy(update={"method": base.method.model_copy(update={"queries": "teacher"})})
     assert stage_keys("item", 7, teacher_queries, ids) == k0  # the default: the keys made before the knob existed
     assert stage_keys("item", 7, base, ids) == k0  # deterministic
+
+
+def test_an_unset_learning_rate_is_resolved_from_the_reasoner_folder_before_ids_keys_and_rows(setup, tmp_path):
+    """Ids, keys and rows carry the learning rate a run uses: the same as setting it explicitly; another
+    folder's recommendation (same weights) moves only what the learning rate decides."""
+    from flows.evaluate import stage_keys
+
+    root, models = setup
+    unset, explicit = config(root, models, "w"), config(root, models, "w", lr=1e-2)
+    assert unset.method.optim.lr is None
+    resolved = unset.resolved()
+    assert resolved.method.optim.lr == 1e-2 and resolved.params().lr == 1e-2 and resolved.resolved() is resolved
+    assert experiment_of(unset).experiment_id == experiment_of(explicit).experiment_id
+    ids = {"reasoner": "R", "surrogate": "S", "teacher": "T"}
+    k0 = stage_keys("item", 7, resolved, ids)
+    assert k0 == stage_keys("item", 7, explicit, ids)
+    other = tmp_path / "reasoner"
+    shutil.copytree(models.reasoner, other)
+    (other / "optim_defaults.json").write_text('{"lr": 0.02}')
+    moved = config(root, models.model_copy(update={"reasoner": str(other)}), "w").resolved()
+    assert moved.method.optim.lr == 0.02
+    assert _changed(k0, stage_keys("item", 7, moved, ids)) == {"optimise", "video/teacher", "score/teacher", "grpo",
+                                                                "video/grpo", "score/grpo"}
+    (other / "optim_defaults.json").unlink()  # a folder without one (a real checkpoint): the paper's
+    assert config(root, models.model_copy(update={"reasoner": str(other)}), "w").resolved().method.optim.lr == 5e-5
 
 
 def test_runner_specs_build_prefect_task_runners_or_say_what_is_expected():

@@ -61,6 +61,10 @@ def test_a_models_identity_is_its_weights_and_configs_not_its_card(tmp_path):
     assert model_identity(folder, memo) == model_identity(folder) == first
     (folder / "README.md").unlink()
     assert model_identity(folder, memo) == first
+    # a Reasoner's recommended learning rate reaches the keys through the resolved config, not the identity
+    (folder / "optim_defaults.json").write_text('{"lr": 0.02}')
+    assert model_identity(folder, memo) == model_identity(folder) == first
+    (folder / "optim_defaults.json").unlink()
     (folder / "chat_template.jinja").write_text("{{ messages }}")
     assert model_identity(folder, memo) != first
     (folder / "chat_template.jinja").unlink()

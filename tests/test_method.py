@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -21,10 +22,13 @@ from core.method.optimise import (
     load_adapter,
     lora_state,
     optimise_item,
+    resolve_optim,
     reward_step,
     save_adapter,
 )
 from core.method.reasoner import (
+    OPTIM_DEFAULTS_FILE,
+    PAPER_LR,
     GradMode,
     Guidance,
     ReasonerAdapter,
@@ -214,6 +218,42 @@ def test_reasoner_gradient_checkpointing_recomputes_blocks_and_keeps_the_lora_gr
     assert all1 == fwd1 + trained * blocks, "every differentiated call's blocks run once more"
     assert abs(l0 - l1) < 1e-6 and g0.keys() == g1.keys()
     assert all(torch.allclose(g0[k], g1[k], atol=1e-8, rtol=1e-5) for k in g0) and any(g.abs().sum() > 0 for g in g0.values())
+
+
+def test_an_unset_learning_rate_is_the_reasoner_folders_recommendation_else_the_papers(models, bench, tmp_path):
+    """``optim_defaults.json`` travels with the Reasoner (the zoo's 1e-2); a folder without one (a
+    real checkpoint) gets the paper's 5e-5; a learning rate the experiment sets always wins."""
+    zoo_dir = models[0]
+    assert json.loads((zoo_dir / OPTIM_DEFAULTS_FILE).read_text())["lr"] == 1e-2
+    real_dir, real_sur = build_micro_reasoner(bench, tmp_path, layout="wan22_5b")
+    assert not (real_dir / OPTIM_DEFAULTS_FILE).exists()
+    assert resolve_optim(OptimConfig(), zoo_dir).lr == 1e-2 and resolve_optim(OptimConfig(), real_dir).lr == PAPER_LR == 5e-5
+    assert resolve_optim(OptimConfig(lr=3e-3), zoo_dir).lr == resolve_optim(OptimConfig(lr=3e-3), real_dir).lr == 3e-3
+    assert ReasonerAdapter.from_paths(real_dir, real_sur, device="cpu").default_lr == PAPER_LR
+    # the optimiser uses it: one update with lr unset equals one with the folder's lr set, not the paper's
+    zoo = ReasonerAdapter.from_paths(zoo_dir, models[1], device="cpu")
+    assert zoo.default_lr == 1e-2
+    teacher = load_teacher(models[2]["qwen2_5_vl"])
+    inst = bench.instances[0]
+    first = read_image(inst.first_frame)
+    cond = zoo.prepare(first, inst.prompt, seed=7, n_frames=inst.metadata["n_frames"])
+    reward = compile_reward(teacher, RULES, inst.metadata["n_frames"], first.shape[:2], k_frames=8, lam=0.5)
+    states = {}
+    for lr in (None, 1e-2, 5e-5):
+        optimise_item(zoo, teacher, cond, reward, OptimConfig(lr=lr, max_steps=1, early_stop=False, k_frames=8))
+        states[lr] = lora_state(zoo)
+        detach_lora(zoo)
+    assert all(torch.equal(states[None][k], states[1e-2][k]) for k in states[None])
+    assert not all(torch.equal(states[None][k], states[5e-5][k]) for k in states[None])
+    # a bad file names itself and the field
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / OPTIM_DEFAULTS_FILE).write_text('{"lr": -1}')
+    with pytest.raises(InputError, match="optim_defaults.json:lr"):
+        resolve_optim(OptimConfig(), bad)
+    (bad / OPTIM_DEFAULTS_FILE).write_text('{"learning_rate": 0.01}')
+    with pytest.raises(InputError, match="optim_defaults.json:lr: Field required; and 1 more"):
+        resolve_optim(OptimConfig(), bad)
 
 
 def test_teacher_placement_defaults_to_the_gpu_in_bfloat16_and_the_cpu_in_float32(models, monkeypatch):

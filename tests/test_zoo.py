@@ -30,6 +30,9 @@ def test_micro_zoo_publishes_every_model_with_cards_and_figures(micro_zoo):
         assert list((models / name).rglob("*.safetensors")), name
     record = json.loads((models / "zoo.json").read_text())
     assert record["train_seconds_total"] > 0
+    # the Reasoner recommends the zoo's tuned learning rate, as the shipped one does
+    shipped = Path(__file__).resolve().parents[1] / "models" / "reasoner" / "optim_defaults.json"
+    assert json.loads((models / "reasoner" / "optim_defaults.json").read_text()) == json.loads(shipped.read_text())
     assert set(record["eval"]["targets"]) >= {"vae_psnr_ge_30", "reasoner_id_in_0.3_0.7", "teacher_accuracy_ge_0.9"}
     assert 0.0 <= record["eval"]["reasoner"]["score_id"] <= 1.0
     # the references around the Reasoner's score: a held first frame and the truth, both through the codec

@@ -53,6 +53,7 @@ from core.method.optimise import (
     OptimResult,
     adapt_lora,
     attach_lora,
+    learning_rate,
     step_lora,
 )
 from core.method.reasoner import (
@@ -244,7 +245,7 @@ def optimise_item_grpo(reasoner: ReasonerAdapter, teacher: Teacher, item: ItemCo
         raise InputError("grpo", "finds no stochastic step run by the transformer that carries the LoRA",
                          "a Reasoner whose high-noise transformer runs at least one step before the last")
     params = attach_lora(reasoner, cfg.lora, cfg.lora_seed)
-    opt = torch.optim.AdamW(params, lr=grpo.lr or cfg.lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(params, lr=grpo.lr or learning_rate(cfg, reasoner), weight_decay=cfg.weight_decay)
     generator = torch.Generator().manual_seed((item.seed * 1_000_003 + grpo.noise_seed) % 2**63)
 
     def evaluate(last: bool) -> Evaluation:

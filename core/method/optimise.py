@@ -16,10 +16,11 @@ Step ``i`` evaluates the adapter after ``i`` updates. The loop stops when
 Defaults (documented choices where the paper is silent): rank 16, alpha 16 (scale 1), the
 self- and cross-attention projections of every block (``to_q``, ``to_k``, ``to_v``,
 ``to_out.0``), dropout 0, AdamW with zero weight decay, gradient clipping at 1.0. The
-learning rate default (1e-2) is tuned for the tiny zoo on a validation set disjoint from the
-test instances (``vlmt bench make synth --seed 1``: 1e-3 0.137, 3e-3 0.154, 1e-2 0.176, 3e-2 and
-1e-1 0.176 too); the paper's 5e-5 is for Wan2.2-5B with rank 16 (set ``lr`` for a real
-checkpoint).
+learning rate is the Reasoner's: left unset (``lr=None``), it is what the folder recommends in
+``optim_defaults.json`` (``core.method.reasoner.OptimDefaults``), else the paper's 5e-5 (Wan2.2-5B,
+rank 16). The shipped zoo recommends 1e-2, tuned on a validation set disjoint from the test
+instances (``vlmt bench make synth --seed 1``: 1e-3 0.137, 3e-3 0.154, 1e-2 0.176, 3e-2 and 1e-1
+0.176 too); a real checkpoint without the file gets the paper's value.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from core.config import StrictConfig
 from core.errors import InputError
 from core.method.cost import CostMeter
 from core.method.reasoner import (
+    PAPER_LR,
     Decoder,
     GradMode,
     Guidance,
@@ -48,6 +50,7 @@ from core.method.reasoner import (
     ReasonerAdapter,
     differentiated_calls,
     frames_for_teacher,
+    read_optim_defaults,
 )
 from core.method.teacher import CompiledReward, query_logprobs, reward_loss
 from core.models.teacher import Teacher
@@ -74,7 +77,9 @@ class OptimConfig(StrictConfig):
     """Everything that decides one item's optimisation (the optimise stage's cache key)."""
 
     lora: LoraSpec = LoraSpec()
-    lr: float = Field(1e-2, gt=0)
+    lr: float | None = Field(None, gt=0, description=(
+        "AdamW learning rate. None: the Reasoner folder's optim_defaults.json, else the paper's 5e-5 "
+        "(resolve_optim; the flows and vlmt compare resolve it before keys are made)."))
     weight_decay: float = Field(0.0, ge=0)
     max_steps: int = Field(40, ge=0, description="Maximum number of LoRA updates.")
     tau: float = Field(0.22, description="Early-stop threshold on the reward loss.")
@@ -246,12 +251,29 @@ def adapt_lora(
                        best_step=best_step, best_loss=best_loss, trace=trace)
 
 
+def resolve_optim(cfg: OptimConfig, reasoner_dir: str | Path) -> OptimConfig:
+    """``cfg`` with an unset ``lr`` filled: the folder's recommendation, else the paper's.
+
+    Experiments resolve before their keys and ids are made, so a run's records carry the
+    learning rate it used and a changed recommendation reruns the optimisation.
+    """
+    if cfg.lr is not None:
+        return cfg
+    defaults = read_optim_defaults(reasoner_dir)
+    return cfg.model_copy(update={"lr": defaults.lr if defaults is not None else PAPER_LR})
+
+
+def learning_rate(cfg: OptimConfig, reasoner: ReasonerAdapter) -> float:
+    """The optimiser's learning rate: ``cfg.lr``, or the loaded Reasoner's default when unset."""
+    return cfg.lr if cfg.lr is not None else reasoner.default_lr
+
+
 def optimise_item(
     reasoner: ReasonerAdapter, teacher: Teacher, item: ItemCondition, reward: CompiledReward, cfg: OptimConfig
 ) -> OptimResult:
     """Optimise a fresh LoRA for one item; the kept adapter stays attached (see ``save_adapter``)."""
     params = attach_lora(reasoner, cfg.lora, cfg.lora_seed)
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(params, lr=learning_rate(cfg, reasoner), weight_decay=cfg.weight_decay)
 
     def evaluate(last: bool) -> Evaluation:
         with torch.set_grad_enabled(not last):

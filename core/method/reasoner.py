@@ -36,7 +36,7 @@ import torch
 from diffusers import WanImageToVideoPipeline, WanTransformer3DModel
 from pydantic import ConfigDict, Field, model_serializer, model_validator
 
-from core.config import StrictConfig, drop_unset
+from core.config import StrictConfig, drop_unset, load_config
 from core.errors import InputError
 from core.media import sample_indices
 from core.method.cost import CostMeter
@@ -125,6 +125,27 @@ class ItemCondition:
         return ItemCondition(text, self.condition, self.noise, self.seed, self.n_frames)
 
 
+#: The paper's learning rate (Wan2.2-5B, rank-16 LoRA): what an experiment gets for a Reasoner
+#: folder that recommends none.
+PAPER_LR = 5e-5
+#: A Reasoner folder's own recommendation for the test-time optimiser, as transformers' model
+#: folders carry a ``generation_config.json``: fields an experiment leaves unset take it.
+OPTIM_DEFAULTS_FILE = "optim_defaults.json"
+
+
+class OptimDefaults(StrictConfig):
+    """``<reasoner>/optim_defaults.json``: the test-time optimiser settings this Reasoner was tuned with."""
+
+    lr: float = Field(gt=0, description="AdamW learning rate of the item LoRA.")
+    why: str = Field("", description="Where the value comes from (a measurement, a paper).")
+
+
+def read_optim_defaults(reasoner_dir: str | Path) -> OptimDefaults | None:
+    """The folder's ``optim_defaults.json``, or None when it has none (a real checkpoint)."""
+    path = Path(reasoner_dir) / OPTIM_DEFAULTS_FILE
+    return load_config(OptimDefaults, path) if path.is_file() else None
+
+
 class ReasonerAdapter:
     """A loaded Reasoner (pipeline + optional surrogate decoder) with the method's operations.
 
@@ -162,12 +183,16 @@ class ReasonerAdapter:
         self._negatives: dict[str, torch.Tensor] = {}  # negative-prompt embeddings for guidance
         #: The saved item adapter attached to the transformer now, if any (``core.method.optimise``).
         self.saved_adapter: str | None = None
+        #: The learning rate for an optimiser config that leaves ``lr`` unset: the folder's
+        #: ``optim_defaults.json`` when loaded by path (``from_paths``), else the paper's.
+        self.default_lr = PAPER_LR
 
     @classmethod
     def from_paths(
         cls, reasoner: str | Path, surrogate: str | Path | None = None, device: str | torch.device | None = None
     ) -> ReasonerAdapter:
         """Load a Wan I2V pipeline folder and, optionally, a surrogate decoder folder."""
+        defaults = read_optim_defaults(reasoner)
         pipe = load_reasoner(reasoner)
         sur = None
         if surrogate is not None:
@@ -181,7 +206,9 @@ class ReasonerAdapter:
                 raise InputError(f"{surrogate}: config.json", f"decodes {[getattr(sc, f) for f in fields]} ({', '.join(fields)})",
                                  f"{[getattr(vae, f) for f in fields]} as the Reasoner's VAE: a surrogate distilled "
                                  "for this VAE (vlmt zoo surrogate --vae ...)")
-        return cls(pipe, sur, device)
+        adapter = cls(pipe, sur, device)
+        adapter.default_lr = defaults.lr if defaults is not None else PAPER_LR
+        return adapter
 
     @property
     def transformer(self) -> WanTransformer3DModel:

@@ -32,6 +32,7 @@ from core.method.optimise import (
     ADAPTER_NAME,
     OptimConfig,
     attach_lora,
+    learning_rate,
     lora_state,
     reward_step,
     update_lora,
@@ -82,7 +83,7 @@ def train_shared_adapter(
         raise InputError("shared adapter", "has no items to train on", "at least one item with a compiled reward")
     total = shared_steps(cfg, len(items), steps)
     params = attach_lora(reasoner, cfg.lora, cfg.lora_seed)
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(params, lr=learning_rate(cfg, reasoner), weight_decay=cfg.weight_decay)
     rng = np.random.default_rng(seed)
     order: list[int] = []
     meter = reasoner.meter
