@@ -256,6 +256,52 @@ def test_an_unset_learning_rate_is_the_reasoner_folders_recommendation_else_the_
         resolve_optim(OptimConfig(), bad)
 
 
+def test_the_gpus_precision_on_the_cpu_keeps_the_lora_in_float32_and_the_method_intact(models, bench, tmp_path):
+    """``precision="bf16"`` (the default on CUDA, forced here on the CPU, where it runs under CPU
+    autocast): frozen bfloat16 weights except what their classes keep in float32, a float32 LoRA
+    with gradients in every mode, an optimisation that changes the video, an adapter that reloads
+    to it, GRPO, and a vanilla video within a level or so of the float32 one."""
+    from core.method.grpo import GrpoConfig, optimise_item_grpo
+
+    teacher = load_teacher(models[2]["qwen2_5_vl"])
+    inst = bench.instances[0]
+    first = read_image(inst.first_frame)
+    fp32 = ReasonerAdapter.from_paths(models[0], models[1], device="cpu")
+    bf16 = ReasonerAdapter.from_paths(models[0], models[1], device="cpu", precision="bf16")
+    assert fp32.autocast_dtype is None and bf16.autocast_dtype == torch.bfloat16
+    for model in (bf16.transformer, bf16.pipe.text_encoder):
+        keep = set(model._keep_in_fp32_modules)
+        dtypes = {n: p.dtype for n, p in model.named_parameters()}
+        assert all(d == (torch.float32 if keep & set(n.split(".")) else torch.bfloat16) for n, d in dtypes.items())
+        assert torch.bfloat16 in dtypes.values()
+    assert any(p.dtype == torch.float32 for n, p in bf16.transformer.named_parameters() if "norm" in n)
+    assert {p.dtype for p in bf16.pipe.vae.parameters()} == {p.dtype for p in bf16.surrogate.parameters()} == {torch.float32}
+    n = inst.metadata["n_frames"]
+    cond, cond32 = bf16.prepare(first, inst.prompt, seed=7, n_frames=n), fp32.prepare(first, inst.prompt, seed=7, n_frames=n)
+    reward = compile_reward(teacher, RULES, n, first.shape[:2], k_frames=8, lam=0.5)
+    base = bf16.generate(cond, steps=4)
+    assert np.abs(base.astype(float) - fp32.generate(cond32, steps=4)).mean() < 1.0  # in 0..255 levels
+    for mode in GradMode:
+        params = attach_lora(bf16, OptimConfig().lora, seed=0)
+        assert {p.dtype for p in params} == {torch.float32}
+        loss, _ = reward_step(bf16, teacher, cond, reward, OptimConfig(grad_mode=mode, k_frames=8))
+        loss.backward()
+        assert torch.isfinite(loss) and sum(float(p.grad.abs().sum()) for p in params) > 0, mode
+        detach_lora(bf16)
+    res = optimise_item(bf16, teacher, cond, reward, OptimConfig(lr=5e-2, max_steps=3, early_stop=False, k_frames=8))
+    adapted = bf16.generate(cond, steps=4)
+    assert res.steps_run == 3 and not np.array_equal(adapted, base)
+    save_adapter(bf16, tmp_path / "adapter", OptimConfig().lora)
+    detach_lora(bf16)
+    load_adapter(bf16, tmp_path / "adapter")
+    assert np.array_equal(bf16.generate(cond, steps=4), adapted)
+    detach_lora(bf16)
+    grpo = optimise_item_grpo(bf16, teacher, cond, reward, OptimConfig(k_frames=8, max_steps=1, early_stop=False),
+                              GrpoConfig(steps=1, group=2))
+    assert all(math.isfinite(x) for x in grpo.trace[0].group_losses)
+    detach_lora(bf16)
+
+
 def test_teacher_placement_defaults_to_the_gpu_in_bfloat16_and_the_cpu_in_float32(models, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert teacher_placement() == ("cuda", "bfloat16") and teacher_placement("auto") == ("auto", "bfloat16")

@@ -133,6 +133,9 @@ def attach_lora(reasoner: ReasonerAdapter, spec: LoraSpec, seed: int) -> list[to
         raise InputError("lora.target_modules", f"{spec.target_modules} matched no module of {type(tf).__name__}",
                          "suffixes of its Linear layers, e.g. to_q, to_k, to_v, to_out.0, ffn.net.0.proj")
     for p in params:
+        # peft gives the LoRA its base layer's dtype; over bfloat16 weights (the GPU's precision)
+        # the trained parameters stay float32, as diffusers' cast_training_params keeps them
+        p.data = p.data.float()
         p.requires_grad_(True)
     return params
 

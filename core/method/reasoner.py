@@ -16,9 +16,11 @@ equal to ``pipe(...)``). This module adds what test-time optimisation needs on t
 * ``frames_for_teacher``: K frames sampled uniformly, in [0, 1], for the Teacher.
 
 The same code serves our tiny CPU zoo and a real Wan2.2-TI2V-5B (or a Wan2.1-style I2V
-checkpoint: ``core.models.wan.FrameCondition``) on a GPU: on CUDA the
-transformer runs under bf16 autocast and gradient checkpointing; on CPU everything is fp32.
-Components are moved to the device once, at construction.
+checkpoint: ``core.models.wan.FrameCondition``) on a GPU: on CUDA (``precision="auto"``) the
+frozen transformer(s) and text encoder hold bfloat16 weights, the transformer runs under bf16
+autocast with gradient checkpointing, and the item LoRA, the VAE and the surrogate stay float32;
+on CPU everything is float32 unless ``precision="bf16"`` asks for the GPU's arrangement there.
+Components are cast and moved to the device once, at construction.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -146,6 +149,16 @@ def read_optim_defaults(reasoner_dir: str | Path) -> OptimDefaults | None:
     return load_config(OptimDefaults, path) if path.is_file() else None
 
 
+def cast_frozen(model: torch.nn.Module, dtype: torch.dtype) -> None:
+    """Cast a frozen model's floating-point weights to ``dtype``, except those its class keeps
+    in float32 (``_keep_in_fp32_modules``: Wan's norms, time embedder and modulation table; T5's
+    ``wo``), by the rule ``from_pretrained(torch_dtype=...)`` applies: a name part matches."""
+    keep = set(getattr(model, "_keep_in_fp32_modules", None) or ())
+    for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+        if tensor.is_floating_point():
+            tensor.data = tensor.data.to(torch.float32 if keep & set(name.split(".")) else dtype)
+
+
 class ReasonerAdapter:
     """A loaded Reasoner (pipeline + optional surrogate decoder) with the method's operations.
 
@@ -159,25 +172,33 @@ class ReasonerAdapter:
         surrogate: SurrogateDecoder | None = None,
         device: str | torch.device | None = None,
         gradient_checkpointing: bool | None = None,
+        precision: Literal["auto", "fp32", "bf16"] = "auto",
     ) -> None:
         if not isinstance(pipe, WanImageToVideoPipeline):
             raise InputError("reasoner", f"is a {type(pipe).__name__}", "a diffusers WanImageToVideoPipeline")
+        if precision not in ("auto", "fp32", "bf16"):
+            raise InputError("precision", f"is {precision!r}", "auto, fp32 or bf16")
         check_supported(pipe)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        on_cuda = self.device.type == "cuda"
+        bf16 = precision == "bf16" or (precision == "auto" and on_cuda)
+        experts = [tf for tf in (pipe.transformer, pipe.transformer_2) if tf is not None]
+        if bf16:  # halves the frozen weights (Wan2.2-5B: 20 -> 10 GB, UMT5-XXL: 23 -> 11 GB) before they move
+            for module in (*experts, pipe.text_encoder):
+                cast_frozen(module, torch.bfloat16)
         self.pipe = pipe.to(self.device)
         self.pipe.text_encoder.requires_grad_(False)
         self.pipe.vae.requires_grad_(False)
         if self.pipe.image_encoder is not None:
             self.pipe.image_encoder.requires_grad_(False)
-        experts = [tf for tf in (self.pipe.transformer, self.pipe.transformer_2) if tf is not None]
         for tf in experts:
             tf.requires_grad_(False)
         self.surrogate = surrogate.to(self.device).requires_grad_(False).eval() if surrogate is not None else None
-        on_cuda = self.device.type == "cuda"
         if gradient_checkpointing if gradient_checkpointing is not None else on_cuda:
             for tf in experts:
                 tf.enable_gradient_checkpointing()
-        self.autocast_dtype = torch.bfloat16 if on_cuda else None
+        #: The transformer's compute dtype (and its frozen weights'); None: float32 throughout.
+        self.autocast_dtype = torch.bfloat16 if bf16 else None
         self.meter = CostMeter()
         self._prepared: OrderedDict[tuple, ItemCondition] = OrderedDict()
         self._negatives: dict[str, torch.Tensor] = {}  # negative-prompt embeddings for guidance
@@ -189,7 +210,8 @@ class ReasonerAdapter:
 
     @classmethod
     def from_paths(
-        cls, reasoner: str | Path, surrogate: str | Path | None = None, device: str | torch.device | None = None
+        cls, reasoner: str | Path, surrogate: str | Path | None = None, device: str | torch.device | None = None,
+        precision: Literal["auto", "fp32", "bf16"] = "auto",
     ) -> ReasonerAdapter:
         """Load a Wan I2V pipeline folder and, optionally, a surrogate decoder folder."""
         defaults = read_optim_defaults(reasoner)
@@ -206,7 +228,7 @@ class ReasonerAdapter:
                 raise InputError(f"{surrogate}: config.json", f"decodes {[getattr(sc, f) for f in fields]} ({', '.join(fields)})",
                                  f"{[getattr(vae, f) for f in fields]} as the Reasoner's VAE: a surrogate distilled "
                                  "for this VAE (vlmt zoo surrogate --vae ...)")
-        adapter = cls(pipe, sur, device)
+        adapter = cls(pipe, sur, device, precision=precision)
         adapter.default_lr = defaults.lr if defaults is not None else PAPER_LR
         return adapter
 
