@@ -185,6 +185,15 @@ def test_teacher_activation_checkpointing_recomputes_layers_and_keeps_the_reward
     assert n >= 2 and fwd0 == fwd1 and all0 == fwd0, "without checkpointing the backward recomputes nothing"
     assert all1 == 2 * fwd1, "with it, every layer runs once more in the backward pass"
     assert abs(l0 - l1) < 1e-6 and torch.allclose(g0, g1, atol=1e-7, rtol=1e-5) and g0.abs().sum() > 0
+    # the GPU's Teacher, bfloat16 weights with checkpointing, on the CPU: the same reward and gradient to bf16's precision
+    half = load_teacher(models[2][family], dtype="bfloat16", device="cpu", activation_checkpointing=True)
+    assert half.model.dtype == torch.bfloat16
+    reward = compile_reward(half, RULES, inst.metadata["n_frames"], (64, 64), k_frames=8, lam=0.5)
+    f = frames.clone().requires_grad_()
+    loss = reward_loss(reward, query_logprobs(half, reward, f))
+    loss.backward()
+    assert abs(loss.item() - l0) < 1e-2 * abs(l0) and f.grad.dtype == torch.float32
+    assert torch.nn.functional.cosine_similarity(f.grad.flatten(), g0.flatten(), dim=0) > 0.999
 
 
 @pytest.mark.parametrize("mode", list(GradMode))
