@@ -173,6 +173,7 @@ class ReasonerAdapter:
         device: str | torch.device | None = None,
         gradient_checkpointing: bool | None = None,
         precision: Literal["auto", "fp32", "bf16"] = "auto",
+        default_lr: float = PAPER_LR,
     ) -> None:
         if not isinstance(pipe, WanImageToVideoPipeline):
             raise InputError("reasoner", f"is a {type(pipe).__name__}", "a diffusers WanImageToVideoPipeline")
@@ -206,7 +207,7 @@ class ReasonerAdapter:
         self.saved_adapter: str | None = None
         #: The learning rate for an optimiser config that leaves ``lr`` unset: the folder's
         #: ``optim_defaults.json`` when loaded by path (``from_paths``), else the paper's.
-        self.default_lr = PAPER_LR
+        self.default_lr = default_lr
 
     @classmethod
     def from_paths(
@@ -228,9 +229,7 @@ class ReasonerAdapter:
                 raise InputError(f"{surrogate}: config.json", f"decodes {[getattr(sc, f) for f in fields]} ({', '.join(fields)})",
                                  f"{[getattr(vae, f) for f in fields]} as the Reasoner's VAE: a surrogate distilled "
                                  "for this VAE (vlmt zoo surrogate --vae ...)")
-        adapter = cls(pipe, sur, device, precision=precision)
-        adapter.default_lr = defaults.lr if defaults is not None else PAPER_LR
-        return adapter
+        return cls(pipe, sur, device, precision=precision, default_lr=defaults.lr if defaults is not None else PAPER_LR)
 
     @property
     def transformer(self) -> WanTransformer3DModel:

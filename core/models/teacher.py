@@ -442,10 +442,8 @@ def load_teacher(path: str | Path, dtype: torch.dtype | str | None = None, devic
     all the method needs since videos are preprocessed in torch. Video pixel bounds come from
     ``video_preprocessor_config.json`` when the folder has one, else from the image processor.
     """
-    device_name, dtype_name = teacher_placement(str(device) if device is not None else None,
-                                                dtype if isinstance(dtype, str) else None)
-    dtype = dtype if isinstance(dtype, torch.dtype) else getattr(torch, dtype_name or "float32")
-    device = device_name
+    device, default_dtype = teacher_placement(str(device) if device is not None else None)
+    dtype = getattr(torch, dtype or default_dtype or "float32") if not isinstance(dtype, torch.dtype) else dtype
     path = Path(path)
     model_type = teacher_model_type(path)
     try:
