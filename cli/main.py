@@ -530,7 +530,8 @@ def evaluate_cmd(
     """Run the methods through the cached Prefect pipeline; results go to Parquet and DuckDB."""
     import torch
 
-    from core.method.methods import Method
+    from core.method.methods import USES_OPTIMISER, Method
+    from core.method.optimise import learning_rate_source
     from core.method.reasoner import Guidance
     from core.storage.named import get_query
     from core.storage.warehouse import has_table
@@ -582,6 +583,8 @@ def evaluate_cmd(
         _fail(exc)
     except ValidationError as exc:
         _fail(_invalid_options(exc))
+    if cfg.auto_n or USES_OPTIMISER & set(cfg.methods):  # auto N runs the teacher method to set N
+        console.print(f"learning rate: {learning_rate_source(cfg.method.optim, cfg.models.reasoner)}", highlight=False)
     t0 = time.perf_counter()
     state = _with_progress(lambda: run_evaluate(cfg, runner, return_state=True), progress_file(cfg, experiment_of(cfg).experiment_id))
     seconds = time.perf_counter() - t0
@@ -698,8 +701,13 @@ def compare_cmd(
     from core.bench.synth.generate import make_synth_benchmark
     from core.io import write_json_atomic
     from core.method.compare import compare, summarise_methods
-    from core.method.methods import Method, MethodConfig
-    from core.method.optimise import OptimConfig, resolve_optim
+    from core.method.methods import (
+        CANDIDATE_METHODS,
+        USES_OPTIMISER,
+        Method,
+        MethodConfig,
+    )
+    from core.method.optimise import OptimConfig, learning_rate_source, resolve_optim
     from core.method.reasoner import ReasonerAdapter
     from core.models.teacher import load_teacher
 
@@ -738,6 +746,9 @@ def compare_cmd(
             benchmark = open_benchmark(bench)
         instances = spread_over_families(benchmark.instances, limit)
         r = ReasonerAdapter.from_paths(reasoner or models / "reasoner", surrogate or models / "surrogate-decoder")
+        if USES_OPTIMISER & set(chosen) or (n == "auto" and CANDIDATE_METHODS & set(chosen)):  # auto N runs teacher
+            console.print(f"learning rate: {learning_rate_source(cfg.optim, reasoner or models / 'reasoner')}",
+                          highlight=False)
         cfg = cfg.model_copy(update={"optim": resolve_optim(cfg.optim, reasoner or models / "reasoner")})
         t = load_teacher(teacher or models / "teacher")
         t0 = time.perf_counter()

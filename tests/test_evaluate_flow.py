@@ -286,6 +286,10 @@ def test_vlmt_evaluate_reads_yaml_and_prints_the_table(setup, tmp_path):
     r = CliRunner().invoke(app, ["evaluate", "--config", str(path), "--methods", "vanilla,pass_at_n", "--name", "cli"])
     assert r.exit_code == 0, r.output
     assert "vanilla" in r.output and "pass_at_n" in r.output and "vlmt sql" in r.output
+    assert "learning rate" not in r.output  # no method here trains a LoRA
+    r = CliRunner().invoke(app, ["evaluate", "--config", str(path), "--methods", "teacher", "--name", "cli", "--no-report"])
+    assert r.exit_code == 0, r.output
+    assert f"learning rate: 0.01 (from {Path(models.reasoner) / 'optim_defaults.json'})" in " ".join(r.output.split())
     bad = tmp_path / "bad.yaml"
     bad.write_text("methods: [vanilla, nope]\n")
     r = CliRunner().invoke(app, ["evaluate", "--config", str(bad)])

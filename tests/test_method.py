@@ -19,6 +19,7 @@ from core.method.optimise import (
     _lora_params,
     attach_lora,
     detach_lora,
+    learning_rate_source,
     load_adapter,
     lora_state,
     optimise_item,
@@ -239,6 +240,10 @@ def test_an_unset_learning_rate_is_the_reasoner_folders_recommendation_else_the_
     assert resolve_optim(OptimConfig(), zoo_dir).lr == 1e-2 and resolve_optim(OptimConfig(), real_dir).lr == PAPER_LR == 5e-5
     assert resolve_optim(OptimConfig(lr=3e-3), zoo_dir).lr == resolve_optim(OptimConfig(lr=3e-3), real_dir).lr == 3e-3
     assert ReasonerAdapter.from_paths(real_dir, real_sur, device="cpu").default_lr == PAPER_LR
+    # what the commands print before they start
+    assert learning_rate_source(OptimConfig(), zoo_dir) == f"0.01 (from {zoo_dir / OPTIM_DEFAULTS_FILE})"
+    assert learning_rate_source(OptimConfig(), real_dir) == f"5e-05 (the paper's: {real_dir} has no {OPTIM_DEFAULTS_FILE})"
+    assert learning_rate_source(OptimConfig(lr=3e-3), real_dir) == "0.003 (set by the experiment)"
     # the optimiser uses it: one update with lr unset equals one with the folder's lr set, not the paper's
     zoo = ReasonerAdapter.from_paths(zoo_dir, models[1], device="cpu")
     assert zoo.default_lr == 1e-2
@@ -787,7 +792,16 @@ def test_vlmt_compare_guidance_doubles_the_nfe(models, tmp_path):
         assert r.exit_code == 0, r.output
         return json.loads(r.output.strip().splitlines()[-1])
 
+    taught = CliRunner().invoke(app, ["compare", "--reasoner", str(models[0]), "--surrogate", str(models[1]), "--teacher",
+                                      str(models[2]["qwen2_5_vl"]), "--per-family", "1", "--limit", "1", "--methods",
+                                      "teacher", "--max-steps", "1", "--out", str(tmp_path / "taught.json")])
+    assert taught.exit_code == 0, taught.output
+    assert f"learning rate: 0.01 (from {models[0] / 'optim_defaults.json'})" in " ".join(taught.output.split())
+    assert json.loads((tmp_path / "taught.json").read_text())["config"]["optim"]["lr"] == 0.01  # the value used
     plain, guided = run(), run("--guidance", "3", "--negative-prompt", "static")
+    assert "learning rate" not in CliRunner().invoke(app, ["compare", "--limit", "1", "--methods", "vanilla", "--reasoner",
+                                                           str(models[0]), "--surrogate", str(models[1]), "--teacher",
+                                                           str(models[2]["qwen2_5_vl"]), "--per-family", "1"]).output
     assert guided["vanilla"]["nfe_per_item"] == 2 * plain["vanilla"]["nfe_per_item"] == 8
     records = json.loads((tmp_path / "records4.json").read_text())
     assert records["config"]["optim"]["guidance"] == {"scale": 3.0, "negative_prompt": "static"}

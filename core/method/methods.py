@@ -82,6 +82,8 @@ USES_RULES = {Method.BEST_OF_N, Method.PE, Method.VIDEOTPO, Method.TEACHER, Meth
 CANDIDATE_METHODS = {Method.BEST_OF_N, Method.PASS_AT_N}
 #: Methods that run the Reasoner (and so pay for preparing its condition).
 USES_REASONER = set(Method) - {Method.STILL}
+#: Methods that train a LoRA (and so read the optimiser's learning rate).
+USES_OPTIMISER = {Method.TEACHER, Method.SHARED, Method.GRPO}
 
 
 class MethodConfig(StrictConfig):

@@ -42,6 +42,7 @@ from core.config import StrictConfig
 from core.errors import InputError
 from core.method.cost import CostMeter
 from core.method.reasoner import (
+    OPTIM_DEFAULTS_FILE,
     PAPER_LR,
     Decoder,
     GradMode,
@@ -264,6 +265,17 @@ def resolve_optim(cfg: OptimConfig, reasoner_dir: str | Path) -> OptimConfig:
         return cfg
     defaults = read_optim_defaults(reasoner_dir)
     return cfg.model_copy(update={"lr": defaults.lr if defaults is not None else PAPER_LR})
+
+
+def learning_rate_source(cfg: OptimConfig, reasoner_dir: str | Path) -> str:
+    """Which learning rate a run will use and where it comes from, for the line a command prints
+    before it starts (a folder copied without its ``optim_defaults.json`` silently gets the paper's)."""
+    resolved = resolve_optim(cfg, reasoner_dir).lr
+    if cfg.lr is not None:
+        return f"{resolved:g} (set by the experiment)"
+    if read_optim_defaults(reasoner_dir) is not None:
+        return f"{resolved:g} (from {Path(reasoner_dir) / OPTIM_DEFAULTS_FILE})"
+    return f"{resolved:g} (the paper's: {reasoner_dir} has no {OPTIM_DEFAULTS_FILE})"
 
 
 def learning_rate(cfg: OptimConfig, reasoner: ReasonerAdapter) -> float:
