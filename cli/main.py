@@ -579,12 +579,13 @@ def evaluate_cmd(
         video = {"n_frames": frames, "fps": fps, **_parse_size(size)}
         update["video"] = {**cfg.video.model_dump(), **{k: v for k, v in video.items() if v is not None}}
         cfg = EvaluateConfig.model_validate({**cfg.model_dump(), **update, "method": method_cfg.model_dump()})
+        if cfg.auto_n or USES_OPTIMISER & set(cfg.methods):  # auto N runs the teacher method to set N
+            console.print(f"learning rate: {learning_rate_source(cfg.method.optim, cfg.models.reasoner)}", highlight=False)
+        cfg = cfg.resolved()  # once: the experiment id below and the flow then read no folder for it
     except VlmtError as exc:
         _fail(exc)
     except ValidationError as exc:
         _fail(_invalid_options(exc))
-    if cfg.auto_n or USES_OPTIMISER & set(cfg.methods):  # auto N runs the teacher method to set N
-        console.print(f"learning rate: {learning_rate_source(cfg.method.optim, cfg.models.reasoner)}", highlight=False)
     t0 = time.perf_counter()
     state = _with_progress(lambda: run_evaluate(cfg, runner, return_state=True), progress_file(cfg, experiment_of(cfg).experiment_id))
     seconds = time.perf_counter() - t0

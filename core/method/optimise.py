@@ -17,7 +17,7 @@ Defaults (documented choices where the paper is silent): rank 16, alpha 16 (scal
 self- and cross-attention projections of every block (``to_q``, ``to_k``, ``to_v``,
 ``to_out.0``), dropout 0, AdamW with zero weight decay, gradient clipping at 1.0. The
 learning rate is the Reasoner's: left unset (``lr=None``), it is what the folder recommends in
-``optim_defaults.json`` (``core.method.reasoner.OptimDefaults``), else the paper's 5e-5 (Wan2.2-5B,
+``optim_defaults.json`` (``core.method.reasoner.recommended_lr``), else the paper's 5e-5 (Wan2.2-5B,
 rank 16). The shipped zoo recommends 1e-2, tuned on a validation set disjoint from the test
 instances (``vlmt bench make synth --seed 1``: 1e-3 0.137, 3e-3 0.154, 1e-2 0.176, 3e-2 and 1e-1
 0.176 too); a real checkpoint without the file gets the paper's value.
@@ -42,8 +42,6 @@ from core.config import StrictConfig
 from core.errors import InputError
 from core.method.cost import CostMeter
 from core.method.reasoner import (
-    OPTIM_DEFAULTS_FILE,
-    PAPER_LR,
     Decoder,
     GradMode,
     Guidance,
@@ -51,7 +49,7 @@ from core.method.reasoner import (
     ReasonerAdapter,
     differentiated_calls,
     frames_for_teacher,
-    read_optim_defaults,
+    recommended_lr,
 )
 from core.method.teacher import CompiledReward, query_logprobs, reward_loss
 from core.models.teacher import Teacher
@@ -263,19 +261,16 @@ def resolve_optim(cfg: OptimConfig, reasoner_dir: str | Path) -> OptimConfig:
     """
     if cfg.lr is not None:
         return cfg
-    defaults = read_optim_defaults(reasoner_dir)
-    return cfg.model_copy(update={"lr": defaults.lr if defaults is not None else PAPER_LR})
+    return cfg.model_copy(update={"lr": recommended_lr(reasoner_dir)[0]})
 
 
 def learning_rate_source(cfg: OptimConfig, reasoner_dir: str | Path) -> str:
     """Which learning rate a run will use and where it comes from, for the line a command prints
     before it starts (a folder copied without its ``optim_defaults.json`` silently gets the paper's)."""
-    resolved = resolve_optim(cfg, reasoner_dir).lr
     if cfg.lr is not None:
-        return f"{resolved:g} (set by the experiment)"
-    if read_optim_defaults(reasoner_dir) is not None:
-        return f"{resolved:g} (from {Path(reasoner_dir) / OPTIM_DEFAULTS_FILE})"
-    return f"{resolved:g} (the paper's: {reasoner_dir} has no {OPTIM_DEFAULTS_FILE})"
+        return f"{cfg.lr:g} (set by the experiment)"
+    lr, source = recommended_lr(reasoner_dir)
+    return f"{lr:g} ({source})"
 
 
 def learning_rate(cfg: OptimConfig, reasoner: ReasonerAdapter) -> float:

@@ -143,10 +143,13 @@ class OptimDefaults(StrictConfig):
     why: str = Field("", description="Where the value comes from (a measurement, a paper).")
 
 
-def read_optim_defaults(reasoner_dir: str | Path) -> OptimDefaults | None:
-    """The folder's ``optim_defaults.json``, or None when it has none (a real checkpoint)."""
+def recommended_lr(reasoner_dir: str | Path) -> tuple[float, str]:
+    """The learning rate a Reasoner folder asks for, and where it comes from: its
+    ``optim_defaults.json``, else (a real checkpoint has none) the paper's."""
     path = Path(reasoner_dir) / OPTIM_DEFAULTS_FILE
-    return load_config(OptimDefaults, path) if path.is_file() else None
+    if path.is_file():
+        return load_config(OptimDefaults, path).lr, f"from {path}"
+    return PAPER_LR, f"the paper's: {reasoner_dir} has no {OPTIM_DEFAULTS_FILE}"
 
 
 def cast_frozen(model: torch.nn.Module, dtype: torch.dtype) -> None:
@@ -215,7 +218,7 @@ class ReasonerAdapter:
         precision: Literal["auto", "fp32", "bf16"] = "auto",
     ) -> ReasonerAdapter:
         """Load a Wan I2V pipeline folder and, optionally, a surrogate decoder folder."""
-        defaults = read_optim_defaults(reasoner)
+        default_lr, _ = recommended_lr(reasoner)
         pipe = load_reasoner(reasoner)
         sur = None
         if surrogate is not None:
@@ -229,7 +232,7 @@ class ReasonerAdapter:
                 raise InputError(f"{surrogate}: config.json", f"decodes {[getattr(sc, f) for f in fields]} ({', '.join(fields)})",
                                  f"{[getattr(vae, f) for f in fields]} as the Reasoner's VAE: a surrogate distilled "
                                  "for this VAE (vlmt zoo surrogate --vae ...)")
-        return cls(pipe, sur, device, precision=precision, default_lr=defaults.lr if defaults is not None else PAPER_LR)
+        return cls(pipe, sur, device, precision=precision, default_lr=default_lr)
 
     @property
     def transformer(self) -> WanTransformer3DModel:
