@@ -17,10 +17,10 @@ equal to ``pipe(...)``). This module adds what test-time optimisation needs on t
 
 The same code serves our tiny CPU zoo and a real Wan2.2-TI2V-5B (or a Wan2.1-style I2V
 checkpoint: ``core.models.wan.FrameCondition``) on a GPU: on CUDA (``precision="auto"``) the
-frozen transformer(s) and text encoder hold bfloat16 weights, the transformer runs under bf16
-autocast with gradient checkpointing, and the item LoRA, the VAE and the surrogate stay float32;
-on CPU everything is float32 unless ``precision="bf16"`` asks for the GPU's arrangement there.
-Components are cast and moved to the device once, at construction.
+frozen transformer(s) and text encoder are loaded in bfloat16 (``from_paths``), the transformer
+runs under bf16 autocast with gradient checkpointing, and the item LoRA, the VAE and the
+surrogate stay float32; on CPU everything is float32 unless ``precision="bf16"`` asks for the
+GPU's arrangement there. Components are moved to the device once, at construction.
 """
 
 from __future__ import annotations
@@ -152,14 +152,19 @@ def recommended_lr(reasoner_dir: str | Path) -> tuple[float, str]:
     return PAPER_LR, f"the paper's: {reasoner_dir} has no {OPTIM_DEFAULTS_FILE}"
 
 
-def cast_frozen(model: torch.nn.Module, dtype: torch.dtype) -> None:
-    """Cast a frozen model's floating-point weights to ``dtype``, except those its class keeps
-    in float32 (``_keep_in_fp32_modules``: Wan's norms, time embedder and modulation table; T5's
-    ``wo``), by the rule ``from_pretrained(torch_dtype=...)`` applies: a name part matches."""
-    keep = set(getattr(model, "_keep_in_fp32_modules", None) or ())
-    for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
-        if tensor.is_floating_point():
-            tensor.data = tensor.data.to(torch.float32 if keep & set(name.split(".")) else dtype)
+#: The frozen components that hold bfloat16 weights in the GPU's precision; the VAE, the image
+#: encoder and the surrogate stay float32.
+BF16_COMPONENTS = ("transformer", "transformer_2", "text_encoder")
+Precision = Literal["auto", "fp32", "bf16"]
+
+
+def _placement(device: str | torch.device | None, precision: str) -> tuple[torch.device, bool]:
+    """The device (cuda when available) and whether the frozen weights and the transformer's
+    compute are bfloat16 (``precision="auto"``: on CUDA)."""
+    if precision not in ("auto", "fp32", "bf16"):
+        raise InputError("precision", f"is {precision!r}", "auto, fp32 or bf16")
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    return device, precision == "bf16" or (precision == "auto" and device.type == "cuda")
 
 
 class ReasonerAdapter:
@@ -175,21 +180,17 @@ class ReasonerAdapter:
         surrogate: SurrogateDecoder | None = None,
         device: str | torch.device | None = None,
         gradient_checkpointing: bool | None = None,
-        precision: Literal["auto", "fp32", "bf16"] = "auto",
+        precision: Precision = "auto",
         default_lr: float = PAPER_LR,
     ) -> None:
+        """``precision`` decides the transformer's autocast; the weights keep the dtypes ``pipe``
+        was loaded with (``from_paths`` loads them for the precision)."""
         if not isinstance(pipe, WanImageToVideoPipeline):
             raise InputError("reasoner", f"is a {type(pipe).__name__}", "a diffusers WanImageToVideoPipeline")
-        if precision not in ("auto", "fp32", "bf16"):
-            raise InputError("precision", f"is {precision!r}", "auto, fp32 or bf16")
         check_supported(pipe)
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device, bf16 = _placement(device, precision)
         on_cuda = self.device.type == "cuda"
-        bf16 = precision == "bf16" or (precision == "auto" and on_cuda)
         experts = [tf for tf in (pipe.transformer, pipe.transformer_2) if tf is not None]
-        if bf16:  # halves the frozen weights (Wan2.2-5B: 20 -> 10 GB, UMT5-XXL: 23 -> 11 GB) before they move
-            for module in (*experts, pipe.text_encoder):
-                cast_frozen(module, torch.bfloat16)
         self.pipe = pipe.to(self.device)
         self.pipe.text_encoder.requires_grad_(False)
         self.pipe.vae.requires_grad_(False)
@@ -201,7 +202,7 @@ class ReasonerAdapter:
         if gradient_checkpointing if gradient_checkpointing is not None else on_cuda:
             for tf in experts:
                 tf.enable_gradient_checkpointing()
-        #: The transformer's compute dtype (and its frozen weights'); None: float32 throughout.
+        #: The transformer's compute dtype; None: float32 throughout.
         self.autocast_dtype = torch.bfloat16 if bf16 else None
         self.meter = CostMeter()
         self._prepared: OrderedDict[tuple, ItemCondition] = OrderedDict()
@@ -215,11 +216,20 @@ class ReasonerAdapter:
     @classmethod
     def from_paths(
         cls, reasoner: str | Path, surrogate: str | Path | None = None, device: str | torch.device | None = None,
-        precision: Literal["auto", "fp32", "bf16"] = "auto",
+        precision: Precision = "auto",
     ) -> ReasonerAdapter:
-        """Load a Wan I2V pipeline folder and, optionally, a surrogate decoder folder."""
+        """Load a Wan I2V pipeline folder and, optionally, a surrogate decoder folder.
+
+        In bfloat16 precision (``precision="auto"`` on CUDA) the ``BF16_COMPONENTS`` load in
+        bfloat16 by the libraries' own rules (``from_pretrained``'s dtype: diffusers keeps Wan's
+        norms, time embedder and modulation table in float32), which halves the frozen weights
+        (Wan2.2-TI2V-5B's transformer 20 -> 10 GB, its UMT5-XXL 23 -> 11 GB) and never holds them
+        in float32 on the way.
+        """
+        device, bf16 = _placement(device, precision)
         default_lr, _ = recommended_lr(reasoner)
-        pipe = load_reasoner(reasoner)
+        dtype = {**dict.fromkeys(BF16_COMPONENTS, torch.bfloat16), "default": torch.float32} if bf16 else torch.float32
+        pipe = load_reasoner(reasoner, dtype=dtype)
         sur = None
         if surrogate is not None:
             if not (Path(surrogate) / "config.json").is_file():

@@ -142,8 +142,11 @@ def assemble_pipeline(
     )
 
 
-def load_reasoner(path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> WanImageToVideoPipeline:
-    """Load a Wan image-to-video pipeline folder (one transformer, or two experts); refuse anything else clearly."""
+def load_reasoner(path: str | Path, device: str | torch.device = "cpu",
+                  dtype: torch.dtype | dict[str, torch.dtype] = torch.float32) -> WanImageToVideoPipeline:
+    """Load a Wan image-to-video pipeline folder (one transformer, or two experts); refuse anything else clearly.
+
+    ``dtype`` may name one per component (diffusers' ``{"transformer": ..., "default": ...}``)."""
     path = Path(path)
     index = path / "model_index.json"
     if not index.is_file():
