@@ -29,6 +29,7 @@ from core.models.wan import (
     load_reasoner,
     sampling_sigmas,
 )
+from core.train.common import one_cycle
 from core.train.reasoner import (
     DistillConfig,
     FlowMatchConfig,
@@ -150,6 +151,37 @@ def test_vae_surrogate_and_transformer_train_a_few_steps(pipe, bench):
     assert any(not torch.equal(before[k], v) for k, v in pipe.transformer.state_dict().items())
     student, curve = distil(pipe.transformer, pipe.scheduler, data, DistillConfig(teacher_steps=2, steps=2, batch=2))
     assert student is not pipe.transformer and np.isfinite(curve[0])
+
+
+def _lr_curve(steps: int, make) -> list[float]:
+    opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = make(opt)
+    curve = []
+    for _ in range(steps):
+        curve.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    return curve
+
+
+def test_the_training_schedule_runs_at_any_step_count_and_keeps_the_shipped_recipes():
+    # torch's OneCycleLR at 5% warm-up raises ZeroDivisionError at exactly 20 steps
+    with pytest.raises(ZeroDivisionError):
+        _lr_curve(20, lambda opt: torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.1, total_steps=20, pct_start=0.05))
+    for steps in range(1, 61):
+        curve = _lr_curve(steps, lambda opt, n=steps: one_cycle(opt, 0.1, n))
+        assert len(curve) == steps and all(0 < lr <= 0.1 + 1e-12 for lr in curve)
+    assert max(_lr_curve(20, lambda opt: one_cycle(opt, 0.1, 20))) == pytest.approx(0.1)
+    for steps in (1200, 4000, 6000):  # the zoo's step counts: the same schedule as before
+        torch_curve = _lr_curve(steps, lambda opt, n=steps: torch.optim.lr_scheduler.OneCycleLR(
+            opt, max_lr=0.1, total_steps=n, pct_start=0.05))
+        assert _lr_curve(steps, lambda opt, n=steps: one_cycle(opt, 0.1, n)) == torch_curve
+
+
+def test_the_vae_trains_for_twenty_steps(pipe, bench):
+    videos = [np.asarray(read_image(i.first_frame))[None].repeat(17, 0) for i in bench.instances[:2]]
+    curve = train_vae(pipe.vae, videos, VaeTrainConfig(steps=20, batch=1, crop=16))
+    assert len(curve) == 1 and np.isfinite(curve[0])
 
 
 def test_surrogate_shapes_follow_the_vae():

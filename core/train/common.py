@@ -77,6 +77,19 @@ def ground_truth_video(instance: TaskInstance) -> np.ndarray:
     return render(scene, meta["width"], meta["height"])
 
 
+def one_cycle(opt: torch.optim.Optimizer, lr: float, steps: int, warmup_fraction: float = 0.05) -> torch.optim.lr_scheduler.OneCycleLR:
+    """The zoo's learning-rate schedule: a one-cycle ramp to ``lr`` over ``warmup_fraction`` of the
+    steps, then annealing.
+
+    torch's ``OneCycleLR`` divides by zero when the warm-up is exactly one step (20 steps at 5%: a
+    ``ZeroDivisionError`` on the first step); such a run warms up over two steps instead. Every
+    other step count keeps the fraction as given, so the shipped recipes' schedules are unchanged.
+    """
+    if warmup_fraction * steps == 1:
+        warmup_fraction = 2 / steps
+    return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=warmup_fraction)
+
+
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     """PSNR in dB between two videos in [-1, 1]."""
     mse = float(((a.float() - b.float()) ** 2).mean()) / 4.0

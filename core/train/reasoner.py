@@ -25,7 +25,7 @@ from pydantic import Field
 
 from core.config import StrictConfig
 from core.models.wan import FrameCondition, sample_latents, sampling_sigmas, velocity
-from core.train.common import seed_everything, step_progress
+from core.train.common import one_cycle, seed_everything, step_progress
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def _masked_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 def _optimiser(model: torch.nn.Module, lr: float, weight_decay: float, steps: int):
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.05)
+    sched = one_cycle(opt, lr, steps)
     return opt, sched
 
 

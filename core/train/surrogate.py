@@ -25,7 +25,7 @@ from core.config import StrictConfig
 from core.errors import InputError
 from core.models.surrogate import SurrogateDecoder
 from core.models.wan import denormalise, encode_videos
-from core.train.common import psnr, seed_everything, step_progress
+from core.train.common import one_cycle, psnr, seed_everything, step_progress
 from core.train.vae import stack_videos
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ def decoder_pairs(
 def _distil(model: SurrogateDecoder, batch, cfg: SurrogateTrainConfig) -> list[float]:
     """The regression loop: ``batch(step)`` gives (raw latents, VAE decodes) on the model's device."""
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.05)
+    sched = one_cycle(opt, cfg.lr, cfg.steps)
     curve = []
     with step_progress("surrogate decoder", cfg.steps) as advance:
         for step in range(cfg.steps):

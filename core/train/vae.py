@@ -22,7 +22,7 @@ from pydantic import Field
 
 from core.config import StrictConfig
 from core.models.wan import decode_latents, encode_videos, frames_to_tensor
-from core.train.common import psnr, seed_everything, step_progress
+from core.train.common import one_cycle, psnr, seed_everything, step_progress
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ def train_vae(vae: AutoencoderKLWan, videos: Sequence[np.ndarray], cfg: VaeTrain
     if cfg.crop % ss:
         raise ValueError(f"crop {cfg.crop} must be a multiple of the VAE's spatial factor {ss}")
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.05)
+    sched = one_cycle(opt, cfg.lr, cfg.steps)
     vae.train()
     curve = []
     with step_progress("VAE", cfg.steps) as advance:
