@@ -84,6 +84,11 @@ CODE_VERSION = "evaluate-3"
 #: and process parts and gate; score-3: the scorer's answer to each judged query), so that only
 #: scoring reruns and no video is regenerated.
 SCORE_VERSION = "score-3"
+#: The gradient optimisers' own version (the teacher method's per-item LoRA and the shared
+#: adapter), bumped when their result changes while every other stage's does not
+#: (optimise-2: the Teacher encodes the video once for all queries; the forward pass is the
+#: same, the pixels' gradient differs by float rounding, and a 40-step trajectory with it).
+OPTIMISE_VERSION = "optimise-2"
 
 
 class ModelPaths(StrictConfig):
@@ -235,7 +240,7 @@ def _grpo_key_part(mc: MethodConfig) -> dict:
 
 def shared_key(cfg: EvaluateConfig, ids: dict[str, str], reward_keys: list[str]) -> str:
     """The shared adapter's key: the rewards it trains on (in item order), the models, the optimiser and budget."""
-    return digest("shared", CODE_VERSION, reward_keys, ids["reasoner"], ids.get("surrogate"), ids["teacher"],
+    return digest("shared", CODE_VERSION, OPTIMISE_VERSION, reward_keys, ids["reasoner"], ids.get("surrogate"), ids["teacher"],
                   _optim_key_part(cfg.method.optim), cfg.method.shared_steps, cfg.seed)
 
 
@@ -270,7 +275,7 @@ def stage_keys(item_hash: str, seed: int, cfg: EvaluateConfig, ids: dict[str, st
     k["select/oracle"] = digest("select", CODE_VERSION, "oracle", candidates)
     k["videotpo"] = digest("videotpo", CODE_VERSION, k["reward"], ids["reasoner"], ids["teacher"], seed, sampler,
                            mc.tpo_rounds, mc.tpo_videos)
-    k["optimise"] = digest("optimise", CODE_VERSION, k["reward"], ids["reasoner"], ids.get("surrogate"),
+    k["optimise"] = digest("optimise", CODE_VERSION, OPTIMISE_VERSION, k["reward"], ids["reasoner"], ids.get("surrogate"),
                            _optim_key_part(o), seed)
     k["video/teacher"] = video(0, adapter_key=k["optimise"])
     k["grpo"] = digest("optimise-grpo", CODE_VERSION, k["reward"], ids["reasoner"], ids.get("surrogate"),

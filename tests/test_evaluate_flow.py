@@ -513,6 +513,17 @@ def test_stage_keys_change_exactly_where_they_should():
     assert stage_keys("item", 7, base, ids) == k0  # deterministic
 
 
+def test_the_optimisers_version_moves_only_the_gradient_trained_adapters_and_what_follows(monkeypatch):
+    import flows.evaluate as ev
+
+    ids = {"reasoner": "R", "surrogate": "S", "teacher": "T"}
+    cfg = EvaluateConfig(method=MethodConfig(n=2)).resolved()
+    k0, shared0 = ev.stage_keys("item", 7, cfg, ids, shared="A"), ev.shared_key(cfg, ids, ["r1", "r2"])
+    monkeypatch.setattr(ev, "OPTIMISE_VERSION", "optimise-next")
+    assert _changed(k0, ev.stage_keys("item", 7, cfg, ids, shared="A")) == {"optimise", "video/teacher", "score/teacher"}
+    assert ev.shared_key(cfg, ids, ["r1", "r2"]) != shared0
+
+
 def test_an_unset_learning_rate_is_resolved_from_the_reasoner_folder_before_ids_keys_and_rows(setup, tmp_path):
     """Ids, keys and rows carry the learning rate a run uses: the same as setting it explicitly; another
     folder's recommendation (same weights) moves only what the learning rate decides."""

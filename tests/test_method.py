@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 
 import numpy as np
 import pytest
@@ -49,8 +50,10 @@ from core.method.teacher import (
 from core.models.teacher import (
     frames_to_tensor,
     load_teacher,
+    shared_video_encoding,
     teacher_placement,
     video_qa_batch,
+    vision_tower,
 )
 from core.models.wan import load_reasoner
 from tests.method_helpers import build_micro_reasoner, build_micro_teacher
@@ -195,6 +198,78 @@ def test_teacher_activation_checkpointing_recomputes_layers_and_keeps_the_reward
     loss.backward()
     assert abs(loss.item() - l0) < 1e-2 * abs(l0) and f.grad.dtype == torch.float32
     assert torch.nn.functional.cosine_similarity(f.grad.flatten(), g0.flatten(), dim=0) > 0.999
+
+
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_vl"])
+@pytest.mark.parametrize("ckpt", [False, True])
+def test_the_video_is_encoded_once_for_all_queries_with_the_same_reward_and_gradient(models, bench, family, ckpt):
+    """The M queries' sequences each carry the video; the vision tower now sees one copy (1/M of
+    its patches) and the log-probabilities, the judge and the pixels' gradient are unchanged,
+    with and without activation checkpointing (the GPU default)."""
+    inst = bench.instances[0]
+    teacher = load_teacher(models[2][family], activation_checkpointing=ckpt)
+    reward = compile_reward(teacher, RULES, inst.metadata["n_frames"], (64, 64), k_frames=8, lam=0.5)
+    m = len(reward.queries)
+    frames = torch.rand(8, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    first_block = next(b for b in vision_tower(teacher.model).blocks)
+    runs = {}
+    for share in (False, True):
+        rows = []
+        hook = first_block.register_forward_pre_hook(lambda _m, args, rows=rows: rows.append(args[0].shape[0]))
+        f = frames.clone().requires_grad_()
+        logp = query_logprobs(teacher, reward, f, share_video=share)
+        reward_loss(reward, logp).backward()
+        with torch.no_grad():
+            judged = query_logprobs(teacher, reward, frames, share_video=share).exp()
+        hook.remove()
+        runs[share] = (logp.detach(), f.grad, judged, rows)
+    (l0, g0, j0, rows0), (l1, g1, j1, rows1) = runs[False], runs[True]
+    assert m >= 2 and rows0[0] == m * rows1[0] and set(rows1) == {rows1[0]}, "one copy of the patches, every pass"
+    assert torch.allclose(l0, l1, atol=1e-6) and torch.allclose(j0, j1, atol=1e-7)
+    assert g0.abs().sum() > 0 and torch.allclose(g0, g1, atol=1e-7, rtol=1e-5)
+
+
+class _Tower(torch.nn.Module):
+    """A stand-in vision tower: merged tokens (every 4th row, doubled) and, optionally, a scalar."""
+
+    spatial_merge_size = 2
+
+    def __init__(self, scalar: bool) -> None:
+        super().__init__()
+        self.scalar, self.seen = scalar, []
+
+    def forward(self, hidden: torch.Tensor, grid_thw: torch.Tensor):
+        self.seen.append(hidden.shape[0])
+        merged = hidden[::4] * 2
+        return (merged, torch.tensor(float(hidden.shape[0]))) if self.scalar else (merged, [merged + 1])
+
+
+def test_shared_encoding_passes_through_what_it_cannot_share_and_recomputes_what_it_cannot_repeat(caplog):
+    model = torch.nn.Module()
+    model.model = torch.nn.Module()
+    video, grid = torch.randn(16, 5), torch.tensor([[1, 4, 4]])
+    for scalar in (False, True):
+        model.model.visual = tower = _Tower(scalar)
+        whole = tower(video.repeat(3, 1), grid_thw=grid.repeat(3, 1))
+        tower.seen.clear()
+        with caplog.at_level("WARNING"), shared_video_encoding(model, 3):
+            shared = tower(video.repeat(3, 1), grid_thw=grid.repeat(3, 1))
+            other_grids = tower(torch.randn(32, 5), grid_thw=torch.tensor([[1, 4, 4], [1, 2, 8]]))
+            from_another_thread = []
+            worker = threading.Thread(target=lambda out=from_another_thread, t=tower: out.append(
+                t(video.repeat(3, 1), grid_thw=grid.repeat(3, 1))))
+            worker.start()
+            worker.join()
+        assert torch.equal(shared[0], whole[0]) and other_grids[0].shape[0] == 8
+        if scalar:  # not per token: recomputed from the whole input, and said so
+            assert torch.equal(shared[1], whole[1]) and tower.seen[:2] == [16, 48]
+            assert "not per video token" in caplog.text
+        else:
+            assert torch.equal(shared[1][0], whole[1][0]) and tower.seen[0] == 16
+        assert tower.seen[-2:] == [32, 48], "unequal grids and other threads' calls pass through"
+        assert torch.equal(from_another_thread[0][0], whole[0])
+    tower(video.repeat(3, 1), grid_thw=grid.repeat(3, 1))
+    assert tower.seen[-1] == 48, "the hooks are gone after the context"
 
 
 @pytest.mark.parametrize("mode", list(GradMode))

@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from contextlib import nullcontext
 from typing import Literal
 
 import numpy as np
@@ -45,6 +46,7 @@ from core.models.teacher import (
     n_vision_tokens,
     qa_messages,
     render_chat,
+    shared_video_encoding,
     video_to_pixels,
 )
 
@@ -274,11 +276,14 @@ def compile_reward(
 # --------------------------------------------------------------------------- stage 3: reward
 
 def query_logprobs(
-    teacher: Teacher, reward: CompiledReward, frames: torch.Tensor, meter: CostMeter | None = None
+    teacher: Teacher, reward: CompiledReward, frames: torch.Tensor, meter: CostMeter | None = None,
+    share_video: bool = True,
 ) -> torch.Tensor:
     """(M,) log P(answer span | video, query) for every compiled query; differentiable in ``frames``.
 
-    ``frames``: (K, 3, H, W) in [0, 1], the reward's ``frame_indices`` of the video.
+    ``frames``: (K, 3, H, W) in [0, 1], the reward's ``frame_indices`` of the video. The M
+    queries run as one batch, each sequence carrying the video; ``share_video`` encodes it
+    once for all of them (``shared_video_encoding``; same result, 1/M of the vision tower).
     """
     if frames.shape[0] != len(reward.frame_indices) or tuple(frames.shape[-2:]) != tuple(reward.frame_size):
         raise InputError("frames", f"have shape {tuple(frames.shape)}",
@@ -294,12 +299,13 @@ def query_logprobs(
         mask[i, : len(s)] = 1
     device = teacher.model.device
     extra = {k: v.to(device) for k, v in teacher.video_kwargs(m).items()}
-    hidden = teacher.model.model(
-        input_ids=ids.to(device), attention_mask=mask.to(device),
-        mm_token_type_ids=mm_token_types(ids, teacher.image_token_id, teacher.video_token_id).to(device),
-        pixel_values_videos=pixels.repeat(m, 1).to(device, teacher.model.dtype), video_grid_thw=grid.repeat(m, 1).to(device),
-        use_cache=False, **extra,
-    ).last_hidden_state
+    with shared_video_encoding(teacher.model, m) if share_video else nullcontext():
+        hidden = teacher.model.model(
+            input_ids=ids.to(device), attention_mask=mask.to(device),
+            mm_token_type_ids=mm_token_types(ids, teacher.image_token_id, teacher.video_token_id).to(device),
+            pixel_values_videos=pixels.repeat(m, 1).to(device, teacher.model.dtype), video_grid_thw=grid.repeat(m, 1).to(device),
+            use_cache=False, **extra,
+        ).last_hidden_state
     if meter is not None:
         meter.count("teacher_forward")
     out = []
