@@ -272,6 +272,30 @@ def test_shared_encoding_passes_through_what_it_cannot_share_and_recomputes_what
     assert tower.seen[-1] == 48, "the hooks are gone after the context"
 
 
+def test_another_threads_call_in_the_middle_of_a_shared_encoding_leaves_it_intact():
+    """A Teacher shared by threads: another thread's call to the tower while ours is inside it
+    (between our two hooks) is encoded whole, and ours still gets its copies."""
+    model = torch.nn.Module()
+    model.model = torch.nn.Module()
+    model.model.visual = tower = _Tower(scalar=False)
+    video, grid = torch.randn(16, 5), torch.tensor([[1, 4, 4]])
+    whole = tower(video.repeat(3, 1), grid_thw=grid.repeat(3, 1))
+    other: list = []
+    inner_forward = tower.forward
+
+    def forward_with_a_call_from_another_thread(hidden, grid_thw):
+        if threading.current_thread() is threading.main_thread() and not other:
+            worker = threading.Thread(target=lambda: other.append(tower(torch.randn(32, 5), grid_thw=torch.tensor([[1, 4, 8]]))))
+            worker.start()
+            worker.join()
+        return inner_forward(hidden, grid_thw)
+
+    tower.forward = forward_with_a_call_from_another_thread
+    with shared_video_encoding(model, 3):
+        shared = tower(video.repeat(3, 1), grid_thw=grid.repeat(3, 1))
+    assert other[0][0].shape[0] == 8 and torch.equal(shared[0], whole[0]) and torch.equal(shared[1][0], whole[1][0])
+
+
 @pytest.mark.parametrize("mode", list(GradMode))
 def test_reasoner_gradient_checkpointing_recomputes_blocks_and_keeps_the_lora_gradient(models, bench, mode):
     """On for GPUs by default: each differentiated transformer call's blocks run again in the

@@ -484,9 +484,11 @@ def shared_video_encoding(model: PreTrainedModel, copies: int) -> Iterator[None]
     pending: dict[str, Any] = {}
 
     def before(module: torch.nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
+        if threading.get_ident() != owner:
+            return None  # another thread's call, possibly while ours is between the two hooks
         pending.clear()
         grid = kwargs.get("grid_thw")
-        if threading.get_ident() != owner or not args or not isinstance(args[0], torch.Tensor) or grid is None:
+        if not args or not isinstance(args[0], torch.Tensor) or grid is None:
             return None
         hidden = args[0]
         rows = grid.shape[0] // copies
