@@ -452,7 +452,8 @@ def _repeat_tokens(out: Any, copies: int, lengths: set[int]) -> Any:
     if isinstance(out, ModelOutput):
         return type(out)(**{k: _repeat_tokens(v, copies, lengths) for k, v in out.items()})
     if isinstance(out, (tuple, list)):
-        return type(out)(_repeat_tokens(v, copies, lengths) for v in out)
+        items = [_repeat_tokens(v, copies, lengths) for v in out]
+        return type(out)(*items) if hasattr(out, "_fields") else type(out)(items)  # a namedtuple takes fields
     raise _NotPerToken(type(out).__name__)
 
 
