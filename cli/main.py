@@ -530,7 +530,7 @@ def evaluate_cmd(
     """Run the methods through the cached Prefect pipeline; results go to Parquet and DuckDB."""
     import torch
 
-    from core.method.methods import USES_OPTIMISER, Method
+    from core.method.methods import Method, trains_lora
     from core.method.optimise import learning_rate_source
     from core.method.reasoner import Guidance
     from core.storage.named import get_query
@@ -579,7 +579,7 @@ def evaluate_cmd(
         video = {"n_frames": frames, "fps": fps, **_parse_size(size)}
         update["video"] = {**cfg.video.model_dump(), **{k: v for k, v in video.items() if v is not None}}
         cfg = EvaluateConfig.model_validate({**cfg.model_dump(), **update, "method": method_cfg.model_dump()})
-        if cfg.auto_n or USES_OPTIMISER & set(cfg.methods):  # auto N runs the teacher method to set N
+        if trains_lora(cfg.methods, cfg.auto_n):
             console.print(f"learning rate: {learning_rate_source(cfg.method.optim, cfg.models.reasoner)}", highlight=False)
         cfg = cfg.resolved()  # once: the experiment id below and the flow then read no folder for it
     except VlmtError as exc:
@@ -702,12 +702,7 @@ def compare_cmd(
     from core.bench.synth.generate import make_synth_benchmark
     from core.io import write_json_atomic
     from core.method.compare import compare, summarise_methods
-    from core.method.methods import (
-        CANDIDATE_METHODS,
-        USES_OPTIMISER,
-        Method,
-        MethodConfig,
-    )
+    from core.method.methods import Method, MethodConfig, trains_lora
     from core.method.optimise import OptimConfig, learning_rate_source, resolve_optim
     from core.method.reasoner import ReasonerAdapter
     from core.models.teacher import load_teacher
@@ -747,7 +742,7 @@ def compare_cmd(
             benchmark = open_benchmark(bench)
         instances = spread_over_families(benchmark.instances, limit)
         r = ReasonerAdapter.from_paths(reasoner or models / "reasoner", surrogate or models / "surrogate-decoder")
-        if USES_OPTIMISER & set(chosen) or (n == "auto" and CANDIDATE_METHODS & set(chosen)):  # auto N runs teacher
+        if trains_lora(chosen, n == "auto"):
             console.print(f"learning rate: {learning_rate_source(cfg.optim, reasoner or models / 'reasoner')}",
                           highlight=False)
         cfg = cfg.model_copy(update={"optim": resolve_optim(cfg.optim, reasoner or models / "reasoner")})

@@ -212,7 +212,7 @@ def test_the_video_is_encoded_once_for_all_queries_with_the_same_reward_and_grad
     reward = compile_reward(teacher, RULES, inst.metadata["n_frames"], (64, 64), k_frames=8, lam=0.5)
     m = len(reward.queries)
     frames = torch.rand(8, 3, 64, 64, generator=torch.Generator().manual_seed(1))
-    first_block = next(b for b in vision_tower(teacher.model).blocks)
+    first_block = vision_tower(teacher.model).blocks[0]
     runs = {}
     for share in (False, True):
         rows = []
@@ -1168,3 +1168,11 @@ def test_grpo_schedules_a_multistep_solver_folder_and_trains_only_the_high_noise
     low_only = ReasonerAdapter(WanImageToVideoPipeline(**parts, transformer_2=copy.deepcopy(pipe.transformer),
                                                        boundary_ratio=0.999, expand_timesteps=True), device="cpu")
     assert SdeSchedule.of(low_only, 4).trained == [0]
+
+
+def test_a_run_trains_a_lora_when_a_method_does_or_auto_n_times_the_teacher_method():
+    from core.method.methods import trains_lora
+
+    assert trains_lora(["teacher"], auto_n=False) and trains_lora(["vanilla", "grpo"], auto_n=False)
+    assert trains_lora(["best_of_n"], auto_n=True) and not trains_lora(["best_of_n"], auto_n=False)
+    assert not trains_lora(["vanilla", "pe", "videotpo", "still"], auto_n=True)  # auto N only matters for candidates

@@ -35,7 +35,7 @@ candidate 0 is the vanilla video.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Literal, TypeVar
@@ -84,6 +84,13 @@ CANDIDATE_METHODS = {Method.BEST_OF_N, Method.PASS_AT_N}
 USES_REASONER = set(Method) - {Method.STILL}
 #: Methods that train a LoRA (and so read the optimiser's learning rate).
 USES_OPTIMISER = {Method.TEACHER, Method.SHARED, Method.GRPO}
+
+
+def trains_lora(methods: Iterable[Method | str], auto_n: bool) -> bool:
+    """Whether a run with these methods trains a LoRA: one of them does, or N is chosen
+    automatically for a candidate method (which runs the teacher method to time it)."""
+    chosen = {Method(m) for m in methods}
+    return bool(USES_OPTIMISER & chosen) or (auto_n and bool(CANDIDATE_METHODS & chosen))
 
 
 class MethodConfig(StrictConfig):
