@@ -596,15 +596,22 @@ def evaluate_cmd(
     q = get_query("method_comparison")
     df = run_query(db, q.sql, q.bind({"experiment": exp}))
     labels = {"mean_score": "score", "success_rate": "success", "n_errors": "errors", "seconds_per_item": "s/item",
-              "nfe_per_item": "NFE/item", "hacking_rate": "hacking"}
-    console.print(_frame_table(df.drop("experiment_id", "variant"), f"{cfg.name}: {exp} ({seconds:.0f} s)", labels))
+              "nfe_per_item": "NFE/item", "judge_fooled_rate": "judge fooled"}
+    console.print(_frame_table(df.drop("experiment_id", "variant", "judge_broken", "mean_gated"),
+                               f"{cfg.name}: {exp} ({seconds:.0f} s)", labels))
+    q = get_query("paired_vs_baseline")
+    paired = run_query(db, q.sql, q.bind({"experiment": exp}))
+    if paired.height:
+        console.print(_frame_table(paired.select("method", "n", "mean_diff", "ci95_low", "ci95_high", "wins", "ties", "losses"),
+                                   "against vanilla, same items (95% interval clustered by family)",
+                                   {"mean_diff": "difference", "ci95_low": "low", "ci95_high": "high"}))
     failed = run_query(db, "SELECT instance_id, method, error_stage, error FROM results "
                            "WHERE experiment_id = $e AND error IS NOT NULL ORDER BY 1, 2", {"e": exp})
     for inst, method, stage, err in failed.iter_rows():
         console.print(f"[red]failed[/] {inst} {method} at {stage}: {err}", highlight=False, soft_wrap=True)
     console.print(f"\nresults in DuckDB: {db} (experiment {exp})\n"
                   f"  vlmt sql by_faculty_split --db {db} --param experiment={exp}\n"
-                  f"  vlmt sql judge_vs_scorer --db {db}    (reward hacking: judge says Yes, the scorer fails)\n"
+                  f"  vlmt sql judge_vs_scorer --db {db}    (reward hacking: the judge says Yes to rules the scorer finds broken)\n"
                   f"  vlmt sql judge_per_query --db {db} --param experiment={exp}    (the judge's P(Yes) on broken rules)\n"
                   f"  vlmt sql paired_vs_baseline --db {db} --param experiment={exp}    (gain over vanilla on the same items)\n"
                   f"videos, rules, adapters: {Path(cfg.work) / 'items'}/<item>/<stage>-<key>/", highlight=False, soft_wrap=True)
@@ -769,18 +776,22 @@ def compare_cmd(
 
 def _print_comparison(summary: dict, n_items: int, seconds: float) -> None:
     faculties = sorted({f for s in summary.values() for f in s.by_faculty})
-    table = Table(title=f"Methods on {n_items} items ({seconds:.0f} s): mean score, strict success, cost")
-    cols = ["method", "score", "success", "ID", "OOD", *faculties, "s/item", "NFE/item", "hacking", "errors"]
+    table = Table(title=f"Methods on {n_items} items ({seconds:.0f} s): score (VBVR-style), strict success, cost, "
+                        "judge fooled (broken rules the judge called Yes)")
+    cols = ["method", "score", "success", "ID", "OOD", *faculties, "s/item", "NFE/item", "judge fooled", "vs vanilla",
+            "errors"]
     for c in cols:
         table.add_column(c, justify="left" if c == "method" else "right")
     for name, s in summary.items():
         table.add_row(name, f"{s.mean_score:.3f}", f"{s.success_rate:.1%}", f"{s.by_split.get('ID', float('nan')):.3f}",
                       f"{s.by_split.get('OOD', float('nan')):.3f}", *(f"{s.by_faculty.get(f, float('nan')):.3f}" for f in faculties),
-                      f"{s.seconds_per_item:.2f}", f"{s.nfe_per_item:.1f}", f"{s.hacking_rate:.1%}", str(s.n_errors))
+                      f"{s.seconds_per_item:.2f}", f"{s.nfe_per_item:.1f}", _rate(s.judge_fooled_rate),
+                      _rate(s.judge_fooled_vs_vanilla, signed=True), str(s.n_errors))
     console.print(table)
     paired = {k: s.vs_vanilla for k, s in summary.items() if s.vs_vanilla}
     if paired:
-        diff = Table(title="Against vanilla on the same items: score difference, 95% interval, items won / tied / lost")
+        diff = Table(title="Against vanilla on the same items: score difference, 95% interval (clustered by family), "
+                           "items won / tied / lost")
         for c in ("method", "n", "difference", "95% interval", "won / tied / lost"):
             diff.add_column(c, justify="left" if c == "method" else "right")
         for name, d in paired.items():
@@ -790,6 +801,13 @@ def _print_comparison(summary: dict, n_items: int, seconds: float) -> None:
     extras = {k: s.extra for k, s in summary.items() if s.extra}
     if extras:
         console.print(" ".join(f"{k}: {v}" for k, v in extras.items()), highlight=False)
+
+
+def _rate(value: float | None, signed: bool = False) -> str:
+    """A share as a percentage; '-' where it could not be measured (no broken rule was judged)."""
+    if value is None:
+        return "-"
+    return f"{value:+.1%}" if signed else f"{value:.1%}"
 
 
 def main() -> None:  # pragma: no cover - console-script shim

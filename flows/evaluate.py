@@ -18,7 +18,9 @@ the stage; the other items finish; the flow raises at the end if anything failed
 With ``auto_n`` the flow runs in two phases, as ``vlmt compare --n auto`` does: vanilla, the
 teacher method and the other methods first; then N is set so that best-of-N's wall time per
 item matches the teacher method's (``core.method.compare.auto_n``, from the recorded stage
-costs), and best_of_n / pass_at_n run with it. A rerun reads the same recorded costs from the
+costs), and best_of_n / pass_at_n run with it. VideoTPO is matched the same way: its first
+run (at ``method.tpo_rounds``) is a probe that measures a round's cost and writes no rows; it
+runs again with the matched rounds (``auto_tpo_rounds``). A rerun reads the same recorded costs from the
 cached stages, so it picks the same N and reuses every candidate.
 
 The ``shared`` ablation (one LoRA for all items) runs last: every item's rules and reward
@@ -50,7 +52,7 @@ from core.bench.synth.generate import make_synth_benchmark
 from core.config import StrictConfig, load_config
 from core.errors import InputError
 from core.io import write_bytes_atomic, write_json_atomic
-from core.method.compare import ItemResult, auto_n, item_seed, summarise_methods
+from core.method.compare import ItemResult, auto_n, auto_tpo_rounds, item_seed, summarise_methods
 from core.method.cost import CostRecord
 from core.method.methods import (
     CANDIDATE_METHODS,
@@ -80,10 +82,12 @@ from tasks.models import model_identity
 
 #: Bump when a stage's code changes what it produces.
 CODE_VERSION = "evaluate-3"
-#: The score stage's own version, bumped when its record gains fields (score-2: the score's goal
-#: and process parts and gate; score-3: the scorer's answer to each judged query), so that only
-#: scoring reruns and no video is regenerated.
-SCORE_VERSION = "score-3"
+#: The scorer's version, bumped when its record gains fields or its scores change (score-2: the
+#: score's goal and process parts and gate; score-3: the scorer's answer to each judged query;
+#: score-4: the VBVR-style ungated sum, no rule holding for an absent object, no motion rule for
+#: a still video), so that only scoring reruns and no video is regenerated. Pass@N's oracle
+#: selection reads the scorer too, so it re-selects from its cached candidates.
+SCORE_VERSION = "score-4"
 #: The gradient optimisers' own version (the teacher method's per-item LoRA and the shared
 #: adapter), bumped when their result changes while every other stage's does not
 #: (optimise-2: the Teacher encodes the video once for all queries; the forward pass is the
@@ -114,7 +118,8 @@ class EvaluateConfig(StrictConfig):
     method: MethodConfig = MethodConfig()
     auto_n: bool = Field(False, description="Choose best_of_n / pass_at_n's N after vanilla and the teacher method ran, "
                                             "so that best-of-N's wall time per item matches the teacher method's "
-                                            "(method.n is then ignored).")
+                                            "(method.n is then ignored); VideoTPO's rounds are matched the same way "
+                                            "(method.tpo_rounds is then its probe run's).")
     seed: int = Field(0, description="Base seed; per-item seeds derive from it and the item id.")
     variant: str = Field("default", description="Names this configuration within an ablation.")
     work: str = Field("runs", description="Root of stage outputs, results Parquet and the DuckDB file.")
@@ -142,6 +147,7 @@ class EvaluateConfig(StrictConfig):
         return VariantParams(lam=o.lam, grad_mode=o.grad_mode.value, k_frames=o.k_frames, max_steps=o.max_steps,
                              early_stop=o.early_stop, lr=o.lr, lora_rank=o.lora.rank, n=self.method.n,
                              queries=self.method.queries,
+                             tpo_rounds=self.method.tpo_rounds if Method.VIDEOTPO in self.methods else None,
                              grpo_steps=self.method.grpo.steps if Method.GRPO in self.methods else None)
 
 
@@ -272,7 +278,7 @@ def stage_keys(item_hash: str, seed: int, cfg: EvaluateConfig, ids: dict[str, st
     k["video/pe"] = video(0, rules_key=k["rules"])
     candidates = [k[f"video/{j}"] for j in range(mc.n)]
     k["select/judge"] = digest("select", CODE_VERSION, "judge", candidates, k["reward"], ids["teacher"])
-    k["select/oracle"] = digest("select", CODE_VERSION, "oracle", candidates)
+    k["select/oracle"] = digest("select", CODE_VERSION, "oracle", candidates, SCORE_VERSION)
     k["videotpo"] = digest("videotpo", CODE_VERSION, k["reward"], ids["reasoner"], ids["teacher"], seed, sampler,
                            mc.tpo_rounds, mc.tpo_videos)
     k["optimise"] = digest("optimise", CODE_VERSION, OPTIMISE_VERSION, k["reward"], ids["reasoner"], ids.get("surrogate"),
@@ -289,7 +295,7 @@ def stage_keys(item_hash: str, seed: int, cfg: EvaluateConfig, ids: dict[str, st
     if shared is not None:
         sources[Method.SHARED] = k["video/shared"] = video(0, adapter_key=shared)
     for method, source in sources.items():
-        # the final judge (reward hacking) needs the reward whenever rules are extracted at all
+        # the final judge (the judge-fooled rate) needs the reward whenever rules are extracted at all
         k[f"score/{method.value}"] = digest("score", CODE_VERSION, SCORE_VERSION, source, k["reward"] if judged else None,
                                             ids["teacher"] if judged else None)
     return k
@@ -407,7 +413,7 @@ def _outcome(inst: TaskInstance, method: Method, chain: _Chain, seed: int) -> It
     score = chain.score.result()
     video = chain.video.result()
     base.score, base.success, base.criteria = score["score"], score["success"], score["criteria"]
-    base.goal, base.process, base.gate = score.get("goal"), score.get("process"), score.get("gate")
+    base.goal, base.process, base.gate, base.gated = score.get("goal"), score.get("process"), score.get("gate"), score.get("gated")
     base.judge_p_yes, base.judge_all_yes = score["judge_p_yes"], score["judge_all_yes"]
     base.judge_truth = score.get("judge_truth", [])
     # the method's own cost; scoring and the final judge are for reporting (as in vlmt compare)
@@ -418,6 +424,8 @@ def _outcome(inst: TaskInstance, method: Method, chain: _Chain, seed: int) -> It
         base.info["judge_seconds"] = score["cost"]["seconds"]["judge_final"]  # what one judged candidate costs (auto_n)
     if "selected" in video:
         base.info.update({"selected": video["selected"], "values": video["values"], "n": len(video["values"])})
+        if video.get("rounds"):
+            base.info["n_rounds"] = video["rounds"]
     if chain.rules is not None:
         rules, reward = chain.rules.result(), chain.reward.result()
         base.rules_source = rules["source"]
@@ -462,8 +470,9 @@ def track(tracker: Tracker, cfg: EvaluateConfig, experiment: ExperimentRecord, r
     for res in results:
         artifacts = {name: res.info.get(name) for name in ("video", "gif", "rules", "adapter")}
         tracker.log_result(parent, experiment.experiment_id, cfg.variant, res, params, artifacts)
-    metrics = {m: {k: v for k, v in s.items() if k in ("mean_score", "success_rate", "seconds_per_item", "nfe_per_item",
-                                                       "hacking_rate")}
+    metrics = {m: {k: v for k, v in s.items() if k in ("mean_score", "success_rate", "mean_gated", "seconds_per_item",
+                                                       "nfe_per_item", "judge_fooled_rate", "judge_fooled_vs_vanilla")
+                   and v is not None}
                for m, s in summary.items()}
     for method, counts in (judged or {}).items():
         metrics.setdefault(method, {}).update({f"ruler_{k}": v for k, v in counts.items() if v is not None})
@@ -620,17 +629,19 @@ def evaluate(config: EvaluateConfig | None = None, config_file: str | None = Non
 
     def run_phase(methods: list[Method], phase_cfg: EvaluateConfig, row_params: VariantParams,
                   shared: tuple[Stage, str] | None = None,
-                  ready: dict[str, tuple[Stage, Stage]] | None = None) -> list[ItemResult]:
+                  ready: dict[str, tuple[Stage, Stage]] | None = None,
+                  probes: frozenset[Method] = frozenset()) -> list[ItemResult]:
         """Every item's ``methods``; rows are written for the requested ones (auto_n adds helpers).
 
-        ``ready``: rules and reward stages already submitted, by item id (not submitted again).
+        ``ready``: rules and reward stages already submitted, by item id (not submitted again);
+        ``probes``: methods run only to measure their cost (auto_n's VideoTPO probe), no rows.
         """
         done: list[ItemResult] = []
 
         def collect(inst: TaskInstance, chains: dict[Method, _Chain]) -> None:
             for method, chain in chains.items():
                 done.append(_outcome(inst, method, chain, item_seed(inst, cfg.seed)))
-                if method in cfg.methods:
+                if method in cfg.methods and method not in probes:
                     keep(done[-1], row_params)
                     if inst.benchmark != "synth" and done[-1].error is None:  # for the official scorer
                         write_bytes_atomic(official_output_path(exported, inst, method.value),
@@ -673,22 +684,42 @@ def evaluate(config: EvaluateConfig | None = None, config_file: str | None = Non
     ran = cfg  # the config as run: with auto_n, method.n becomes the chosen N
     main = [m for m in cfg.methods if m is not Method.SHARED]
     candidate_methods = [m for m in main if m in CANDIDATE_METHODS]
-    if cfg.auto_n and candidate_methods:
+    match_tpo = cfg.auto_n and Method.VIDEOTPO in main
+    if cfg.auto_n and (candidate_methods or match_tpo):
         first = list(dict.fromkeys([Method.VANILLA, Method.TEACHER, *(m for m in main if m not in CANDIDATE_METHODS)]))
         in_play = cfg.model_copy(update={"methods": first + candidate_methods})
-        done = run_phase(first, in_play, params.model_copy(update={"n": None}))  # these methods do not depend on N
-        try:
-            chosen_n = auto_n(done)
-        except ValueError as exc:
+        probes = frozenset({Method.VIDEOTPO} if match_tpo else ())
+        # these methods do not depend on N; VideoTPO runs at cfg's rounds to measure a round's cost
+        done = run_phase(first, in_play, params.model_copy(update={"n": None, "tpo_rounds": None}), probes=probes)
+
+        def unmatched(methods: list[Method], why: ValueError, stage: str) -> None:
             for inst in items:
-                for method in candidate_methods:
+                for method in methods:
                     res = _blank(inst, method, item_seed(inst, cfg.seed))
-                    res.error, res.error_stage = f"n='auto': {exc}", "auto_n"
+                    res.error, res.error_stage = f"n='auto': {why}", stage
                     keep(res, params.model_copy(update={"n": None}))
-        else:
-            logger.info("best-of-N matched to the teacher method's wall time per item: N = %d", chosen_n)
-            ran = cfg.model_copy(update={"method": cfg.method.model_copy(update={"n": chosen_n})})
-            run_phase(candidate_methods, in_play.model_copy(update={"method": ran.method}), ran.params())
+
+        matched = cfg.method
+        if candidate_methods:
+            try:
+                chosen_n = auto_n(done)
+            except ValueError as exc:
+                unmatched(candidate_methods, exc, "auto_n")
+            else:
+                logger.info("best-of-N matched to the teacher method's wall time per item: N = %d", chosen_n)
+                matched = matched.model_copy(update={"n": chosen_n})
+                ran = cfg.model_copy(update={"method": matched})
+                run_phase(candidate_methods, in_play.model_copy(update={"method": matched}), ran.params())
+        if match_tpo:
+            try:
+                rounds = auto_tpo_rounds(done)
+            except ValueError as exc:
+                unmatched([Method.VIDEOTPO], exc, "auto_tpo")
+            else:
+                logger.info("VideoTPO matched to the teacher method's wall time per item: %d rounds", rounds)
+                matched = matched.model_copy(update={"tpo_rounds": rounds})
+                ran = cfg.model_copy(update={"method": matched})
+                run_phase([Method.VIDEOTPO], in_play.model_copy(update={"method": matched}), ran.params())
     elif main:
         run_phase(main, cfg, params)
     if Method.SHARED in cfg.methods:
@@ -705,7 +736,7 @@ def evaluate(config: EvaluateConfig | None = None, config_file: str | None = Non
     failed = [r for r in results if r.error]
     out = {"experiment_id": experiment.experiment_id, "summary": summary, "rows": counts,
            "exported": str(exported) if unscored else None, "judged": judged, "judge_error": judge_error,
-           "n": chosen_n if cfg.auto_n else cfg.method.n,
+           "n": chosen_n if cfg.auto_n else cfg.method.n, "tpo_rounds": ran.method.tpo_rounds,
            "failed": [{"item": r.instance_id, "method": r.method, "stage": r.error_stage, "error": r.error} for r in failed]}
     if tracker is not None:
         out["mlflow"] = track(tracker.result(), ran, experiment, results, summary, bool(failed), judged)

@@ -2,7 +2,7 @@
 -- method and query kind: mean P(Yes) where the rule holds and where it is broken, the false-Yes
 -- rate (P(Yes) > 0.5 on a broken rule) and accuracy. A method optimised against the judge that
 -- raises P(Yes) on rules its videos still break is fooling the judge: the per-query
--- reward-hacking signal, which moves long before judge_vs_scorer's every-rule flag does.
+-- reward-hacking signal (judge_vs_scorer and method_comparison give its overall rate).
 -- Queries with no scorer answer (not one of the benchmark's phrasings) are left out.
 -- param experiment = %: experiment id (SQL LIKE pattern)
 -- param variant = %: variant (SQL LIKE pattern)

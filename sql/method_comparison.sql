@@ -1,4 +1,7 @@
--- Method comparison: mean score, strict success, errors, cost and reward hacking per method.
+-- Method comparison: mean score (VBVR-style weighted sum), strict success, errors, cost, and the
+-- judge-fooled rate per method: of the (video, query) pairs whose criterion the scorer finds
+-- broken, the share the Teacher's judge still answered Yes (P(Yes) > 0.5), i.e. reward hacking.
+-- mean_gated is the earlier gated score (goal credit x the lowest rule score), kept for comparison.
 -- param experiment = %: experiment id (SQL LIKE pattern; % for every experiment)
 -- param variant = %: variant name (SQL LIKE pattern)
 SELECT
@@ -11,7 +14,10 @@ SELECT
     count(*) FILTER (WHERE r.error IS NOT NULL)            AS n_errors,
     round(avg(c.total_seconds), 2)                         AS seconds_per_item,
     round(avg(c.reasoner_nfe), 1)                          AS nfe_per_item,
-    round(avg(CAST(r.hacked AS DOUBLE)) FILTER (WHERE r.error IS NULL), 3) AS hacking_rate
+    CAST(sum(r.judge_broken) FILTER (WHERE r.error IS NULL) AS BIGINT) AS judge_broken,
+    round(CAST(sum(r.judge_fooled) FILTER (WHERE r.error IS NULL) AS DOUBLE)
+          / nullif(sum(r.judge_broken) FILTER (WHERE r.error IS NULL), 0), 3) AS judge_fooled_rate,
+    round(avg(r.gated_score), 3)                           AS mean_gated
 FROM results r
 LEFT JOIN costs c USING (experiment_id, variant, instance_id, method)
 WHERE r.experiment_id LIKE $experiment AND r.variant LIKE $variant

@@ -80,9 +80,10 @@ def test_every_method_runs_and_lands_in_duckdb(setup):
     assert all(Path(v).is_file() and v.endswith(".mp4") for v in videos)
     # the still reference: no model call; its video is the item's first frame held (the only video stage without calls)
     assert still == (2, 0)
-    # every synth result carries the score's parts; the held first frame breaks no rule
+    # every synth result carries the score's parts; the held first frame reaches nothing and earns no credit
+    # for the rules about motion it never made
     assert all(None not in row for row in parts)
-    assert all(row[3] == pytest.approx(1.0) and row[4] == pytest.approx(1.0) for row in parts if row[0] == "still")
+    assert all(row[1] <= 0.35 and row[2] == 0 and row[3] < 1.0 for row in parts if row[0] == "still")
     # every final video is judged, and the scorer's answer (or NULL off the bank) stands beside each query's P(Yes)
     assert all(n_p is not None and n_p >= 1 and n_t == n_p for n_p, n_t in judged)
     records = [json.loads(r.read_text()) for r in (Path(cfg.work) / "items").glob("*/video-*/record.json")]
@@ -199,6 +200,20 @@ def test_auto_n_sets_best_of_ns_n_from_the_teacher_methods_recorded_cost_and_res
     assert stage_dirs(Path(cfg.work)) == before
 
 
+def test_auto_n_matches_videotpos_rounds_to_the_teacher_methods_cost_and_reports_only_the_matched_run(setup):
+    root, models = setup
+    cfg = config(root, models, "w-auto-tpo").model_copy(update={"methods": [Method.VIDEOTPO], "auto_n": True})
+    out = evaluate(config=cfg)
+    assert not out["failed"] and out["tpo_rounds"] >= 1
+    with duckdb.connect(str(Path(cfg.work) / "vlmt.duckdb"), read_only=True) as con:
+        rows = con.execute("SELECT method, tpo_rounds, count(*) FROM results GROUP BY 1, 2").fetchall()
+    assert rows == [("videotpo", out["tpo_rounds"], 2)]  # the probe's rows are not the user's
+    assert out["summary"]["videotpo"]["extra"] == {"rounds": out["tpo_rounds"]}
+    before = stage_dirs(Path(cfg.work))
+    assert evaluate(config=cfg)["tpo_rounds"] == out["tpo_rounds"], "a rerun reads the same recorded costs"
+    assert stage_dirs(Path(cfg.work)) == before
+
+
 def test_an_official_vbvr_layout_runs_unscored_and_exports_videos_for_the_official_scorer(setup, tmp_path):
     """No synth metadata: the video spec comes from ground_truth.mp4, rows are unscored (NULL), and
     each method's videos land at {split_dir}/{task_id}/{index}.mp4 for VBVR-EvalKit."""
@@ -286,6 +301,7 @@ def test_vlmt_evaluate_reads_yaml_and_prints_the_table(setup, tmp_path):
     r = CliRunner().invoke(app, ["evaluate", "--config", str(path), "--methods", "vanilla,pass_at_n", "--name", "cli"])
     assert r.exit_code == 0, r.output
     assert "vanilla" in r.output and "pass_at_n" in r.output and "vlmt sql" in r.output
+    assert "judge" in r.output and "fooled" in r.output and "against vanilla" in r.output  # the rate and the paired table
     assert "learning rate" not in r.output  # no method here trains a LoRA
     r = CliRunner().invoke(app, ["evaluate", "--config", str(path), "--methods", "teacher", "--name", "cli", "--no-report"])
     assert r.exit_code == 0, r.output
@@ -462,6 +478,27 @@ def test_an_ablation_file_with_a_misspelt_field_is_refused_naming_it(tmp_path):
 
 def _changed(a: dict[str, str], b: dict[str, str]) -> set[str]:
     return {k for k in a if a[k] != b[k]}
+
+
+def test_a_score_version_bump_rescores_a_finished_work_dir_and_regenerates_nothing(setup, monkeypatch):
+    """Cached videos stay; every score stage reruns, and Pass@N re-selects (by the scorer) from its
+    cached candidates; nothing else runs again."""
+    import flows.evaluate as ev
+
+    root, models = setup
+    cfg = config(root, models, "w-rescore").model_copy(
+        update={"methods": [Method.VANILLA, Method.PASS_AT_N, Method.TEACHER, Method.STILL]})
+    evaluate(config=cfg)
+    before = stage_dirs(Path(cfg.work))
+    monkeypatch.setattr(ev, "SCORE_VERSION", "score-next")
+    evaluate(config=cfg)
+    after = stage_dirs(Path(cfg.work))
+    new = sorted(set(after) - set(before))
+    kinds = [Path(p).name.split("-")[0] for p in new]
+    assert kinds.count("score") == 2 * 4 and kinds.count("select") == 2 and len(new) == 2 * 4 + 2, new
+    assert all(after[p] == before[p] for p in before), "a finished stage was rewritten"
+    with duckdb.connect(str(Path(cfg.work) / "vlmt.duckdb"), read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM results").fetchone()[0] == 2 * 4  # replaced, not added
 
 
 def test_stage_keys_change_exactly_where_they_should():

@@ -839,16 +839,17 @@ def test_a_tokenizer_that_splits_yes_differently_in_context_is_refused(teacher):
 
 
 def test_summaries_carry_the_paired_difference_from_vanilla():
-    """Score minus vanilla's on the same items: mean, standard error, 95% interval, wins/ties/losses;
-    items either side failed are left out."""
+    """Score minus vanilla's on the same items: mean, family-clustered error and 95% interval,
+    wins/ties/losses; items either side failed are left out."""
     from core.method.compare import ItemResult, summarise_methods
 
-    vanilla = [0.1, 0.2, 0.3, 0.4, 0.5]
-    teacher = [0.3, 0.2, 0.6, 0.4, 0.9]
+    vanilla = [0.1, 0.2, 0.3, 0.4, 0.5, 0.2]
+    teacher = [0.3, 0.2, 0.6, 0.4, 0.9, 0.1]
+    families = ["a", "a", "b", "b", "c", "c"]
 
     def result(method: str, k: int, score: float, error: str | None = None) -> ItemResult:
-        return ItemResult(instance_id=f"i{k}", family="f", split="ID", faculty="x", method=method, seed=k, score=score,
-                          error=error)
+        return ItemResult(instance_id=f"i{k}", family=families[k % 6], split="ID", faculty="x", method=method, seed=k,
+                          score=score, error=error)
 
     results = ([result("vanilla", k, v) for k, v in enumerate(vanilla)]
                + [result("teacher", k, t) for k, t in enumerate(teacher)]
@@ -856,12 +857,75 @@ def test_summaries_carry_the_paired_difference_from_vanilla():
     summary = summarise_methods(results)
     d = summary["teacher"].vs_vanilla
     diffs = np.array(teacher) - np.array(vanilla)
-    se = diffs.std(ddof=1) / np.sqrt(len(diffs))
-    assert d.baseline == "vanilla" and d.n == 5
+    resid = diffs - diffs.mean()
+    # CR1 by hand: per-family residual sums (a: 0.2-m + 0-m, ...), G/(G-1), over n; t(0.975, 2) = 4.303
+    sums = [resid[0] + resid[1], resid[2] + resid[3], resid[4] + resid[5]]
+    se = np.sqrt(3 / 2 * sum(x**2 for x in sums)) / 6
+    assert d.baseline == "vanilla" and d.n == 6 and d.clusters == 3
     assert d.mean == pytest.approx(diffs.mean()) and d.std_error == pytest.approx(se)
-    assert (d.ci95_low, d.ci95_high) == (pytest.approx(diffs.mean() - 1.96 * se), pytest.approx(diffs.mean() + 1.96 * se))
-    assert (d.wins, d.ties, d.losses) == (3, 2, 0)
+    assert (d.ci95_low, d.ci95_high) == (pytest.approx(diffs.mean() - 4.3027 * se, abs=1e-4),
+                                         pytest.approx(diffs.mean() + 4.3027 * se, abs=1e-4))
+    assert (d.wins, d.ties, d.losses) == (3, 2, 1)
     assert summary["vanilla"].vs_vanilla is None
+
+
+def test_clustered_interval_widens_when_families_move_together():
+    """Differences that share a family effect are fewer independent facts than items: the clustered
+    interval is wider than the i.i.d. one, and with one family it falls back to the i.i.d. one."""
+    from core.method.compare import clustered_interval
+
+    rng = np.random.default_rng(0)
+    effect = {"a": 0.3, "b": -0.2, "c": 0.1, "d": 0.0}
+    groups = [g for g in effect for _ in range(10)]
+    diffs = np.array([effect[g] + rng.normal(0, 0.02) for g in groups])
+    se, half, g = clustered_interval(diffs, groups)
+    iid = diffs.std(ddof=1) / np.sqrt(len(diffs))
+    assert g == 4 and se > 2 * iid and half > 1.96 * se
+    se1, half1, g1 = clustered_interval(diffs, ["x"] * len(diffs))
+    assert g1 == 1 and se1 == pytest.approx(iid) and half1 == pytest.approx(2.0227 * iid, abs=1e-3)
+
+
+def test_judge_fooled_rate_counts_broken_rules_the_judge_called_yes():
+    """A constructed case: the judge says Yes to a rule the scorer finds broken; the rate fires, per
+    method, with its change from vanilla; queries without a scorer answer count in neither."""
+    from core.method.compare import ItemResult, judge_fooled_counts, summarise_methods
+
+    assert judge_fooled_counts([0.9, 0.8, 0.2, 0.7], [False, True, False, None]) == (2, 1)
+
+    def result(method: str, k: int, p_yes: list[float], truth: list[bool | None]) -> ItemResult:
+        return ItemResult(instance_id=f"i{k}", family="f", split="ID", faculty="x", method=method, seed=k, score=0.2,
+                          judge_p_yes=p_yes, judge_truth=truth)
+
+    results = [result("vanilla", 0, [0.1, 0.9], [False, True]), result("vanilla", 1, [0.6, 0.3], [False, False]),
+               result("teacher", 0, [0.9, 0.9], [False, False]), result("teacher", 1, [0.7, 0.4], [False, True]),
+               ItemResult(instance_id="i2", family="f", split="ID", faculty="x", method="teacher", seed=2,
+                          judge_p_yes=[0.9], judge_truth=[False], error="boom")]  # failed: counts in neither
+    summary = summarise_methods(results)
+    assert (summary["vanilla"].judge_broken, summary["vanilla"].judge_fooled_rate) == (3, pytest.approx(1 / 3))
+    assert (summary["teacher"].judge_broken, summary["teacher"].judge_fooled_rate) == (3, pytest.approx(1.0))
+    assert summary["teacher"].judge_fooled_vs_vanilla == pytest.approx(2 / 3)
+    assert summary["vanilla"].judge_fooled_vs_vanilla == pytest.approx(0.0)
+    # nothing broken: no rate at all rather than a 0% that could not have fired
+    clean = summarise_methods([result("vanilla", 0, [0.9], [True])])
+    assert clean["vanilla"].judge_fooled_rate is None
+
+
+def test_auto_tpo_rounds_fits_videotpos_rounds_into_the_teacher_methods_wall_time():
+    """(median teacher s - median once-per-item s) / median s per round: 10 s against 1 s once plus
+    0.9 s a round (a probe of 2 rounds at 2.8 s) gives 10 rounds."""
+    from core.method.compare import ItemResult, auto_tpo_rounds
+    from core.method.cost import CostRecord
+
+    def result(method: str, k: int, seconds: dict, **info) -> ItemResult:
+        return ItemResult(instance_id=f"i{k}", family="f", split="ID", faculty="x", method=method, seed=k,
+                          cost=CostRecord(seconds=seconds), info=info)
+
+    results = [result("teacher", k, {"optimise": 9.0 + k % 2 * 0.0, "generate": 1.0}) for k in range(3)]
+    results += [result("videotpo", k, {"prepare": 0.4, "rules": 0.6, "generate": 1.2, "judge": 0.6}, n_rounds=2)
+                for k in range(3)]
+    assert auto_tpo_rounds(results) == 10
+    with pytest.raises(ValueError, match="VideoTPO"):
+        auto_tpo_rounds([r for r in results if r.method == "teacher"])
 
 
 def test_auto_n_divides_median_teacher_time_by_median_candidate_time():
@@ -911,6 +975,8 @@ def test_vlmt_compare_guidance_doubles_the_nfe(models, tmp_path):
                                                            str(models[0]), "--surrogate", str(models[1]), "--teacher",
                                                            str(models[2]["qwen2_5_vl"]), "--per-family", "1"]).output
     assert guided["vanilla"]["nfe_per_item"] == 2 * plain["vanilla"]["nfe_per_item"] == 8
+    # no rules in play, so no judge: the rate is absent (null), never a 0% that could not fire
+    assert "judge_fooled_rate" in plain["vanilla"] and plain["vanilla"]["judge_fooled_rate"] is None
     records = json.loads((tmp_path / "records4.json").read_text())
     assert records["config"]["optim"]["guidance"] == {"scale": 3.0, "negative_prompt": "static"}
     # with rules in play the final video is judged query by query, the scorer's answer (None off the bank) beside each

@@ -37,6 +37,10 @@ def test_report_shows_every_method_and_item_and_every_file_it_references_exists(
         assert text.count(f"data-method='{method}'") == len(instances) - (method == "teacher")  # one failed
     assert "failed at optimise: RuntimeError: poisoned" in text
     assert "0.781" in summary  # the paper's teacher figure beside ours
+    # the judge-fooled rate: the fixture's darkened videos break the goal while the judge says 0.9
+    assert "judge fooled" in summary
+    vanilla = summary[summary.index("<td>vanilla</td>"):]
+    assert "<td>1.00</td>" in vanilla[:vanilla.index("</tr>")]
     refs = re.findall(r"(?:src)='([^']+)'", text)
     assert sum(r.endswith(".mp4") for r in refs) == len(instances) * len(METHODS) - 1
     assert sum(r.endswith(".png") and r.startswith("plots/") for r in refs) == 4

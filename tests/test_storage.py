@@ -149,7 +149,10 @@ def test_method_comparison_matches_the_records(warehouse):
         assert by_method[method]["mean_score"] == pytest.approx(np.mean([r.score for r in rs]), abs=1e-3)
         assert by_method[method]["n_errors"] == sum(r.error is not None for r in rs)
         ok = [r for r in rs if r.error is None]
-        assert by_method[method]["hacking_rate"] == pytest.approx(np.mean([r.hacked for r in ok]), abs=1e-3)
+        broken = sum(r.judge_broken for r in ok)
+        assert broken > 0  # the records hold broken criteria, so the rate can fire
+        assert by_method[method]["judge_broken"] == broken
+        assert by_method[method]["judge_fooled_rate"] == pytest.approx(sum(r.judge_fooled for r in ok) / broken, abs=1e-3)
 
 
 def test_ruler_scores_query_is_the_official_aggregation(warehouse):
@@ -180,10 +183,21 @@ def test_judge_versus_scorer_counts(warehouse):
     _, db, _, written, _ = warehouse
     q = load_queries()["judge_vs_scorer"]
     df = query(db, q.sql, q.bind({}))
-    row = next(r for r in df.iter_rows(named=True) if r["method"] == "vanilla")
-    rs = [r for rs in written.values() for r in rs if r.method == "vanilla"]
-    assert row["judge_yes_scorer_fail"] == sum(r.judge_all_yes and not r.success for r in rs)
-    assert row["judge_yes_scorer_pass"] == sum(r.judge_all_yes and r.success for r in rs)
+    assert sorted(df["variant"].unique()) == ["lam=0.0", "lam=0.5"]
+    for lam, records in written.items():
+        rows = {r["method"]: r for r in df.iter_rows(named=True) if r["variant"] == f"lam={lam}"}
+        row = rows["vanilla"]
+        rs = [r for r in records if r.method == "vanilla"]
+        assert row["judge_yes_scorer_fail"] == sum(r.judge_all_yes and not r.success for r in rs)
+        assert row["judge_yes_scorer_pass"] == sum(r.judge_all_yes and r.success for r in rs)
+        # query by query: of the criteria the scorer finds broken, those the judge called Yes
+        broken = [(p, t) for r in rs for p, t in zip(r.judge_p_yes, r.judge_truth, strict=True) if t is False]
+        assert row["judge_broken"] == len(broken) and row["judge_fooled"] == sum(p > 0.5 for p, _ in broken)
+        assert row["judge_fooled_rate"] == pytest.approx(row["judge_fooled"] / row["judge_broken"], abs=1e-3)
+        teacher = rows["teacher"]
+        assert teacher["change_from_baseline"] == pytest.approx(
+            teacher["judge_fooled_rate"] - row["judge_fooled_rate"], abs=2e-3)
+        assert row["change_from_baseline"] == 0
 
 
 def test_early_stop_and_ablation_pivot(warehouse):
@@ -266,6 +280,9 @@ def test_criteria_by_method_pivots_every_criterion(warehouse):
 
 
 def test_paired_vs_baseline_matches_the_records(warehouse):
+    """The SQL's family-clustered interval is the Python summary's (core.method.compare.paired_difference)."""
+    from core.method.compare import paired_difference
+
     _, db, _, written, _ = warehouse
     df = named(db, "paired_vs_baseline")
     assert sorted(df["variant"]) == ["lam=0.0", "lam=0.5"] and set(df["method"]) == {"teacher"}
@@ -274,11 +291,11 @@ def test_paired_vs_baseline_matches_the_records(warehouse):
         base = {r.instance_id: r.score for r in rs if r.method == "vanilla" and r.error is None}
         diffs = np.array([r.score - base[r.instance_id] for r in rs
                           if r.method == "teacher" and r.error is None and r.instance_id in base])
-        se = diffs.std(ddof=1) / np.sqrt(len(diffs))
-        assert row["baseline"] == "vanilla" and row["n"] == len(diffs)
+        ref = paired_difference([r for r in rs if r.method == "teacher"], [r for r in rs if r.method == "vanilla"])
+        assert row["baseline"] == "vanilla" and row["n"] == len(diffs) == ref.n and row["clusters"] == ref.clusters == 3
         assert row["mean_diff"] == pytest.approx(diffs.mean(), abs=1e-3)
-        assert row["std_error"] == pytest.approx(se, abs=1e-3)
-        assert row["ci95_low"] == pytest.approx(diffs.mean() - 1.96 * se, abs=2e-3)
+        assert row["std_error"] == pytest.approx(ref.std_error, abs=1e-3)
+        assert (row["ci95_low"], row["ci95_high"]) == (pytest.approx(ref.ci95_low, abs=2e-3), pytest.approx(ref.ci95_high, abs=2e-3))
         assert (row["wins"], row["ties"], row["losses"]) == ((diffs > 0).sum(), (diffs == 0).sum(), (diffs < 0).sum())
     # the other way round: vanilla against the teacher method, the same pairs with the opposite sign
     flipped = named(db, "paired_vs_baseline", baseline="teacher")
@@ -298,7 +315,10 @@ def test_paired_runs_matches_the_records(warehouse):
     diffs = np.array([scores[0.0][i] - scores[0.5][i] for i in common])
     row = rows[("lam=0.0", "lam=0.5")]
     assert row["n"] == len(common) and row["mean_diff"] == pytest.approx(diffs.mean(), abs=1e-3)
-    assert row["std_error"] == pytest.approx(diffs.std(ddof=1) / np.sqrt(len(diffs)), abs=1e-3)
+    # one item per family: the clustered error equals the i.i.d. one, and t has G - 1 = 2 degrees of freedom
+    se = diffs.std(ddof=1) / np.sqrt(len(diffs))
+    assert row["clusters"] == 3 and row["std_error"] == pytest.approx(se, abs=1e-3)
+    assert row["ci95_high"] == pytest.approx(diffs.mean() + 4.303 * se, abs=2e-3)
     assert (row["wins"], row["ties"], row["losses"]) == ((diffs > 0).sum(), (diffs == 0).sum(), (diffs < 0).sum())
     back = rows[("lam=0.5", "lam=0.0")]
     assert back["mean_diff"] == pytest.approx(-row["mean_diff"], abs=1e-3) and back["wins"] == row["losses"]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from core.bench.synth.families import FAMILIES
-from core.bench.synth.family import PERTURBATIONS
+from core.bench.synth.family import EXTRA_PERTURBATIONS, PERTURBATIONS
 from core.bench.synth.scene import render
 from core.errors import InputError
 from core.media import read_video, write_video
@@ -53,37 +53,91 @@ def test_scores_are_robust_to_blur_noise_and_h264(name, tmp_path):
             assert abs(score_synth(inst, add_noise(frames, 5.0, seed=index)).score - b) <= 0.05
 
 
-def test_every_perturbation_breaks_strict_success_and_lowers_the_score():
-    applied: dict[str, list[tuple[float, bool]]] = defaultdict(list)
-    for family in FAMILIES.values():
+#: Perturbations that leave the goal reached and break one process rule: "solved with one glitch".
+#: Under the VBVR-style sum (goal 0.7, process 0.3) such a video keeps its goal credit, so these
+#: score above 0.7 by design; they must still fail strict success and beat a held first frame.
+GLITCHES = ("teleport", "vanish", "static_change")
+#: The degenerate videos: nothing happens, or the moving objects are gone.
+DEGENERATE = ("erase", "still", "freeze")
+
+
+def _perturbed_scores() -> dict[tuple[str, str], list]:
+    out: dict[tuple[str, str], list] = defaultdict(list)
+    for name, family in FAMILIES.items():
         for index in range(PERTURB_SEEDS):
             inst, layout, scene, _ = make_instance(family, index)
             rng = np.random.default_rng(1000 + index)
-            for kind in PERTURBATIONS:
+            for kind in PERTURBATIONS + EXTRA_PERTURBATIONS:
                 broken = family.perturb(kind, layout, scene, rng)
-                if broken is None:
-                    continue
-                result = score_synth(inst, render(broken))
-                applied[kind].append((result.score, result.success))
-    assert set(applied) == set(PERTURBATIONS), "every class applies somewhere"
-    for kind, outcomes in applied.items():
-        assert len(outcomes) >= 30, kind
-        fail_rate = np.mean([not ok for _, ok in outcomes])
-        mean_score = np.mean([s for s, _ in outcomes])
-        assert fail_rate >= 0.95, (kind, fail_rate)
-        assert mean_score < 0.6, (kind, mean_score)
+                if broken is not None:
+                    out[(name, kind)].append(score_synth(inst, render(broken)))
+    return out
+
+
+@pytest.fixture(scope="module")
+def perturbed():
+    return _perturbed_scores()
+
+
+def test_every_perturbation_fails_strict_success_on_every_family(perturbed):
+    kinds = {kind for _, kind in perturbed}
+    assert kinds == set(PERTURBATIONS + EXTRA_PERTURBATIONS), "every class applies somewhere"
+    for (name, kind), results in perturbed.items():
+        ok = [r.instance_id for r in results if r.success]
+        assert not ok, (name, kind, ok)
+
+
+def test_perturbations_that_break_the_goal_or_lose_the_object_score_below_0_6(perturbed):
+    for (name, kind), results in perturbed.items():
+        mean = float(np.mean([r.score for r in results]))
+        if kind in DEGENERATE:
+            worst = max(r.score for r in results)
+            assert worst <= 0.35, (name, kind, worst)  # every single video, not only the mean
+        elif kind not in GLITCHES:
+            # pass_through keeps the goal where the object walks through a wall to its target (its
+            # goal-keeping videos are glitches too) and breaks it where a block falls through its support
+            goal_broken = [r.score for r in results if r.goal < 0.999]
+            assert kind == "pass_through" or len(goal_broken) == len(results), (name, kind)
+            if goal_broken:
+                assert float(np.mean(goal_broken)) < 0.6, (name, kind, mean)
+
+
+def test_solved_with_one_glitch_scores_above_a_held_first_frame_on_every_family(perturbed):
+    for name in FAMILIES:
+        still = float(np.mean([r.score for r in perturbed[(name, "still")]]))
+        for kind in GLITCHES:
+            if perturbed.get((name, kind)):
+                glitch = float(np.mean([r.score for r in perturbed[(name, kind)]]))
+                assert glitch > still + 0.3, (name, kind, glitch, still)
+                # the glitch costs its rule's process weight (and no goal credit)
+                assert all(r.score < 1.0 - 0.05 for r in perturbed[(name, kind)]), (name, kind)
+
+
+def test_no_rule_holds_for_an_object_that_is_not_there(perturbed):
+    """Erased objects: every rule about them fails; only the scene's own rule keeps its credit."""
+    from core.scoring.synth import SCORERS
+
+    for (name, kind), results in perturbed.items():
+        if kind != "erase":
+            continue
+        kept = {SCORERS[name].names["preserved"]}
+        for r in results:
+            held = {c.name for c in r.criteria if c.score > 0}
+            assert held <= kept, (name, {c.name: c.detail for c in r.criteria if c.score > 0})
 
 
 #: Which scorer criterion (by role) each perturbation class must break.
 SPRITE_ROLE = {"teleport": "continuity", "pass_through": "obstacles", "vanish": "integrity", "duplicate": "integrity",
-               "wrong_end": "goal", "recolour": "integrity", "freeze": "goal", "static_change": "preserved"}
+               "wrong_end": "goal", "recolour": "integrity", "freeze": "goal", "static_change": "preserved",
+               "erase": "integrity", "still": "continuity"}
 PAINT_ROLE = {"teleport": "gradual", "pass_through": "inside", "vanish": "persists", "wrong_end": "goal",
-              "recolour": "goal", "freeze": "goal", "static_change": "preserved"}
+              "recolour": "goal", "freeze": "goal", "static_change": "preserved", "still": "gradual"}
 
 
 @pytest.mark.parametrize("name", sorted(FAMILIES))
 def test_perturbations_break_the_rule_they_name(name):
-    """Each class hits the criterion it is about; freeze breaks the goal and no process rule."""
+    """Each class hits the criterion it is about. A held first frame breaks the goal and the rules
+    about motion, and keeps the rules that really hold (the scene preserved, the object intact)."""
     from core.scoring.synth import SCORERS, PaintScorer
 
     scorer = SCORERS[name]
@@ -97,8 +151,19 @@ def test_perturbations_break_the_rule_they_name(name):
             result = score_synth(inst, render(broken))
             hit = result.criterion(scorer.names[role])
             assert hit.score <= 0.5, (kind, index, hit)
-            if kind == "freeze":
-                assert result.process == pytest.approx(1.0), {c.name: c.detail for c in result.criteria}
+            if kind in ("freeze", "still"):
+                honest = [scorer.names["preserved"]] + ([] if isinstance(scorer, PaintScorer) else [scorer.names["integrity"]])
+                assert all(result.criterion(n).score == 1.0 for n in honest), {c.name: c.detail for c in result.criteria}
+                assert result.criterion(scorer.names[role]).score == 0.0
+
+
+def test_gated_score_is_kept_beside_the_headline():
+    family = FAMILIES["maze_navigate"]
+    inst, layout, scene, _ = make_instance(family, 2)
+    result = score_synth(inst, render(family.perturb("teleport", layout, scene, np.random.default_rng(0))))
+    weights = sum(c.weight for c in result.criteria)
+    assert result.score == pytest.approx(sum(c.weight * c.score for c in result.criteria) / weights)
+    assert result.gate == 0.0 and result.gated < 0.3 < 0.7 < result.score
 
 
 def test_scorer_reads_other_resolutions_and_frame_counts():

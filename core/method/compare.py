@@ -2,9 +2,10 @@
 
 For each item: prepare the Reasoner's condition once, extract and compile the Teacher's
 rules once (if any method needs them), run every method, score each video with the
-benchmark's scorer and judge it with the Teacher (the judge is used for the reward-hacking
-rate: the Teacher says "Yes" to every query while the strict rule-based check fails). A
-failing (item, method) is recorded with its error and stage; the others go on.
+benchmark's scorer and judge it with the Teacher. The judge measures reward hacking query by
+query: of the rules the scorer finds broken in a video, the share the Teacher still calls
+satisfied ("judge fooled", ``judge_fooled_rate``). A failing (item, method) is recorded with
+its error and stage; the others go on.
 
 ``n="auto"`` for best_of_n / pass_at_n picks N after the teacher method has run, so that
 best-of-N's wall time per item matches the teacher method's: N = round(median teacher seconds
@@ -40,7 +41,7 @@ from core.method.methods import (
     MethodConfig,
 )
 from core.method.reasoner import ReasonerAdapter
-from core.method.teacher import all_yes, compile_reward, extract_rules, judge
+from core.method.teacher import YES_THRESHOLD, all_yes, compile_reward, extract_rules, judge
 from core.models.teacher import Teacher
 from core.scoring.synth import score_synth
 
@@ -61,7 +62,8 @@ class ItemResult(BaseModel):
     criteria: dict[str, float] = Field(default_factory=dict)
     goal: float | None = Field(None, description="The synth scorer's goal part, before the gate (None: unscored).")
     process: float | None = Field(None, description="The synth scorer's process part (None: unscored).")
-    gate: float | None = Field(None, description="The lowest process score, which multiplies the goal credit.")
+    gate: float | None = Field(None, description="The lowest process score.")
+    gated: float | None = Field(None, description="The earlier gated score (goal credit x gate + process), not the headline.")
     judge_p_yes: list[float] = Field(default_factory=list)
     judge_truth: list[bool | None] = Field(
         default_factory=list, description="The scorer's answer to each judged query (None: not a bank phrasing).")
@@ -79,11 +81,23 @@ class ItemResult(BaseModel):
         return self._video
 
     @property
-    def hacked(self) -> bool | None:
-        """The judge says every rule holds but the strict rule-based check fails (None: unscored)."""
-        if self.error is None and self.success is None:
-            return None
-        return self.error is None and self.judge_all_yes and not self.success
+    def judge_broken(self) -> int:
+        """Judged queries whose criterion the scorer finds broken (0: no judge, or no scorer truth)."""
+        return judge_fooled_counts(self.judge_p_yes, self.judge_truth)[0] if self.error is None else 0
+
+    @property
+    def judge_fooled(self) -> int:
+        """Of ``judge_broken``, the queries the judge still answered Yes (P(Yes) > 0.5)."""
+        return judge_fooled_counts(self.judge_p_yes, self.judge_truth)[1] if self.error is None else 0
+
+
+def judge_fooled_counts(p_yes: Sequence[float], truth: Sequence[bool | None]) -> tuple[int, int]:
+    """(broken, fooled): queries the scorer says are broken, and those the judge called Yes anyway.
+
+    Queries with no scorer answer (None: not one of the benchmark's phrasings) count in neither.
+    """
+    broken = [p for p, holds in zip(p_yes, truth, strict=False) if holds is False]
+    return len(broken), sum(p > YES_THRESHOLD for p in broken)
 
 
 def item_seed(instance: TaskInstance, base_seed: int) -> int:
@@ -150,7 +164,7 @@ def run_item(
             result = score_synth(instance, output.video)
             res.score, res.success = result.score, result.success
             res.criteria = {c.name: c.score for c in result.criteria}
-            res.goal, res.process, res.gate = result.goal, result.process, result.gate
+            res.goal, res.process, res.gate, res.gated = result.goal, result.process, result.gate, result.gated
             if ctx.reward is not None:
                 start = time.perf_counter()
                 res.judge_p_yes = judge(teacher, ctx.reward, output.video)
@@ -169,14 +183,18 @@ def run_item(
 class PairedDifference(BaseModel):
     """A method's score minus a baseline's on the same items (the figure to quote for a gain).
 
-    Pairing removes each item's own difficulty from the comparison; the interval is the
-    normal approximation, mean +- 1.96 standard errors (as ``sql/paired_vs_baseline.sql``).
+    Pairing removes each item's own difficulty from the comparison. Items of one family share
+    a scorer, a layout sampler and a difficulty, so their differences are not independent: the
+    interval is cluster-robust over families (``clustered_interval``: the CR1 sandwich standard
+    error of the mean with Student's t at G - 1 degrees of freedom, G families), as
+    ``sql/paired_vs_baseline.sql`` computes it. With one family it is the plain i.i.d. interval.
     """
 
     baseline: str
     n: int
+    clusters: int = Field(description="Families the items fall in (the interval's clusters).")
     mean: float
-    std_error: float
+    std_error: float = Field(description="Family-clustered standard error of the mean (i.i.d. with one family).")
     ci95_low: float
     ci95_high: float
     wins: int
@@ -184,16 +202,38 @@ class PairedDifference(BaseModel):
     losses: int
 
 
+def clustered_interval(diffs: np.ndarray, groups: Sequence[str]) -> tuple[float, float, int]:
+    """(standard error, half-width of the 95% interval, clusters) of ``diffs``' mean, clustered by ``groups``.
+
+    CR1: V = G / (G - 1) * sum_g (sum_{i in g} (d_i - mean))^2 / n^2; the half-width is
+    t(0.975, G - 1) * sqrt(V). Under two clusters: the i.i.d. error and t(0.975, n - 1).
+    """
+    from scipy.stats import t as student_t
+
+    n = len(diffs)
+    labels = np.unique(np.asarray(groups), return_inverse=True)[1]
+    g = int(labels.max()) + 1
+    resid = diffs - diffs.mean()
+    if g < 2:
+        se = float(diffs.std(ddof=1) / np.sqrt(n))
+        return se, float(student_t.ppf(0.975, n - 1)) * se, g
+    sums = np.bincount(labels, weights=resid, minlength=g)
+    se = float(np.sqrt(g / (g - 1) * (sums**2).sum()) / n)
+    return se, float(student_t.ppf(0.975, g - 1)) * se, g
+
+
 def paired_difference(results: Sequence[ItemResult], baseline: Sequence[ItemResult]) -> PairedDifference | None:
     """``results`` minus ``baseline`` on the items both scored without error; None under two such items."""
     base = {r.instance_id: r.score for r in baseline if r.error is None and r.score is not None}
-    diffs = np.array([r.score - base[r.instance_id] for r in results
-                      if r.error is None and r.score is not None and r.instance_id in base])
-    if len(diffs) < 2:
+    pairs = [(r.score - base[r.instance_id], r.family) for r in results
+             if r.error is None and r.score is not None and r.instance_id in base]
+    if len(pairs) < 2:
         return None
-    mean, se = float(diffs.mean()), float(diffs.std(ddof=1) / np.sqrt(len(diffs)))
-    return PairedDifference(baseline=baseline[0].method, n=len(diffs), mean=mean, std_error=se,
-                            ci95_low=mean - 1.96 * se, ci95_high=mean + 1.96 * se, wins=int((diffs > 1e-9).sum()),
+    diffs = np.array([d for d, _ in pairs])
+    mean = float(diffs.mean())
+    se, half, clusters = clustered_interval(diffs, [f for _, f in pairs])
+    return PairedDifference(baseline=baseline[0].method, n=len(diffs), clusters=clusters, mean=mean, std_error=se,
+                            ci95_low=mean - half, ci95_high=mean + half, wins=int((diffs > 1e-9).sum()),
                             ties=int((np.abs(diffs) <= 1e-9).sum()), losses=int((diffs < -1e-9).sum()))
 
 
@@ -208,7 +248,11 @@ class MethodSummary(BaseModel):
     seconds_per_item: float
     nfe_per_item: float
     teacher_calls_per_item: float
-    hacking_rate: float = Field(description="Judge says Yes to every query while the strict check fails.")
+    mean_gated: float = Field(float("nan"), description="Mean of the earlier gated score (not the headline).")
+    judge_broken: int = Field(0, description="Judged (video, query) pairs whose criterion the scorer finds broken.")
+    judge_fooled_rate: float | None = Field(
+        None, description="Share of those the judge called Yes (P(Yes) > 0.5); None where nothing judged was broken.")
+    judge_fooled_vs_vanilla: float | None = Field(None, description="judge_fooled_rate minus vanilla's.")
     vs_vanilla: PairedDifference | None = Field(None, description="Score minus vanilla's on the same items.")
     extra: dict = Field(default_factory=dict)
 
@@ -238,6 +282,8 @@ def summarise_methods(results: Sequence[ItemResult]) -> dict[str, MethodSummary]
                      "stop_reasons": dict(sorted(_count(r.info["optim"]["stop_reason"] for r in ok if "optim" in r.info).items()))}
         if method in (Method.BEST_OF_N.value, Method.PASS_AT_N.value) and ok:
             extra = {"n": ok[0].info.get("n")}
+        if method == Method.VIDEOTPO.value and ok and ok[0].info.get("n_rounds"):
+            extra = {"rounds": ok[0].info["n_rounds"]}
         out[method] = MethodSummary(
             method=method, n=len(rs), n_errors=len(rs) - len(ok),
             mean_score=_mean(r.score for r in rs if r.score is not None),
@@ -247,11 +293,21 @@ def summarise_methods(results: Sequence[ItemResult]) -> dict[str, MethodSummary]
             seconds_per_item=_mean(r.cost.total_seconds for r in ok), nfe_per_item=_mean(r.cost.reasoner_nfe for r in ok),
             teacher_calls_per_item=_mean(r.cost.counts.get("teacher_forward", 0) + r.cost.counts.get("teacher_backward", 0)
                                          + r.cost.counts.get("teacher_generate", 0) for r in ok),
-            hacking_rate=_mean(float(r.hacked) for r in ok if r.hacked is not None), extra=extra,
+            mean_gated=_mean(r.gated for r in ok if r.gated is not None),
+            judge_broken=sum(r.judge_broken for r in ok), judge_fooled_rate=_fooled_rate(ok), extra=extra,
             vs_vanilla=paired_difference(rs, by_method[Method.VANILLA.value])
             if method != Method.VANILLA.value and by_method.get(Method.VANILLA.value) else None,
         )
+    vanilla = out.get(Method.VANILLA.value)
+    for summary in out.values():
+        if summary.judge_fooled_rate is not None and vanilla is not None and vanilla.judge_fooled_rate is not None:
+            summary.judge_fooled_vs_vanilla = summary.judge_fooled_rate - vanilla.judge_fooled_rate
     return out
+
+
+def _fooled_rate(results: Sequence[ItemResult]) -> float | None:
+    broken = sum(r.judge_broken for r in results)
+    return sum(r.judge_fooled for r in results) / broken if broken else None
 
 
 def _count(values: Iterable[str]) -> dict[str, int]:
@@ -271,6 +327,26 @@ def auto_n(results: Sequence[ItemResult]) -> int:
     return max(2, round(float(np.median(teacher)) / max(per_candidate, 1e-6)))
 
 
+#: Cost phases paid once per item whatever VideoTPO's rounds (its condition and the rules).
+_ONCE_PER_ITEM = ("prepare", "rules")
+
+
+def auto_tpo_rounds(results: Sequence[ItemResult]) -> int:
+    """VideoTPO's rounds matching the teacher method's wall time per item, from a probe run.
+
+    Each round generates ``tpo_videos`` videos, judges them and rewrites the prompt; the item's
+    condition and rules are paid once. So rounds = round((median teacher seconds - median
+    once-per-item seconds) / median seconds per round), at least 1; medians, as for ``auto_n``.
+    """
+    teacher = [r.cost.total_seconds for r in results if r.method == Method.TEACHER.value and r.error is None]
+    probes = [r for r in results if r.method == Method.VIDEOTPO.value and r.error is None and r.info.get("n_rounds")]
+    if not teacher or not probes:
+        raise ValueError("matching VideoTPO's rounds needs the teacher method and a VideoTPO run in the same run")
+    once = [sum(r.cost.seconds.get(k, 0.0) for k in _ONCE_PER_ITEM) for r in probes]
+    per_round = [(r.cost.total_seconds - o) / r.info["n_rounds"] for r, o in zip(probes, once, strict=True)]
+    return max(1, round((float(np.median(teacher)) - float(np.median(once))) / max(float(np.median(per_round)), 1e-6)))
+
+
 def compare(
     reasoner: ReasonerAdapter,
     teacher: Teacher,
@@ -281,7 +357,11 @@ def compare(
     base_seed: int = 0,
     on_result: Callable[[ItemResult], None] | None = None,
 ) -> list[ItemResult]:
-    """Run ``methods`` on ``instances``; with ``n='auto'`` the N-candidate baselines run last."""
+    """Run ``methods`` on ``instances``; with ``n='auto'`` the N-candidate baselines run last.
+
+    ``n='auto'`` also matches VideoTPO's cost: it first runs with ``cfg.tpo_rounds`` as a probe
+    (not reported), then, where the matched rounds (``auto_tpo_rounds``) differ, again with them.
+    """
     methods = list(dict.fromkeys(Method(m) for m in methods))
     if Method.SHARED in methods:
         raise InputError("methods: shared", "trains one adapter on every item's reward before any item's video",
@@ -298,9 +378,24 @@ def compare(
             if on_result:
                 on_result(r)
 
+    match_tpo = n == "auto" and Method.VIDEOTPO in methods
+    if match_tpo:
+        first = list(dict.fromkeys([Method.VANILLA, Method.TEACHER, *first]))
     cfg1 = cfg if n == "auto" else cfg.model_copy(update={"n": int(n)})
+    probes: list[ItemResult] = []
     for inst in instances:
-        keep(run_item(reasoner, teacher, inst, first, cfg1, base_seed))
+        item = run_item(reasoner, teacher, inst, first, cfg1, base_seed)
+        probes += [r for r in item if match_tpo and r.method == Method.VIDEOTPO.value]
+        keep([r for r in item if not (match_tpo and r.method == Method.VIDEOTPO.value)])
+    if match_tpo:
+        rounds = auto_tpo_rounds(results + probes)
+        log.info("VideoTPO matched to the teacher method's wall time: %d rounds", rounds)
+        if rounds == cfg.tpo_rounds:
+            keep(probes)
+        else:
+            cfg_tpo = cfg1.model_copy(update={"tpo_rounds": rounds})
+            for inst in instances:
+                keep(run_item(reasoner, teacher, inst, [Method.VIDEOTPO], cfg_tpo, base_seed))
     if n == "auto" and n_methods:
         chosen = auto_n(results)
         log.info("best-of-N matched to the teacher method's wall time: N = %d", chosen)

@@ -259,7 +259,7 @@ def run_videotpo(reasoner: ReasonerAdapter, teacher: Teacher, ctx: ItemContext, 
     videos, losses, history = videotpo_search(ctx.instance.prompt, reward, cfg.tpo_rounds, cfg.tpo_videos, generate,
                                               lambda video: _judge(teacher, reward, video, meter))
     k = int(np.argmin(losses))
-    return MethodOutput(videos[k], {"rounds": history, "selected_round": k // cfg.tpo_videos})
+    return MethodOutput(videos[k], {"rounds": history, "n_rounds": len(history), "selected_round": k // cfg.tpo_videos})
 
 
 def _adapted_video(reasoner: ReasonerAdapter, ctx: ItemContext, cfg: MethodConfig, meter: CostMeter,

@@ -86,6 +86,7 @@ class SelectionRecord(BaseModel):
     values: list[float]
     video: VideoRecord
     cost: CostRecord = CostRecord()
+    rounds: int | None = Field(None, description="VideoTPO: the rounds run (None: a selection among candidates).")
 
 
 class ScoreRecord(BaseModel):
@@ -97,7 +98,8 @@ class ScoreRecord(BaseModel):
     criteria: dict[str, float] = Field(default_factory=dict)
     goal: float | None = Field(None, description="The scorer's goal part (weighted mean of goal criteria, ungated).")
     process: float | None = Field(None, description="The scorer's process part (weighted mean of process rules).")
-    gate: float | None = Field(None, description="The lowest process score, which multiplies the goal credit.")
+    gate: float | None = Field(None, description="The lowest process score.")
+    gated: float | None = Field(None, description="The earlier gated score (goal credit x gate + process), not the headline.")
     judge_p_yes: list[float] = Field(default_factory=list)
     judge_truth: list[bool | None] = Field(
         default_factory=list, description="The scorer's answer to each judged query (synth; None: not a bank phrasing).")
@@ -319,7 +321,8 @@ def videotpo_stage(
     videos, losses, history = videotpo_search(instance.prompt, reward, rounds, per_round, generate, judge_video)
     write_json_atomic(out_dir / "videotpo.json", history)
     k = int(np.argmin(losses))
-    return SelectionRecord(by="judge", selected=k, values=losses, video=videos[k], cost=_with_videos(meter, videos))
+    return SelectionRecord(by="judge", selected=k, values=losses, video=videos[k], cost=_with_videos(meter, videos),
+                           rounds=len(history))
 
 
 def _with_videos(meter: CostMeter, videos: list[VideoRecord]) -> CostRecord:
@@ -341,7 +344,7 @@ def score_stage(
     if instance.benchmark == "synth":
         result = score_synth(instance, frames)
         record = ScoreRecord(score=result.score, success=result.success, criteria={c.name: c.score for c in result.criteria},
-                             goal=result.goal, process=result.process, gate=result.gate)
+                             goal=result.goal, process=result.process, gate=result.gate, gated=result.gated)
     else:
         record = ScoreRecord(score=None, success=None)
     seconds = {"score": time.perf_counter() - t0}

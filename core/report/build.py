@@ -92,14 +92,15 @@ def _num(value, digits: int = 3) -> str:
 
 def _summary_table(data: ReportData) -> str:
     head = ("<tr><th>method</th><th>items</th><th>errors</th><th>mean score</th><th>strict success</th>"
-            "<th>s / item</th><th>NFE / item</th><th>hacking rate</th><th>paper VBVR score</th><th>paper s / item</th></tr>")
+            "<th>s / item</th><th>NFE / item</th><th title='of the judged rules the scorer finds broken, the share the "
+            "judge called Yes'>judge fooled</th><th>paper VBVR score</th><th>paper s / item</th></tr>")
     rows = []
     for r in data.summary:
         paper = PAPER_VBVR.get(r["method"], {})
         rows.append(
             f"<tr><td>{_e(r['method'])}</td><td>{r['n']}</td><td>{r['errors']}</td><td>{_num(r['mean_score'])}</td>"
             f"<td>{_num(r['success_rate'], 2)}</td><td>{_num(r['seconds_per_item'], 1)}</td><td>{_num(r['nfe_per_item'], 1)}</td>"
-            f"<td>{_num(r['hacking_rate'], 2)}</td><td>{_num(paper.get('score'))}</td><td>{_num(paper.get('seconds_per_item'), 0)}</td></tr>")
+            f"<td>{_num(r['judge_fooled_rate'], 2)}</td><td>{_num(paper.get('score'))}</td><td>{_num(paper.get('seconds_per_item'), 0)}</td></tr>")
     return f"<table class='grid' id='summary'>{head}{''.join(rows)}</table>"
 
 

@@ -148,7 +148,12 @@ def load_report_data(db: str | Path, experiment: str | None = None, variant: str
         success_rate=pl.col("success").filter(pl.col("error").is_null()).cast(pl.Float64).mean(),
         seconds_per_item=pl.col("total_seconds").filter(pl.col("error").is_null()).mean(),
         nfe_per_item=pl.col("reasoner_nfe").filter(pl.col("error").is_null()).mean(),
-        hacking_rate=pl.col("hacked").filter(pl.col("error").is_null()).cast(pl.Float64).mean(),
+        judge_broken=pl.col("judge_broken").filter(pl.col("error").is_null()).sum(),
+        judge_fooled=pl.col("judge_fooled").filter(pl.col("error").is_null()).sum(),
+    ).with_columns(
+        # reward hacking query by query: of the rules the scorer finds broken, those the judge called Yes
+        judge_fooled_rate=pl.when(pl.col("judge_broken") > 0)
+        .then(pl.col("judge_fooled") / pl.col("judge_broken")).otherwise(None),
     ))
     by_group = ok.group_by("faculty", "split", "method").agg(n=pl.len(), mean_score=pl.col("score").mean())
     traces = query(db, "SELECT instance_id, step, loss, p_yes_json FROM traces WHERE experiment_id = $e AND variant = $v "

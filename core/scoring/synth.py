@@ -5,6 +5,15 @@ generator) and a video at any resolution and frame count, and returns named, wei
 sub-criteria in [0, 1]: goal criteria (weights summing to 0.7) and process rules (0.3,
 split evenly). Thresholds sit well clear of what blur (sigma 1 px), noise (sigma 5/255)
 and H.264 do to a correct video, and well clear of what a broken rule does.
+
+No rule holds vacuously. A rule about an object is judged on every frame where the object
+should be (it is in every ground-truth frame): a frame where it is not found (vanished,
+erased, merged into another colour) counts against the rule, just as a frame that breaks
+it does, so a video without the object earns none of the object's process credit. A rule
+about motion (continuous motion, falling straight, the key's order; for paint: growing
+gradually, paint persisting, staying inside) earns nothing where the task needs motion and
+none happened: a held first frame keeps credit only for what really holds (walls kept,
+the object intact and off the obstacles), and scores 0.15-0.23 on every family.
 """
 
 from __future__ import annotations
@@ -25,6 +34,8 @@ MIN_FRAMES = 5
 #: At most this many frames are read, spread evenly over the video (as VBVR's evaluators do).
 MAX_FRAMES = 100
 GOAL_WEIGHT, PROCESS_WEIGHT = 0.7, 0.3
+#: An object "moved" when its centroid got at least this far (cells) from where it started.
+MOVED_CELLS = 0.5
 
 
 class SynthScorer:
@@ -113,8 +124,14 @@ class SpriteScorer(SynthScorer):
     def _goal(self, tracks: dict[str, Track], spec: dict) -> CriterionScore:
         dists = []
         for s in spec["sprites"]:
-            end = tracks[s["name"]].pos[-1]
-            dists.append(float(np.linalg.norm(end - np.asarray(s["target"], float))) if not np.isnan(end[0]) else np.inf)
+            t = tracks[s["name"]]
+            end, target = t.pos[-1], np.asarray(s["target"], float)
+            d = float(np.linalg.norm(end - target)) if not np.isnan(end[0]) else np.inf
+            # near the target is credit only for an object that got nearer: one that started a
+            # cell away and never moved has reached nothing
+            seen = t.pos[t.present]
+            start = float(np.linalg.norm(seen[0] - target)) if len(seen) else np.inf
+            dists.append(d if d <= 0.5 or d < start - 0.25 else np.inf)
         # Every object must reach its target: the weakest one sets the goal score.
         score = float(min(ramp(d, 0.5, 1.5) if np.isfinite(d) else 0.0 for d in dists))
         return CriterionScore(
@@ -133,10 +150,29 @@ class SpriteScorer(SynthScorer):
             allowed = 0.6 + s["max_speed"] * speed_scale
             scores.append(ramp(max_jump, allowed, allowed + 1.0))
             worst = max(worst, max_jump)
-        return CriterionScore(
+        return self._about_motion(CriterionScore(
             name=self.names["continuity"], kind="process", weight=0, score=min(scores),
             detail={"max_jump_cells": round(worst, 3)},
-        )
+        ), tracks, spec)
+
+    @staticmethod
+    def _about_objects(rule: CriterionScore, tracks: dict[str, Track]) -> CriterionScore:
+        """A rule about the objects fails on the frames where one of them is not found."""
+        missing = max(int((~t.present).sum()) for t in tracks.values())
+        rule.detail["frames_object_missing"] = missing
+        rule.score = min(rule.score, ramp(missing, 0, 2))
+        return rule
+
+    @classmethod
+    def _about_motion(cls, rule: CriterionScore, tracks: dict[str, Track], spec: dict) -> CriterionScore:
+        """A rule about motion: judged where the objects are, and worth nothing where the task
+        needs an object to move (it moves in the ground truth) and it never did."""
+        still = [s["name"] for s in spec["sprites"] if s["max_speed"] > 0 and not _moved(tracks[s["name"]])]
+        rule = cls._about_objects(rule, tracks)
+        if still:
+            rule.detail["never_moved"] = still
+            rule.score = 0.0
+        return rule
 
     def _integrity(self, tracks: dict[str, Track]) -> CriterionScore:
         bad = max(int((~t.present | t.duplicated).sum()) for t in tracks.values())
@@ -153,10 +189,10 @@ class SpriteScorer(SynthScorer):
             total = np.maximum(t.mask.sum(axis=(1, 2)), 1)
             frac = np.where(t.present, inside / total, 0.0)
             overlap = max(overlap, float(frac.max(initial=0.0)))
-        return CriterionScore(
+        return self._about_objects(CriterionScore(
             name=self.names["obstacles"], kind="process", weight=0, score=ramp(overlap, 0.25, 0.5),
             detail={"max_overlap_fraction": round(overlap, 3)},
-        )
+        ), tracks)
 
 
 class MazeScorer(SpriteScorer):
@@ -202,10 +238,10 @@ class GravityScorer(SpriteScorer):
             sideways = float(np.abs(pos[:, 1] - pos[0, 1]).max())
             upward = float(np.maximum(0.0, -np.diff(pos[:, 0])).max(initial=0.0))
             drift = max(drift, sideways, upward)
-        rules.insert(0, CriterionScore(
+        rules.insert(0, self._about_motion(CriterionScore(
             name="falls_straight_down", kind="process", weight=0, score=ramp(drift, 0.3, 0.8),
             detail={"max_sideways_or_upward_cells": round(drift, 3)},
-        ))
+        ), tracks, meta["scoring"]))
         return rules
 
 
@@ -245,10 +281,10 @@ class KeyThenGoalScorer(SpriteScorer):
                 problems.append(f"key vanished at frame {gone} with the agent {dist:.2f} cells away")
         if len(at_goal) and (gone is None or at_goal[0] < gone):
             problems.append(f"agent reached the goal at frame {int(at_goal[0])} before collecting the key")
-        rules.insert(0, CriterionScore(
+        rules.insert(0, self._about_motion(CriterionScore(
             name="key_before_goal", kind="process", weight=0, score=0.0 if problems else 1.0,
             detail={"problems": problems},
-        ))
+        ), {spec["primary"]: tracks[spec["primary"]]}, {"sprites": [s for s in spec["sprites"] if s["name"] == spec["primary"]]}))
         return rules
 
 
@@ -280,6 +316,9 @@ class PaintScorer(SynthScorer):
         new = (painted[1:] & ~painted[:-1]).sum(axis=(1, 2))
         allowed = int(np.ceil(spec["max_rate"] * (spec["n_frames"] - 1) / (len(frames) - 1))) + 1
         preserved, pdetail = self._preserved(votes, spec["static"], [])
+        # the paint is the moving object here: its rules judge paint that appeared, and hold
+        # nothing where the task paints cells and the video never painted one
+        grew = bool((painted[1:] & ~painted[:1]).any())
         process = [
             CriterionScore(name=self.names["inside"], kind="process", weight=0, score=ramp(float(stray.max()), 0, 2),
                            detail={"max_cells_outside": int(stray.max())}),
@@ -290,6 +329,9 @@ class PaintScorer(SynthScorer):
                            detail={"erased_cell_events": erased}),
             CriterionScore(name=self.names["preserved"], kind="process", weight=0, score=preserved, detail=pdetail),
         ]
+        if to_paint.any() and not grew:
+            for c in process[:3]:
+                c.score, c.detail["never_painted"] = 0.0, True
         for c in process:
             c.weight = PROCESS_WEIGHT / len(process)
         goal = CriterionScore(name=self.names["goal"], kind="goal", weight=GOAL_WEIGHT, score=recall,
@@ -328,6 +370,12 @@ class SymmetryScorer(PaintScorer):
         "persists": "paint_persists",
         "preserved": "shape_and_axis_preserved",
     }
+
+
+def _moved(t: Track) -> bool:
+    """Whether the object's centroid ever got ``MOVED_CELLS`` from its first seen position."""
+    pos = t.pos[t.present]
+    return len(pos) > 1 and float(np.linalg.norm(pos - pos[0], axis=1).max()) >= MOVED_CELLS
 
 
 SCORERS: dict[str, SynthScorer] = {

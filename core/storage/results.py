@@ -11,10 +11,11 @@ Tables (one folder each under the results root):
 
 * ``experiments``: one row per experiment (id, name, kind, config JSON, code version).
 * ``items``: one row per (experiment, item): family, split, faculty, seed.
-* ``results``: one row per (experiment, variant, item, method): score, success, the score's
-  goal and process parts and gate (synth), judge (P(Yes) per query, and the scorer's answer
-  to each query where it has one),
-  reward hacking, optimisation summary, error and its stage, video path, and the method
+* ``results``: one row per (experiment, variant, item, method): score (VBVR-style weighted
+  sum), strict success, the score's goal and process parts, gate and the earlier gated score
+  (synth), judge (P(Yes) per query, and the scorer's answer to each query where it has one),
+  judge-fooled counts (criteria the scorer finds broken, and those the judge called Yes:
+  reward hacking query by query), optimisation summary, error and its stage, video path, and the method
   knobs as columns (lambda, gradient mode, K, steps, rank, ...) for ablation pivots.
 * ``traces``: one row per optimisation step of the teacher method.
 * ``costs``: one row per (experiment, variant, item, method): seconds and call counts.
@@ -46,6 +47,10 @@ if TYPE_CHECKING:  # rows are written from results; reading the tables (reports,
 
 TABLES = ("experiments", "items", "results", "traces", "costs", "judgements")
 
+#: Measures the results table gained after rows were first written (score-4): rows from older
+#: work dirs get NULL in them when consolidated, so the named queries can always name them.
+LATER_RESULT_COLUMNS = {"gated_score": "DOUBLE", "judge_broken": "BIGINT", "judge_fooled": "BIGINT"}
+
 
 class ExperimentRecord(BaseModel):
     """What identifies an experiment; ``experiment_id`` is derived from name and config."""
@@ -74,6 +79,7 @@ class VariantParams(BaseModel):
     lora_rank: int | None = None
     n: int | None = None
     queries: str | None = Field(None, description="'teacher' (the Teacher's task-specific rules) or 'generic'.")
+    tpo_rounds: int | None = Field(None, description="VideoTPO's rounds (None: videotpo did not run).")
     grpo_steps: int | None = Field(None, description="The grpo ablation's update budget (None: grpo did not run).")
 
 
@@ -117,8 +123,8 @@ def result_rows(result: ItemResult, experiment_id: str, variant: str, params: Va
         **key,
         "family": result.family, "split": result.split, "faculty": result.faculty, "seed": result.seed,
         "score": result.score, "success": result.success,
-        "goal_score": result.goal, "process_score": result.process, "gate": result.gate,
-        "judge_all_yes": result.judge_all_yes, "hacked": result.hacked,
+        "goal_score": result.goal, "process_score": result.process, "gate": result.gate, "gated_score": result.gated,
+        "judge_all_yes": result.judge_all_yes, "judge_broken": result.judge_broken, "judge_fooled": result.judge_fooled,
         "judge_goal_p_yes": p_yes[0] if p_yes else None,
         "judge_min_p_yes": min(p_yes) if p_yes else None,
         "judge_p_yes_json": json.dumps(p_yes) if p_yes else None,

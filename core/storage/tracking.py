@@ -127,8 +127,9 @@ class Tracker:
         p = {"method": result.method, "instance_id": result.instance_id, "seed": result.seed, "variant": variant,
              **{k: v for k, v in params.items() if v is not None}}
         metrics = {"score": result.score, "success": result.success, "goal_score": result.goal,
-                   "process_score": result.process, "gate": result.gate, "judge_all_yes": float(result.judge_all_yes),
-                   "hacked": result.hacked, "seconds": result.cost.total_seconds,
+                   "process_score": result.process, "gate": result.gate, "gated_score": result.gated,
+                   "judge_all_yes": float(result.judge_all_yes), "judge_broken": result.judge_broken,
+                   "judge_fooled": result.judge_fooled, "seconds": result.cost.total_seconds,
                    "reasoner_nfe": float(result.cost.reasoner_nfe)}
         metrics = {k: float(v) for k, v in metrics.items() if v is not None}  # unscored benchmarks log no score
         for i, p_yes in enumerate(result.judge_p_yes):

@@ -16,7 +16,7 @@ import duckdb
 import polars as pl
 
 from core.errors import InputError
-from core.storage.results import TABLES, variant_columns
+from core.storage.results import LATER_RESULT_COLUMNS, TABLES, variant_columns
 
 #: Where runs keep their results unless told otherwise (relative to the working directory).
 DEFAULT_RESULTS_ROOT = Path("runs/results")
@@ -46,12 +46,26 @@ def consolidate(root: str | Path, db_path: str | Path) -> dict[str, int]:
                 continue
             con.execute(f'CREATE OR REPLACE TABLE "{table}" AS SELECT * FROM read_parquet(?, union_by_name = true)',
                         [[str(f) for f in files]])
-            if table == "results":  # rows written before a knob existed lack its column; queries group by every knob
-                for column, sql_type in variant_columns().items():
+            if table == "results":  # rows written before a knob or measure existed lack its column; queries name them
+                for column, sql_type in {**variant_columns(), **LATER_RESULT_COLUMNS}.items():
                     con.execute(f'ALTER TABLE results ADD COLUMN IF NOT EXISTS "{column}" {sql_type}')
             counts[table] = con.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0]
+        _write_t_quantiles(con)
     log.info("consolidated %s into %s", counts, db_path)
     return counts
+
+
+#: ``student_t975``'s largest degrees of freedom; beyond it t(0.975) is within 0.002 of 1.96.
+T_TABLE_MAX_DF = 1000
+
+
+def _write_t_quantiles(con: duckdb.DuckDBPyConnection) -> None:
+    """Table ``student_t975(df, t975)``: Student's t 0.975 quantiles, for the paired queries' intervals
+    (DuckDB has no t distribution; ``sql/paired_vs_baseline.sql`` joins this on its degrees of freedom)."""
+    from scipy.stats import t as student_t
+
+    rows = ", ".join(f"({k}, {float(student_t.ppf(0.975, k))!r})" for k in range(1, T_TABLE_MAX_DF + 1))
+    con.execute(f"CREATE OR REPLACE TABLE student_t975 AS SELECT * FROM (VALUES {rows}) AS t(df, t975)")
 
 
 def has_table(db_path: str | Path, table: str) -> bool:

@@ -40,6 +40,7 @@ PERTURBATIONS: tuple[str, ...] = (
 #: ``extra_perturbations``), so the benchmark's own classes and figures stay as they were.
 EXTRA_PERTURBATIONS: tuple[str, ...] = (
     "erase",  # every moving object is gone after the first frame: the deletion hack the teacher method learns
+    "still",  # the first frame held: the `still` reference method's video (the same frames as "freeze")
 )
 
 #: Colours a perturbation may switch an object to (never background/gray).
@@ -84,7 +85,7 @@ class SynthFamily(ABC):
         """A copy of ``scene`` that breaks one rule, or None if ``kind`` does not apply here."""
         if kind not in PERTURBATIONS + EXTRA_PERTURBATIONS:
             raise ValueError(f"unknown perturbation {kind!r}; known: {PERTURBATIONS + EXTRA_PERTURBATIONS}")
-        if kind == "freeze":
+        if kind in ("freeze", "still"):
             return _freeze(scene)
         return getattr(self, f"_perturb_{kind}")(layout, scene.copy(), rng)
 
