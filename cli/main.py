@@ -21,6 +21,7 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -30,6 +31,17 @@ from rich.progress import (
 )
 from rich.table import Column, Table
 
+from core.checks import (
+    check_bench,
+    check_creatable,
+    check_folder,
+    check_models,
+    check_run_inputs,
+    check_teacher,
+    check_weights,
+    require_instances,
+    shipped,
+)
 from core.errors import VlmtError
 
 #: Each command without a PREFECT_API_URL starts Prefect's ephemeral server, which must answer within
@@ -70,7 +82,9 @@ def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug l
 
 
 def _fail(exc: Exception) -> None:
-    console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+    """Print ``exc`` as one line (a library's multi-line message joined) and exit with status 2."""
+    message = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
 
 
@@ -121,6 +135,7 @@ def make_synth(
     from core.bench.synth.generate import RenderConfig, make_synth_benchmark
 
     try:
+        check_creatable(out, "--out")
         cfg = RenderConfig(width=width, height=height, n_frames=frames, fps=fps)
         t0 = time.perf_counter()
         bench = make_synth_benchmark(
@@ -144,8 +159,8 @@ def score(
     ground_truth: Annotated[bool, typer.Option("--ground-truth", help="Score the benchmark's own ground truth.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="End with one JSON line of the summary.")] = False,
     skip_invalid: Annotated[bool, typer.Option("--skip-invalid", help="Report unreadable instances instead of stopping.")] = False,
-    details: Annotated[Path | None, typer.Option(help="Write every item's sub-criteria (RULER-Bench: every judge reply) "
-                                                      "to this JSON file.")] = None,
+    details: Annotated[Path | None, typer.Option(help="Write every item's sub-criteria (RULER-Bench: every judge reply; "
+                                                      "VBVR-Bench: VBVR-EvalKit's whole result) to this JSON file.")] = None,
     judge: Annotated[Path | None, typer.Option(help="RULER-Bench only: a Qwen2.5-VL/Qwen3-VL folder that judges the checklists.")] = None,
     judge_attempts: Annotated[int, typer.Option(min=1, help="RULER-Bench: replies asked for per video before it counts as failed.")] = 3,
     judge_tokens: Annotated[int, typer.Option(min=8, help="RULER-Bench: the judge's reply budget in tokens (raise it for "
@@ -161,7 +176,14 @@ def score(
     if ground_truth == (videos is not None):
         _fail(VlmtError("give exactly one of --videos DIR or --ground-truth"))
     try:
+        if videos is not None:
+            check_folder(videos, "--videos", "the folder of the model's videos, laid out as --help says")
+        if judge is not None:
+            check_teacher(judge, "the judge")
+        if details is not None:
+            check_creatable(details, "--details", file=True)
         benchmark = open_benchmark(bench, skip_invalid=skip_invalid)
+        require_instances(benchmark)
         if benchmark.kind == "ruler":
             _score_ruler(benchmark, bench, skip_invalid, videos, judge, {"attempts": judge_attempts,
                          "max_new_tokens": judge_tokens}, device, work, as_json, details)
@@ -169,7 +191,7 @@ def score(
         if judge is not None:
             raise VlmtError(f"--judge is for RULER-Bench record files; {bench} is a {benchmark.kind} benchmark")
         if benchmark.kind != "synth":
-            _score_external(benchmark, videos, ground_truth, as_json)
+            _score_external(benchmark, videos, ground_truth, as_json, details)
             return
         with _progress() as progress:
             task = progress.add_task("scoring", total=len(benchmark.instances))
@@ -192,22 +214,57 @@ def score(
         raise typer.Exit(1)
 
 
-def _score_external(benchmark, videos: Path | None, ground_truth: bool, as_json: bool) -> None:
-    """VBVR-Bench is scored by its official toolkit, never by our synth scorers."""
+def _score_external(benchmark, videos: Path | None, ground_truth: bool, as_json: bool, details: Path | None) -> None:
+    """VBVR-Bench is scored by its official toolkit, never by our synth scorers.
+
+    Prints EvalKit's mean per section (In_Domain, Out_of_Domain, overall; a failed video counts
+    0.0 there, as in the official aggregation) and every video it could not evaluate; exits 1
+    when there is one (or an invalid instance), like the synth path.
+    """
     if ground_truth or videos is None:
         raise VlmtError(f"{benchmark.root}: --ground-truth works for synth benchmarks only; give --videos DIR")
     from core.bench.vbvr import score_with_official_toolkit
+    from core.io import write_json_atomic
 
+    videos = videos.resolve()
     result = score_with_official_toolkit(benchmark.root, videos, videos.parent / f"{videos.name}_vbvr_eval")
-    scores = result.get("mean_score", {})
-    table = Table(title="VBVR-Bench (official toolkit)")
-    table.add_column("split")
-    table.add_column("mean score", justify="right")
-    for split, value in scores.items():
-        table.add_row(str(split), f"{value:.3f}" if isinstance(value, (int, float)) else str(value))
+    table = Table(title="VBVR-Bench (official VBVR-EvalKit)")
+    for col in ("section", "videos", "errors", "mean score"):
+        table.add_column(col, justify="left" if col == "section" else "right")
+    for name, sec in result.sections.items():
+        table.add_row(name, str(sec.n_videos), str(sec.n_errors), f"{sec.mean_score:.3f}")
+    if result.by_category:
+        table.add_section()
+        for name, value in result.by_category.items():
+            table.add_row(f"category: {name}", "", "", f"{value:.3f}")
     console.print(table)
+    for bad in benchmark.invalid:
+        console.print(f"[yellow]invalid instance[/] {bad.where}: {bad.error}", highlight=False, soft_wrap=True)
+    for err in result.errors:
+        where = " ".join(x for x in (err.split, err.task, err.video) if x)
+        console.print(f"[red]failed[/] {where}: {err.error}", highlight=False, soft_wrap=True)
+    if result.errors:
+        console.print(f"VBVR-EvalKit could not evaluate {len(result.errors)} video(s); each scored 0.0 in the means above",
+                      highlight=False, soft_wrap=True)
+    if result.missing:
+        shown = ", ".join(result.missing[:5]) + (", ..." if len(result.missing) > 5 else "")
+        console.print(f"[yellow]no video[/] for {len(result.missing)} benchmark instance(s) ({shown}): VBVR-EvalKit "
+                      "leaves them out of its means", highlight=False, soft_wrap=True)
+    for warning in result.warnings:
+        console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+    if result.results_file:
+        console.print(f"VBVR-EvalKit's full result: {result.results_file}", highlight=False, soft_wrap=True)
+    if details:
+        write_json_atomic(details, result.raw)
     if as_json:
-        print(json.dumps({"mean_score": scores}, separators=(",", ":"), default=str))
+        payload = {name: sec.model_dump(mode="json") for name, sec in result.sections.items()} | {
+            "by_category": result.by_category, "n_errors": len(result.errors),
+            "errors": [e.model_dump(mode="json") for e in result.errors], "n_missing": len(result.missing),
+            "missing": result.missing, "n_invalid": len(benchmark.invalid), "warnings": result.warnings,
+            "results_file": result.results_file}
+        print(json.dumps(payload, separators=(",", ":"), default=str))
+    if result.errors or benchmark.invalid:
+        raise typer.Exit(1)
 
 
 def _score_ruler(benchmark, bench: Path, skip_invalid: bool, videos: Path | None, judge: Path | None, judge_cfg: dict,
@@ -308,6 +365,8 @@ def zoo_train(
     chosen = preset.value if preset else ("quick" if quick else "full")
     t0 = time.perf_counter()
     try:
+        check_creatable(out, "--out")
+        check_creatable(work, "--work")
         if config:
             zoo_config(chosen, seed, str(config))  # a bad file fails here, before Prefect starts
         result = flow(out=str(out), work=str(work), preset=chosen, seed=seed, evaluate=evaluate, until=until,
@@ -336,11 +395,15 @@ def zoo_surrogate(
     device: Annotated[str | None, typer.Option(help="cuda, cpu, ... (default: cuda when available).")] = None,
 ) -> None:
     """Distil a surrogate decoder for any Wan VAE (e.g. Wan2.2-TI2V-5B's on a GPU) from a benchmark's videos."""
-    from core.train.surrogate import SurrogateForConfig, SurrogateTrainConfig
+    from core.train.surrogate import SurrogateForConfig, SurrogateTrainConfig, vae_folder
     from flows.zoo import surrogate_for_vae
 
     cfg = SurrogateForConfig(train=SurrogateTrainConfig(steps=steps), crop=crop, videos=videos, device=device)
     try:
+        check_weights(vae_folder(vae), "the VAE")  # every input is checked before Prefect starts
+        check_bench(bench)
+        check_creatable(out, "--out")
+        check_creatable(work, "--work")
         result = surrogate_for_vae(vae=str(vae), bench=str(bench), out=str(out), work=str(work),
                                    config_json=cfg.model_dump_json())
     except VlmtError as exc:
@@ -353,7 +416,7 @@ def zoo_surrogate(
 
 @zoo_app.command("eval")
 def zoo_eval(
-    models: Annotated[Path, typer.Option(help="The zoo folder.")] = Path("models"),
+    models: Annotated[Path | None, typer.Option(help="The zoo folder (default: the shipped one).")] = None,
     work: Annotated[Path, typer.Option(help="Where test instances are generated.")] = Path("runs/zoo-eval"),
     seed: Annotated[int, typer.Option(help="Seed of the test instances and samples.")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Last line: one JSON object.")] = False,
@@ -361,7 +424,11 @@ def zoo_eval(
     """Measure the zoo's quality targets on test instances."""
     from flows.zoo import zoo_evaluate
 
+    models = models or Path(shipped("models"))
     try:
+        check_models(models / "reasoner", models / "surrogate-decoder", models / "teacher")
+        check_weights(models / "reasoner-base", "the base Reasoner")
+        check_creatable(work, "--work")
         result = zoo_evaluate(models=str(models), work=str(work), seed=seed)
     except VlmtError as exc:
         _fail(exc)
@@ -409,7 +476,8 @@ class QueriesOption(str, Enum):
 
 @app.command("sql")
 def sql(
-    name: Annotated[str | None, typer.Argument(help="A named query from sql/ (see --list).")] = None,
+    name: Annotated[str | None, typer.Argument(help="A named query from sql/ (see --list), or a .sql file in their "
+                                                    "format.")] = None,
     query: Annotated[str | None, typer.Option("--query", "-q", help="Ad-hoc SQL instead of a named query.")] = None,
     param: Annotated[list[str] | None, typer.Option("--param", "-p", help="k=v for a named query's $k.")] = None,
     db: Annotated[str, typer.Option(help="DuckDB file (':memory:' for queries that only read files).")] = "runs/vlmt.duckdb",
@@ -424,7 +492,11 @@ def sql(
     from core.storage.warehouse import query as run_query
 
     if list_queries:
-        for q in load_queries().values():
+        try:
+            queries = load_queries()
+        except VlmtError as exc:
+            _fail(exc)
+        for q in queries.values():
             params = ", ".join(f"{p.name}={p.default}" if p.default is not None else p.name for p in q.params)
             console.print(f"[bold]{q.name}[/] ({params or 'no parameters'}): {q.description}", highlight=False)
         return
@@ -442,8 +514,10 @@ def sql(
         else:
             named = get_query(name)
             sql_text, values = named.sql, named.bind(given)
-        if out is not None and out.suffix not in (".csv", ".parquet"):
-            raise VlmtError(f"--out {out}: expected a .csv or .parquet file")
+        if out is not None:
+            if out.suffix not in (".csv", ".parquet"):
+                raise VlmtError(f"--out {out}: expected a .csv or .parquet file")
+            check_creatable(out, "--out", file=True)
         df = run_query(db, sql_text, values)
     except VlmtError as exc:
         _fail(exc)
@@ -493,17 +567,29 @@ def _with_progress(run, progress: Path):
             watcher.join()
 
 
+def _hold_work_dir(ctx: typer.Context, work: str) -> None:
+    """Lock ``work`` until the command ends (``core.storage.lock``), before anything touches it; a busy one exits 2."""
+    from core.storage.lock import WorkDirBusy, work_dir_lock
+
+    try:
+        ctx.with_resource(work_dir_lock(work, "vlmt evaluate"))
+    except WorkDirBusy as exc:
+        _fail(exc)
+
+
 @app.command("evaluate")
 def evaluate_cmd(
+    ctx: typer.Context,
     config: Annotated[Path | None, typer.Option(help="YAML file of EvaluateConfig fields (options below override it).")] = None,
     bench: Annotated[str | None, typer.Option(help="'synth' or a benchmark directory.")] = None,
     per_family: Annotated[int | None, typer.Option(help="Synth test instances per family.")] = None,
     limit: Annotated[int | None, typer.Option(help="At most this many items (spread over families).")] = None,
     methods: Annotated[str | None, typer.Option(help="Comma-separated method names (default: all but the shared and grpo "
                                                       "ablations).")] = None,
-    models: Annotated[Path | None, typer.Option(help="Zoo folder with reasoner/, surrogate-decoder/, teacher/.")] = None,
-    n: Annotated[str | None, typer.Option(help="Candidates for best_of_n / pass_at_n, or 'auto': matched to the "
-                                                "teacher method's wall time per item.")] = None,
+    models: Annotated[Path | None, typer.Option(help="Zoo folder with reasoner/, surrogate-decoder/, teacher/ "
+                                                     "(default: the shipped one).")] = None,
+    n: Annotated[str | None, typer.Option(help="Candidates for best_of_n / pass_at_n, or 'auto': N (and VideoTPO's "
+                                                "rounds) matched to the teacher method's wall time per item.")] = None,
     max_steps: Annotated[int | None, typer.Option(help="Maximum LoRA updates per item.")] = None,
     guidance: Annotated[float | None, typer.Option(help="Classifier-free guidance scale of every Reasoner rollout "
                                                         "(1 = off, the default: distilled Reasoners; ~5 for an "
@@ -579,6 +665,9 @@ def evaluate_cmd(
         video = {"n_frames": frames, "fps": fps, **_parse_size(size)}
         update["video"] = {**cfg.video.model_dump(), **{k: v for k, v in video.items() if v is not None}}
         cfg = EvaluateConfig.model_validate({**cfg.model_dump(), **update, "method": method_cfg.model_dump()})
+        m = cfg.models  # every path the run reads or writes, checked before Prefect starts or a model loads
+        check_run_inputs(bench=cfg.bench, reasoner=m.reasoner, surrogate=m.surrogate, teacher=m.teacher, work=cfg.work,
+                         mlflow_uri=cfg.mlflow_uri, judge=cfg.judge)
         if trains_lora(cfg.methods, cfg.auto_n):
             console.print(f"learning rate: {learning_rate_source(cfg.method.optim, cfg.models.reasoner)}", highlight=False)
         cfg = cfg.resolved()  # once: the experiment id below and the flow then read no folder for it
@@ -586,6 +675,7 @@ def evaluate_cmd(
         _fail(exc)
     except ValidationError as exc:
         _fail(_invalid_options(exc))
+    _hold_work_dir(ctx, cfg.work)
     t0 = time.perf_counter()
     state = _with_progress(lambda: run_evaluate(cfg, runner, return_state=True), progress_file(cfg, experiment_of(cfg).experiment_id))
     seconds = time.perf_counter() - t0
@@ -651,21 +741,29 @@ def report_cmd(
     variant: Annotated[str | None, typer.Option(help="Ablation variant to show (default: the first).")] = None,
 ) -> None:
     """Write a static HTML report: method tables beside the paper's, plots, every item's videos side by side."""
+    import duckdb
+
     from core.errors import InputError
     from core.report.build import build_report
+    from core.storage.warehouse import WRITTEN_BY_A_RUN
 
     t0 = time.perf_counter()
     try:
+        if out is not None:
+            check_creatable(out, "--out")
         page = build_report(db, out, experiment=experiment, variant=variant)
     except InputError as exc:
         _fail(exc)
+    except duckdb.Error as exc:  # tables of another shape: another tool's file, or one from an older vlmt
+        _fail(InputError(db, f"does not hold the tables the report reads ({exc})", WRITTEN_BY_A_RUN))
     console.print(f"report in {time.perf_counter() - t0:.1f} s: {page}", highlight=False, soft_wrap=True)
 
 
 @app.command("compare")
 def compare_cmd(
     bench: Annotated[str, typer.Option(help="'synth' (generated test instances) or a synth benchmark directory.")] = "synth",
-    models: Annotated[Path, typer.Option(help="Zoo folder with reasoner/, surrogate-decoder/, teacher/.")] = Path("models"),
+    models: Annotated[Path | None, typer.Option(help="Zoo folder with reasoner/, surrogate-decoder/, teacher/ "
+                                                     "(default: the shipped one).")] = None,
     reasoner: Annotated[Path | None, typer.Option(help="A Wan I2V pipeline folder (default: MODELS/reasoner).")] = None,
     surrogate: Annotated[Path | None, typer.Option(help="A surrogate decoder folder (default: MODELS/surrogate-decoder).")] = None,
     teacher: Annotated[Path | None, typer.Option(help="A Qwen2.5-VL folder (default: MODELS/teacher).")] = None,
@@ -674,7 +772,8 @@ def compare_cmd(
         "vanilla,best_of_n,pass_at_n,pe,videotpo,teacher,still",
     limit: Annotated[int | None, typer.Option(help="At most this many items (spread over families).")] = None,
     per_family: Annotated[int, typer.Option(help="Test instances per family when --bench synth.")] = 9,
-    n: Annotated[str, typer.Option(help="Candidates for best_of_n/pass_at_n, or 'auto' (match the teacher's wall time).")] = "auto",
+    n: Annotated[str, typer.Option(help="Candidates for best_of_n/pass_at_n, or 'auto': N and VideoTPO's rounds "
+                                        "matched to the teacher method's wall time.")] = "auto",
     seed: Annotated[int, typer.Option(help="Base seed (per-item seeds derive from it and the item id).")] = 0,
     lr: Annotated[float | None, typer.Option(help="LoRA learning rate (default: the Reasoner folder's "
                                                   "optim_defaults.json, else the paper's 5e-5).")] = None,
@@ -741,19 +840,24 @@ def compare_cmd(
         cfg = MethodConfig(optim=optim, queries=queries.value, grpo=grpo)
     except ValidationError as exc:
         _fail(_invalid_options(exc))
+    models = models or Path(shipped("models"))
+    reasoner, surrogate = reasoner or models / "reasoner", surrogate or models / "surrogate-decoder"
+    teacher = teacher or models / "teacher"
     try:
+        check_models(reasoner, surrogate, teacher)  # before any benchmark is made or model loaded
+        if out is not None:
+            check_creatable(out, "--out", file=True)
         if bench == "synth":
             benchmark = make_synth_benchmark(Path("runs/compare-bench") / f"seed{seed}-pf{per_family}", per_family, seed=seed,
                                              purpose=Purpose.TEST)
         else:
             benchmark = open_benchmark(bench)
         instances = spread_over_families(benchmark.instances, limit)
-        r = ReasonerAdapter.from_paths(reasoner or models / "reasoner", surrogate or models / "surrogate-decoder")
+        r = ReasonerAdapter.from_paths(reasoner, surrogate)
         if trains_lora(chosen, n == "auto"):
-            console.print(f"learning rate: {learning_rate_source(cfg.optim, reasoner or models / 'reasoner')}",
-                          highlight=False)
-        cfg = cfg.model_copy(update={"optim": resolve_optim(cfg.optim, reasoner or models / "reasoner")})
-        t = load_teacher(teacher or models / "teacher")
+            console.print(f"learning rate: {learning_rate_source(cfg.optim, reasoner)}", highlight=False)
+        cfg = cfg.model_copy(update={"optim": resolve_optim(cfg.optim, reasoner)})
+        t = load_teacher(teacher)
         t0 = time.perf_counter()
         with _progress() as progress:
             task = progress.add_task("items x methods", total=len(instances) * len(chosen))

@@ -62,7 +62,7 @@ def read_yaml_mapping(path: str | Path, expected: str) -> dict[str, Any]:
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise InputError(path, f"cannot be read as YAML: {exc}", expected) from exc
     if not isinstance(data, dict):
         raise InputError(path, f"holds a {type(data).__name__}", expected)

@@ -24,8 +24,9 @@ import numpy as np
 import torch
 from pydantic import BaseModel, Field
 
+from core.bench.layout import Benchmark
 from core.bench.record import Purpose, Split, TaskInstance
-from core.bench.source import Benchmark, open_benchmark
+from core.bench.source import open_benchmark
 from core.bench.synth.generate import make_synth_benchmark
 from core.config import StrictConfig
 from core.io import STAGE_RECORD, write_json_atomic, write_text_atomic

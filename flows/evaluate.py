@@ -40,15 +40,12 @@ from prefect.futures import PrefectFuture
 from prefect.states import Failed, State
 from pydantic import Field
 
+from core.bench.layout import InvalidItem
 from core.bench.record import Purpose, TaskInstance
 from core.bench.ruler_judge import JudgeConfig
-from core.bench.source import (
-    InvalidItem,
-    official_output_path,
-    open_benchmark,
-    spread_over_families,
-)
+from core.bench.source import official_output_path, open_benchmark, spread_over_families
 from core.bench.synth.generate import make_synth_benchmark
+from core.checks import shipped
 from core.config import StrictConfig, load_config
 from core.errors import InputError
 from core.io import write_bytes_atomic, write_json_atomic
@@ -66,9 +63,12 @@ from core.method.reasoner import Guidance
 from core.models.teacher import teacher_model_type
 from core.models.wan import check_guidance_2
 from core.pipeline.video_spec import VideoOverride, reasoner_grid, with_video_spec
+from core.storage.lock import work_dir_lock
 from core.storage.results import (
     ExperimentRecord,
     VariantParams,
+    file_name,
+    prune_results,
     slug,
     write_experiment,
     write_judgements,
@@ -96,9 +96,12 @@ OPTIMISE_VERSION = "optimise-2"
 
 
 class ModelPaths(StrictConfig):
-    reasoner: str = "models/reasoner"
-    surrogate: str | None = "models/surrogate-decoder"
-    teacher: str = "models/teacher"
+    """The models' folders; by default the shipped tiny zoo, found from any working directory
+    (as ``models/...`` from the repository root, so experiment ids made there stay the same)."""
+
+    reasoner: str = Field(default_factory=lambda: shipped("models/reasoner"))
+    surrogate: str | None = Field(default_factory=lambda: shipped("models/surrogate-decoder"))
+    teacher: str = Field(default_factory=lambda: shipped("models/teacher"))
 
 
 class EvaluateConfig(StrictConfig):
@@ -114,7 +117,7 @@ class EvaluateConfig(StrictConfig):
     video: VideoOverride = Field(default_factory=VideoOverride,
                                  description="Frames, fps and size for benchmarks whose instances do not set them "
                                              "(VBVR's official layout: read from ground_truth.mp4 unless set here).")
-    models: ModelPaths = ModelPaths()
+    models: ModelPaths = Field(default_factory=ModelPaths)
     method: MethodConfig = MethodConfig()
     auto_n: bool = Field(False, description="Choose best_of_n / pass_at_n's N after vanilla and the teacher method ran, "
                                             "so that best-of-N's wall time per item matches the teacher method's "
@@ -166,8 +169,20 @@ def load_items(cfg: EvaluateConfig) -> tuple[list[TaskInstance], list[InvalidIte
         try:
             items.append(with_video_spec(inst, grid, cfg.video))
         except InputError as exc:  # this item cannot be generated; the others still run
-            invalid.append(InvalidItem(where=inst.id, error=str(exc)))
+            invalid.append(InvalidItem(where=inst.id, error=str(exc), instance_id=inst.id))
     return items, invalid
+
+
+def _failure_ids(invalid: list[InvalidItem], items: list[TaskInstance]) -> list[tuple[InvalidItem, str]]:
+    """Each unreadable entry and the id its failure rows get: its instance's id where known (so the
+    rows of the entry, once fixed, replace them), else where it failed; never a readable item's id."""
+    taken = {inst.id for inst in items}
+    out = []
+    for bad in invalid:
+        ident = bad.instance_id if bad.instance_id and bad.instance_id not in taken else bad.where
+        taken.add(ident)
+        out.append((bad, ident))
+    return out
 
 
 class _Ran:
@@ -309,11 +324,18 @@ class _ItemStages:
         self.cfg, self.inline = cfg, inline
         self.seed = item_seed(inst, cfg.seed)
         self.keys = stage_keys(inst.content_hash(), self.seed, cfg, ids, shared)
-        self.root = Path(cfg.work) / "items" / slug(inst.id)
+        self.root = Path(cfg.work) / "items" / file_name(inst.id)
+        self.legacy_root = Path(cfg.work) / "items" / slug(inst.id)  # named before item folders were injective
         self.item = inst.model_dump_json()  # as text: see tasks/stages.py
 
     def target(self, name: str) -> str:
-        return str(self.root / f"{name.split('/')[0]}-{self.keys[name][:12]}")
+        """The stage's folder; one finished under the item's older, lossy folder name is reused there
+        (stage folders are named by keys made from the item's content and id, so none is another item's)."""
+        folder = f"{name.split('/')[0]}-{self.keys[name][:12]}"
+        legacy = self.legacy_root / folder
+        if not (self.root / folder / stages.RECORD).is_file() and (legacy / stages.RECORD).is_file():
+            return str(legacy)
+        return str(self.root / folder)
 
     def submit(self, task, name: str, *args, **kwargs) -> Stage:
         """Run stage ``name``: every stage task takes the item first, its target dir and key last."""
@@ -482,13 +504,19 @@ def track(tracker: Tracker, cfg: EvaluateConfig, experiment: ExperimentRecord, r
 
 #: ``--runner`` values; ``inline`` is not a task runner but the flow calling its tasks directly.
 RUNNERS = "inline, thread[=N], process[=N], dask[=ADDRESS] or ray[=ADDRESS]"
+#: ``dask`` without an address: a local cluster whose scheduler, workers and dashboard listen on
+#: 127.0.0.1 only (the dashboard on a free port, which Prefect logs). A cluster others may reach
+#: is one the user starts and passes as ``dask=ADDRESS``.
+LOCAL_DASK_CLUSTER = {"n_workers": 2, "threads_per_worker": 1, "processes": True, "host": "127.0.0.1",
+                      "dashboard_address": "127.0.0.1:0"}
 
 
 def task_runner(spec: str = "thread"):
     """A ``--runner`` value (one of ``RUNNERS``) -> a Prefect task runner, or None for ``inline``.
 
     Scale-out goes through these engines: ``dask`` without an address starts a local cluster
-    (2 workers); with one it joins an existing cluster (one worker per GPU, see the README).
+    (2 workers, reachable from this machine only: ``LOCAL_DASK_CLUSTER``); with one it joins an
+    existing cluster (one worker per GPU, see the README).
     Every worker must reach the models, the work dir and the MLflow store.
     """
     kind, _, address = spec.partition("=")
@@ -507,7 +535,7 @@ def task_runner(spec: str = "thread"):
 
         if address:
             return DaskTaskRunner(address=address)
-        return DaskTaskRunner(cluster_kwargs={"n_workers": 2, "threads_per_worker": 1, "processes": True})
+        return DaskTaskRunner(cluster_kwargs=dict(LOCAL_DASK_CLUSTER))
     if kind == "ray":
         try:
             from prefect_ray import RayTaskRunner
@@ -539,7 +567,8 @@ def progress_file(cfg: EvaluateConfig, experiment_id: str) -> Path:
 
 
 def experiment_of(cfg: EvaluateConfig) -> ExperimentRecord:
-    """The experiment a config belongs to (its id names its rows in DuckDB)."""
+    """The experiment a config belongs to (its id names its rows in DuckDB; where the run keeps
+    its files, ``work`` and ``mlflow_uri``, is not part of it: ``results.LOCATION_FIELDS``)."""
     cfg = cfg.resolved()
     return ExperimentRecord(name=cfg.name, kind="evaluate", config=cfg.model_dump(mode="json", exclude={"judge", "judge_options"}),
                             code_version=CODE_VERSION)
@@ -589,8 +618,15 @@ def evaluate(config: EvaluateConfig | None = None, config_file: str | None = Non
     under one experiment id. ``inline`` runs the stage tasks one after another in the flow's
     own thread instead of submitting them to the task runner (see ``run_evaluate``).
     """
-    logger = get_run_logger()
     cfg = (EvaluateConfig.from_yaml(config_file) if config_file else (config or EvaluateConfig())).resolved()
+    # one run per work dir, taken before anything touches it (the CLI holds it already; a deployment run takes it here)
+    with work_dir_lock(cfg.work, "evaluate flow"):
+        return _evaluate(cfg, experiment, inline)
+
+
+def _evaluate(cfg: EvaluateConfig, experiment: ExperimentRecord | None, inline: bool) -> dict:
+    """The evaluate flow's body, run under the work dir's lock."""
+    logger = get_run_logger()
     work = Path(cfg.work)
     items, invalid = load_items(cfg)
     unscored = sorted({inst.benchmark for inst in items if inst.benchmark != "synth"})
@@ -614,8 +650,9 @@ def evaluate(config: EvaluateConfig | None = None, config_file: str | None = Non
 
     params = cfg.params()
     no_score = {"score": None, "success": None} if unscored else {}  # unscored benchmarks: failures carry no 0 either
-    results = [ItemResult(instance_id=bad.where, family="unknown", split=None, faculty=None, method=method.value, seed=cfg.seed,
-                          error=bad.error, error_stage="load", **no_score) for bad in invalid for method in cfg.methods]
+    results = [ItemResult(instance_id=ident, family="unknown", split=None, faculty=None, method=method.value, seed=cfg.seed,
+                          error=bad.error, error_stage="load", **no_score)
+               for bad, ident in _failure_ids(invalid, items) for method in cfg.methods]
     for res in results:
         write_result(results_root, res, experiment.experiment_id, cfg.variant, params)
     progress = progress_file(cfg, experiment.experiment_id)
@@ -623,7 +660,8 @@ def evaluate(config: EvaluateConfig | None = None, config_file: str | None = Non
     write_json_atomic(progress, {"done": len(results), "total": total})
 
     def keep(res: ItemResult, row_params: VariantParams) -> None:
-        write_result(results_root, res, experiment.experiment_id, cfg.variant, row_params, video_path=res.info.get("video"))
+        write_result(results_root, res, experiment.experiment_id, cfg.variant, row_params, video_path=res.info.get("video"),
+                     base=work)
         results.append(res)
         write_json_atomic(progress, {"done": len(results), "total": total})
 
@@ -731,6 +769,8 @@ def evaluate(config: EvaluateConfig | None = None, config_file: str | None = Non
         except Exception as exc:  # the methods' results are kept (consolidated below) whatever the judge does
             judge_error = f"{type(exc).__name__}: {exc}"
             logger.exception("judging with %s failed", cfg.judge)
+    # rows this run did not write again are stale (an entry that no longer fails to load, an item gone from the bench)
+    prune_results(results_root, experiment.experiment_id, cfg.variant, {(r.instance_id, r.method) for r in results})
     counts = consolidate(results_root, work / "vlmt.duckdb")
     summary = {k: v.model_dump(mode="json") for k, v in summarise_methods(results).items()}
     failed = [r for r in results if r.error]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 
-from core.bench.ruler import output_path
+from core.bench.layout import ruler_output_path
 from core.bench.ruler_judge import JudgeConfig, JudgeRecord, failed_record, judge_run
 from core.bench.source import open_benchmark
 from core.errors import InputError
@@ -53,7 +53,7 @@ def ruler_judge(bench: str, videos: str, judge: str, work: str = "runs/judge", c
     for instance in benchmark.instances:
         if wanted is not None and instance.id not in wanted:
             continue
-        video = output_path(out.parent, instance, out.name)
+        video = ruler_output_path(out.parent, instance, out.name)
         key = digest("ruler-judge", JUDGE_VERSION, instance.content_hash(), file_digest(video), judge_id,
                      cfg.model_dump(mode="json"))
         state = run_task(item=instance.model_dump_json(), video=str(video), root=str(benchmark.root), judge=judge,

@@ -19,7 +19,7 @@ from tasks import models
 from tasks.caching import given_key
 
 
-@task(name="judge-video", cache_key_fn=given_key, persist_result=True)
+@task(name="judge-video", cache_key_fn=given_key, persist_result=True, result_serializer="json")
 def judge_video(item: str, video: str, root: str, judge: str, cfg_json: str, device: str | None, dtype: str | None,
                 key: str) -> dict:
     """The judge's record for one instance's video (a ``JudgeRecord`` as JSON-able dict)."""

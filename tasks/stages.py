@@ -6,8 +6,9 @@ code version) and writes its files into a directory named after that key. Tasks 
 JSON records of paths and numbers; models are loaded per process by ``tasks.models``. The
 item arrives as its JSON text: Prefect walks every task parameter (to find futures), and an
 item's metadata holds thousands of values, where a string is one.
-Transient failures (a worker lost, CUDA out of memory) get bounded retries; a bad item fails
-its own chain only.
+Transient failures (a worker lost, CUDA out of memory) get bounded retries; bad input and corrupt
+files (``VlmtError``) are not retried (``tasks.caching.transient_only``); a bad item fails its own
+chain only.
 """
 
 from __future__ import annotations
@@ -29,9 +30,10 @@ from core.method.optimise import OptimConfig
 from core.method.reasoner import Guidance
 from core.pipeline import stages as core_stages
 from tasks import models
-from tasks.caching import given_key
+from tasks.caching import RESULT_SERIALIZER, RETRIES, given_key
 
-_cached = {"cache_key_fn": given_key, "persist_result": True, "retries": 1, "retry_delay_seconds": 2}
+#: Cached on the flow's key, persisted as JSON (never pickle), retried on transient faults only.
+_cached = {"cache_key_fn": given_key, "persist_result": True, "result_serializer": RESULT_SERIALIZER, **RETRIES}
 
 
 #: Written last by every stage: the flow reuses a cached result only where this file exists,
@@ -62,12 +64,70 @@ def resumable(fn: Callable[..., dict]) -> Callable[..., dict]:
 
     @functools.wraps(fn)
     def run(*args, **kwargs) -> dict:
-        record = Path(signature.bind(*args, **kwargs).arguments["target"]) / RECORD
-        if record.is_file():
-            return json.loads(record.read_text())
+        target = Path(signature.bind(*args, **kwargs).arguments["target"])
+        if (target / RECORD).is_file():
+            return relocated(json.loads((target / RECORD).read_text()), target)
         return fn(*args, **kwargs)
 
     return run
+
+
+#: Record fields that hold paths (stage outputs, all inside the work dir).
+PATH_FIELDS = frozenset({"npz", "adapter", "optim_json", "mp4", "gif", "rules", "reward"})
+
+
+def _work_of_target(target: Path) -> Path | None:
+    """The work dir of a stage folder: ``<work>/items/<item>/<stage>`` or ``<work>/shared/<stage>``."""
+    parts = target.parts
+    if len(parts) >= 3 and parts[-3] == "items":
+        return Path(*parts[:-3])
+    if len(parts) >= 2 and parts[-2] == "shared":
+        return Path(*parts[:-2])
+    return None
+
+
+def _work_of_path(path: str) -> Path | None:
+    """The work dir a recorded output path was written under (the folder above its ``items``/``shared``)."""
+    parts = Path(path).parts
+    for i in range(len(parts) - 1, -1, -1):
+        if (parts[i] == "items" and i + 2 < len(parts)) or (parts[i] == "shared" and i + 1 < len(parts)):
+            return Path(*parts[:i])
+    return None
+
+
+def relocated(record: dict, target: Path) -> dict:
+    """``record``, read from ``target``'s ``record.json``, with its paths where its work dir is now.
+
+    A record names its outputs (and the upstream outputs it used) by the paths they had when
+    it was written; after the work dir was moved or remounted, those lie under the new work dir.
+    """
+    new = _work_of_target(Path(target))
+    old = next((w for w in map(_work_of_path, _path_values(record)) if w is not None), None)
+    if new is None or old is None or old == new:
+        return record
+    n = len(old.parts)
+
+    def move(value, field: str | None = None):
+        if isinstance(value, dict):
+            return {k: move(v, k) for k, v in value.items()}
+        if isinstance(value, list):
+            return [move(v, field) for v in value]
+        if field in PATH_FIELDS and isinstance(value, str) and Path(value).parts[:n] == old.parts:
+            return str(new.joinpath(*Path(value).parts[n:]))
+        return value
+
+    return move(record)
+
+
+def _path_values(value, field: str | None = None):
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _path_values(v, k)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _path_values(v, field)
+    elif field in PATH_FIELDS and isinstance(value, str):
+        yield value
 
 
 @task(name="extract-rules", **_cached)

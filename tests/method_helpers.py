@@ -13,7 +13,7 @@ from diffusers import (
 )
 from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
 
-from core.bench.source import Benchmark
+from core.bench.layout import Benchmark
 from core.io import write_json_atomic
 from core.method.reasoner import OPTIM_DEFAULTS_FILE
 from core.models.surrogate import SurrogateDecoder

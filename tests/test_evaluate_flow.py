@@ -77,7 +77,8 @@ def test_every_method_runs_and_lands_in_duckdb(setup):
         parts = con.execute("SELECT method, score, goal_score, process_score, gate FROM results").fetchall()
         judged = con.execute("SELECT json_array_length(judge_p_yes_json), json_array_length(judge_truth_json) "
                              "FROM results").fetchall()
-    assert all(Path(v).is_file() and v.endswith(".mp4") for v in videos)
+    # relative to the work dir, so that a moved work dir keeps its rows valid
+    assert all(not Path(v).is_absolute() and (Path(cfg.work) / v).is_file() and v.endswith(".mp4") for v in videos)
     # the still reference: no model call; its video is the item's first frame held (the only video stage without calls)
     assert still == (2, 0)
     # every synth result carries the score's parts; the held first frame reaches nothing and earns no credit
@@ -147,7 +148,9 @@ def test_a_poisoned_item_fails_alone(setup, tmp_path):
     good = [r for r in rows if r[2]]
     assert len(bad) == 2 and len(good) == 2
     assert {r[0] for r in bad} != {r[0] for r in good}
-    assert all(r[3] == "load" and "first_frame.png" in r[0] for r in bad), bad
+    # recorded under the item's own id (from the layout), which its rows keep once the file is fixed
+    victim_id = "/".join(victim.parent.relative_to(bench).parts)
+    assert all(r[3] == "load" and r[0] == victim_id for r in bad), bad
 
 
 def test_a_stage_failing_mid_run_is_recorded_with_its_stage(setup, monkeypatch):
@@ -228,8 +231,9 @@ def test_an_official_vbvr_layout_runs_unscored_and_exports_videos_for_the_offici
     out = evaluate(config=cfg)
     assert not out["failed"] and out["exported"]
     with duckdb.connect(str(Path(cfg.work) / "vlmt.duckdb"), read_only=True) as con:
-        rows = con.execute("SELECT instance_id, method, score, success, hacked, judge_goal_p_yes FROM results").fetchall()
-    assert len(rows) == 4 and all(r[2] is None and r[3] is None and r[4] is None for r in rows)
+        rows = con.execute("SELECT instance_id, method, score, success, judge_broken, judge_goal_p_yes FROM results").fetchall()
+    # no rule-based scorer here: no score, and no criterion known to be broken, so no judge-fooled count
+    assert len(rows) == 4 and all(r[2] is None and r[3] is None and r[4] == 0 for r in rows)
     assert all(r[5] is not None for r in rows)  # the Teacher still judged every final video
     for inst_id, method, *_ in rows:
         split_dir, task_id, index = inst_id.split("/")
@@ -242,9 +246,10 @@ def test_an_official_vbvr_layout_runs_unscored_and_exports_videos_for_the_offici
 def test_ruler_records_run_with_the_video_override_and_a_text_only_record_fails_alone(setup, tmp_path):
     root, models = setup
     firsts = sorted((root / "bench").glob("*/*/*/first_frame.png"))
+    shutil.copyfile(firsts[0], tmp_path / "first_frame.png")  # a record's image lies inside its benchmark
     records = [{"prompt": f"task {i}", "index": i, "task_name": task, "category": "vision rule",
                 "checklist": json.dumps([{"Rule Coherence": "Is the rule followed?"}]), "input_image_path": img}
-               for i, (task, img) in enumerate([("color", str(firsts[0])), ("count", None)])]
+               for i, (task, img) in enumerate([("color", "first_frame.png"), ("count", None)])]
     path = tmp_path / "ruler.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in records) + "\n")
     cfg = config(root, models, "w-ruler", bench=str(path)).model_copy(
@@ -406,7 +411,7 @@ def test_the_shared_ablation_trains_one_adapter_for_all_items_and_resumes(setup)
     backward = json.loads((shared_dir / "record.json").read_text())["cost"]["counts"]["reasoner_backward"]
     assert all(b == backward for _, _, _, b, _ in rows) and backward == steps // 2  # one item's share of the training
     assert n_traces == 0  # the shared trace lives in shared.json, not once per item
-    assert len(videos) == 2 and all(not np.array_equal(read_video(a), read_video(b)) for a, b in videos)  # adapted
+    assert len(videos) == 2 and all(not np.array_equal(read_video(work / a), read_video(work / b)) for a, b in videos)  # adapted
     kinds = [p.name.split("-")[0] for p in (work / "items").glob("*/*")]
     assert kinds.count("optimise") == 2 and kinds.count("video") == 2 * 3  # vanilla, teacher and shared per item
 
@@ -449,7 +454,7 @@ def test_the_grpo_ablation_optimises_each_item_by_rollouts_and_resumes(setup):
     # one Teacher forward per rollout, none backward (the rules are a generation, counted apart)
     assert rows == [(1, "max_steps", 2 * 2 * 2 + 2 * (1 + 1) + 2, 2 * 2, 0)] * 2
     assert traces == 2 * 2
-    assert len(videos) == 2 and all(not np.array_equal(read_video(a), read_video(b)) for a, b in videos)  # adapted
+    assert len(videos) == 2 and all(not np.array_equal(read_video(work / a), read_video(work / b)) for a, b in videos)  # adapted
     kinds = sorted(p.name.split("-")[0] for p in (work / "items").glob("*/*"))
     assert kinds.count("optimise") == kinds.count("grpo") == kinds.count("rules") == 2  # one rule set per item serves both
     grpo_traces = [json.loads(p.read_text())["trace"] for p in (work / "items").glob("*/grpo-*/optim.json")]
@@ -608,3 +613,81 @@ def test_runner_specs_build_prefect_task_runners_or_say_what_is_expected():
             task_runner("ray")
     else:
         assert type(task_runner("ray")).__name__ == "RayTaskRunner"
+
+
+def test_a_fixed_entry_replaces_its_load_failure_and_no_stale_failure_row_is_left(setup, tmp_path):
+    """Issue 28.5: the failure of an unreadable item is keyed by the item's id, so the item's rows
+    replace it once the file is fixed; a failure keyed otherwise (as earlier versions wrote it) goes."""
+    from core.method.compare import ItemResult
+    from core.storage.named import get_query
+    from core.storage.results import write_result
+    from core.storage.warehouse import query
+
+    root, models = setup
+    bench = tmp_path / "bench"
+    shutil.copytree(root / "bench", bench)
+    victim = min(bench.rglob("first_frame.png"))
+    victim_id = "/".join(victim.parent.relative_to(bench).parts)
+    png = victim.read_bytes()
+    victim.write_bytes(b"not a png")
+    cfg = config(root, models, "w-fixed", bench=str(bench)).model_copy(update={"methods": [Method.VANILLA, Method.STILL]})
+    with pytest.raises(Exception, match="2 of 4"):
+        evaluate(config=cfg)
+    exp = experiment_of(cfg).experiment_id
+    # a failure row keyed by the file that failed to load, as earlier versions wrote it
+    write_result(Path(cfg.work) / "results", ItemResult(instance_id=str(victim), family="unknown", split=None, faculty=None,
+                                                        method="vanilla", seed=0, error="InputError: not a png",
+                                                        error_stage="load"), exp, cfg.variant)
+    victim.write_bytes(png)
+    out = evaluate(config=cfg)
+    assert not out["failed"]
+    db = Path(cfg.work) / "vlmt.duckdb"
+    with duckdb.connect(str(db), read_only=True) as con:
+        rows = con.execute("SELECT instance_id, method, error FROM results ORDER BY 1, 2").fetchall()
+        items = con.execute("SELECT count(*), count(DISTINCT instance_id) FROM items").fetchone()
+    assert len(rows) == 2 * 2 and all(error is None for *_, error in rows), rows
+    assert victim_id in {r[0] for r in rows} and items == (2, 2)
+    q = get_query("method_comparison")
+    table = query(db, q.sql, q.bind({"experiment": exp}))
+    assert table["n"].to_list() == [2, 2] and table["n_errors"].to_list() == [0, 0]
+
+
+def test_a_moved_work_dir_keeps_its_experiment_reuses_every_stage_and_reports_its_videos(setup, tmp_path, monkeypatch):
+    """Issue 28.7: move the work dir and rerun: the same experiment id (and MLflow parent run), no
+    stage computed again, rows naming files inside the work dir, and a report that shows the videos."""
+    from mlflow.tracking import MlflowClient
+
+    from core.pipeline import stages as core_stages
+    from core.report.build import build_report
+
+    root, models = setup
+    cfg = config(root, models, "w-move", track=True).model_copy(update={"methods": [Method.VANILLA, Method.STILL]})
+    first = evaluate(config=cfg)
+    before = stage_dirs(Path(cfg.work))
+    moved = tmp_path / "remounted" / "runs-moved"
+    moved.parent.mkdir()
+    shutil.move(cfg.work, moved)
+
+    def recomputed(*args, **kwargs):
+        raise AssertionError("a finished stage was computed again after the work dir moved")
+
+    for name in ("generate_stage", "still_stage", "score_stage"):
+        monkeypatch.setattr(core_stages, name, recomputed)
+    again = evaluate(config=cfg.model_copy(update={"work": str(moved)}))
+    assert again["experiment_id"] == first["experiment_id"] and not again["failed"]
+    assert again["summary"] == first["summary"]
+    assert stage_dirs(moved) == before
+    with duckdb.connect(str(moved / "vlmt.duckdb"), read_only=True) as con:
+        videos = [r[0] for r in con.execute("SELECT video_path FROM results").fetchall()]
+        assert con.execute("SELECT count(*) FROM experiments").fetchone()[0] == 1
+    assert len(videos) == 4 and all(not Path(v).is_absolute() and (moved / v).is_file() for v in videos), videos
+    text = build_report(moved / "vlmt.duckdb").read_text()
+    assert "video missing" not in text and text.count("<video ") == 4
+    # the MLflow store moved with the work dir: one parent run, one point per metric
+    assert again["mlflow"]["parent_run_id"] == first["mlflow"]["parent_run_id"]
+    client = MlflowClient(again["mlflow"]["tracking_uri"])
+    parent = again["mlflow"]["parent_run_id"]
+    metrics = client.get_run(parent).data.metrics
+    assert metrics and all(len(client.get_metric_history(parent, k)) == 1 for k in metrics)
+    # and a third run finds its cache entries where the work dir is now
+    assert evaluate(config=cfg.model_copy(update={"work": str(moved)}))["summary"] == first["summary"]

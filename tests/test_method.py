@@ -1003,7 +1003,7 @@ def test_vlmt_compare_guidance_doubles_the_nfe(models, tmp_path):
 
 def test_the_still_reference_holds_the_first_frame_without_a_model_call(reasoner, bench):
     """`still`: every frame is the first frame; no Reasoner or Teacher call is made or charged; on the synth
-    scorer it keeps every process rule and reaches no goal (the floor a method has to beat)."""
+    scorer it reaches no goal and keeps only the rules that really hold (no credit for motion it never made)."""
     from core.method.compare import compare, summarise_methods
     from core.method.methods import Method, MethodConfig
     from core.scoring.synth import score_synth
@@ -1016,9 +1016,9 @@ def test_the_still_reference_holds_the_first_frame_without_a_model_call(reasoner
         assert (r.video == first).all()
         assert r.cost.reasoner_nfe == 0 and not r.cost.counts and set(r.cost.seconds) == {"generate"}
         scored = score_synth(inst, r.video)
-        assert scored.process == pytest.approx(1.0) and not scored.success
-        # the result carries the scorer's parts (goal before the gate, process, gate) for goal_vs_process
-        assert (r.goal, r.process, r.gate) == (scored.goal, scored.process, scored.gate) and r.gate == pytest.approx(1.0)
+        assert scored.goal == 0 and 0 < scored.process < 1 and scored.score <= 0.35 and not scored.success
+        # the result carries the scorer's parts (goal, process, gate, the gated score) for goal_vs_process
+        assert (r.goal, r.process, r.gate, r.gated) == (scored.goal, scored.process, scored.gate, scored.gated)
     summary = summarise_methods(results)["still"]
     assert summary.nfe_per_item == 0 and summary.teacher_calls_per_item == 0
 

@@ -122,7 +122,8 @@ def test_in_headless_chromium_videos_play_in_step_and_filters_show_exactly_the_m
 def test_a_judged_ruler_run_shows_the_judges_scores_and_each_videos_labels(tmp_path):
     """RULER rows are unscored; the report shows ruler_scores and, per video, the judge's labels or its failure."""
     from core.bench.record import TaskInstance
-    from core.bench.ruler import aggregate, judgement_from_reply
+    from core.bench.ruler_replies import judgement_from_reply
+    from core.bench.ruler_scores import aggregate
     from core.bench.ruler_judge import JudgeAttempt, JudgeRecord
     from core.method.compare import ItemResult
     from core.storage.results import (
@@ -164,3 +165,43 @@ def test_a_judged_ruler_run_shows_the_judges_scores_and_each_videos_labels(tmp_p
     teacher = data.items[0].outcomes["teacher"].ruler_labels
     assert [(r["dimension"], r["label"]) for r in teacher] == [("Rule Coherence", "Good"), ("Visual Fidelity", "Medium")]
     assert "Visual Fidelity: <b>Medium</b>" in text and "judge failed: no valid judge reply in 1 attempt(s)" in text
+
+
+def test_the_report_copies_only_images_and_videos_from_the_work_and_benchmark_directories(tmp_path, caplog):
+    """A row may name any path (a RULER record's image path); the shared report folder gets none from elsewhere."""
+    import numpy as np
+
+    from core.media import write_image, write_video
+    from core.method.compare import ItemResult
+    from core.storage.results import ExperimentRecord, write_experiment, write_result
+    from core.storage.warehouse import consolidate
+
+    work, bench, outside = tmp_path / "work", tmp_path / "bench", tmp_path / "outside"
+    frame = np.full((16, 16, 3), 90, dtype=np.uint8)
+    write_image(bench / "img.png", frame)
+    write_image(outside / "secret.png", frame)
+    (bench / "notes.png").write_text("not an image, named like one")
+    write_video(work / "v.mp4", np.repeat(frame[None], 4, axis=0), fps=4)
+    write_video(outside / "v.mp4", np.repeat(frame[None], 4, axis=0), fps=4)
+    (work / "passwd.mp4").write_text("root:x:0:0:root:/root:/bin/bash")
+    rows = {  # item -> (first frame, video)
+        "a/0": (outside / "secret.png", work / "v.mp4"),  # image outside both directories; a good video
+        "b/1": (bench / "notes.png", work / "passwd.mp4"),  # neither is what it is named
+        "c/2": (bench / "img.png", outside / "v.mp4"),  # a good image; a video from outside
+    }
+    experiment = ExperimentRecord(name="paths", config={"bench": str(bench / "ruler.jsonl")}, code_version="t")
+    write_experiment(work / "results", experiment)
+    for k, (item, (first, video)) in enumerate(rows.items()):
+        res = ItemResult(instance_id=item, family=item[0], split=None, faculty=None, method="vanilla", seed=k,
+                         score=None, success=None, info={"prompt": "p", "first_frame": str(first)})
+        write_result(work / "results", res, experiment.experiment_id, video_path=str(video))
+    consolidate(work / "results", work / "vlmt.duckdb")
+    with caplog.at_level("WARNING"):
+        page = build_report(work / "vlmt.duckdb", tmp_path / "out")
+    copied = {f"{p.parent.name.split('-')[0]}/{p.name}" for p in (page.parent / "media").rglob("*") if p.is_file()}
+    assert copied == {"a_0/vanilla.mp4", "c_2/first.png"}  # folders are the item ids' file names
+    text = page.read_text()
+    assert "secret" not in "".join(re.findall(r"src='([^']+)'", text)) and text.count("<video") == 1
+    assert "secret.png lies outside the work and benchmark directories" in caplog.text
+    assert "notes.png is not an image file" in caplog.text and "passwd.mp4 is not a video file" in caplog.text
+    assert f"{outside / 'v.mp4'} lies outside" in caplog.text

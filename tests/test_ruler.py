@@ -1,4 +1,4 @@
-"""Tests for core.bench.ruler: reading records, judge-reply parsing, score aggregation."""
+"""Tests for RULER-Bench: reading records (core.bench.ruler), judge-reply parsing (ruler_replies), scores (ruler_scores)."""
 
 from __future__ import annotations
 
@@ -12,19 +12,17 @@ import polars as pl
 import pydantic
 import pytest
 
+from core.bench.layout import ruler_output_path
 from core.bench.record import RULER_DIMENSIONS
-from core.bench.ruler import (
-    CATEGORY_TASKS,
+from core.bench.ruler import CATEGORY_TASKS, normalise_category, read_ruler
+from core.bench.ruler_replies import judgement_from_reply, parse_judge_labels
+from core.bench.ruler_scores import (
     LABEL_SCORES,
     InvalidJudgeReply,
     JudgedQuestion,
     RulerJudgement,
     aggregate,
-    judgement_from_reply,
-    normalise_category,
-    output_path,
-    parse_judge_labels,
-    read_ruler,
+    category_dimensions,
 )
 from core.bench.source import open_benchmark
 from core.errors import InputError, VlmtError
@@ -154,13 +152,60 @@ def test_image_paths_resolve_against_image_root(tmp_path: Path) -> None:
         read_ruler(path)
     bench = read_ruler(path, image_root=images)
     assert bench.instances[0].first_frame == (images / "imgs/physics_0.png").resolve()
-    # Absolute paths are used as they are.
+    # An absolute path is used as it is when it lies in the image root, refused when it does not.
     records = _records()
     records[0]["input_image_path"] = str(images / "imgs/physics_0.png")
     records[0]["gt_image_path"] = None
     records = records[:2]
-    bench = read_ruler(_write(tmp_path / "data" / "abs.json", records, "json"), image_root=tmp_path / "nowhere")
+    bench = read_ruler(_write(tmp_path / "data" / "abs.json", records, "json"), image_root=images)
     assert bench.instances[0].first_frame == (images / "imgs/physics_0.png").resolve()
+    with pytest.raises(InputError, match="outside the benchmark directory"):
+        read_ruler(tmp_path / "data" / "abs.json", image_root=tmp_path / "nowhere")
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "problem"),
+    [
+        ("input_image_path", "ABS_SECRET", "outside the benchmark directory"),  # absolute, out of the directory
+        ("gt_image_path", "../secret.png", "outside the benchmark directory"),  # climbs out with ..
+        ("input_image_path", "imgs/../../secret.png", "outside the benchmark directory"),
+        ("input_image_path", "notes.txt", "not an image file"),  # an existing file, not an image
+        ("gt_image_path", "disguised.png", "not an image file"),  # an image's name, not an image's content
+    ],
+)
+def test_image_paths_out_of_the_benchmark_or_not_images_are_refused(
+    tmp_path: Path, field: str, value: str, problem: str
+) -> None:
+    """The report copies the images a record names: a record must not name any file it likes."""
+    bench_dir = tmp_path / "bench"
+    _make_images(bench_dir)
+    (tmp_path / "secret.png").write_bytes(b"\x89PNG a real image, but not the benchmark's")
+    (bench_dir / "notes.txt").write_text("private notes")
+    (bench_dir / "disguised.png").write_text("root:x:0:0:root:/root:/bin/bash")
+    records = _records()
+    records[0][field] = str(tmp_path / "secret.png") if value == "ABS_SECRET" else value
+    path = _write(bench_dir / "ruler.json", records, "json")
+    with pytest.raises(InputError, match=problem) as info:
+        read_ruler(path)
+    assert info.value.where == f"{path}[0] (physics/0):{field}"
+    # ``..`` that stays inside, and an absolute path inside, are fine
+    records[0][field] = "imgs/../imgs/physics_0.png" if field == "input_image_path" else str(bench_dir / "imgs/physics_0.png")
+    instance = read_ruler(_write(bench_dir / "ok.json", records, "json")).instances[0]
+    assert (instance.first_frame if field == "input_image_path" else instance.final_frame) == bench_dir / "imgs/physics_0.png"
+
+
+def test_images_reached_through_links_inside_the_benchmark_still_load(tmp_path: Path) -> None:
+    """A Hugging Face snapshot's files are links to suffix-less blobs elsewhere: containment is judged as written."""
+    blobs = tmp_path / "blobs"
+    blobs.mkdir()
+    (blobs / "3f2a9c").write_bytes(b"\x89PNG blob")
+    bench_dir = tmp_path / "snapshot"
+    (bench_dir / "imgs").mkdir(parents=True)
+    (bench_dir / "imgs" / "physics_0.png").symlink_to(blobs / "3f2a9c")
+    records = _records()[:2]
+    records[0]["gt_image_path"] = None
+    instance = read_ruler(_write(bench_dir / "ruler.json", records, "json")).instances[0]
+    assert instance.first_frame == bench_dir / "imgs" / "physics_0.png"
 
 
 def test_open_benchmark_and_output_path(tmp_path: Path) -> None:
@@ -169,10 +214,10 @@ def test_open_benchmark_and_output_path(tmp_path: Path) -> None:
     bench = open_benchmark(path)
     assert bench.kind == "ruler" and len(bench.instances) == 4
     inst = bench.instances[1]
-    assert output_path(tmp_path / "out", inst, "wan2.2") == tmp_path / "out" / "wan2.2" / "maze" / "3.mp4"
+    assert ruler_output_path(tmp_path / "out", inst, "wan2.2") == tmp_path / "out" / "wan2.2" / "maze" / "3.mp4"
     assert bench.output_path(tmp_path / "out", inst, "wan2.2") == tmp_path / "out" / "wan2.2" / "maze" / "3.mp4"
     with pytest.raises(ValueError):
-        output_path(tmp_path, inst, "a/b")
+        ruler_output_path(tmp_path, inst, "a/b")
 
 
 def _drop(field: str):
@@ -391,6 +436,52 @@ def test_aggregate_matches_hand_computation() -> None:
     assert report.overall_average == pytest.approx(56.7708333333)
     # Order of judgements does not matter.
     assert aggregate(reversed(judgements)) == report
+
+
+def test_a_dimension_missing_from_a_checklist_scores_0_and_is_counted() -> None:
+    # The official eval/cal_acc.py: every instance is scored on all its category's dimensions; one
+    # its checklist lacks is 0 for it, in the dimension mean, the instance average and the overall.
+    # Good = 2, Medium = 1, Poor = 0.
+    #
+    # science / physics/0: IF Good -> 2 ; VC missing -> 0 ; VF missing -> 0 ; RC Poor -> 0.  mean = 2/4 = 0.5
+    # science / chemistry/1: IF Medium -> 1 ; VC Good -> 2 ; VF Good -> 2 ; RC Good -> 2.  mean = 7/4
+    # science per dimension (x50): IF (2+1)/2*50 = 75 ; VC (0+2)/2*50 = 50 ; VF (0+2)/2*50 = 50 ;
+    #                      RC (0+2)/2*50 = 50
+    # science avg = (1/2 + 7/4)/2*50 = 56.25
+    #
+    # vision rule / color/2: VC Medium -> 1 ; VF missing -> 0 ; RC missing -> 0 (no IF: not one of its
+    #                      dimensions, so not missing).  mean = 1/3
+    # vision rule per dimension: VC 50 ; VF 0 ; RC 0.  avg = 1/3*50 = 50/3 (16.67)
+    #
+    # overall per dimension: IF 75 (science only) ; VC (50+50)/2 = 50 ; VF (50+0)/2 = 25 ; RC (50+0)/2 = 25
+    # overall average = (75 + 50 + 25 + 25)/4 = 43.75
+    # (Leaving the missing dimensions out instead would give VC 75, VF 100, RC 50, overall 75.)
+    judgements = [
+        _judgement("physics/0", "science", [(IF, "Good"), (RC, "Poor")]),
+        _judgement("chemistry/1", "science", [(IF, "Medium"), (VC, "Good"), (VF, "Good"), (RC, "Good")]),
+        _judgement("color/2", "vision rule", [(VC, "Medium")]),
+    ]
+    report = aggregate(judgements)
+    assert report.per_category == {
+        "science": {IF: 75.0, VC: 50.0, VF: 50.0, RC: 50.0},
+        "vision rule": {VC: 50.0, VF: 0.0, RC: 0.0},
+    }
+    assert report.category_avg == {"science": 56.25, "vision rule": 50 / 3}
+    assert report.overall_per_dimension == {IF: 75.0, VC: 50.0, VF: 25.0, RC: 25.0}
+    assert report.overall_average == 43.75
+    assert report.n_instances == {"science": 2, "vision rule": 1}
+    assert report.n_missing == {"science": {VC: 1, VF: 1}, "vision rule": {VF: 1, RC: 1}}
+    assert aggregate(reversed(judgements)) == report
+
+
+def test_category_dimensions_leave_instruction_following_out_of_vision_rule_only() -> None:
+    assert category_dimensions("vision rule") == (VC, VF, RC)
+    assert all(category_dimensions(c) == RULER_DIMENSIONS for c in CATEGORY_TASKS if c != "vision rule")
+    assert category_dimensions("a later category") == RULER_DIMENSIONS
+    # a run that judged only vision rule has no Instruction Following at all: the overall is over the other three
+    report = aggregate([_judgement("color/0", "vision rule", [(VC, "Good"), (VF, "Good"), (RC, "Medium")])])
+    assert report.overall_per_dimension == {VC: 100.0, VF: 100.0, RC: 50.0} and report.overall_average == 250 / 3
+    assert report.n_missing == {}
 
 
 def test_aggregate_rejects_invalid_input() -> None:

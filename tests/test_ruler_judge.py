@@ -9,15 +9,20 @@ import pytest
 import torch
 
 from core.bench.record import Purpose
-from core.bench.ruler import aggregate, read_ruler
+from core.bench.ruler import read_ruler
 from core.bench.ruler_judge import (
     JUDGE_INSTRUCTION,
+    OFFICIAL_INSTRUCTION,
+    OFFICIAL_SYSTEM_PROMPT,
+    PROTOCOLS,
     JudgeConfig,
     judge_frames,
     judge_parts,
     judge_videos,
     qwen_vl_reply_fn,
 )
+from core.bench.ruler_replies import parse_official_labels
+from core.bench.ruler_scores import InvalidJudgeReply, aggregate
 from core.bench.synth.generate import make_synth_benchmark
 from core.errors import InputError
 from core.media import write_image, write_video
@@ -130,6 +135,84 @@ def test_a_thinking_judges_reasoning_is_dropped_and_half_a_thought_is_invalid(ru
     labels = {r.instance_id: [q.label for q in r.judgement.labels] for r in run.records}
     assert labels == {"physics/0": ["Good", "Medium"], "color/1": ["Good"], "sport/2": ["Poor", "Good"]}
     assert run.records[1].attempts[0].problem and run.records[1].attempts[0].reply.startswith("<think>")  # kept as given
+
+
+@pytest.mark.parametrize("reply", [
+    '<think>The ball falls, so Good; it is blurred, so Poor.</think><answer>["Good","Poor"]</answer>',
+    # reasoning that quotes labels and even an answer block is not the answer
+    '<think>\nfirst guess <answer>["Poor","Poor"]</answer>, no:\n1. Good\n</think>\n<answer>\n["Good", "Poor"]\n</answer>\n',
+    '<answer>["good", "POOR"]</answer>',  # no reasoning; labels in any case
+    '<think>ok</think><answer>```json\n["Good", "Poor"]\n```</answer>',
+    '<THINK>ok</THINK>So the labels are:\n<Answer>["Good","Poor"]</Answer>',  # words around the block
+    'the template opened the block; "Poor"?</think>\n\n<answer>["Good","Poor"]</answer>',  # Thinking models
+])
+def test_the_official_reply_format_is_read(reply):
+    assert parse_official_labels(reply, 2) == ["Good", "Poor"]
+    assert PROTOCOLS["official"].parse(reply, 2) == ["Good", "Poor"]
+
+
+@pytest.mark.parametrize(("reply", "problem"), [
+    ('<think>x</think><answer>["Good"]</answer>', "got 1 label"),
+    ('<think>x</think><answer>["Good","Poor","Good"]</answer>', "got 3 label"),
+    ('<think>x</think><answer>["Good","Excellent"]</answer>', "label 2 is 'Excellent'"),
+    ('<think>x</think><answer>["Good", 2]</answer>', "label 2 is 2"),
+    ('<think>x</think>["Good","Poor"]', "0 <answer>"),
+    ('<think>x</think><answer>["Good","Poor"]</answer><answer>["Poor","Poor"]</answer>', "2 <answer>"),
+    ('<think>Good, Poor <answer>["Good","Poor"]</answer>', "unterminated <think>"),  # cut off mid-thought
+    ('<think>x</think><answer>Good, Poor</answer>', "not a JSON list"),
+    ('<think>x</think><answer>{"labels": ["Good", "Poor"]}</answer>', "not a JSON list"),
+    ("1. Good\n2. Poor", "0 <answer>"),  # the numbered format is not the official one
+])
+def test_an_official_reply_with_a_wrong_count_or_unknown_label_is_invalid(reply, problem):
+    with pytest.raises(InvalidJudgeReply) as info:
+        parse_official_labels(reply, 2)
+    assert problem in info.value.problem
+
+
+def test_the_protocol_is_chosen_in_the_config_and_the_default_keeps_its_cache_keys():
+    # the dump the judge's cache keys are made from is what it was before the field existed
+    assert JudgeConfig().model_dump(mode="json") == {"fps": 2.0, "max_side": 512, "attempts": 3, "temperature": 0.7,
+                                                     "max_new_tokens": 256, "seed": 0}
+    official = JudgeConfig(protocol="official", max_new_tokens=2048)
+    assert official.model_dump(mode="json")["protocol"] == "official"
+    assert JudgeConfig.model_validate_json(official.model_dump_json()) == official
+    assert JudgeConfig.model_validate_json(JudgeConfig().model_dump_json()).protocol == "numbered"
+    with pytest.raises(ValueError, match="protocol"):
+        JudgeConfig(protocol="free text")
+    official_reply, numbered_reply = '<think>x</think><answer>["Good","Poor"]</answer>', "1. Good\n2. Poor"
+    with pytest.raises(InvalidJudgeReply):  # each protocol reads its own format only
+        JudgeConfig().judge_protocol.parse(official_reply, 2)
+    with pytest.raises(InvalidJudgeReply):
+        official.judge_protocol.parse(numbered_reply, 2)
+
+
+def test_the_official_protocol_opens_with_its_system_prompt_and_retries_invalid_replies(ruler):
+    root, bench = ruler
+    cfg = JudgeConfig(protocol="official")
+    full = bench.instances[0]
+    parts = judge_parts(full, root / "out" / "mymodel" / "physics" / "0.mp4", cfg, root)
+    assert parts[0] == OFFICIAL_SYSTEM_PROMPT and parts[1] == "Input image:"
+    assert parts[-1] == f"Questions:\n1. Does the ball fall?\n2. Is the ball sharp?\n{OFFICIAL_INSTRUCTION}"
+    assert "<answer>" in OFFICIAL_SYSTEM_PROMPT and "Good, Medium or Poor" in OFFICIAL_SYSTEM_PROMPT
+    script = {
+        "physics/0": ['<think>a</think><answer>["Good"]</answer>', '<think>b</think><answer>["Good","Medium"]</answer>'],
+        "color/1": ['<answer>["Excellent"]</answer>', "1. Good", '<think>cut off'],  # never valid: failed
+        "sport/2": ['<think>c</think>\n<answer>["Poor", "Good"]</answer>'],
+    }
+
+    def reply_fn(parts, attempt):
+        assert parts[0] == OFFICIAL_SYSTEM_PROMPT
+        instance = next(i for i in bench.instances if i.prompt in "".join(p for p in parts if isinstance(p, str)))
+        return script[instance.id][attempt]
+
+    run = judge_videos(bench, root / "out" / "mymodel", reply_fn, cfg, judge="scripted")
+    by_id = {r.instance_id: r for r in run.records}
+    assert [q.label for q in by_id["physics/0"].judgement.labels] == ["Good", "Medium"]
+    assert "got 1 label" in by_id["physics/0"].attempts[0].problem
+    assert by_id["color/1"].judgement is None and [a.problem is not None for a in by_id["color/1"].attempts] == [True] * 3
+    assert [q.label for q in by_id["sport/2"].judgement.labels] == ["Poor", "Good"]
+    assert run.report == aggregate([by_id["physics/0"].judgement, by_id["sport/2"].judgement])
+    assert run.config.protocol == "official"
 
 
 def test_a_missing_video_or_input_video_fails_alone(ruler, tmp_path):

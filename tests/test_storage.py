@@ -95,7 +95,8 @@ RULER_RECORDS = [  # (task, category, checklist dimensions)
 def ruler_judgements() -> list:
     """(method, instance, judge record) for RULER instances: random labels, and one reply that is never valid."""
     from core.bench.record import TaskInstance
-    from core.bench.ruler import InvalidJudgeReply, judgement_from_reply
+    from core.bench.ruler_replies import judgement_from_reply
+    from core.bench.ruler_scores import InvalidJudgeReply
     from core.bench.ruler_judge import JudgeAttempt, JudgeRecord
 
     rng = np.random.default_rng(1)
@@ -156,7 +157,7 @@ def test_method_comparison_matches_the_records(warehouse):
 
 
 def test_ruler_scores_query_is_the_official_aggregation(warehouse):
-    from core.bench.ruler import aggregate
+    from core.bench.ruler_scores import aggregate
 
     _, db, _, _, _ = warehouse
     judged: dict[str, list] = {}
@@ -177,6 +178,57 @@ def test_ruler_scores_query_is_the_official_aggregation(warehouse):
     rows = duckdb.connect(str(db), read_only=True).execute(
         "SELECT label, label_score, error FROM judgements WHERE method = 'teacher' AND instance_id = 'chemistry/1'").fetchall()
     assert len(rows) == 2 and all(r[0] is None and r[1] is None and "Excellent" in r[2] for r in rows)
+
+
+def test_ruler_scores_query_scores_a_missing_dimension_0_like_the_official_script(tmp_path):
+    """A dimension of its category that an instance's checklist lacks is 0 and counted (eval/cal_acc.py).
+
+    Good = 2, Medium = 1, Poor = 0; figures worked by hand:
+    science  physics/0   IF Good, RC Poor                -> IF 2, VC 0, VF 0, RC 0
+    science  chemistry/1 IF Medium, VC Good, VF Good, RC Good -> 1, 2, 2, 2
+    vision rule color/2 (spelled 'Vision_Rule') VC Medium -> VC 1, VF 0, RC 0 (no IF in vision rule)
+    humanity sport/3     no valid reply: failed, not counted
+    science x50: IF 75, VC 50, VF 50, RC 50; vision rule x50: VC 50, VF 0, RC 0
+    overall: IF 75, VC 50, VF 25, RC 25; average 43.75 (leaving missing ones out would give 75)
+    """
+    from core.bench.record import TaskInstance
+    from core.bench.ruler_replies import judgement_from_reply
+    from core.bench.ruler_scores import aggregate
+    from core.bench.ruler_judge import JudgeAttempt, JudgeRecord
+
+    root = tmp_path / "results"
+    experiment = ExperimentRecord(name="ruler missing", config={"bench": "ruler.jsonl"}, code_version="t")
+    write_experiment(root, experiment)
+    cases = [("physics", "science", ["Instruction Following", "Rule Coherence"], "Good\nPoor"),
+             ("chemistry", "science", ["Instruction Following", "Visual Consistency", "Visual Fidelity", "Rule Coherence"],
+              "Medium\nGood\nGood\nGood"),
+             ("color", "Vision_Rule", ["Visual Consistency"], "Medium"),
+             ("sport", "humanity", ["Rule Coherence"], "Excellent")]
+    judged = []
+    for k, (task, category, dims, reply) in enumerate(cases):
+        instance = TaskInstance(id=f"{task}/{k}", benchmark="ruler", task_family=task, task_id=task, index=str(k),
+                                category=category, prompt="p",
+                                checklist=[{"dimension": d, "question": f"q{i}?"} for i, d in enumerate(dims)])
+        record = JudgeRecord(instance_id=instance.id, task_name=task, category=category, video="v.mp4",
+                             attempts=[JudgeAttempt(reply=reply)])
+        if task == "sport":
+            record.error = "no valid judge reply in 1 attempt(s)"
+        else:
+            record.judgement = judgement_from_reply(instance, reply)
+            judged.append(record.judgement)
+        write_judgements(root, record, instance, experiment.experiment_id, "default", "vanilla", "/models/judge")
+    db = tmp_path / "vlmt.duckdb"
+    consolidate(root, db)
+    q = load_queries()["ruler_scores"]
+    (row,) = query(db, q.sql, q.bind({})).iter_rows(named=True)
+    expected = {"instruction_following": 75.0, "visual_consistency": 50.0, "visual_fidelity": 25.0, "rule_coherence": 25.0,
+                "overall_average": 43.75}
+    assert {k: row[k] for k in expected} == expected
+    assert row["n_judged"] == 3 and row["n_failed"] == 1
+    report = aggregate(judged)
+    assert report.overall_per_dimension == {"Instruction Following": 75.0, "Visual Consistency": 50.0,
+                                            "Visual Fidelity": 25.0, "Rule Coherence": 25.0}
+    assert report.overall_average == 43.75
 
 
 def test_judge_versus_scorer_counts(warehouse):
@@ -417,3 +469,25 @@ def test_a_run_killed_while_mlflow_creates_its_store_leaves_no_broken_store(tmp_
     assert not (tmp_path / "mlflow.db").exists()
     tracker = Tracker(uri, "after-kill", tmp_path / "art")  # the next run creates a complete store
     assert tracker.client.get_experiment(tracker.mlflow_experiment_id).name == "after-kill"
+
+
+def test_a_rerun_leaves_one_point_per_parent_metric_in_a_real_mlflow_store(tmp_path):
+    """finish_parent on every rerun of the same experiment: each summary metric keeps one point;
+    a value that changed is logged once more (the newest point is the current value)."""
+    from core.storage.tracking import Tracker, default_tracking_uri
+
+    tracker = Tracker(default_tracking_uri(tmp_path), "reruns", tmp_path / "art")
+    summary = {"vanilla": {"mean_score": 0.5, "success_rate": 0.25}, "teacher": {"mean_score": 0.75, "n": 4}}
+    for _ in range(3):  # the first run and two reruns
+        parent = tracker.parent("exp-1", {"name": "reruns"})
+        tracker.finish_parent(parent, summary, failed=False)
+    client = tracker.client
+    keys = ["vanilla.mean_score", "vanilla.success_rate", "teacher.mean_score", "teacher.n"]
+    assert set(client.get_run(parent).data.metrics) == set(keys)
+    assert {k: len(client.get_metric_history(parent, k)) for k in keys} == dict.fromkeys(keys, 1)
+    changed = {**summary, "vanilla": {**summary["vanilla"], "mean_score": 0.625}}
+    tracker.finish_parent(tracker.parent("exp-1", {"name": "reruns"}), changed, failed=False)
+    assert len(client.get_metric_history(parent, "vanilla.mean_score")) == 2
+    assert client.get_run(parent).data.metrics["vanilla.mean_score"] == 0.625
+    assert len(client.get_metric_history(parent, "teacher.mean_score")) == 1
+    assert client.get_run(parent).info.status == "FINISHED"

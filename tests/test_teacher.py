@@ -244,8 +244,8 @@ def test_query_truths_answer_bank_phrasings_and_leave_other_texts_open(train_ben
 # --------------------------------------------------------------------------- training
 
 def test_the_erase_perturbation_is_opt_in_and_adds_only_its_own_videos(train_bench):
-    """'erase' (every moving object gone after the first frame, the deletion hack): breaks the goal and the
-    "intact" rule and keeps the motion rules; a Teacher's data gains one such video per sprite instance and
+    """'erase' (every moving object gone after the first frame, the deletion hack): breaks the goal, the
+    "intact" rule and the motion rules (no rule holds for an object that is not there); a Teacher's data gains one such video per sprite instance and
     nothing else changes; the default recipe's dump (and so the shipped zoo's keys) is untouched."""
     from pydantic import ValidationError
 
@@ -267,7 +267,7 @@ def test_the_erase_perturbation_is_opt_in_and_adds_only_its_own_videos(train_ben
         bank = [variants[0] for variants in query_bank(inst.metadata)]
         truth = {tuple(q.criteria): ok for q, ok in zip(bank, item.labels, strict=True)}
         assert [ok for q, ok in zip(bank, item.labels, strict=True) if q.kind == "goal"] == [False], inst.id
-        assert truth[(names["integrity"],)] is False and truth[(names["continuity"],)] is True, inst.id
+        assert truth[(names["integrity"],)] is False and truth[(names["continuity"],)] is False, inst.id
         assert (video[1:] == video[1:2]).all()  # nothing moves after the first frame
     assert "extra_perturbations" not in TeacherTrainConfig().model_dump()
     with pytest.raises(ValidationError, match="unknown extra perturbation 'melt'"):

@@ -18,12 +18,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from core.bench.layout import SPLIT_DIR_PREFIX, vbvr_output_path
 from core.bench.record import Faculty, Split
 from core.bench.source import open_benchmark
 from core.bench.vbvr import (
     INDEX_NAME,
-    SPLIT_DIR_PREFIX,
-    output_path,
     read_vbvr,
     score_with_official_toolkit,
     split_dir_name,
@@ -249,8 +248,8 @@ def test_write_index_round_trips_faculty(synth: Path) -> None:
 def test_output_path(official: Path, tmp_path: Path) -> None:
     bench = read_vbvr(official)
     out = tmp_path / "outputs"
-    assert output_path(out, bench.instances[0]) == out / "In-Domain_50" / ID_TASK / "00000.mp4"
-    assert output_path(out, bench.instances[3]) == out / "Out-of-Domain_50" / OOD_TASK / "00001.mp4"
+    assert vbvr_output_path(out, bench.instances[0]) == out / "In-Domain_50" / ID_TASK / "00000.mp4"
+    assert vbvr_output_path(out, bench.instances[3]) == out / "Out-of-Domain_50" / OOD_TASK / "00001.mp4"
     assert bench.output_path(out, bench.instances[2]) == out / "Out-of-Domain_50" / OOD_TASK / "00000.mp4"
 
 
@@ -409,3 +408,164 @@ def test_score_without_toolkit_raises(tmp_path: Path, monkeypatch: pytest.Monkey
     assert "vbvr_bench" in message and "VBVR-EvalKit" in message and "pip install" in message
     assert "synth benchmarks are scored by vlmt" in message
     assert not (tmp_path / "scores").exists()
+
+
+# VBVR-EvalKit's result, shaped as its VBVRBench.evaluate returns it (see the comment in core/bench/vbvr.py):
+# no top-level mean_score; failed videos carry `error` and count 0.0 in the means.
+DOT_TASK = "O-34_dot_to_dot_task_data-generator"
+
+
+def _evalkit_result() -> dict:
+    detailed = [
+        {"score": 0.9, "dimensions": {"task_specific": 0.9}, "video_path": "v/In-Domain_50/G-18/00000.mp4",
+         "task_name": ID_TASK, "split": "In_Domain", "video_idx": "00000"},
+        {"score": 0.0, "error": "invalid index to scalar variable.", "dimensions": {},
+         "video_path": "v/In-Domain_50/O-34/00000.mp4", "task_name": DOT_TASK, "split": "In_Domain", "video_idx": "00000"},
+        {"score": 0.6, "dimensions": {"task_specific": 0.6}, "video_path": "v/Out-of-Domain_50/O-9/00000.mp4",
+         "task_name": OOD_TASK, "split": "Out_of_Domain", "video_idx": "00000"},
+    ]
+    return {
+        "overall": {"mean_score": 0.5, "num_videos": 3, "In_Domain_score": 0.45, "Out_of_Domain_score": 0.6,
+                    "by_category": {"Spatiality": 0.45, "Transformation": 0.6}},
+        "In_Domain": {"scores": [0.9, 0.0], "mean_score": 0.45, "num_videos": 2,
+                      "by_task": {ID_TASK: {"scores": [0.9], "mean_score": 0.9, "dimensions": {"task_specific": 0.9}},
+                                  DOT_TASK: {"scores": [0.0], "mean_score": 0.0, "dimensions": {}}}},
+        "Out_of_Domain": {"scores": [0.6], "mean_score": 0.6, "num_videos": 1,
+                          "by_task": {OOD_TASK: {"scores": [0.6], "mean_score": 0.6, "dimensions": {}}}},
+        "by_task": {},
+        "detailed": detailed,
+    }
+
+
+def _fake_toolkit(monkeypatch: pytest.MonkeyPatch, result: dict, calls: list | None = None) -> None:
+    """A stand-in `vbvr_bench` module whose VBVRBench returns ``result`` (and records its calls)."""
+    import types
+
+    class VBVRBench:
+        def __init__(self, gt_base_path: str, output_path: str = "./evaluation_results/", **_: object):
+            self.gt, self.out = gt_base_path, output_path
+
+        def evaluate(self, videos_path: str, name: str | None = None, **_: object) -> dict:
+            print("Found N videos to evaluate")  # EvalKit prints; the delegation sends it to stderr
+            if calls is not None:
+                calls.append((self.gt, videos_path, name))
+            Path(self.out, f"{name}_eval_results.json").write_text(json.dumps(result))
+            return result
+
+    module = types.ModuleType("vbvr_bench")
+    module.VBVRBench = VBVRBench  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "vbvr_bench", module)
+
+
+def _fake_opencv(monkeypatch: pytest.MonkeyPatch, version: str) -> None:
+    import types
+
+    monkeypatch.setitem(sys.modules, "cv2", types.SimpleNamespace(__version__=version))
+
+
+def _videos_for(root: Path, videos: Path, skip: int = 0) -> Path:
+    """An (undecodable, the fake toolkit does not read it) mp4 per instance of ``root``, but the last ``skip``."""
+    insts = sorted(p for p in root.glob("*/*/*") if p.is_dir())
+    for inst in insts[: len(insts) - skip]:
+        out = videos / inst.parent.parent.name / inst.parent.name / f"{inst.name}.mp4"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(b"not decoded by the fake toolkit")
+    return videos
+
+
+def test_read_official_result_reads_evalkit_sections_and_errors() -> None:
+    from core.bench.vbvr import read_official_result
+
+    raw = _evalkit_result()
+    raw["Out_of_Domain"]["by_task"][OOD_TASK]["error"] = "task-level failure"  # not seen from EvalKit, still reported
+    res = read_official_result(raw)
+    assert list(res.sections) == ["In_Domain", "Out_of_Domain", "overall"]
+    assert res.sections["overall"].mean_score == 0.5 and res.sections["overall"].n_videos == 3
+    assert res.sections["In_Domain"].mean_score == 0.45 and res.sections["In_Domain"].n_errors == 1
+    assert res.sections["Out_of_Domain"].n_errors == 1 and res.sections["overall"].n_errors == 2
+    video_error, task_error = res.errors
+    assert (video_error.split, video_error.task, video_error.error) == ("In_Domain", DOT_TASK, "invalid index to scalar variable.")
+    assert video_error.video.endswith("00000.mp4")
+    assert (task_error.task, task_error.video, task_error.error) == (OOD_TASK, None, "task-level failure")
+    assert res.by_category == {"Spatiality": 0.45, "Transformation": 0.6}
+    assert res.raw == raw  # kept whole, for --details
+
+
+@pytest.mark.parametrize("raw", [{"mean_score": {}}, {"overall": {}, "In_Domain": {}, "Out_of_Domain": {}}, [1, 2]])
+def test_read_official_result_refuses_an_unknown_shape(raw: object) -> None:
+    """The old reading printed an empty table for a result it did not understand; now it says so."""
+    from core.bench.vbvr import read_official_result
+    from core.errors import VlmtError
+
+    with pytest.raises(VlmtError, match="VBVR-EvalKit"):
+        read_official_result(raw)
+
+
+def test_toolkit_delegation_returns_scores_errors_and_missing_videos(
+    official: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    calls: list = []
+    _fake_toolkit(monkeypatch, _evalkit_result(), calls)
+    _fake_opencv(monkeypatch, "4.10.0")
+    videos = _videos_for(official, tmp_path / "videos", skip=1)
+    res = score_with_official_toolkit(official, videos, tmp_path / "scores")
+    assert calls == [(str(official), str(videos), "model")]
+    assert res.sections["overall"].mean_score == 0.5 and len(res.errors) == 1
+    assert res.missing == [f"Out-of-Domain_50/{OOD_TASK}/00001"]
+    assert res.warnings == []
+    assert res.results_file == str(tmp_path / "scores" / "model_eval_results.json")
+    out = capsys.readouterr()
+    assert "Found N videos" in out.err and "Found N videos" not in out.out  # stdout stays the CLI's
+
+
+@pytest.mark.parametrize("where", ["benchmark", "videos"])
+def test_toolkit_delegation_refuses_split_folders_evalkit_does_not_walk(
+    official: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    """vlmt reads In-Domain_7, but EvalKit walks only In-Domain_50 / Out-of-Domain_50: zero videos, silently."""
+    calls: list = []
+    _fake_toolkit(monkeypatch, _evalkit_result(), calls)
+    videos = _videos_for(official, tmp_path / "videos")
+    root = official if where == "benchmark" else videos
+    (root / "In-Domain_50").rename(root / "In-Domain_7")
+    with pytest.raises(InputError) as err:
+        score_with_official_toolkit(official, videos, tmp_path / "scores")
+    assert err.value.where == str(root / "In-Domain_7")
+    assert "'In-Domain_7'" in str(err.value) and "'In-Domain_50'" in str(err.value) and "'Out-of-Domain_50'" in str(err.value)
+    assert calls == []  # refused before the toolkit ran
+
+
+def test_toolkit_delegation_refuses_a_videos_directory_without_videos(
+    official: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list = []
+    _fake_toolkit(monkeypatch, _evalkit_result(), calls)
+    (tmp_path / "videos" / "elsewhere").mkdir(parents=True)
+    with pytest.raises(InputError, match="no video where VBVR-EvalKit looks"):
+        score_with_official_toolkit(official, tmp_path / "videos", tmp_path / "scores")
+    assert calls == []
+
+
+def test_toolkit_delegation_warns_once_under_opencv_5(
+    official: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """EvalKit's dot-to-dot evaluator fails on every video under opencv 5.x (0.0 instead of 0.93)."""
+    from core.bench import vbvr
+
+    vbvr._log_once.cache_clear()
+    _fake_toolkit(monkeypatch, _evalkit_result())
+    _fake_opencv(monkeypatch, "5.0.0")
+    videos = _videos_for(official, tmp_path / "videos")
+    with caplog.at_level(logging.WARNING, logger="core.bench.vbvr"):
+        first = score_with_official_toolkit(official, videos, tmp_path / "scores")
+        second = score_with_official_toolkit(official, videos, tmp_path / "scores")
+    assert len(first.warnings) == 1 and first.warnings == second.warnings
+    assert "opencv 5.0.0" in first.warnings[0] and "opencv-python<5" in first.warnings[0]
+    assert sum("opencv-python<5" in r.getMessage() for r in caplog.records) == 1
+    vbvr._log_once.cache_clear()
+
+
+def test_missing_toolkit_message_pins_opencv_below_5(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "vbvr_bench", None)
+    with pytest.raises(MissingDependencyError, match="opencv-python<5"):
+        score_with_official_toolkit(tmp_path, tmp_path, tmp_path / "scores")

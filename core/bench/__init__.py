@@ -2,7 +2,10 @@
 
 - ``synth``: the built-in procedurally generated benchmark (writes the VBVR layout).
 - ``vbvr``: reads a directory in the official VBVR-Bench layout.
-- ``ruler``: reads RULER-Bench records and aggregates checklist judgements.
+- ``ruler``: reads RULER-Bench records (``ruler_paths``: their image paths;
+  ``ruler_scores``: the official aggregation; ``ruler_replies``: judge replies;
+  ``ruler_judge``: the judge protocol).
+- ``layout``: the loaded ``Benchmark`` and the output layouts; ``source``: ``open_benchmark``.
 """
 
 from core.bench.record import ChecklistItem, Faculty, Purpose, Split, TaskInstance

@@ -1,10 +1,20 @@
-"""RULER-Bench: reading its records, parsing judge replies, aggregating scores.
+"""RULER-Bench: reading its record file into ``TaskInstance`` records.
 
 Why this module exists: RULER-Bench is not a directory of instances like VBVR but a
 record file (JSON, JSONL or Parquet), and it is scored not by comparison with a
 ground-truth video but by a VLM judge that answers a per-instance checklist. So it
-needs its own reader (records -> ``TaskInstance``), a strict parser for judge replies
-and the official aggregation of checklist labels into 0-100 scores.
+needs its own reader (records -> ``TaskInstance``), which this module is. The rest of
+RULER-Bench lives beside it, each module with one job:
+
+- ``core.bench.ruler_paths``: which image paths a record may name (inside the benchmark,
+  image files);
+- ``core.bench.ruler_scores``: label scores and the official aggregation (``aggregate``);
+- ``core.bench.ruler_replies``: reading judge replies into labels;
+- ``core.bench.ruler_judge``: the judge protocol, run with a local Qwen-VL model;
+- ``core.bench.layout``: the output layout (``ruler_output_path``) and ``Benchmark``.
+
+Imports run one way: ``ruler_judge`` -> ``ruler_replies`` -> ``ruler_scores`` -> this
+module -> ``ruler_paths``.
 
 Record fields (from the public dataset card): ``prompt``, ``implicit_explanation``,
 ``index`` (int), ``checklist`` (a JSON string), ``task_name``, ``category``,
@@ -27,26 +37,12 @@ than rejected, so that a later release with a new category still loads. "vision 
 instances have no Instruction Following question; one that has is an error, because
 the official aggregation would otherwise score a dimension that category does not have.
 
-Image paths are relative to ``image_root`` (default: the record file's directory);
-absolute paths are used as they are. A path that is given but does not exist is an
-error: a silently missing first frame would turn an I2V task into a T2V task.
+Image paths (``input_image_path``, ``gt_image_path``) must lie inside ``image_root``
+(default: the record file's directory) and name existing image files; anything else is
+an error naming the record and field (``core.bench.ruler_paths``).
 
-Judge protocol: one label per checklist question, Good / Medium / Poor, in checklist
-order. A reply with the wrong number of labels or an unknown label raises
-``InvalidJudgeReply`` so that the caller retries the judge; it is never counted.
-
-Scores (``aggregate``): Good = 2, Medium = 1, Poor = 0.
-
-- per instance and dimension: the mean label score of that dimension's questions;
-- ``per_category[c][d]``: mean over the instances of ``c`` that have ``d`` of those
-  values, times 50 (so 0-100);
-- ``category_avg[c]``: mean over the instances of ``c`` of the instance's mean over its
-  dimensions, times 50;
-- ``overall_per_dimension[d]``: mean over the categories that have ``d`` of
-  ``per_category[c][d]`` (so "vision rule" does not enter Instruction Following);
-- ``overall_average``: mean of the four ``overall_per_dimension`` values.
-
-Outputs go to ``{out_root}/{model}/{task_name}/{index}.mp4``, the official layout.
+Outputs go to ``{out_root}/{model}/{task_name}/{index}.mp4``, the official layout
+(``core.bench.layout.ruler_output_path``).
 """
 
 from __future__ import annotations
@@ -54,22 +50,14 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections import defaultdict
-from collections.abc import Iterable, Iterator
-from fractions import Fraction
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-
-from core.bench.record import (
-    RULER_DIMENSIONS,
-    ChecklistItem,
-    RulerDimension,
-    TaskInstance,
-)
-from core.bench.source import Benchmark, InvalidItem
-from core.errors import InputError, VlmtError
+from core.bench.layout import Benchmark, InvalidItem
+from core.bench.record import RULER_DIMENSIONS, ChecklistItem, TaskInstance
+from core.bench.ruler_paths import resolve_image
+from core.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -100,16 +88,12 @@ CATEGORY_TASKS: dict[str, tuple[str, ...]] = {
 #: Task name (lower-cased) -> category, for the consistency warning in ``read_ruler``.
 TASK_CATEGORY: dict[str, str] = {task.lower(): cat for cat, tasks in CATEGORY_TASKS.items() for task in tasks}
 
-Label = Literal["Good", "Medium", "Poor"]
-LABEL_SCORES: dict[str, int] = {"Good": 2, "Medium": 1, "Poor": 0}
-
 REQUIRED_FIELDS: tuple[str, ...] = ("task_name", "index", "category", "prompt", "checklist")
 OPTIONAL_TEXT_FIELDS: tuple[str, ...] = ("implicit_explanation", "initial_scenario", "input_video_path")
 IMAGE_FIELDS: tuple[str, ...] = ("input_image_path", "gt_image_path")
 
 _DIMENSION_BY_KEY: dict[str, str] = {d.lower(): d for d in RULER_DIMENSIONS}
 _DIMENSIONS_TEXT = ", ".join(repr(d) for d in RULER_DIMENSIONS)
-_LABELS_TEXT = "/".join(LABEL_SCORES)
 
 
 def normalise_category(raw: str) -> str:
@@ -125,16 +109,6 @@ def normalise_dimension(raw: str) -> str | None:
     """The canonical spelling of a checklist dimension, or None when it is not one of the four."""
     return _DIMENSION_BY_KEY.get(re.sub(r"\s+", " ", raw.strip()).lower())
 
-
-def output_path(out_root: Path, instance: TaskInstance, model: str) -> Path:
-    """Where ``model``'s video for ``instance`` goes: ``out_root/{model}/{task_name}/{index}.mp4``.
-
-    ``model`` becomes a directory name, so it must be one path component: a ``/`` in it
-    would silently nest outputs where the official evaluation does not look.
-    """
-    if not model or model in {".", ".."} or "/" in model or "\\" in model:
-        raise ValueError(f"model name {model!r} must be a single path component (no '/', not '.' or '..')")
-    return Path(out_root) / model / instance.task_id / f"{instance.index}.mp4"
 
 
 # --------------------------------------------------------------------------- reading
@@ -237,20 +211,6 @@ def _parse_checklist(value: Any, where: str) -> list[ChecklistItem]:
     return items
 
 
-def _resolve_image(value: Any, image_root: Path, where: str) -> Path | None:
-    """The absolute image path, or None where the record gives none (T2V tasks)."""
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return None
-    if not isinstance(value, str):
-        raise InputError(where, f"is a {type(value).__name__}, not a path string", "a path relative to the image root, or null")
-    path = Path(value.strip())
-    if not path.is_absolute():
-        path = image_root / path
-    if not path.is_file():
-        raise InputError(where, f"image not found: {path}", f"an existing file (relative paths resolve against {image_root})")
-    return path.resolve()
-
-
 def _optional_text(value: Any, where: str) -> str | None:
     if value is None or isinstance(value, str):
         return value
@@ -301,8 +261,8 @@ def _record_to_instance(record: Any, locator: str, position: int, image_root: Pa
             "no Instruction Following questions in the vision rule category",
         )
 
-    first_frame = _resolve_image(record.get("input_image_path"), image_root, f"{where}:input_image_path")
-    final_frame = _resolve_image(record.get("gt_image_path"), image_root, f"{where}:gt_image_path")
+    first_frame = resolve_image(record.get("input_image_path"), image_root, f"{where}:input_image_path")
+    final_frame = resolve_image(record.get("gt_image_path"), image_root, f"{where}:gt_image_path")
     metadata: dict[str, Any] = {f: _optional_text(record.get(f), f"{where}:{f}") for f in OPTIONAL_TEXT_FIELDS}
     metadata.update(
         input_image_path=record.get("input_image_path") or None,
@@ -365,237 +325,3 @@ def read_ruler(path: Path, *, image_root: Path | None = None, skip_invalid: bool
     else:
         log.info("%s: read %d RULER-Bench instance(s)", path, len(instances))
     return Benchmark(kind="ruler", root=path.parent, instances=instances, invalid=invalid)
-
-
-# --------------------------------------------------------------------------- judge replies
-
-
-class InvalidJudgeReply(VlmtError):
-    """A judge reply that cannot be scored; the caller should ask the judge again.
-
-    Raised instead of guessing, because a mis-assigned or dropped label would change
-    the score silently.
-    """
-
-    def __init__(self, problem: str, n_questions: int, reply: str):
-        self.problem = problem
-        self.n_questions = n_questions
-        self.reply = reply
-        excerpt = reply if len(reply) <= 200 else reply[:200] + "..."
-        super().__init__(
-            f"invalid judge reply: {problem} (expected exactly {n_questions} label(s), one per checklist question "
-            f"in order, each one of {_LABELS_TEXT}); reply was {excerpt!r}"
-        )
-
-
-_LABEL_BY_KEY = {label.lower(): label for label in LABEL_SCORES}
-_FENCE = re.compile(r"^\s*```[a-zA-Z]*\s*\n?(.*?)\n?\s*```\s*$", re.DOTALL)
-# "1. Good", "1) Good", "1: Good", "(1) Good", "Q1: Good", "Question 1 - Good"
-_NUMBERED = re.compile(r"^(?:\(?\s*(?:q(?:uestion)?\s*)?(\d+)\s*[.):\-]?\s*\)?)\s*(.*)$", re.IGNORECASE)
-_BULLET = re.compile(r"^[-*\u2022]\s+")
-
-
-def _canonical_label(token: Any) -> str | None:
-    """``token`` as a label, ignoring case, surrounding markdown emphasis, quotes and final punctuation."""
-    if not isinstance(token, str):
-        return None
-    cleaned = token.strip().strip("*_`\"'").strip().rstrip(".,;!").strip("*_`\"'").strip()
-    return _LABEL_BY_KEY.get(cleaned.lower())
-
-
-def _labels_from_json(text: str) -> list[Any] | None:
-    """The label list of a JSON reply (a list, or an object holding exactly one list), else None."""
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError:
-        return None
-    if isinstance(data, dict):
-        lists = [v for v in data.values() if isinstance(v, list)]
-        data = lists[0] if len(lists) == 1 else None
-    return data if isinstance(data, list) else None
-
-
-def parse_judge_labels(reply: str, n_questions: int) -> list[str]:
-    """The labels of a judge reply, one per checklist question, in canonical spelling.
-
-    Accepted shapes (case-insensitive, optionally inside a ``` code fence):
-
-    - a JSON list of labels, ``["Good", "Poor"]``, or an object holding one such list;
-    - one label per line, optionally numbered (``1. Good``, ``2) Poor``, ``Q3: Medium``)
-      or bulleted, blank lines ignored; numbers, when given, must run 1..n in order,
-      since labels are matched to questions by position;
-    - a single line of comma-separated labels, ``Good, Medium, Poor``.
-
-    Anything else (wrong count, unknown label, commentary lines) raises
-    ``InvalidJudgeReply``.
-    """
-    if n_questions < 1:
-        raise ValueError(f"n_questions must be >= 1, got {n_questions}")
-    text = reply.strip()
-    fenced = _FENCE.match(text)
-    if fenced:
-        text = fenced.group(1).strip()
-    if not text:
-        raise InvalidJudgeReply("reply is empty", n_questions, reply)
-
-    json_labels = _labels_from_json(text) if text[0] in "[{" else None
-    if json_labels is not None:
-        tokens: list[Any] = json_labels
-    else:
-        lines = [line.strip() for line in text.splitlines() if line.strip()]
-        if len(lines) == 1 and "," in lines[0]:
-            lines = [part.strip() for part in lines[0].split(",") if part.strip()]
-        tokens = []
-        numbers: list[int] = []
-        for line in lines:
-            line = _BULLET.sub("", line)
-            numbered = _NUMBERED.match(line)
-            if numbered and numbered.group(1) is not None and numbered.group(2):
-                numbers.append(int(numbered.group(1)))
-                line = numbered.group(2)
-            tokens.append(line)
-        if numbers and numbers != list(range(1, len(tokens) + 1)):
-            raise InvalidJudgeReply(f"numbering {numbers} does not run 1..{len(tokens)} in order", n_questions, reply)
-
-    labels: list[str] = []
-    for i, token in enumerate(tokens, start=1):
-        label = _canonical_label(token)
-        if label is None:
-            raise InvalidJudgeReply(f"label {i} is {token!r}, not a known label", n_questions, reply)
-        labels.append(label)
-    if len(labels) != n_questions:
-        raise InvalidJudgeReply(f"got {len(labels)} label(s)", n_questions, reply)
-    return labels
-
-
-# --------------------------------------------------------------------------- aggregation
-
-
-class JudgedQuestion(BaseModel):
-    """One checklist question with the judge's label for it."""
-
-    model_config = ConfigDict(frozen=True)
-
-    dimension: RulerDimension
-    question: str
-    label: Label
-
-
-class RulerJudgement(BaseModel):
-    """The judge's labels for one instance, ready for ``aggregate``.
-
-    ``category`` is normalised like the reader does, so that judgements built from raw
-    records and from ``TaskInstance`` group together.
-    """
-
-    model_config = ConfigDict(frozen=True)
-
-    instance_id: str
-    task_name: str
-    category: str
-    labels: list[JudgedQuestion]
-
-    @field_validator("category")
-    @classmethod
-    def _normalise_category(cls, value: str) -> str:
-        category = normalise_category(value)
-        if not category:
-            raise ValueError("category is empty")
-        return category
-
-    @model_validator(mode="after")
-    def _check(self) -> RulerJudgement:
-        if not self.labels:
-            raise ValueError(f"{self.instance_id}: no labels; every instance has at least one checklist question")
-        if self.category == VISION_RULE and any(q.dimension == INSTRUCTION_FOLLOWING for q in self.labels):
-            raise ValueError(f"{self.instance_id}: a 'vision rule' instance cannot have Instruction Following labels")
-        return self
-
-
-def judgement_from_reply(instance: TaskInstance, reply: str) -> RulerJudgement:
-    """Pair a judge reply's labels with ``instance``'s checklist; raises ``InvalidJudgeReply`` to retry."""
-    if not instance.checklist:
-        raise ValueError(f"{instance.id}: instance has no checklist")
-    labels = parse_judge_labels(reply, len(instance.checklist))
-    return RulerJudgement(
-        instance_id=instance.id,
-        task_name=instance.task_id,
-        category=instance.category or "",
-        labels=[JudgedQuestion(dimension=c.dimension, question=c.question, label=lab) for c, lab in zip(instance.checklist, labels)],
-    )
-
-
-class RulerReport(BaseModel):
-    """RULER-Bench scores on the 0-100 scale (see the module docstring for the formulas)."""
-
-    per_category: dict[str, dict[str, float]] = Field(description="category -> dimension -> score")
-    category_avg: dict[str, float] = Field(description="category -> mean over instances of the per-instance dimension mean")
-    overall_per_dimension: dict[str, float] = Field(description="dimension -> mean over the categories that have it")
-    overall_average: float = Field(description="mean of the overall per-dimension scores")
-    n_instances: dict[str, int] = Field(description="category -> number of judged instances")
-
-
-def _mean(values: Iterable[Fraction]) -> Fraction:
-    values = list(values)
-    return sum(values, Fraction(0)) / len(values)
-
-
-def _category_order(categories: Iterable[str]) -> list[str]:
-    """Card order for the known categories, then unknown ones alphabetically: stable reports."""
-    known = list(CATEGORY_TASKS)
-    return sorted(set(categories), key=lambda c: (known.index(c) if c in known else len(known), c))
-
-
-def aggregate(judgements: Iterable[RulerJudgement]) -> RulerReport:
-    """Official RULER-Bench scores from per-instance judgements.
-
-    Computed with exact fractions and converted to float at the end, so that scores do
-    not depend on the order of instances. An invalid label or a repeated instance id
-    raises instead of being counted: both would bias the score without a trace.
-    """
-    per_cat_dim: dict[str, dict[str, list[Fraction]]] = defaultdict(lambda: defaultdict(list))
-    per_cat_inst: dict[str, list[Fraction]] = defaultdict(list)
-    seen: set[str] = set()
-    for judgement in judgements:
-        if judgement.instance_id in seen:
-            raise ValueError(f"instance {judgement.instance_id!r} judged twice; pass one judgement per instance")
-        seen.add(judgement.instance_id)
-        by_dim: dict[str, list[int]] = defaultdict(list)
-        for q in judgement.labels:
-            if q.label not in LABEL_SCORES:  # guards judgements built with model_construct
-                raise InvalidJudgeReply(
-                    f"{judgement.instance_id}: label {q.label!r} is not a known label", len(judgement.labels), str(q.label)
-                )
-            if q.dimension not in RULER_DIMENSIONS:
-                raise ValueError(f"{judgement.instance_id}: unknown dimension {q.dimension!r} (expected one of {_DIMENSIONS_TEXT})")
-            by_dim[q.dimension].append(LABEL_SCORES[q.label])
-        if not by_dim:
-            raise ValueError(f"{judgement.instance_id}: no labels")
-        if judgement.category == VISION_RULE and INSTRUCTION_FOLLOWING in by_dim:
-            raise ValueError(f"{judgement.instance_id}: a 'vision rule' instance cannot have Instruction Following labels")
-        dim_means = {d: Fraction(sum(s), len(s)) for d, s in by_dim.items()}
-        for d, m in dim_means.items():
-            per_cat_dim[judgement.category][d].append(m)
-        per_cat_inst[judgement.category].append(_mean(dim_means.values()))
-    if not seen:
-        raise ValueError("no judgements to aggregate")
-
-    categories = _category_order(per_cat_inst)
-    per_category: dict[str, dict[str, Fraction]] = {
-        c: {d: _mean(per_cat_dim[c][d]) * 50 for d in RULER_DIMENSIONS if per_cat_dim[c].get(d)} for c in categories
-    }
-    overall: dict[str, Fraction] = {}
-    for d in RULER_DIMENSIONS:
-        values = [per_category[c][d] for c in categories if d in per_category[c]]
-        if values:
-            overall[d] = _mean(values)
-    missing = [d for d in RULER_DIMENSIONS if d not in overall]
-    if missing:
-        log.warning("no judged instance has dimension(s) %s; the overall average uses the other dimensions", ", ".join(missing))
-    return RulerReport(
-        per_category={c: {d: float(v) for d, v in dims.items()} for c, dims in per_category.items()},
-        category_avg={c: float(_mean(per_cat_inst[c]) * 50) for c in categories},
-        overall_per_dimension={d: float(v) for d, v in overall.items()},
-        overall_average=float(_mean(overall.values())),
-        n_instances={c: len(per_cat_inst[c]) for c in categories},
-    )

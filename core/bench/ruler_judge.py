@@ -19,35 +19,42 @@ The protocol (../shared/BENCHMARKS.md), one user message in this order:
 7. the numbered checklist questions, with the instruction to answer one label per
    question, each judged independently, a question whose premise is not met being Poor.
 
-A reply with the wrong number of labels or an unknown label is invalid
-(``core.bench.ruler.parse_judge_labels``): the judge is asked again, greedily first and
-then by seeded sampling (a greedy retry would repeat the same reply), at most
-``JudgeConfig.attempts`` times. An instance without a valid reply is recorded as failed,
-with every reply kept, and left out of the aggregate: never silently counted.
+Two protocols (``JudgeConfig.protocol``), differing only in the words around the
+questions and in the reply they ask for (``PROTOCOLS``):
+
+- ``numbered`` (the default): one ``<number>. <label>`` line per question; a leading
+  ``<think>...</think>`` is ignored (``core.bench.ruler_replies.final_answer``);
+- ``official``: the official judge's system prompt, free reasoning inside
+  ``<think>...</think>``, then the labels as a JSON list inside ``<answer>...</answer>``.
+  The local judge renders one user turn (``core.models.teacher.generate_reply``), so the
+  system prompt is that turn's first text part. Its wording is ours, written to the
+  official format (../shared/BENCHMARKS.md). Reasoning is long: raise ``max_new_tokens``.
+
+A reply with the wrong number of labels or an unknown label is invalid (read by
+``core.bench.ruler_replies``: ``parse_numbered_reply``, ``parse_official_labels``): the
+judge is asked again, greedily first and then by seeded sampling (a greedy retry would
+repeat the same reply), at most ``JudgeConfig.attempts`` times. An instance without a
+valid reply is recorded as failed, with every reply kept, and left out of the aggregate:
+never silently counted.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_serializer
 
+from core.bench.layout import Benchmark, ruler_output_path
 from core.bench.record import TaskInstance
-from core.bench.ruler import (
-    InvalidJudgeReply,
-    RulerJudgement,
-    RulerReport,
-    aggregate,
-    judgement_from_reply,
-    output_path,
-)
-from core.bench.source import Benchmark
-from core.config import StrictConfig
+from core.bench.ruler_replies import LabelParser, judgement_from_reply, parse_numbered_reply, parse_official_labels
+from core.bench.ruler_scores import InvalidJudgeReply, RulerJudgement, RulerReport, aggregate
+from core.config import StrictConfig, drop_unset
 from core.errors import InputError, VlmtError
 from core.media import read_image, read_video, resize_image, video_header
 from core.models.teacher import ChatPart, ImagePart, Teacher, VideoPart, generate_reply
@@ -61,8 +68,46 @@ JUDGE_INSTRUCTION = (
     "Reply with one line per question, in order, written as '<number>. <label>', and nothing else."
 )
 
+#: The official judge's role and rules, sent first (the ``official`` protocol).
+OFFICIAL_SYSTEM_PROMPT = (
+    "You are an expert evaluator of videos generated from an instruction. You are given the task's inputs (an input "
+    "image, the input prompt and, where available, a ground-truth image, an implicit explanation of the rule involved "
+    "and an input video), the generated video, and a numbered checklist of questions about it. Judge each question "
+    "independently and answer it with exactly one label: Good, Medium or Poor. If a question's premise is not met in "
+    "the video, its label is Poor. First reason inside <think>...</think>, then give the labels, one per question "
+    "and in order, as a JSON list inside <answer>...</answer>, for example: "
+    '<think>...</think><answer>["Good", "Poor", "Medium"]</answer>'
+)
+#: What follows the numbered checklist in the ``official`` protocol.
+OFFICIAL_INSTRUCTION = (
+    "Judge each numbered question independently with one label: Good, Medium or Poor (Poor if its premise is not met). "
+    "Reason inside <think>...</think>, then answer with the labels in question order as a JSON list inside "
+    "<answer>...</answer>."
+)
+
 #: ``(parts, attempt) -> reply``: one call of the judge model (attempt 0 is the first try).
 ReplyFn = Callable[[Sequence[ChatPart], int], str]
+
+ProtocolName = Literal["numbered", "official"]
+
+
+@dataclass(frozen=True)
+class JudgeProtocol:
+    """What a protocol says around the questions and how it reads the reply.
+
+    ``system`` (if any) opens the message; ``instruction`` follows the numbered questions;
+    ``parse`` turns a reply into one label per question or raises ``InvalidJudgeReply``.
+    """
+
+    system: str | None
+    instruction: str
+    parse: LabelParser
+
+
+PROTOCOLS: dict[str, JudgeProtocol] = {
+    "numbered": JudgeProtocol(system=None, instruction=JUDGE_INSTRUCTION, parse=parse_numbered_reply),
+    "official": JudgeProtocol(system=OFFICIAL_SYSTEM_PROMPT, instruction=OFFICIAL_INSTRUCTION, parse=parse_official_labels),
+}
 
 
 class JudgeConfig(StrictConfig):
@@ -76,6 +121,20 @@ class JudgeConfig(StrictConfig):
     temperature: float = Field(0.7, gt=0, description="Sampling temperature of the retries (the first try is greedy).")
     max_new_tokens: int = Field(256, ge=8, description="Reply budget; raise it for judges that reason first (Thinking).")
     seed: int = Field(0, description="Seed of the retries' sampling: reruns give the same replies.")
+    protocol: ProtocolName = Field(
+        "numbered", description="Reply format asked for: 'numbered' lines, or 'official' (the official judge's system "
+        "prompt and <think>...</think><answer>[labels]</answer>; give it a larger max_new_tokens).")
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler) -> dict:
+        # protocol came after judge records were first cached under keys made from this dump:
+        # left at its default it is left out, so those keys (and their records) hold
+        return drop_unset(handler(self), protocol="numbered")
+
+    @property
+    def judge_protocol(self) -> JudgeProtocol:
+        """The prompt words and reply parser of ``protocol``."""
+        return PROTOCOLS[self.protocol]
 
 
 class JudgeAttempt(BaseModel):
@@ -126,29 +185,17 @@ def judge_frames(video: np.ndarray, fps: float, cfg: JudgeConfig) -> np.ndarray:
     return frames
 
 
-_THINKING = re.compile(r"^\s*<think>.*?</think>", re.DOTALL)
-
-
-def final_answer(reply: str) -> str:
-    """The reply without a leading ``<think>...</think>`` block (Qwen3-VL "Thinking" judges reason first).
-
-    An unterminated block is left as it is, so that the reply is invalid and asked again
-    rather than parsed from half a thought.
-    """
-    return _THINKING.sub("", reply, count=1).strip()
-
-
 def _read_judge_video(path: Path, cfg: JudgeConfig) -> VideoPart:
     _, fps, _, _ = video_header(path)
     return VideoPart(judge_frames(read_video(path), fps, cfg), cfg.fps)
 
 
-def checklist_text(instance: TaskInstance) -> str:
-    """The numbered checklist questions followed by the answer instruction."""
+def checklist_text(instance: TaskInstance, instruction: str = JUDGE_INSTRUCTION) -> str:
+    """The numbered checklist questions followed by the answer ``instruction`` (the protocol's)."""
     if not instance.checklist:
         raise InputError(f"{instance.id}:checklist", "is empty", "at least one checklist question")
     lines = [f"{i}. {item.question}" for i, item in enumerate(instance.checklist, start=1)]
-    return "Questions:\n" + "\n".join(lines) + "\n" + JUDGE_INSTRUCTION
+    return "Questions:\n" + "\n".join(lines) + "\n" + instruction
 
 
 def judge_parts(instance: TaskInstance, video: Path, cfg: JudgeConfig, root: Path) -> list[ChatPart]:
@@ -156,8 +203,10 @@ def judge_parts(instance: TaskInstance, video: Path, cfg: JudgeConfig, root: Pat
 
     ``root`` resolves a relative ``input_video_path`` (the record file's directory). A
     referenced input that cannot be read is an error naming it, not a silently shorter message.
+    The ``official`` protocol's system prompt comes first (the local judge has no system turn).
     """
-    parts: list[ChatPart] = []
+    protocol = cfg.judge_protocol
+    parts: list[ChatPart] = [protocol.system] if protocol.system else []
     if instance.first_frame is not None:
         parts += ["Input image:", ImagePart(read_image(instance.first_frame))]
     parts.append(f"Input prompt: {instance.prompt.strip()}")
@@ -172,7 +221,7 @@ def judge_parts(instance: TaskInstance, video: Path, cfg: JudgeConfig, root: Pat
         if not path.is_file():
             raise InputError(f"{instance.id}:input_video_path", f"{path} not found", "an existing video file")
         parts += ["Input video:", _read_judge_video(path, cfg)]
-    parts += ["Generated video to evaluate:", _read_judge_video(video, cfg), checklist_text(instance)]
+    parts += ["Generated video to evaluate:", _read_judge_video(video, cfg), checklist_text(instance, protocol.instruction)]
     return parts
 
 
@@ -190,7 +239,7 @@ def judge_instance(instance: TaskInstance, video: Path, reply_fn: ReplyFn, cfg: 
         for attempt in range(cfg.attempts):
             reply = reply_fn(parts, attempt)
             try:
-                record.judgement = judgement_from_reply(instance, final_answer(reply))
+                record.judgement = judgement_from_reply(instance, reply, cfg.judge_protocol.parse)
                 record.attempts.append(JudgeAttempt(reply=reply))
                 break
             except InvalidJudgeReply as exc:
@@ -234,7 +283,7 @@ def judge_videos(benchmark: Benchmark, videos: Path, reply_fn: ReplyFn, cfg: Jud
         raise InputError(videos, "is not a directory", "a model's outputs at {task_name}/{index}.mp4")
     records = []
     for instance in benchmark.instances:
-        video = output_path(videos.parent, instance, videos.name)
+        video = ruler_output_path(videos.parent, instance, videos.name)
         try:
             record = judge_instance(instance, video, reply_fn, cfg, benchmark.root)
         except Exception as exc:  # one item's failure never loses the others' results

@@ -22,6 +22,8 @@ from diffusers.configuration_utils import register_to_config
 from torch import nn
 from torch.nn import functional as F
 
+from core.checks import naming_bad_weights
+
 
 class _ResBlock(nn.Module):
     def __init__(self, channels: int) -> None:
@@ -64,6 +66,12 @@ class SurrogateDecoder(ModelMixin, ConfigMixin):
             ch = out
         self.up = nn.Sequential(*ups)
         self.head = nn.Conv2d(ch, 3 * scale_factor_temporal, 3, padding=1)
+
+    @classmethod
+    def from_pretrained(cls, path, **kwargs) -> SurrogateDecoder:
+        """diffusers' loader, naming the weights file when it is unreadable."""
+        with naming_bad_weights(path):
+            return super().from_pretrained(path, **kwargs)
 
     def forward(self, latents: torch.Tensor) -> torch.Tensor:
         """Raw (un-normalised) latents, as ``vae.decode`` takes them -> video in [-1, 1]."""

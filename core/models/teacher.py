@@ -61,6 +61,7 @@ from transformers import (
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.utils import ModelOutput
 
+from core.checks import naming_bad_weights, read_json
 from core.config import StrictConfig
 from core.errors import InputError
 from core.io import write_json_atomic, write_text_atomic
@@ -397,7 +398,7 @@ def teacher_model_type(path: str | Path) -> str:
     if not cfg_path.is_file():
         raise InputError(path, "is not a Qwen-VL model folder (no config.json)",
                          "a Qwen2.5-VL or Qwen3-VL folder (ours or a real checkpoint)")
-    model_type = json.loads(cfg_path.read_text()).get("model_type")
+    model_type = read_json(cfg_path, "a Qwen-VL config.json").get("model_type")
     if model_type not in MODEL_CLASSES:
         raise InputError(f"{cfg_path}:model_type", f"is {model_type!r}", f"one of {sorted(MODEL_CLASSES)}")
     return model_type
@@ -551,10 +552,11 @@ def load_teacher(path: str | Path, dtype: torch.dtype | str | None = None, devic
     vision = (VisionPreprocess.from_video_config(json.loads(video_cfg.read_text()), str(video_cfg)) if video_cfg.is_file()
               else VisionPreprocess.from_image_processor(image_processor))
     cls = MODEL_CLASSES[model_type]
-    if str(device) == "auto":  # spread over every visible GPU (accelerate), e.g. a 72B judge
-        model = cls.from_pretrained(path, dtype=dtype, device_map="auto", local_files_only=True).eval()
-    else:
-        model = cls.from_pretrained(path, dtype=dtype, local_files_only=True).to(device).eval()
+    with naming_bad_weights(path):
+        if str(device) == "auto":  # spread over every visible GPU (accelerate), e.g. a 72B judge
+            model = cls.from_pretrained(path, dtype=dtype, device_map="auto", local_files_only=True).eval()
+        else:
+            model = cls.from_pretrained(path, dtype=dtype, local_files_only=True).to(device).eval()
     if activation_checkpointing if activation_checkpointing is not None else model.device.type == "cuda":
         enable_activation_checkpointing(model)
     yes_id = answer_token_id(tokenizer, YES, f"{path}:tokenizer")

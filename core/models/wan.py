@@ -47,6 +47,7 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from pydantic import Field, model_serializer
 from transformers import PreTrainedTokenizerBase, UMT5Config, UMT5EncoderModel
 
+from core.checks import naming_bad_weights
 from core.config import StrictConfig, drop_unset
 from core.errors import InputError
 
@@ -151,7 +152,8 @@ def load_reasoner(path: str | Path, device: str | torch.device = "cpu",
     index = path / "model_index.json"
     if not index.is_file():
         raise InputError(str(index), "does not exist", "a diffusers pipeline folder with model_index.json")
-    pipe = WanImageToVideoPipeline.from_pretrained(path, dtype=dtype)
+    with naming_bad_weights(path):
+        pipe = WanImageToVideoPipeline.from_pretrained(path, dtype=dtype)
     check_supported(pipe, str(index))
     return pipe.to(device)
 

@@ -4,6 +4,10 @@
     out/plots/*.png           matplotlib figures
     out/media/<item>/...      each item's first frame and every method's mp4
 
+Media are copied only from the work directory and the benchmark's, and only when they are
+the image or video their place says (``_media_source``): the folder is meant to be shared,
+and a first frame's path comes from a benchmark record.
+
 The report is built in a sibling folder and moved into place at the end, so a report that is
 being rebuilt is never half written. Opening ``index.html#selftest`` runs the page's own
 checks (videos load and play, filters show exactly the matching items) and writes them as
@@ -18,9 +22,10 @@ import logging
 import shutil
 from pathlib import Path
 
+from core.bench.ruler_paths import inside, looks_like_image
 from core.report import plots
 from core.report.data import PAPER_VBVR, ItemView, ReportData, load_report_data
-from core.storage.results import slug
+from core.storage.results import file_name, slug
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +45,7 @@ def build_report(db: str | Path, out: str | Path | None = None, experiment: str 
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "plots").mkdir(parents=True)
     figures = _plots(data, tmp / "plots")
-    media = _copy_media(data.items, tmp / "media")
+    media = _copy_media(data.items, tmp / "media", [Path(r) for r in data.media_roots])
     (tmp / "index.html").write_text(render(data, figures, media), encoding="utf-8")
     old = out.with_name(out.name + ".old")
     shutil.rmtree(old, ignore_errors=True)
@@ -64,18 +69,57 @@ def _plots(data: ReportData, folder: Path) -> dict[str, str]:
     return {title: f"plots/{path.name}" for title, path in written.items()}
 
 
-def _copy_media(items: list[ItemView], folder: Path) -> dict[tuple[str, str], str]:
-    """Copy first frames and videos beside the report; returns (item, method|'first') -> relative path."""
+#: Video file suffixes the report copies, and how each format starts: an ISO media ``ftyp`` box, or EBML.
+VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".webm", ".mkv"})
+
+
+def _looks_like_video(path: Path) -> bool:
+    """Whether ``path`` has a video suffix and starts like an MP4/MOV or a WebM/Matroska file."""
+    if path.suffix.lower() not in VIDEO_SUFFIXES:
+        return False
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+    except OSError:
+        return False
+    return head[4:8] == b"ftyp" or head[:4] == b"\x1a\x45\xdf\xa3"
+
+
+def _media_source(src: str | None, kind: str, roots: list[Path], what: str) -> Path | None:
+    """``src`` if the report may copy it as a ``kind`` ('image' or 'video'), else None.
+
+    Why: the report folder is meant to be shared, and a row's path can come from a benchmark
+    record (a RULER image path). So, besides what ``core.bench.ruler`` refuses at load time,
+    a file is copied only from the work or benchmark directory and only if it is the kind of
+    file its place in the page says (by suffix and content). A missing file is skipped quietly
+    (a deleted work directory); a refused one is logged.
+    """
+    if not src or not Path(src).is_file():
+        return None
+    path = Path(src)
+    if not any(inside(path, root) for root in roots):
+        log.warning("%s: not copied into the report: %s lies outside the work and benchmark directories (%s)", what, src,
+                    ", ".join(map(str, roots)))
+        return None
+    if not (looks_like_image(path) if kind == "image" else _looks_like_video(path)):
+        log.warning("%s: not copied into the report: %s is not %s file", what, src, "an image" if kind == "image" else "a video")
+        return None
+    return path
+
+
+def _copy_media(items: list[ItemView], folder: Path, roots: list[Path]) -> dict[tuple[str, str], str]:
+    """Copy first frames and videos from ``roots`` beside the report; returns (item, method|'first') -> relative path."""
     rel: dict[tuple[str, str], str] = {}
     for item in items:
-        sub = folder / slug(item.instance_id)
-        sources = {"first": item.first_frame, **{m: o.video for m, o in item.outcomes.items()}}
-        for name, src in sources.items():
-            if not src or not Path(src).is_file():
+        sub = folder / file_name(item.instance_id)
+        sources = {"first": (item.first_frame, "image"), **{m: (o.video, "video") for m, o in item.outcomes.items()}}
+        for name, (src, kind) in sources.items():
+            path = _media_source(src, kind, roots, f"{item.instance_id} ({name})")
+            if path is None:
                 continue
             sub.mkdir(parents=True, exist_ok=True)
-            target = sub / f"{slug(name)}{Path(src).suffix}"
-            shutil.copyfile(src, target)
+            target = sub / f"{file_name(name)}{path.suffix.lower()}"
+            shutil.copyfile(path, target)
             rel[(item.instance_id, name)] = target.relative_to(folder.parent).as_posix()
     return rel
 
@@ -190,7 +234,7 @@ def _item_card(item: ItemView, methods: list[str], media: dict[tuple[str, str], 
     img = f"<img src='{_e(first)}' alt='first frame' class='first'>" if first else ""
     return (
         f"<section class='item' data-family='{_e(item.family)}' data-split='{_e(item.split or '')}' "
-        f"data-outcome='{_e(item.outcome)}' id='item-{_e(slug(item.instance_id))}'>"
+        f"data-outcome='{_e(item.outcome)}' id='item-{_e(file_name(item.instance_id))}'>"
         f"<h3>{_e(item.instance_id)} <small>{_e(item.family)} · {_e(item.split)} · {_e(item.faculty)} · "
         f"teacher vs vanilla: {_e(item.outcome)}</small></h3>"
         f"<div class='row'><div class='prompt'>{img}<p>{_e(item.prompt)}</p><ol class='queries'>{queries}</ol></div>"
@@ -291,7 +335,7 @@ _PAGE = """<!doctype html>
 <p>experiment <code>{experiment_id}</code> ({kind}, variant <code>{variant}</code>), written {created}; {n_items} items.</p>
 <h2>Methods</h2>
 {summary}
-<p><small>Paper figures: distilled Wan2.2-5B Reasoner and Qwen3-VL-4B Teacher on VBVR-Bench (see METHOD.md), shown for
+<p><small>Paper figures: distilled Wan2.2-5B Reasoner and Qwen3-VL-4B Teacher on VBVR-Bench (docs/paper.md in the repository), shown for
 orientation only; ours come from the models and benchmark of this run.</small></p>
 <h2>By faculty and split <small>(mean score, items)</small></h2>
 {groups}

@@ -2,6 +2,8 @@
 
 The report reads only the database and the files its rows point at (videos, first frames),
 so it can be rebuilt at any time after a run, on any machine that has the work directory.
+Rows name files inside the work dir relative to it (``core.storage.results.resolve_path``):
+the work dir is the database's folder, wherever it was moved or mounted.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import polars as pl
 from pydantic import BaseModel, Field
 
 from core.errors import InputError
+from core.storage.results import resolve_path
 from core.storage.warehouse import has_table, query
 
 #: The paper's headline numbers on VBVR-Bench (../shared/METHOD.md), keyed by our method
@@ -92,6 +95,28 @@ class ReportData(BaseModel):
     parts: list[dict] = Field(default_factory=list, description="Synth score's goal part, gate and process part (goal_vs_process).")
     judge_queries: list[dict] = Field(
         default_factory=list, description="The judge against the scorer query by query (judge_per_query).")
+    media_roots: list[str] = Field(
+        default_factory=list, description="Folders the report may copy first frames and videos from (media_roots).")
+
+
+def media_roots(db: Path, config_json: str | None) -> list[str]:
+    """The folders whose files the report may copy beside itself: the work directory and the benchmark's.
+
+    Why: rows name files (a RULER first frame is whatever path its record gave), and the report
+    copies what they name into a folder meant to be shared, so it copies nothing from elsewhere.
+    The work directory is the database's folder (generated videos, a synth benchmark); the
+    benchmark directory is the one the experiment's ``bench`` names (a record file's folder),
+    as seen from the current directory when it is relative.
+    """
+    roots = [str(db.parent)]
+    try:
+        bench = json.loads(config_json or "{}").get("bench")
+    except (json.JSONDecodeError, AttributeError):
+        bench = None
+    if isinstance(bench, str) and bench and bench != "synth":
+        path = Path(bench)
+        roots.append(str(path if path.is_dir() else path.parent))
+    return roots
 
 
 def _rows(db: Path, sql: str, params: dict) -> list[dict]:
@@ -121,6 +146,7 @@ def load_report_data(db: str | Path, experiment: str | None = None, variant: str
     """Everything the report shows for one experiment (and one variant: the first, unless named)."""
     db = Path(db)
     exp = pick_experiment(db, experiment)
+    config = _rows(db, "SELECT config_json FROM experiments WHERE experiment_id = $e", {"e": exp["experiment_id"]})
     eid = exp["experiment_id"]
     variants = [r["variant"] for r in _rows(db, "SELECT DISTINCT variant FROM results WHERE experiment_id = $e ORDER BY 1",
                                             {"e": eid})]
@@ -158,7 +184,7 @@ def load_report_data(db: str | Path, experiment: str | None = None, variant: str
     by_group = ok.group_by("faculty", "split", "method").agg(n=pl.len(), mean_score=pl.col("score").mean())
     traces = query(db, "SELECT instance_id, step, loss, p_yes_json FROM traces WHERE experiment_id = $e AND variant = $v "
                        "AND method = 'teacher' ORDER BY instance_id, step", p)
-    items = _items(results)
+    items = _items(results, db.parent)
     ruler = _ruler(db, p, items)
     # in the report's method order; runs written before these columns existed have no such tables
     parts, judge_queries = (sorted(_named(db, name, p), key=lambda r: methods.index(r["method"]))
@@ -171,6 +197,7 @@ def load_report_data(db: str | Path, experiment: str | None = None, variant: str
         costs=ok.select("instance_id", "method", "score", "total_seconds", "reasoner_nfe", "steps_run", "stop_reason",
                         "judge_all_yes", "success", "judge_goal_p_yes").to_dicts(),
         traces=traces.to_dicts(), items=items, ruler=ruler, parts=parts, judge_queries=judge_queries,
+        media_roots=media_roots(db, config[0]["config_json"] if config else None),
     )
 
 
@@ -197,19 +224,21 @@ def _ruler(db: Path, p: dict, items: list[ItemView]) -> list[dict]:
     return _named(db, "ruler_scores", p) if labels else []
 
 
-def _items(results: pl.DataFrame) -> list[ItemView]:
+def _items(results: pl.DataFrame, work: Path) -> list[ItemView]:
+    """One view per item; file paths resolved against ``work`` (the database's folder)."""
     items: dict[str, ItemView] = {}
     for r in results.to_dicts():
         view = items.get(r["instance_id"])
         if view is None:
             view = items[r["instance_id"]] = ItemView(
                 instance_id=r["instance_id"], family=r["family"], split=r["split"], faculty=r["faculty"],
-                prompt=r.get("prompt"), first_frame=r.get("first_frame"), outcomes={})
+                prompt=r.get("prompt"), first_frame=resolve_path(r.get("first_frame"), work), outcomes={})
         if not view.queries and r.get("queries_json"):
             view.queries = json.loads(r["queries_json"])
         failed = r["error"] is not None
         view.outcomes[r["method"]] = MethodOutcome(
             method=r["method"], score=None if failed else r["score"], success=bool(r["success"]) and not failed,
             criteria=json.loads(r["criteria_json"]) if r.get("criteria_json") else {},
-            video=r.get("video_path"), error=r["error"], error_stage=r["error_stage"], judge_all_yes=r["judge_all_yes"])
+            video=resolve_path(r.get("video_path"), work), error=r["error"], error_stage=r["error_stage"],
+            judge_all_yes=r["judge_all_yes"])
     return list(items.values())

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
+from core.bench.layout import Benchmark
 from core.bench.record import TaskInstance
-from core.bench.source import Benchmark
 from core.errors import VlmtError
 from core.scoring.result import ScoreResult
 from core.scoring.synth import score_synth

@@ -3,7 +3,8 @@
 A query file starts with comment lines; the first is its description, and each parameter is
 declared as ``-- param NAME = DEFAULT: what it is`` (DEFAULT may be omitted for a required
 parameter). The body refers to parameters as DuckDB named parameters (``$NAME``); values
-arrive as text, so a query casts where it needs a number.
+arrive as text, so a query casts where it needs a number. ``vlmt sql`` also runs a query
+file of this format from anywhere (a NAME ending in ``.sql``).
 """
 
 from __future__ import annotations
@@ -53,7 +54,13 @@ class NamedQuery(BaseModel):
 
 
 def parse_query(path: Path) -> NamedQuery:
-    text = path.read_text()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(path, f"is not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start})",
+                         "a UTF-8 .sql file; re-save it as UTF-8") from None
+    except OSError as exc:
+        raise InputError(path, f"cannot be read ({exc.strerror})", "a readable .sql file") from None
     header = []
     for line in text.splitlines():
         if not line.startswith("--"):
@@ -77,7 +84,14 @@ def load_queries(folder: str | Path = SQL_DIR) -> dict[str, NamedQuery]:
 
 
 def get_query(name: str, folder: str | Path = SQL_DIR) -> NamedQuery:
-    queries = load_queries(folder)
-    if name not in queries:
-        raise InputError(f"query {name!r}", f"is not in {folder}", f"one of {sorted(queries)}")
-    return queries[name]
+    """Query ``name`` of ``folder``, or the query file ``name`` when it ends in ``.sql`` (the same header format).
+
+    Only that file is read, so one unreadable file in ``folder`` does not stop the others.
+    """
+    path = Path(name) if name.endswith(".sql") else Path(folder) / f"{name}.sql"
+    if not path.is_file():
+        if name.endswith(".sql"):
+            raise InputError(path, "does not exist", "a .sql file, or a query name from sql/ (see --list)")
+        names = sorted(p.stem for p in Path(folder).glob("*.sql"))
+        raise InputError(f"query {name!r}", f"is not in {folder}", f"one of {names}, or a .sql file")
+    return parse_query(path)

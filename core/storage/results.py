@@ -6,6 +6,14 @@ Dask workers) and may be killed mid-way. Each finished item writes its own Parqu
 atomically (temporary name, then rename), so a killed run leaves either a complete file or
 none, and a rerun overwrites the same names instead of adding rows. One step
 (:func:`core.storage.warehouse.consolidate`) later builds the DuckDB tables from the files.
+File names come from the row keys through :func:`file_name`, which never gives two keys one
+name; :func:`prune_results` removes the rows a finished run did not write again (items that
+no longer fail to load, or are no longer in the benchmark) and files named the older, lossy way.
+
+Paths in rows (``video_path``, ``gif_path``, ``rules_path``, the items' ``first_frame``) are
+relative to the work dir where they lie inside it (``write_result``'s ``base``), so a moved or
+remounted work dir keeps its rows valid; readers resolve them with :func:`resolve_path` against
+the work dir, which is the DuckDB file's folder (``'<work>/' || video_path`` in SQL).
 
 Tables (one folder each under the results root):
 
@@ -37,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 from pydantic import BaseModel, Field
 
-from core.bench.ruler import LABEL_SCORES
+from core.bench.ruler_scores import LABEL_SCORES
 from core.io import atomic_path
 
 if TYPE_CHECKING:  # rows are written from results; reading the tables (reports, SQL) needs no torch
@@ -52,8 +60,23 @@ TABLES = ("experiments", "items", "results", "traces", "costs", "judgements")
 LATER_RESULT_COLUMNS = {"gated_score": "DOUBLE", "judge_broken": "BIGINT", "judge_fooled": "BIGINT"}
 
 
+#: Config fields that say where a run keeps its files, not what it computes: left out of the
+#: experiment id (at any depth, so an ablation's base config loses them too), so a moved or
+#: remounted work dir keeps its experiment.
+LOCATION_FIELDS = frozenset({"work", "mlflow_uri"})
+
+
+def _without_location(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _without_location(v) for k, v in obj.items() if k not in LOCATION_FIELDS}
+    if isinstance(obj, list):
+        return [_without_location(v) for v in obj]
+    return obj
+
+
 class ExperimentRecord(BaseModel):
-    """What identifies an experiment; ``experiment_id`` is derived from name and config."""
+    """What identifies an experiment; ``experiment_id`` is derived from name and config
+    (without its ``LOCATION_FIELDS``)."""
 
     name: str
     kind: str = Field("evaluate", description="evaluate, ablate or compare.")
@@ -62,8 +85,8 @@ class ExperimentRecord(BaseModel):
 
     @property
     def experiment_id(self) -> str:
-        blob = json.dumps({"name": self.name, "kind": self.kind, "config": self.config, "code": self.code_version},
-                          sort_keys=True, default=str)
+        blob = json.dumps({"name": self.name, "kind": self.kind, "config": _without_location(self.config),
+                           "code": self.code_version}, sort_keys=True, default=str)
         return f"{slug(self.name)}-{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
 
 
@@ -91,7 +114,60 @@ def variant_columns() -> dict[str, str]:
 
 
 def slug(text: str) -> str:
+    """``text`` reduced to file-name characters: lossy (``a/b`` and ``a_b`` give one slug); see ``file_name``."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "x"
+
+
+def file_name(text: str) -> str:
+    """``text`` (an item id, a variant, a method) as a file or folder name that no other text gets.
+
+    The slug where it is ``text`` itself; else the slug and a short hash of the exact text
+    (``a_b`` stays, ``a/b`` becomes ``a_b-<hash>``). Never hidden (a leading '.') and never
+    holding ``__``, the separator of names made of several keys (``result_file_name``).
+    """
+    s = slug(text)
+    if s == text and "__" not in s and not s.startswith("."):
+        return s
+    return f"{re.sub('_{2,}', '_', s).lstrip('.') or 'x'}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
+
+
+def result_file_name(variant: str, instance_id: str, method: str) -> str:
+    """The file of one (variant, item, method)'s rows in the results, traces and costs tables."""
+    return f"{file_name(variant)}__{file_name(instance_id)}__{file_name(method)}.parquet"
+
+
+def item_file_name(instance_id: str) -> str:
+    """The file of one item's row in the items table."""
+    return f"{file_name(instance_id)}.parquet"
+
+
+def judgement_file_name(variant: str, instance_id: str, method: str, judge: str) -> str:
+    """The file of one judged (variant, item, method)'s rows in the judgements table."""
+    judge_tag = f"{file_name(Path(judge).name)}-{hashlib.sha256(judge.encode()).hexdigest()[:8]}"
+    return f"{file_name(variant)}__{file_name(instance_id)}__{file_name(method)}__{judge_tag}.parquet"
+
+
+def relative_path(path: str | Path | None, base: str | Path | None) -> str | None:
+    """``path`` relative to ``base`` (the work dir) where it lies inside it, else as given."""
+    if path is None or base is None:
+        return None if path is None else str(path)
+    path, base = Path(path), Path(base)
+    for p, b in ((path, base), (path.absolute(), base.absolute()), (path.resolve(), base.resolve())):
+        if p.is_relative_to(b):
+            return p.relative_to(b).as_posix()
+    return str(path)
+
+
+def resolve_path(path: str | None, base: str | Path) -> str | None:
+    """A path read from a row: relative ones lie in ``base`` (the work dir: the DuckDB file's folder).
+
+    Rows written before paths were kept relative hold absolute paths, or paths relative to the
+    directory the run was started in; those are returned as they are.
+    """
+    if not path or Path(path).is_absolute():
+        return path
+    inside = Path(base) / path
+    return str(inside) if inside.exists() or not Path(path).exists() else path
 
 
 def _write(df: pl.DataFrame, path: Path) -> Path:
@@ -114,8 +190,14 @@ def write_experiment(root: str | Path, record: ExperimentRecord) -> Path:
 
 
 def result_rows(result: ItemResult, experiment_id: str, variant: str, params: VariantParams,
-                video_path: str | None = None) -> dict[str, list[dict[str, Any]]]:
-    """The rows of the items, results, traces and costs tables for one (item, method) outcome."""
+                video_path: str | None = None, base: str | Path | None = None) -> dict[str, list[dict[str, Any]]]:
+    """The rows of the items, results, traces and costs tables for one (item, method) outcome.
+
+    With ``base`` (the work dir), paths inside it are written relative to it.
+    """
+    def rel(path: Any) -> str | None:
+        return relative_path(path, base) if base is not None and path is not None else path
+
     key = {"experiment_id": experiment_id, "variant": variant, "instance_id": result.instance_id, "method": result.method}
     optim = result.info.get("optim") or {}
     p_yes = result.judge_p_yes
@@ -133,8 +215,8 @@ def result_rows(result: ItemResult, experiment_id: str, variant: str, params: Va
         "steps_run": optim.get("steps_run"), "stop_reason": optim.get("stop_reason"),
         "initial_loss": optim.get("initial_loss"), "final_loss": optim.get("final_loss"),
         "selected": result.info.get("selected"),
-        "error": result.error, "error_stage": result.error_stage, "video_path": video_path,
-        "gif_path": result.info.get("gif"), "rules_path": result.info.get("rules"),
+        "error": result.error, "error_stage": result.error_stage, "video_path": rel(video_path),
+        "gif_path": rel(result.info.get("gif")), "rules_path": rel(result.info.get("rules")),
         "criteria_json": json.dumps(result.criteria, sort_keys=True),
         "queries_json": json.dumps(result.info["queries"]) if result.info.get("queries") else None,
         **params.model_dump(),
@@ -155,7 +237,7 @@ def result_rows(result: ItemResult, experiment_id: str, variant: str, params: Va
     }
     item = {"experiment_id": experiment_id, "instance_id": result.instance_id, "family": result.family,
             "split": result.split, "faculty": result.faculty, "seed": result.seed,
-            "prompt": result.info.get("prompt"), "first_frame": result.info.get("first_frame")}
+            "prompt": result.info.get("prompt"), "first_frame": rel(result.info.get("first_frame"))}
     return {"items": [item], "results": [results], "traces": traces, "costs": [costs]}
 
 
@@ -172,18 +254,20 @@ _SCHEMAS: dict[str, dict[str, pl.DataType]] = {
 
 
 def write_result(root: str | Path, result: ItemResult, experiment_id: str, variant: str = "default",
-                 params: VariantParams | None = None, video_path: str | None = None) -> dict[str, Path]:
+                 params: VariantParams | None = None, video_path: str | None = None,
+                 base: str | Path | None = None) -> dict[str, Path]:
     """Write one (item, method) outcome's rows, one Parquet file per table; returns the files.
 
-    The file names are the row keys, so writing the same outcome again replaces its rows.
+    The file names are the row keys (``result_file_name``), so writing the same outcome again
+    replaces its rows. ``base``: the work dir, which the rows' paths are made relative to.
     """
     root = Path(root)
-    rows = result_rows(result, experiment_id, variant, params or VariantParams(), video_path)
-    name = f"{slug(variant)}__{slug(result.instance_id)}__{slug(result.method)}.parquet"
+    rows = result_rows(result, experiment_id, variant, params or VariantParams(), video_path, base)
+    name = result_file_name(variant, result.instance_id, result.method)
     written = {}
     for table, table_rows in rows.items():
         if table == "items":
-            path = root / table / experiment_id / f"{slug(result.instance_id)}.parquet"
+            path = root / table / experiment_id / item_file_name(result.instance_id)
         else:
             path = root / table / experiment_id / name
         if not table_rows and table not in _SCHEMAS:
@@ -208,8 +292,57 @@ def judgement_rows(record: JudgeRecord, instance: TaskInstance, experiment_id: s
 def write_judgements(root: str | Path, record: JudgeRecord, instance: TaskInstance, experiment_id: str, variant: str,
                      method: str, judge: str) -> Path:
     """Write one judged (item, method)'s rows; a rejudge with the same judge replaces them."""
-    judge_tag = f"{slug(Path(judge).name)}-{hashlib.sha256(judge.encode()).hexdigest()[:8]}"
-    name = f"{slug(variant)}__{slug(instance.id)}__{slug(method)}__{judge_tag}.parquet"
+    name = judgement_file_name(variant, instance.id, method, judge)
     df = pl.DataFrame(judgement_rows(record, instance, experiment_id, variant, method, judge),
                       schema=_SCHEMAS["judgements"])
     return _write(df, Path(root) / "judgements" / experiment_id / name)
+
+
+def _file_keys(folder: Path, columns: str) -> list[dict[str, Any]]:
+    """``columns`` of every row of the finished Parquet files in ``folder``, with each row's ``file``."""
+    import duckdb
+
+    files = sorted(str(p) for p in folder.glob("*.parquet") if not p.name.startswith(".")) if folder.is_dir() else []
+    if not files:
+        return []
+    with duckdb.connect() as con:
+        rel = con.execute(f"SELECT DISTINCT filename AS file, {columns} FROM read_parquet(?, union_by_name = true, "
+                          "filename = true)", [files])
+        names = [d[0] for d in rel.description]
+        return [dict(zip(names, row, strict=True)) for row in rel.fetchall()]
+
+
+def prune_results(root: str | Path, experiment_id: str, variant: str, keep: set[tuple[str, str]]) -> list[Path]:
+    """Remove ``variant``'s rows of ``experiment_id`` that a finished run did not write again; returns the files removed.
+
+    ``keep``: the (instance_id, method) pairs the run wrote. Everything else of the variant is
+    stale: an item whose earlier failure to load was keyed otherwise, an item no longer in the
+    benchmark, a file named the older, lossy way (before ``file_name``). Items rows go with the
+    last results row of their item (other variants of the experiment keep theirs).
+    """
+    root = Path(root)
+    removed: list[Path] = []
+
+    def drop(*paths: Path) -> None:
+        for path in paths:
+            if path.is_file():
+                path.unlink()
+                removed.append(path)
+
+    for row in _file_keys(root / "results" / experiment_id, "variant, instance_id, method"):
+        file = Path(row["file"])
+        if row["variant"] != variant:
+            continue
+        if (row["instance_id"], row["method"]) not in keep or file.name != result_file_name(variant, row["instance_id"],
+                                                                                            row["method"]):
+            drop(*(root / table / experiment_id / file.name for table in ("results", "traces", "costs")))
+    kept_ids = {i for i, _ in keep}
+    for row in _file_keys(root / "judgements" / experiment_id, "variant, instance_id, method, judge"):
+        if row["variant"] == variant and (row["instance_id"] not in kept_ids or Path(row["file"]).name != judgement_file_name(
+                variant, row["instance_id"], row["method"], row["judge"])):
+            drop(Path(row["file"]))
+    in_results = {row["instance_id"] for row in _file_keys(root / "results" / experiment_id, "instance_id")}
+    for row in _file_keys(root / "items" / experiment_id, "instance_id"):
+        if row["instance_id"] not in in_results or Path(row["file"]).name != item_file_name(row["instance_id"]):
+            drop(Path(row["file"]))
+    return removed

@@ -54,7 +54,12 @@ def create_sqlite_store(tracking_uri: str, artifact_root: str | Path | None = No
     partial.unlink(missing_ok=True)
     store = SqlAlchemyStore(f"{prefix}{partial}", _location(artifact_root) or str(path.parent / "mlartifacts"))
     store.engine.dispose()
-    os.replace(partial, path)
+    try:  # no-clobber: a store another process put in place meanwhile is kept, never replaced
+        os.link(partial, path)
+    except FileExistsError:
+        pass
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def _location(artifact_root: str | Path | None) -> str | None:
@@ -97,11 +102,18 @@ class Tracker:
         return run.info.run_id
 
     def finish_parent(self, run_id: str, summary: dict[str, dict], failed: bool) -> None:
+        """Log the experiment's summary metrics on its parent run and close it.
+
+        A rerun logs only the metrics whose value changed (at step 0, so the newest point is the
+        current value): an unchanged rerun leaves one point per metric, not one per run.
+        """
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        metrics = [Metric(f"{method}.{name}", float(value), now, 0) for method, s in summary.items()
-                   for name, value in s.items() if isinstance(value, int | float) and math.isfinite(value)]
+        logged = self.client.get_run(run_id).data.metrics
+        metrics = [Metric(key, value, now, 0) for method, s in summary.items() for name, raw in s.items()
+                   if isinstance(raw, int | float) and math.isfinite(raw)
+                   for key, value in [(f"{method}.{name}", float(raw))] if logged.get(key) != value]
         if metrics:
             self.client.log_batch(run_id, metrics=metrics)
         self.client.set_terminated(run_id, status="FAILED" if failed else "FINISHED")

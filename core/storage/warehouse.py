@@ -9,6 +9,7 @@ for writing. Readers (``vlmt sql``) open it read-only.
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,10 @@ from core.storage.results import LATER_RESULT_COLUMNS, TABLES, variant_columns
 #: Where runs keep their results unless told otherwise (relative to the working directory).
 DEFAULT_RESULTS_ROOT = Path("runs/results")
 DEFAULT_DB = Path("runs/vlmt.duckdb")
+#: What ``query`` reads; said when it gets something else.
+WRITTEN_BY_A_RUN = "the DuckDB file of a vlmt run: `vlmt evaluate` writes WORK/vlmt.duckdb"
+
+_MISSING_TABLE = re.compile(r"Table with name (?P<table>\S+) does not exist")
 
 log = logging.getLogger(__name__)
 
@@ -84,9 +89,25 @@ def query(db_path: str | Path, sql: str, params: dict[str, Any] | None = None) -
             return _frame(con.sql(sql, params=params or {}))
     db_path = Path(db_path)
     if not db_path.is_file():
-        raise InputError(str(db_path), "does not exist", "a DuckDB file written by a vlmt run (see `vlmt evaluate`)")
-    with duckdb.connect(str(db_path), read_only=True) as con:
-        return _frame(con.sql(sql, params=params or {}))
+        raise InputError(str(db_path), "is a directory" if db_path.is_dir() else "does not exist", WRITTEN_BY_A_RUN)
+    try:
+        con = duckdb.connect(str(db_path), read_only=True)
+    except duckdb.Error as exc:  # not a DuckDB file, a newer format, or locked by a writer
+        raise InputError(str(db_path), f"cannot be opened as a DuckDB database ({_first_line(exc)})", WRITTEN_BY_A_RUN) from None
+    with con:
+        try:
+            return _frame(con.sql(sql, params=params or {}))
+        except duckdb.CatalogException as exc:
+            missing = _MISSING_TABLE.search(str(exc))
+            if missing is None:
+                raise
+            tables = [row[0] for row in con.execute("SELECT table_name FROM information_schema.tables ORDER BY 1").fetchall()]
+            has = f"its tables: {', '.join(tables)}" if tables else "it holds no tables"
+            raise InputError(str(db_path), f"has no table {missing['table']!r} ({has})", WRITTEN_BY_A_RUN) from None
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 def _frame(relation: duckdb.DuckDBPyRelation | None) -> pl.DataFrame:

@@ -37,8 +37,8 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, Field, field_validator, model_serializer
 
+from core.bench.layout import Benchmark
 from core.bench.record import TaskInstance
-from core.bench.source import Benchmark
 from core.bench.synth.family import EXTRA_PERTURBATIONS, PERTURBATIONS
 from core.bench.synth.generate import perturbed_video
 from core.bench.synth.queries import (

@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, Field, model_validator
 
+from core.bench.layout import Benchmark
 from core.bench.record import Purpose, Split
-from core.bench.source import Benchmark
 from core.bench.synth.families import FAMILIES, get_family
 from core.bench.synth.family import Resample, SynthFamily
 from core.bench.synth.scene import Scene, render
