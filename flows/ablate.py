@@ -21,7 +21,8 @@ from core.config import StrictConfig, load_config
 from core.errors import InputError
 from core.method.reasoner import GradMode
 from core.storage.results import ExperimentRecord
-from flows.evaluate import CODE_VERSION, EvaluateConfig, evaluate
+from flows.evaluate import EvaluateConfig, evaluate
+from flows.keys import CODE_VERSION
 
 #: Grid names -> how to set them on an EvaluateConfig.
 KNOBS = ("lam", "grad_mode", "k_frames", "max_steps", "early_stop", "lr", "lora_rank", "n", "queries", "grpo_steps")

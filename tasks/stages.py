@@ -1,6 +1,6 @@
 """The evaluate flow's stages as cached Prefect tasks (bodies in ``core.pipeline.stages``).
 
-Every task takes the ``key`` its flow computed (``flows/evaluate.py``: the item's content
+Every task takes the ``key`` its flow computed (``flows/keys.py``: the item's content
 hash, only the config fields the stage depends on, the identity of each model it uses, and a
 code version) and writes its files into a directory named after that key. Tasks return small
 JSON records of paths and numbers; models are loaded per process by ``tasks.models``. The

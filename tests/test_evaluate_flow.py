@@ -488,14 +488,14 @@ def _changed(a: dict[str, str], b: dict[str, str]) -> set[str]:
 def test_a_score_version_bump_rescores_a_finished_work_dir_and_regenerates_nothing(setup, monkeypatch):
     """Cached videos stay; every score stage reruns, and Pass@N re-selects (by the scorer) from its
     cached candidates; nothing else runs again."""
-    import flows.evaluate as ev
+    from flows import keys
 
     root, models = setup
     cfg = config(root, models, "w-rescore").model_copy(
         update={"methods": [Method.VANILLA, Method.PASS_AT_N, Method.TEACHER, Method.STILL]})
     evaluate(config=cfg)
     before = stage_dirs(Path(cfg.work))
-    monkeypatch.setattr(ev, "SCORE_VERSION", "score-next")
+    monkeypatch.setattr(keys, "SCORE_VERSION", "score-next")
     evaluate(config=cfg)
     after = stage_dirs(Path(cfg.work))
     new = sorted(set(after) - set(before))
@@ -556,14 +556,14 @@ def test_stage_keys_change_exactly_where_they_should():
 
 
 def test_the_optimisers_version_moves_only_the_gradient_trained_adapters_and_what_follows(monkeypatch):
-    import flows.evaluate as ev
+    from flows import keys
 
     ids = {"reasoner": "R", "surrogate": "S", "teacher": "T"}
     cfg = EvaluateConfig(method=MethodConfig(n=2)).resolved()
-    k0, shared0 = ev.stage_keys("item", 7, cfg, ids, shared="A"), ev.shared_key(cfg, ids, ["r1", "r2"])
-    monkeypatch.setattr(ev, "OPTIMISE_VERSION", "optimise-next")
-    assert _changed(k0, ev.stage_keys("item", 7, cfg, ids, shared="A")) == {"optimise", "video/teacher", "score/teacher"}
-    assert ev.shared_key(cfg, ids, ["r1", "r2"]) != shared0
+    k0, shared0 = keys.stage_keys("item", 7, cfg, ids, shared="A"), keys.shared_key(cfg, ids, ["r1", "r2"])
+    monkeypatch.setattr(keys, "OPTIMISE_VERSION", "optimise-next")
+    assert _changed(k0, keys.stage_keys("item", 7, cfg, ids, shared="A")) == {"optimise", "video/teacher", "score/teacher"}
+    assert keys.shared_key(cfg, ids, ["r1", "r2"]) != shared0
 
 
 def test_an_unset_learning_rate_is_resolved_from_the_reasoner_folder_before_ids_keys_and_rows(setup, tmp_path):
@@ -682,7 +682,8 @@ def test_a_moved_work_dir_keeps_its_experiment_reuses_every_stage_and_reports_it
         assert con.execute("SELECT count(*) FROM experiments").fetchone()[0] == 1
     assert len(videos) == 4 and all(not Path(v).is_absolute() and (moved / v).is_file() for v in videos), videos
     text = build_report(moved / "vlmt.duckdb").read_text()
-    assert "video missing" not in text and text.count("<video ") == 4
+    # every method's video and each item's ground truth (found in the moved work dir's benchmark)
+    assert "video missing" not in text and text.count("<video ") == 4 + 2
     # the MLflow store moved with the work dir: one parent run, one point per metric
     assert again["mlflow"]["parent_run_id"] == first["mlflow"]["parent_run_id"]
     client = MlflowClient(again["mlflow"]["tracking_uri"])
