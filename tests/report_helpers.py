@@ -22,6 +22,8 @@ from core.storage.results import (
 from core.storage.warehouse import consolidate
 
 METHODS = ["vanilla", "best_of_n", "pass_at_n", "pe", "videotpo", "teacher"]
+#: The fixture's sub-criteria: long rule names, as real scorers write them, so that the report has to wrap them.
+GOAL, PROCESS = "reaches_the_goal_cell_and_stays_there_until_the_end", "never_passes_through_a_wall_or_an_obstacle"
 
 
 def fixture_experiment(root: Path, per_family: int = 1, methods: list[str] | None = None,
@@ -48,7 +50,7 @@ def fixture_experiment(root: Path, per_family: int = 1, methods: list[str] | Non
             score = 0.2 if worse else 0.8
             res = ItemResult(
                 instance_id=inst.id, family=inst.task_family, split=inst.split.value, faculty=inst.faculty.value,
-                method=method, seed=k, score=score, success=not worse, criteria={"goal": score, "process": 1.0},
+                method=method, seed=k, score=score, success=not worse, criteria={GOAL: score, PROCESS: 1.0},
                 goal=score, process=1.0, gate=1.0, judge_truth=[not worse, True],
                 judge_p_yes=[0.9, 0.7], judge_all_yes=True, cost=CostRecord(seconds={"generate": 1.0 + k}, counts={"reasoner_forward": 4}),
                 info={"prompt": inst.prompt, "first_frame": str(inst.first_frame), "video": str(mp4), "gif": str(gif),

@@ -7,21 +7,39 @@ import os
 import re
 import shutil
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from core.errors import InputError
-from core.report.build import build_report
-from core.report.data import load_report_data
-from tests.report_helpers import METHODS, fixture_experiment
+from core.report import plots
+from core.report.build import CURVE_ITEMS, SUMMARY_COLUMNS, build_report
+from core.report.data import PAPER_LABEL, ItemView, find_ground_truth, item_order, load_report_data
+from tests.report_helpers import GOAL, METHODS, fixture_experiment
+
+REPO = Path(__file__).resolve().parents[1]
+#: A method name too long for any column: the report must wrap it, in tables, captions and legends.
+LONG = "a_method_whose_name_is_far_too_long_for_its_column_anywhere"
+#: The module fixture's methods: the real ones and the long name.
+RUN_METHODS = [*METHODS, LONG]
 
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     root = tmp_path_factory.mktemp("report")
-    db, experiment, instances = fixture_experiment(root, fail=("1", "teacher"))
+    db, experiment, instances = fixture_experiment(root, methods=RUN_METHODS, fail=("1", "teacher"))
     page = build_report(db, root / "out")
     return page, experiment, instances
+
+
+def _table(text: str, ident: str) -> str:
+    start = text.index(f"id='{ident}'")
+    return text[start:text.index("</table>", start)]
+
+
+def _cards(text: str) -> list[str]:
+    return text.split("<section class='item'")[1:]
 
 
 def test_report_shows_every_method_and_item_and_every_file_it_references_exists(report):
@@ -31,28 +49,228 @@ def test_report_shows_every_method_and_item_and_every_file_it_references_exists(
     for inst in instances:
         assert "id='item-" in text and inst.id in text
         assert inst.prompt.split()[0] in text
-    summary = text[text.index("id='summary'"):text.index("</table>", text.index("id='summary'"))]
-    for method in METHODS:
-        assert f"<td>{method}</td>" in summary
+    summary = _table(text, "summary")
+    for method in RUN_METHODS:
+        assert f"data-m='{method}'" in summary
         assert text.count(f"data-method='{method}'") == len(instances) - (method == "teacher")  # one failed
     assert "failed at optimise: RuntimeError: poisoned" in text
     assert "0.781" in summary  # the paper's teacher figure beside ours
     # the judge-fooled rate: the fixture's darkened videos break the goal while the judge says 0.9
     assert "judge fooled" in summary
-    vanilla = summary[summary.index("<td>vanilla</td>"):]
-    assert "<td>1.00</td>" in vanilla[:vanilla.index("</tr>")]
+    vanilla = summary[summary.index("data-m='vanilla'"):]
+    assert "<td class='n'>1.00</td>" in vanilla[:vanilla.index("</tr>")]
     refs = re.findall(r"(?:src)='([^']+)'", text)
-    assert sum(r.endswith(".mp4") for r in refs) == len(instances) * len(METHODS) - 1
+    # every method's video but the failed one, and each item's ground truth
+    assert sum(r.endswith(".mp4") for r in refs) == len(instances) * len(RUN_METHODS) - 1 + len(instances)
     assert sum(r.endswith(".png") and r.startswith("plots/") for r in refs) == 4
     for ref in refs:
         assert (page.parent / ref).is_file(), ref
         assert not ref.startswith(("http:", "https:", "/"))  # self-contained: nothing fetched from elsewhere
     assert "Does the agent reach the goal?" in text
     # the score's parts and the judge query by query, from the named queries
-    parts = text[text.index("id='parts'"):text.index("</table>", text.index("id='parts'"))]
-    judged = text[text.index("id='judge-queries'"):text.index("</table>", text.index("id='judge-queries'"))]
-    for method in METHODS:
-        assert f"<td>{method}</td>" in parts and f"<td>{method}</td>" in judged
+    parts, judged = _table(text, "parts"), _table(text, "judge-queries")
+    for method in RUN_METHODS:
+        assert f"data-m='{method}'" in parts and f"data-m='{method}'" in judged
+
+
+def test_each_item_shows_its_ground_truth_video_first_copied_from_the_benchmark(report):
+    page, _, instances = report
+    text = page.read_text()
+    by_id = {inst.id: inst for inst in instances}
+    cards = _cards(text)
+    assert len(cards) == len(instances)
+    for card in cards:
+        ident = re.search(r"<h3>([^ <]+)", card).group(1)
+        videos = re.findall(r"<video src='([^']+)'[^>]*?(data-role='ground-truth'|data-method='[^']+')", card)
+        assert videos[0][1] == "data-role='ground-truth'", ident  # the ground truth comes before the methods
+        assert [v for v in videos if "ground-truth" in v[1]] == videos[:1]
+        copied = page.parent / videos[0][0]
+        assert copied.name == "ground_truth.mp4"
+        assert copied.read_bytes() == by_id[ident].ground_truth.read_bytes()
+        assert "no ground-truth video" not in card
+
+
+def test_the_ground_truth_is_found_beside_the_first_frame_or_under_the_benchmark_by_id(tmp_path):
+    bench = tmp_path / "bench"
+    inst = bench / "In-Domain_50" / "G-1_task" / "00003"
+    inst.mkdir(parents=True)
+    (inst / "ground_truth.mp4").write_bytes(b"x")
+    (tmp_path / "elsewhere").mkdir()
+    gt = str(inst / "ground_truth.mp4")
+    assert find_ground_truth("any/id", str(inst / "first_frame.png"), []) == gt  # synth and VBVR keep both together
+    assert find_ground_truth("In-Domain_50/G-1_task/00003", str(tmp_path / "elsewhere" / "f.png"), [bench]) == gt
+    assert find_ground_truth("In-Domain_50/G-1_task/00003", None, [bench]) == gt
+    assert find_ground_truth("physics/0", None, [bench]) is None  # e.g. RULER-Bench: none
+
+
+def test_the_legends_explain_every_column_and_every_cell(report):
+    page, _, _ = report
+    text = page.read_text()
+    summary = _table(text, "summary")
+    headers = re.findall(r"<th(?: class='[^']*')?>([^<]+)</th>", summary.split("</tr>", 1)[1])
+    legend = text[text.index("id='legend-columns'"):text.index("</dl>", text.index("id='legend-columns'"))]
+    terms = re.findall(r"<dt>([^<]+)</dt>", legend)
+    ours = [h for h, _ in SUMMARY_COLUMNS]
+    assert headers == [*ours, "score", "s / item"]
+    assert terms == [*ours, "paper score", "paper s / item"]  # every column, in the table's order
+    for words in ("weighted sum", "0.7", "0.3", "every goal criterion is met and no process rule is broken",
+                  "NFE", "of the rules the scorer finds broken", "judge called Yes", "oracle"):
+        assert words in legend, words
+    methods = text[text.index("id='legend-methods'"):text.index("</dl>", text.index("id='legend-methods'"))]
+    for method in RUN_METHODS:
+        assert f">{method}</span>" in methods
+    assert "the benchmark&#x27;s own scorer picks" in methods and "upper bound" in methods
+    items = text[text.index("id='legend-items'"):text.index("</dl>", text.index("id='legend-items'"))]
+    for term in ("ground truth", "success", "fail", "failed at &lt;stage&gt;", "teacher vs vanilla"):
+        assert f"<dt>{term}</dt>" in items, term
+    for term in ("unscored", "video missing"):  # explained where the page has such a cell; this one has none
+        assert f"<dt>{term}</dt>" not in items and f">{term}<" not in text, term
+    assert "strict success not met" in items
+    # no bare "fail": each one names what was not met (the fixture's darkened videos miss the goal, 0.2)
+    fails = re.findall(r"<span class='fail'>fail</span>(.{0,120})", text)
+    assert fails and all(f.startswith(f" <span class='why'>not met: {GOAL} 0.20") for f in fails), fails[:2]
+
+
+def test_the_papers_figures_are_marked_as_the_papers_with_why_they_differ(report):
+    page, _, _ = report
+    text = page.read_text()
+    summary = _table(text, "summary")
+    group = re.search(r"<th colspan='(\d+)' class='group paper' id='paper-group'>([^<]+)</th>", summary)
+    assert group and group.group(2) == PAPER_LABEL == "paper (Wan2.2-5B + Qwen3-VL-4B on VBVR-Bench)"
+    assert "<colgroup span='2' class='paper'>" in summary and group.group(1) == "2"
+    for row in summary.split("<tbody>")[1].split("</tr>")[:-1]:
+        cells = re.findall(r"<td class='([^']*)'", row)
+        assert cells[-2:] == ["n paper", "n paper"] and all("paper" not in c for c in cells[:-2]), row
+    teacher = summary[summary.index("data-m='teacher'"):]
+    assert "<td class='n paper'>0.781</td>" in teacher[:teacher.index("</tr>")]
+    note = text[text.index("id='paper-note'"):text.index("</p>", text.index("id='paper-note'"))]
+    assert "tiny in-house models" in note and "synthetic benchmark" in note and "not comparable" in note
+
+
+def test_no_link_leads_outside_the_report_and_every_named_document_exists(report):
+    page, _, _ = report
+    text = page.read_text()
+    assert "METHOD.md" not in text and "../" not in text
+    for href in re.findall(r"href=['\"]([^'\"]+)", text):
+        if href.startswith("#"):
+            assert f"id='{href[1:]}'" in text, href
+        else:
+            assert not re.match(r"[a-z]+:", href) and (page.parent / href).is_file(), href
+    named = set(re.findall(r"\b((?:docs|sql)/[\w./-]+\.(?:md|sql))", text))
+    assert {"docs/paper.md", "docs/results.md"} <= named
+    for path in named:
+        assert (REPO / path).is_file(), path
+
+
+def test_items_come_by_family_then_id(report):
+    page, _, instances = report
+    shown = [re.search(r"<h3>([^ <]+)", c).group(1) for c in _cards(page.read_text())]
+    family = {inst.id: inst.task_family for inst in instances}
+    assert shown == sorted(shown, key=lambda i: (family[i], i))
+
+    def view(ident: str, fam: str) -> ItemView:
+        return ItemView(instance_id=ident, family=fam, split=None, faculty=None, prompt=None, first_frame=None,
+                        outcomes={})
+
+    mixed = [view("t/10", "b"), view("t/9", "b"), view("z/1", "a"), view("t/2", "b"), view("a/5", "c")]
+    assert [(v.family, v.instance_id) for v in item_order(mixed)] == [
+        ("a", "z/1"), ("b", "t/2"), ("b", "t/9"), ("b", "t/10"), ("c", "a/5")]  # digit runs as numbers
+
+
+def test_the_oracle_is_marked_in_every_table_caption_and_plot_legend(report, monkeypatch):
+    page, _, _ = report
+    text = page.read_text()
+    oracle = "pass_at_n</span> <small class='oracle'"
+    for ident in ("summary", "parts", "judge-queries", "by-group"):
+        assert oracle in _table(text, ident), ident
+    assert all(oracle in card for card in _cards(text))
+    assert "<dt><span class='mname'" in text and oracle in text[text.index("id='legend-methods'"):]
+    assert text.count("<small class='oracle'") == text.count("pass_at_n</span>")  # nowhere unmarked
+    data = load_report_data(page.parent.parent / "vlmt.duckdb")
+    figures = _drawn(data, monkeypatch, page.parent.parent / "plots-oracle")
+    labels = {a.get_label() for f in figures.values() for ax in f.axes for a in ax.collections + ax.texts}
+    labels |= {t.get_text() for f in figures.values() for ax in f.axes for t in ax.texts}
+    assert "pass_at_n (oracle)" in labels and "pass_at_n" not in labels
+
+
+def _drawn(data, monkeypatch, folder: Path) -> dict:
+    """Every plot of ``data`` drawn, with its matplotlib figure kept (``plots._save`` closes it otherwise)."""
+    kept = {}
+    save = plots._save
+
+    def keep(fig, path):
+        kept[path.stem] = fig
+        fig.canvas.draw()
+        return save(fig, path)
+
+    monkeypatch.setattr(plots, "_save", keep)
+    folder.mkdir(exist_ok=True)
+    items = list(dict.fromkeys(t["instance_id"] for t in data.traces))
+    plots.score_vs_cost(data.summary, folder / "score_vs_cost.png")
+    plots.early_stop_steps(data.costs, folder / "early_stop_steps.png")
+    plots.optimisation_curves(data.traces, items, folder / "optimisation_curves.png")
+    plots.judge_vs_scorer(data.costs, folder / "judge_vs_scorer.png")
+    return kept
+
+
+def test_one_colour_per_method_in_every_plot_and_table(report, monkeypatch):
+    from matplotlib.colors import to_hex
+
+    page, _, _ = report
+    known = ["vanilla", "best_of_n", "pass_at_n", "pe", "videotpo", "teacher", "shared", "grpo", "still"]
+    colours = [plots.method_colour(m) for m in known]
+    assert len(set(colours)) == len(known)  # distinct
+    assert [plots.method_colour(m) for m in known] == colours  # fixed
+    # an unknown name: the same colour in another process (no salted hash), and a valid colour
+    other = subprocess.run([sys.executable, "-c", f"from core.report.plots import method_colour; print(method_colour({LONG!r}))"],
+                           capture_output=True, text=True, check=True, cwd=REPO,
+                           env={**os.environ, "PYTHONHASHSEED": "123"}).stdout.strip()
+    assert other == plots.method_colour(LONG) and re.fullmatch(r"#[0-9a-f]{6}", other)
+    data = load_report_data(page.parent.parent / "vlmt.duckdb")
+    figures = _drawn(data, monkeypatch, page.parent.parent / "plots-colours")
+    seen: dict[str, set[str]] = {}
+    teacher_shades = {c for n in range(1, 2 * CURVE_ITEMS) for c in plots.shades(plots.method_colour("teacher"), n)}
+    for name, fig in figures.items():
+        for ax in fig.axes:
+            for artist in [*ax.collections, *ax.lines, *ax.patches]:
+                method = artist.get_gid()
+                if method is None:
+                    continue
+                colour = to_hex(artist.get_facecolor()[0] if artist in ax.collections else
+                                artist.get_color() if artist in ax.lines else artist.get_facecolor())
+                seen.setdefault(name, set()).add(method)
+                if name in ("score_vs_cost", "judge_vs_scorer"):  # one point set per method: the method's colour
+                    assert colour == plots.method_colour(method), (name, method, colour)
+                else:  # the teacher method alone: shades of its colour
+                    assert method == "teacher" and colour in teacher_shades, (name, colour)
+    assert seen["score_vs_cost"] == seen["judge_vs_scorer"] == set(RUN_METHODS)
+    assert seen["optimisation_curves"] == seen["early_stop_steps"] == {"teacher"}
+    # the page keys each method by the same colour
+    text = page.read_text()
+    for method in RUN_METHODS:
+        keys = set(re.findall(rf"border-left-color:(#[0-9a-f]{{6}})'>{method}</span>", text))
+        assert keys == {plots.method_colour(method)}, (method, keys)
+
+
+def test_plot_titles_count_what_they_draw(report, tmp_path):
+    page, _, instances = report
+    text = page.read_text()
+    data = load_report_data(page.parent.parent / "vlmt.duckdb")
+    captions = re.findall(r"<figcaption>([^<]+)</figcaption>", text)
+    n_curves = min(CURVE_ITEMS, len({t["instance_id"] for t in data.traces}))
+    drawn = [r for r in data.costs if r["judge_goal_p_yes"] is not None and r["score"] is not None]
+    teacher = [r for r in data.costs if r["method"] == "teacher" and r["steps_run"] is not None]
+    assert captions == [
+        f"Score versus cost ({len(RUN_METHODS)} methods; matched compute)",
+        f"Early-stop steps of the teacher method ({len(teacher)} items)",
+        f"Optimisation curves of the teacher method ({n_curves} items)",
+        f"Judge versus scorer ({len(drawn)} videos of {len(RUN_METHODS)} methods; reward hacking)",
+    ]
+    assert len(teacher) == len(instances) - 1 and n_curves == CURVE_ITEMS < len(instances)
+    # an item asked for but without a trace is not counted
+    traced = sorted({t["instance_id"] for t in data.traces})[:2]
+    plot = plots.optimisation_curves(data.traces, [*traced, "no/such/item"], tmp_path / "c.png")
+    assert plot.title == "Optimisation curves of the teacher method (2 items)" and plot.path.is_file()
 
 
 def test_outcome_filter_values_follow_the_scores(report):
@@ -87,29 +305,46 @@ def _chromium() -> str | None:
     return next((shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
 
 
-def test_in_headless_chromium_videos_play_in_step_and_filters_show_exactly_the_matching_items(report, tmp_path):
+#: CSS that undoes the report's wrapping (fixed narrow tables, no line breaks): the overlap check must catch it.
+_NO_WRAP = ("<style>table.grid{table-layout:fixed;width:24em}table.grid th,table.grid td,.method figcaption,.crit li,"
+            ".why{white-space:nowrap;overflow-wrap:normal;word-break:normal}table.grid td.m{min-width:0}</style>")
+
+
+def _selftest(page: Path, profile: Path) -> dict:
+    """Open ``page#selftest`` in headless Chromium (800 px wide) and return what the page's self-test wrote."""
     browser = _chromium()
     if browser is None:
         if os.environ.get("VLMT_REQUIRE_BROWSER") == "1":
             pytest.fail("VLMT_REQUIRE_BROWSER=1 but no chromium on PATH (.ci/run installs Debian's chromium)")
         pytest.skip("no chromium on PATH: install Debian's `chromium` package to run the browser test")
-    page, _, instances = report
     dom = subprocess.run(
-        [browser, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={tmp_path / 'profile'}",
+        [browser, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={profile}", "--window-size=800,600",
          "--autoplay-policy=no-user-gesture-required", "--virtual-time-budget=10000", "--dump-dom",
          page.resolve().as_uri() + "#selftest"],
         capture_output=True, text=True, timeout=120, check=True).stdout
     found = re.search(r'<pre id="selftest-result"[^>]*>([^<]+)</pre>', dom)
     assert found, "the page's self-test wrote no result"
-    out = json.loads(found.group(1).replace("&quot;", '"').replace("&amp;", "&"))
-    cards = page.read_text().split("<section class='item'")[1:]
-    first_with_video = next(c for c in cards if "<video" in c)
-    assert len(out["videos"]) == first_with_video.count("<video") >= len(METHODS) - 1
+    return json.loads(found.group(1).replace("&quot;", '"').replace("&lt;", "<").replace("&gt;", ">")
+                      .replace("&amp;", "&"))
+
+
+def test_in_headless_chromium_videos_play_in_step_and_filters_show_exactly_the_matching_items(report, tmp_path):
+    page, _, instances = report
+    out = _selftest(page, tmp_path / "profile")
+    first_with_video = next(c for c in _cards(page.read_text()) if "<video" in c)
+    assert len(out["videos"]) == first_with_video.count("<video") >= len(METHODS)
     for video in out["videos"]:
         assert video["error"] is None and video["readyState"] >= 2 and video["width"] == 64, video
         assert not video["paused"] and video["currentTime"] > 0, video
+    # the ground truth is one of them: it loads and plays, in step with the methods' videos
+    truth = [v for v in out["videos"] if v["role"] == "ground-truth"]
+    assert len(truth) == 1 and truth[0]["src"].endswith("/ground_truth.mp4"), out["videos"]
     times = [v["currentTime"] for v in out["videos"]]
     assert max(times) - min(times) < 0.2  # in sync
+    # no label runs into its neighbour: table cells, an item's columns, its videos and their captions
+    overlaps = out["overlaps"]
+    assert overlaps["found"] == [], overlaps["found"][:5]
+    assert overlaps["rows"] > len(instances) * 2 and overlaps["pairs"] > 500  # the check saw the whole page
     families = {i.task_family for i in instances}
     assert set(out["filters"]["f-family"]) == families
     for select in out["filters"].values():
@@ -117,6 +352,22 @@ def test_in_headless_chromium_videos_play_in_step_and_filters_show_exactly_the_m
             assert shown["all_match"] and shown["shown"] == shown["expected"], (value, shown)
     assert out["filters"]["f-outcome"]["fixed"]["shown"] >= 1
     assert out["count_text"] == f"{len(instances)} of {len(instances)} items"
+
+
+def test_in_headless_chromium_the_overlap_check_catches_labels_that_do_not_wrap(report, tmp_path):
+    """The check above would pass on a page it cannot see into; here the wrapping is undone and it must object."""
+    page, _, _ = report
+    broken = page.with_name("index-nowrap.html")
+    broken.write_text(page.read_text().replace("</head>", _NO_WRAP + "</head>", 1))
+    try:
+        overlaps = _selftest(broken, tmp_path / "profile")["overlaps"]
+    finally:
+        broken.unlink()
+    where = overlaps["where"]  # overlapping pairs per table or item
+    assert where.get("summary") and any(w.startswith("item-") for w in where), where
+    # a caption's long rule name ran into the next video's figure
+    assert any(f["a"].startswith("figure.method") and f["b"].startswith("figure.method") for f in overlaps["found"]
+               if f["row"].startswith("item-")), overlaps["found"]
 
 
 def test_a_judged_ruler_run_shows_the_judges_scores_and_each_videos_labels(tmp_path):
@@ -165,6 +416,7 @@ def test_a_judged_ruler_run_shows_the_judges_scores_and_each_videos_labels(tmp_p
     teacher = data.items[0].outcomes["teacher"].ruler_labels
     assert [(r["dimension"], r["label"]) for r in teacher] == [("Rule Coherence", "Good"), ("Visual Fidelity", "Medium")]
     assert "Visual Fidelity: <b>Medium</b>" in text and "judge failed: no valid judge reply in 1 attempt(s)" in text
+    assert "<span class='unscored'>unscored</span>" in text and "<dt>unscored</dt>" in text  # and the legend says why
 
 
 def test_the_report_copies_only_images_and_videos_from_the_work_and_benchmark_directories(tmp_path, caplog):
@@ -202,6 +454,9 @@ def test_the_report_copies_only_images_and_videos_from_the_work_and_benchmark_di
     assert copied == {"a_0/vanilla.mp4", "c_2/first.png"}  # folders are the item ids' file names
     text = page.read_text()
     assert "secret" not in "".join(re.findall(r"src='([^']+)'", text)) and text.count("<video") == 1
+    assert "<dt>video missing</dt>" in text  # the refused videos' cells, explained
+    cards = _cards(text)  # none in the benchmark: each item says so, once
+    assert len(cards) == len(rows) and all(c.count("no ground-truth video for this item") == 1 for c in cards)
     assert "secret.png lies outside the work and benchmark directories" in caplog.text
     assert "notes.png is not an image file" in caplog.text and "passwd.mp4 is not a video file" in caplog.text
     assert f"{outside / 'v.mp4'} lies outside" in caplog.text

@@ -9,6 +9,7 @@ the work dir is the database's folder, wherever it was moved or mounted.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import polars as pl
@@ -18,8 +19,8 @@ from core.errors import InputError
 from core.storage.results import resolve_path
 from core.storage.warehouse import has_table, query
 
-#: The paper's headline numbers on VBVR-Bench (../shared/METHOD.md), keyed by our method
-#: names, shown beside ours for orientation only: a 5B Reasoner and a 4B Teacher on real tasks.
+#: The paper's headline numbers on VBVR-Bench (docs/paper.md), keyed by our method names, shown
+#: beside ours for orientation only: a 5B Reasoner and a 4B Teacher on real tasks.
 PAPER_VBVR: dict[str, dict[str, float]] = {
     "vanilla": {"score": 0.666, "seconds_per_item": 14},
     "pass_at_n": {"score": 0.683, "seconds_per_item": 70},
@@ -27,6 +28,29 @@ PAPER_VBVR: dict[str, dict[str, float]] = {
     "teacher": {"score": 0.781, "seconds_per_item": 69},
     "shared": {"score": 0.688},  # the paper's "shared post-training" ablation; no cost given
     "grpo": {"score": 0.681},  # the paper's "non-differentiable reward with GRPO" ablation; no cost given
+}
+
+#: How the report heads the paper's figures, wherever it shows them.
+PAPER_LABEL = "paper (Wan2.2-5B + Qwen3-VL-4B on VBVR-Bench)"
+
+#: Methods that see the answer key (the benchmark's scorer picks the video): an upper bound
+#: on selection, not a deployable method; marked "oracle" in every table, caption and plot legend.
+ORACLE_METHODS = frozenset({"pass_at_n"})
+
+#: One line per method for the report's legend (core/method/methods.py has the full story).
+METHOD_NOTES: dict[str, str] = {
+    "vanilla": "the Reasoner once, from the item's seed; no test-time work.",
+    "best_of_n": "N videos from N seeds; the Teacher's judge picks one (sees only what a user would have).",
+    "pass_at_n": "oracle: the same N videos, but the benchmark's own scorer picks the best one. It uses the answer "
+                 "key, so it is an upper bound on picking among N videos, not a method one could deploy.",
+    "pe": "prompt engineering: the Teacher's rules appended to the instruction, then the Reasoner once.",
+    "videotpo": "VideoTPO: rounds of two videos, the Teacher's critique appended to the prompt; the judge keeps the best.",
+    "teacher": "the paper's method: a fresh LoRA optimised on this item by the Teacher's differentiable reward, "
+               "then the final video from the same noise.",
+    "shared": "ablation: one LoRA trained with the same reward over all items, then used for each.",
+    "grpo": "ablation: the teacher method's LoRA and reward, optimised as a black box by GRPO.",
+    "still": "reference, not a method: the first frame held for the whole video (no model call). A method shows "
+             "reasoning only above its score.",
 }
 
 #: Display order of the methods (others follow alphabetically).
@@ -59,6 +83,8 @@ class ItemView(BaseModel):
     faculty: str | None
     prompt: str | None
     first_frame: str | None
+    ground_truth: str | None = Field(
+        None, description="The benchmark's reference solution video (ground_truth.mp4), where it has one.")
     queries: list[dict] = Field(default_factory=list)
     outcomes: dict[str, MethodOutcome]
 
@@ -79,6 +105,21 @@ class ItemView(BaseModel):
         return "unchanged"
 
 
+def method_label(method: str) -> str:
+    """A method's name as tables, captions and plot legends show it: the oracle marked as such."""
+    return f"{method} (oracle)" if method in ORACLE_METHODS else method
+
+
+def _natural(text: str) -> tuple:
+    """Sort key reading digit runs as numbers, so 'x/9' comes before 'x/10'."""
+    return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text))
+
+
+def item_order(items: list[ItemView]) -> list[ItemView]:
+    """Items by family, then id (digit runs compared as numbers): the order of the report's item section."""
+    return sorted(items, key=lambda i: (_natural(i.family), _natural(i.instance_id)))
+
+
 class ReportData(BaseModel):
     experiment_id: str
     name: str
@@ -97,6 +138,8 @@ class ReportData(BaseModel):
         default_factory=list, description="The judge against the scorer query by query (judge_per_query).")
     media_roots: list[str] = Field(
         default_factory=list, description="Folders the report may copy first frames and videos from (media_roots).")
+    setup: dict[str, str] = Field(
+        default_factory=dict, description="What this run ran on (run_setup): bench, reasoner and teacher as configured.")
 
 
 def media_roots(db: Path, config_json: str | None) -> list[str]:
@@ -109,14 +152,63 @@ def media_roots(db: Path, config_json: str | None) -> list[str]:
     as seen from the current directory when it is relative.
     """
     roots = [str(db.parent)]
-    try:
-        bench = json.loads(config_json or "{}").get("bench")
-    except (json.JSONDecodeError, AttributeError):
-        bench = None
+    bench = _config(config_json).get("bench")
     if isinstance(bench, str) and bench and bench != "synth":
         path = Path(bench)
         roots.append(str(path if path.is_dir() else path.parent))
     return roots
+
+
+def _config(config_json: str | None) -> dict:
+    """An experiment's evaluate config as a dict: an ablation's ``base``, else the config itself ({} if unreadable)."""
+    try:
+        config = json.loads(config_json or "{}")
+    except json.JSONDecodeError:
+        return {}
+    if not isinstance(config, dict):
+        return {}
+    return config["base"] if isinstance(config.get("base"), dict) else config
+
+
+#: Where ``vlmt evaluate`` puts the synth benchmark it generates, inside the work directory.
+SYNTH_BENCH_DIR = "bench/synth-seed{seed}-pf{per_family}"
+GROUND_TRUTH = "ground_truth.mp4"
+
+
+def bench_dirs(db: Path, config: dict) -> list[Path]:
+    """Benchmark folders an item's ``{instance id}/ground_truth.mp4`` may lie under (VBVR layout, synth too).
+
+    The configured ``bench`` (a directory, or a record file's folder), or for ``bench: synth``
+    the folder ``vlmt evaluate`` generates inside the work directory (the database's folder).
+    """
+    bench = config.get("bench", "synth")
+    if bench == "synth":
+        per_family, seed = config.get("per_family"), config.get("bench_seed", 0)
+        return [db.parent / SYNTH_BENCH_DIR.format(seed=seed, per_family=per_family)] if per_family else []
+    if isinstance(bench, str) and bench:
+        path = Path(bench)
+        return [path if path.is_dir() else path.parent]
+    return []
+
+
+def find_ground_truth(instance_id: str, first_frame: str | None, benches: list[Path]) -> str | None:
+    """The item's ground-truth video: ``ground_truth.mp4`` beside its first frame (synth and VBVR
+    layouts keep both in the instance folder), else under a benchmark folder at ``{instance id}/``.
+
+    None where there is none (RULER-Bench ships none; an official VBVR folder may lack it).
+    Whether the report may copy the file is decided where it copies (``build._media_source``).
+    """
+    candidates = [Path(first_frame).parent / GROUND_TRUTH] if first_frame else []
+    candidates += [root / instance_id / GROUND_TRUTH for root in benches]
+    return next((str(c) for c in candidates if c.is_file()), None)
+
+
+def run_setup(config: dict) -> dict[str, str]:
+    """What the run ran on, for the paper note: the bench and both models, defaults where the config is silent."""
+    models = config.get("models") if isinstance(config.get("models"), dict) else {}
+    return {"bench": str(config.get("bench", "synth")),
+            "reasoner": str(models.get("reasoner") or "models/reasoner"),
+            "teacher": str(models.get("teacher") or "models/teacher")}
 
 
 def _rows(db: Path, sql: str, params: dict) -> list[dict]:
@@ -146,7 +238,9 @@ def load_report_data(db: str | Path, experiment: str | None = None, variant: str
     """Everything the report shows for one experiment (and one variant: the first, unless named)."""
     db = Path(db)
     exp = pick_experiment(db, experiment)
-    config = _rows(db, "SELECT config_json FROM experiments WHERE experiment_id = $e", {"e": exp["experiment_id"]})
+    config_rows = _rows(db, "SELECT config_json FROM experiments WHERE experiment_id = $e", {"e": exp["experiment_id"]})
+    config_json = config_rows[0]["config_json"] if config_rows else None
+    config = _config(config_json)
     eid = exp["experiment_id"]
     variants = [r["variant"] for r in _rows(db, "SELECT DISTINCT variant FROM results WHERE experiment_id = $e ORDER BY 1",
                                             {"e": eid})]
@@ -184,7 +278,10 @@ def load_report_data(db: str | Path, experiment: str | None = None, variant: str
     by_group = ok.group_by("faculty", "split", "method").agg(n=pl.len(), mean_score=pl.col("score").mean())
     traces = query(db, "SELECT instance_id, step, loss, p_yes_json FROM traces WHERE experiment_id = $e AND variant = $v "
                        "AND method = 'teacher' ORDER BY instance_id, step", p)
-    items = _items(results, db.parent)
+    items = item_order(_items(results, db.parent))
+    benches = bench_dirs(db, config)
+    for item in items:
+        item.ground_truth = find_ground_truth(item.instance_id, item.first_frame, benches)
     ruler = _ruler(db, p, items)
     # in the report's method order; runs written before these columns existed have no such tables
     parts, judge_queries = (sorted(_named(db, name, p), key=lambda r: methods.index(r["method"]))
@@ -197,7 +294,7 @@ def load_report_data(db: str | Path, experiment: str | None = None, variant: str
         costs=ok.select("instance_id", "method", "score", "total_seconds", "reasoner_nfe", "steps_run", "stop_reason",
                         "judge_all_yes", "success", "judge_goal_p_yes").to_dicts(),
         traces=traces.to_dicts(), items=items, ruler=ruler, parts=parts, judge_queries=judge_queries,
-        media_roots=media_roots(db, config[0]["config_json"] if config else None),
+        media_roots=media_roots(db, config_json), setup=run_setup(config),
     )
 
 
