@@ -20,11 +20,22 @@ $(BIN)/.installed: pyproject.toml
 
 setup: $(BIN)/.installed
 
+# vlmt sets Prefect's offline defaults itself (no analytics, no usage events; cli/output.py).
+DEMO_RUN := $(BIN)/vlmt evaluate --name demo --bench synth --per-family 1 --work $(DEMO)
+
+# Ends by saying how to run vlmt from this shell: it lives in $(BIN), on PATH only once activated.
 demo: setup
-	PREFECT_SERVER_ANALYTICS_ENABLED=false $(BIN)/vlmt evaluate --name demo --bench synth --per-family 1 --work $(DEMO)
+	@echo "$(DEMO_RUN)"
+	@$(DEMO_RUN); status=$$?; echo; \
+	if [ "$$(command -v vlmt)" = "$(abspath $(BIN))/vlmt" ]; then \
+		echo "vlmt is on your PATH ($(VENV) is active): the commands above also run as plain 'vlmt ...'."; \
+	else \
+		echo "vlmt is not on your PATH: run it as $(BIN)/vlmt, as the commands above do, or put it on PATH"; \
+		echo "for this shell with:  source $(BIN)/activate   (then plain 'vlmt ...'; 'deactivate' undoes it)"; \
+	fi; exit $$status
 
 test: setup
-	PREFECT_SERVER_ANALYTICS_ENABLED=false $(BIN)/python -m pytest -q
+	PREFECT_SERVER_ANALYTICS_ENABLED=false DO_NOT_TRACK=1 $(BIN)/python -m pytest -q
 
 clean:
 	rm -rf $(VENV) runs

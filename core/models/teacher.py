@@ -634,7 +634,10 @@ def video_to_pixels(frames: torch.Tensor, cfg: VisionPreprocess) -> tuple[torch.
 
 def frames_to_tensor(video: np.ndarray) -> torch.Tensor:
     """(T, H, W, 3) uint8 -> (T, 3, H, W) float in [0, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(video)).permute(0, 3, 1, 2).float().div(255.0)
+    video = np.ascontiguousarray(video)
+    if not video.flags.writeable:  # frames decoded into a read-only buffer: torch warns on those, so copy
+        video = video.copy()
+    return torch.from_numpy(video).permute(0, 3, 1, 2).float().div(255.0)
 
 
 def n_vision_tokens(grid_thw: torch.Tensor, merge_size: int) -> int:

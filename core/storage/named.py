@@ -1,10 +1,14 @@
 """Named SQL queries: the ``sql/*.sql`` files, with their parameters declared in a header.
 
-A query file starts with comment lines; the first is its description, and each parameter is
-declared as ``-- param NAME = DEFAULT: what it is`` (DEFAULT may be omitted for a required
-parameter). The body refers to parameters as DuckDB named parameters (``$NAME``); values
-arrive as text, so a query casts where it needs a number. ``vlmt sql`` also runs a query
-file of this format from anywhere (a NAME ending in ``.sql``).
+A query file starts with comment lines: its description (one or more lines; ``vlmt sql --list``
+shows its first sentence), and each parameter declared as ``-- param NAME = DEFAULT: what it is``
+(DEFAULT may be omitted for a required parameter). The body refers to parameters as DuckDB named
+parameters (``$NAME``); values arrive as text, so a query casts where it needs a number.
+``vlmt sql`` also runs a query file of this format from anywhere (a NAME ending in ``.sql``).
+
+Parameters named ``experiment`` or ``experiment_*`` take experiment ids as SQL LIKE patterns;
+``resolve_experiments`` lets them take an experiment's name (or an id prefix) too, as
+``vlmt report --experiment`` does.
 """
 
 from __future__ import annotations
@@ -18,6 +22,9 @@ from core.errors import InputError
 
 #: The project's own queries.
 SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
+
+#: The end of a sentence: a full stop before a space or the end, not that of "i.e." or "e.g.".
+_SENTENCE_END = re.compile(r"(?<!i\.e)(?<!e\.g)\.(?=\s|$)")
 
 _PARAM = re.compile(r"^--\s*param\s+(?P<name>[A-Za-z_]\w*)\s*(?:=\s*(?P<default>[^:]*?))?\s*:\s*(?P<help>.*)$")
 
@@ -34,6 +41,12 @@ class NamedQuery(BaseModel):
     params: list[QueryParam] = Field(default_factory=list)
     sql: str
     path: Path
+
+    @property
+    def summary(self) -> str:
+        """The description's first sentence, whole (it may span several header lines)."""
+        end = _SENTENCE_END.search(self.description)
+        return self.description[:end.end()] if end else self.description
 
     def bind(self, given: dict[str, str]) -> dict[str, str]:
         """Values for every declared parameter: given ones, else defaults; unknown or missing ones are errors."""
@@ -67,16 +80,16 @@ def parse_query(path: Path) -> NamedQuery:
             break
         header.append(line)
     params = []
-    description = ""
+    description: list[str] = []
     for line in header:
         m = _PARAM.match(line)
         if m:
             default = m["default"]
             params.append(QueryParam(name=m["name"], default=default.strip().strip("'") if default is not None else None,
                                      help=m["help"].strip()))
-        elif not description and line.strip("- "):
-            description = line.lstrip("-").strip()
-    return NamedQuery(name=path.stem, description=description, params=params, sql=text, path=path)
+        elif not params and line.strip("- "):  # the description: the comment lines before the first parameter
+            description.append(line.lstrip("-").strip())
+    return NamedQuery(name=path.stem, description=" ".join(description), params=params, sql=text, path=path)
 
 
 def load_queries(folder: str | Path = SQL_DIR) -> dict[str, NamedQuery]:
@@ -95,3 +108,47 @@ def get_query(name: str, folder: str | Path = SQL_DIR) -> NamedQuery:
         names = sorted(p.stem for p in Path(folder).glob("*.sql"))
         raise InputError(f"query {name!r}", f"is not in {folder}", f"one of {names}, or a .sql file")
     return parse_query(path)
+
+
+#: Parameters that take experiment ids (SQL LIKE patterns).
+EXPERIMENT_PARAM = re.compile(r"^experiment(_\w+)?$")
+
+
+def resolve_experiments(db: str | Path, values: dict[str, str]) -> tuple[dict[str, str], list[str]]:
+    """``values`` with each experiment parameter's name or id prefix replaced by that experiment's newest id.
+
+    A value that is an experiment id, or a LIKE pattern (``%`` or ``_``) that matches one, is kept as
+    it is; a name (or an id prefix) becomes the newest matching experiment's id, and a note says so.
+    A value that matches nothing is an error naming the experiments there are, where a query would
+    have returned no rows without a word. A database without an ``experiments`` table (not a
+    run's) is left to the query. Returns the values and the notes.
+    """
+    from core.storage.warehouse import has_table, query
+
+    wanted = {k: v for k, v in values.items() if EXPERIMENT_PARAM.match(k)}
+    if not wanted or str(db) == ":memory:" or not Path(db).is_file() or not has_table(db, "experiments"):
+        return values, []
+    rows = query(db, "SELECT experiment_id, name, CAST(created_at AS VARCHAR) AS created FROM experiments "
+                     "ORDER BY created_at DESC").to_dicts()
+    ids = [r["experiment_id"] for r in rows]
+    values, notes = dict(values), []
+    for key, value in wanted.items():
+        if value in ids:
+            continue
+        by_name = [r for r in rows if r["name"] == value]
+        by_prefix = [r for r in rows if r["experiment_id"].startswith(value)]
+        if by_name or by_prefix:
+            chosen = (by_name or by_prefix)[0]
+            values[key] = chosen["experiment_id"]
+            runs = by_name or by_prefix
+            which = f"named {value!r}" if by_name else f"whose id starts with {value!r}"
+            of = f"the newest of {len(runs)} experiments {which}" if len(runs) > 1 else f"the experiment {which}"
+            notes.append(f"{key}={value}: {chosen['experiment_id']} ({of}, {chosen['created']})")
+            continue
+        if ("%" in value or "_" in value) and query(db, "SELECT count(*) AS n FROM experiments WHERE experiment_id LIKE $p",
+                                                    {"p": value})["n"][0]:
+            continue
+        names = sorted({r["name"] for r in rows})
+        raise InputError(f"--param {key}={value}", f"matches no experiment in {db}",
+                         f"a name among {names}, an id or id prefix, or a LIKE pattern such as '%'")
+    return values, notes
