@@ -67,3 +67,13 @@ def read_yaml_mapping(path: str | Path, expected: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise InputError(path, f"holds a {type(data).__name__}", expected)
     return data
+
+
+def file_head(path: str | Path, n: int) -> bytes | None:
+    """The first ``n`` bytes of a file (fewer if it is shorter), or None where it cannot be read:
+    how a format check looks at a file's magic number without trusting its name."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(n)
+    except OSError:
+        return None

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import InputError
+from core.io import file_head
 
 #: Image file suffixes a record may name, and the leading bytes of each format.
 IMAGE_SUFFIXES: frozenset[str] = frozenset({".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp"})
@@ -36,12 +37,8 @@ def looks_like_image(path: Path) -> bool:
     Both, because the suffix alone lets any file through under an image's name, and the
     content alone would accept an image saved as, say, ``notes.txt``.
     """
-    if path.suffix.lower() not in IMAGE_SUFFIXES:
-        return False
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(16)
-    except OSError:
+    head = file_head(path, 16) if path.suffix.lower() in IMAGE_SUFFIXES else None
+    if head is None:
         return False
     if head[8:12] == b"WEBP" and not head.startswith(b"RIFF"):
         return False

@@ -31,6 +31,7 @@ import shutil
 from pathlib import Path
 
 from core.bench.ruler_paths import inside, looks_like_image
+from core.io import file_head
 from core.report import plots
 from core.report.data import (
     METHOD_NOTES,
@@ -94,12 +95,8 @@ VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".webm", ".mkv"})
 
 def _looks_like_video(path: Path) -> bool:
     """Whether ``path`` has a video suffix and starts like an MP4/MOV or a WebM/Matroska file."""
-    if path.suffix.lower() not in VIDEO_SUFFIXES:
-        return False
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(8)
-    except OSError:
+    head = file_head(path, 8) if path.suffix.lower() in VIDEO_SUFFIXES else None
+    if head is None:
         return False
     return head[4:8] == b"ftyp" or head[:4] == b"\x1a\x45\xdf\xa3"
 
