@@ -28,7 +28,7 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 
-from core.bench.layout import InvalidItem
+from core.bench.layout import InvalidItem, synth_bench_dir
 from core.bench.record import Purpose, TaskInstance
 from core.bench.source import open_benchmark, spread_over_families
 from core.bench.synth.generate import make_synth_benchmark
@@ -62,7 +62,7 @@ __all__ = ["LOCAL_DASK_CLUSTER", "RUNNERS", "EvaluateConfig", "ModelPaths", "_It
 def load_items(cfg: EvaluateConfig) -> tuple[list[TaskInstance], list[InvalidItem]]:
     """The items to run, and the entries that failed validation (recorded as failed, not skipped)."""
     if cfg.bench == "synth":
-        out = Path(cfg.work) / "bench" / f"synth-seed{cfg.bench_seed}-pf{cfg.per_family}"
+        out = synth_bench_dir(cfg.work, cfg.bench_seed, cfg.per_family)
         if not (out / "VBVR-Bench.json").is_file():
             make_synth_benchmark(out, cfg.per_family, seed=cfg.bench_seed, purpose=Purpose.TEST)
         bench = open_benchmark(out, skip_invalid=True)

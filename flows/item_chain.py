@@ -115,8 +115,8 @@ class _ItemStages:
 
     def submit(self, task, name: str, *args, **kwargs) -> Stage:
         """Run stage ``name``: every stage task takes the item first, its target dir and key last."""
-        return _submit(task, self.target(name), self.cfg.work, self.inline, self.item, *args, self.target(name),
-                       self.keys[name], **kwargs)
+        target = self.target(name)  # once: the record check behind it must not answer twice
+        return _submit(task, target, self.cfg.work, self.inline, self.item, *args, target, self.keys[name], **kwargs)
 
     def rules_and_reward(self) -> tuple[Stage, Stage]:
         m, mc = self.cfg.models, self.cfg.method

@@ -9,13 +9,14 @@ copied into the benchmark's official layout for its own scorer.
 
 from __future__ import annotations
 
+import shutil
 from logging import Logger, LoggerAdapter
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from core.bench.record import TaskInstance
 from core.bench.source import official_output_path
-from core.io import write_bytes_atomic, write_json_atomic
+from core.io import atomic_path, write_json_atomic
 from core.method.compare import ItemResult, item_seed
 from core.method.methods import Method
 from core.storage.results import VariantParams, slug, write_result
@@ -78,8 +79,8 @@ class EvaluationRun:
                 if method in cfg.methods and method not in probes:
                     self.keep(done[-1], row_params)
                     if inst.benchmark != "synth" and done[-1].error is None:  # for the official scorer
-                        write_bytes_atomic(official_output_path(self.exported, inst, method.value),
-                                           Path(done[-1].info["video"]).read_bytes())
+                        with atomic_path(official_output_path(self.exported, inst, method.value)) as tmp:
+                            shutil.copyfile(done[-1].info["video"], tmp)
 
         # inline, an item's stages have run when _submit_item returns; submitted, they run concurrently
         pending = []

@@ -136,3 +136,9 @@ class Benchmark(BaseModel):
             if (split is None or inst.split == split) and (wanted is None or inst.task_family in wanted)
         ]
         return chosen[:limit] if limit is not None else chosen
+
+
+def synth_bench_dir(work: str | Path, seed: int, per_family: int) -> Path:
+    """Where ``vlmt evaluate`` generates its synth test instances inside a work dir (one place,
+    so the run that writes them and the report that looks for their ground truth agree)."""
+    return Path(work) / "bench" / f"synth-seed{seed}-pf{per_family}"

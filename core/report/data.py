@@ -15,6 +15,8 @@ from pathlib import Path
 import polars as pl
 from pydantic import BaseModel, Field
 
+from core.bench.layout import synth_bench_dir
+from core.bench.vbvr import GROUND_TRUTH
 from core.errors import InputError
 from core.storage.results import resolve_path
 from core.storage.warehouse import has_table, query
@@ -171,8 +173,6 @@ def _config(config_json: str | None) -> dict:
 
 
 #: Where ``vlmt evaluate`` puts the synth benchmark it generates, inside the work directory.
-SYNTH_BENCH_DIR = "bench/synth-seed{seed}-pf{per_family}"
-GROUND_TRUTH = "ground_truth.mp4"
 
 
 def bench_dirs(db: Path, config: dict) -> list[Path]:
@@ -184,7 +184,7 @@ def bench_dirs(db: Path, config: dict) -> list[Path]:
     bench = config.get("bench", "synth")
     if bench == "synth":
         per_family, seed = config.get("per_family"), config.get("bench_seed", 0)
-        return [db.parent / SYNTH_BENCH_DIR.format(seed=seed, per_family=per_family)] if per_family else []
+        return [synth_bench_dir(db.parent, seed, per_family)] if per_family else []
     if isinstance(bench, str) and bench:
         path = Path(bench)
         return [path if path.is_dir() else path.parent]

@@ -13,7 +13,7 @@ it does, so a video without the object earns none of the object's process credit
 about motion (continuous motion, falling straight, the key's order; for paint: growing
 gradually, paint persisting, staying inside) earns nothing where the task needs motion and
 none happened: a held first frame keeps credit only for what really holds (walls kept,
-the object intact and off the obstacles), and scores 0.15-0.23 on every family.
+the object intact and off the obstacles), and scores 0.07-0.23 per family (0.07 where the task is to paint).
 """
 
 from __future__ import annotations
