@@ -2,7 +2,9 @@
 
 Every stage is a plain function from files to files (a work directory and the output
 ``models/`` directory), so ``flows/zoo.py`` can wrap each one as a cached Prefect task and
-rerun only what changed. Everything is seeded; budgets are in steps, never wall time.
+rerun only what changed. Everything is seeded; budgets are in steps, never wall time. Each
+training stage takes a ``StageCheckpoint`` (``core.train.checkpoint``): a killed stage resumes
+from its last checkpoint and ends with the same weights.
 
 Layout written under ``out`` (default ``models/``)::
 
@@ -15,6 +17,7 @@ Layout written under ``out`` (default ``models/``)::
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import shutil
@@ -48,6 +51,7 @@ from core.models.wan import (
     tensor_to_frames,
 )
 from core.scoring.synth import score_synth
+from core.train.checkpoint import EVERY_SECONDS, MAX_EVERY_SECONDS, StageCheckpoint
 from core.train.common import ground_truth_video
 from core.train.reasoner import (
     DistillConfig,
@@ -93,6 +97,10 @@ class ZooConfig(StrictConfig):
     distill: DistillConfig = DistillConfig()
     teacher: TeacherTrainConfig = TeacherTrainConfig()
     eval_steps_base: int = 30
+    checkpoint_seconds: float = Field(
+        EVERY_SECONDS, ge=0, le=MAX_EVERY_SECONDS, description=(
+            "Wall seconds between two checkpoints of a training loop (0: every step); a killed stage resumes from its "
+            "last one. Not part of any stage key: it never changes the weights."))
 
     @classmethod
     def quick(cls) -> ZooConfig:
@@ -145,30 +153,35 @@ def build_reasoner_tokenizer(bench: Benchmark, vocab: int):
     return build_bpe_tokenizer(prompts, vocab, UMT5_SPECIALS, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
 
 
-def train_reasoner_vae(train_dir: Path, target: Path, cfg: ZooConfig) -> Path:
+def train_reasoner_vae(train_dir: Path, target: Path, cfg: ZooConfig, checkpoint: StageCheckpoint | None = None) -> Path:
     """Stage: the VAE, with latent statistics fitted.
 
     Trained on every family's ground truth: the VAE is the Reasoner's generic video codec
     (a real Wan VAE encodes any video); only the transformer is kept to in-domain families.
+    ``checkpoint`` (every stage's): where its training checkpoints and resumes (``core.train.checkpoint``).
     """
+    ckpt = checkpoint or StageCheckpoint.off()
     videos = [ground_truth_video(i) for i in open_benchmark(train_dir).instances]
     torch.manual_seed(cfg.seed)
     vae = build_vae(cfg.arch)
-    curve = train_vae(vae, videos, cfg.vae)
+    curve = train_vae(vae, videos, cfg.vae, ckpt.loop("vae"))
     fit_latent_stats(vae, videos)
     vae.save_pretrained(target)
     write_json_atomic(target / "train_curve.json", curve)
     return target
 
 
-def train_surrogate_decoder(vae_dir: Path, train_dir: Path, target: Path, cfg: ZooConfig) -> Path:
+def train_surrogate_decoder(
+    vae_dir: Path, train_dir: Path, target: Path, cfg: ZooConfig, checkpoint: StageCheckpoint | None = None
+) -> Path:
     """Stage: distil the surrogate decoder from the trained VAE; saved as its own folder."""
     from diffusers import AutoencoderKLWan
 
+    ckpt = checkpoint or StageCheckpoint.off()
     vae = AutoencoderKLWan.from_pretrained(vae_dir).eval()
     instances = open_benchmark(train_dir).instances  # every family: it decodes OOD outputs too
     videos = [ground_truth_video(i) for i in instances[:: max(1, len(instances) // 200)]]
-    surrogate, curve = train_surrogate(vae, videos, cfg.surrogate)
+    surrogate, curve = train_surrogate(vae, videos, cfg.surrogate, ckpt.loop("surrogate"))
     surrogate.save_pretrained(target)
     write_json_atomic(target / "train_curve.json", curve)
     return target
@@ -184,10 +197,17 @@ def _latent_dataset(pipe, instances: list[TaskInstance], batch: int = 16) -> Lat
     return LatentDataset(torch.cat(lat), [lookup[i.prompt] for i in instances], table)
 
 
-def train_reasoner(vae_dir: Path, train_dir: Path, base_target: Path, target: Path, cfg: ZooConfig) -> tuple[Path, Path]:
-    """Stages: flow matching (-> the undistilled ``base_target``) then reflow distillation (-> ``target``)."""
+def train_reasoner(
+    vae_dir: Path, train_dir: Path, base_target: Path, target: Path, cfg: ZooConfig, checkpoint: StageCheckpoint | None = None
+) -> tuple[Path, Path]:
+    """Stages: flow matching (-> the undistilled ``base_target``) then reflow distillation (-> ``target``).
+
+    Flow matching is a phase of its own: once finished, its weights are kept in ``checkpoint``
+    and a resumed run loads them instead of training again.
+    """
     from diffusers import AutoencoderKLWan
 
+    ckpt = checkpoint or StageCheckpoint.off()
     bench = open_benchmark(train_dir)
     tokenizer = build_reasoner_tokenizer(bench, cfg.reasoner_vocab)
     torch.manual_seed(cfg.seed)
@@ -197,10 +217,11 @@ def train_reasoner(vae_dir: Path, train_dir: Path, base_target: Path, target: Pa
     )
     pipe.text_encoder.eval()  # random and frozen: prompts are templated per family (see the model card)
     data = _latent_dataset(pipe, in_domain(bench))
-    flow_curve = train_flow_matching(pipe.transformer, data, cfg.flow)
+    flow_curve = ckpt.module_phase("flow-matching", pipe.transformer, lambda: train_flow_matching(
+        pipe.transformer, data, cfg.flow, ckpt.loop("flow-matching")))
     pipe.save_pretrained(base_target)
     write_json_atomic(base_target / "train_curve.json", flow_curve)
-    student, distil_curve = distil(pipe.transformer, pipe.scheduler, data, cfg.distill)
+    student, distil_curve = distil(pipe.transformer, pipe.scheduler, data, cfg.distill, ckpt.loop("distil"))
     pipe.register_modules(transformer=student)
     pipe.save_pretrained(target)
     write_json_atomic(target / "train_curve.json", distil_curve)
@@ -232,12 +253,34 @@ def per_family(bench: Benchmark, n: int) -> list[TaskInstance]:
 
 # --------------------------------------------------------------------------- Teacher
 
-def train_teacher_stage(train_dir: Path, reasoner_dir: Path, target: Path, cfg: ZooConfig) -> Path:
-    """Stage: the Teacher, on all families, with the Reasoner's own samples among its videos."""
+def train_teacher_stage(
+    train_dir: Path, reasoner_dir: Path, target: Path, cfg: ZooConfig, checkpoint: StageCheckpoint | None = None
+) -> Path:
+    """Stage: the Teacher, on all families, with the Reasoner's own samples among its videos.
+
+    Generating the samples is a phase of its own: a resumed run loads them from ``checkpoint``.
+    """
+    ckpt = checkpoint or StageCheckpoint.off()
     bench = open_benchmark(train_dir)
-    samples = reasoner_samples(reasoner_dir, per_family(bench, cfg.sample_per_family), seed=cfg.seed + 10_000)
-    train_teacher(target, bench, cfg.teacher, reasoner_samples=samples)
+    chosen = per_family(bench, cfg.sample_per_family)
+    samples = ckpt.phase("reasoner-samples", lambda: reasoner_samples(reasoner_dir, chosen, seed=cfg.seed + 10_000),
+                         save=_save_samples, load=lambda folder: _load_samples(folder, chosen))
+    train_teacher(target, bench, cfg.teacher, reasoner_samples=samples, checkpoint=ckpt.loop("teacher"))
     return target
+
+
+def _save_samples(samples: list[tuple[TaskInstance, np.ndarray]], folder: Path) -> None:
+    ids = [inst.id for inst, _ in samples]
+    np.savez(folder / "samples.npz", videos=np.stack([v for _, v in samples]) if samples else np.zeros((0,), np.uint8))
+    write_json_atomic(folder / "ids.json", ids)
+
+
+def _load_samples(folder: Path, instances: list[TaskInstance]) -> list[tuple[TaskInstance, np.ndarray]]:
+    ids = json.loads((folder / "ids.json").read_text())
+    if ids != [inst.id for inst in instances]:
+        raise ValueError(f"{folder}: samples of other instances than this stage's")
+    with np.load(folder / "samples.npz") as kept:
+        return list(zip(instances, list(kept["videos"]), strict=True))
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -360,15 +403,23 @@ def publish(stage_records: dict[str, dict], out: Path, cfg: ZooConfig) -> Path:
         shutil.rmtree(out / name, ignore_errors=True)
         tmp.rename(out / name)
     write_json_atomic(out / REASONER / OPTIM_DEFAULTS_FILE, ZOO_OPTIM_DEFAULTS.model_dump(mode="json"))
-    seconds = {k: v["seconds"] for k, v in stage_records.items()}
+    seconds = {k: v["seconds"] for k, v in stage_records.items()}  # a resumed stage's: summed over its runs
     record = {
         "config": cfg.model_dump(mode="json"),
-        "stages": {k: {"key": v["key"], "seconds": v["seconds"]} for k, v in stage_records.items()},
+        "stages": {k: _stage_entry(v) for k, v in stage_records.items()},
         "train_seconds_total": round(sum(seconds.values()), 1),
         "machine": _machine(),
     }
     write_json_atomic(out / "zoo.json", record)
     return out
+
+
+def _stage_entry(record: dict) -> dict:
+    """A stage's line in ``zoo.json``: its key and seconds, and its runs when it was resumed."""
+    entry = {"key": record["key"], "seconds": record["seconds"]}
+    if len(record.get("runs", ())) > 1:
+        entry["runs"] = record["runs"]
+    return entry
 
 
 def _machine() -> str:
@@ -441,8 +492,6 @@ def _fixed(value: float | None) -> str:
 
 def write_cards(models: Path, evaluation: dict) -> None:
     """A README.md model card in every folder, and the figures in ``zoo.json``."""
-    import json
-
     record = json.loads((models / "zoo.json").read_text())
     record["eval"] = evaluation
     write_json_atomic(models / "zoo.json", record)

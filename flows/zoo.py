@@ -6,7 +6,8 @@
 
 Each stage's cache key is computed here from exactly what it depends on, so changing the
 Teacher's recipe retrains only the Teacher, and a rerun after a crash resumes at the first
-unfinished stage.
+unfinished stage, from that stage's last checkpoint (``<work>/stages/<stage>.ckpt``, every
+``checkpoint_seconds``; see ``core.train.checkpoint``).
 """
 
 from __future__ import annotations

@@ -34,6 +34,7 @@ from prefect.states import State
 
 from core.errors import VlmtError
 from core.io import STAGE_RECORD, write_json_atomic
+from core.train.checkpoint import StageCheckpoint
 
 log = logging.getLogger(__name__)
 
@@ -202,16 +203,24 @@ def transient_only(task, task_run: TaskRun, state: State) -> bool:
 RETRIES = {"retries": 1, "retry_delay_seconds": 2, "retry_condition_fn": transient_only}
 
 
-def build_into(target: str | Path, key: str, build: Callable[[Path], Any]) -> dict:
+def build_into(target: str | Path, key: str, build: Callable[[Path], Any], checkpoint: StageCheckpoint | None = None) -> dict:
     """Run ``build(tmp_dir)`` and move the result to ``target`` atomically; record the wall time.
 
     A killed run leaves only a ``.tmp`` directory behind, never a half-written ``target``.
     A ``target`` already built for ``key`` is returned as it is: a run killed after the move
     but before Prefect persisted the task's result must not redo the stage.
+
+    ``checkpoint`` is the stage's ``StageCheckpoint`` (``<target>.ckpt``, outside the ``.tmp``
+    folder that every run starts afresh), which ``build`` trains with: a killed build resumes
+    from it. The record then gives the seconds summed over every run of the stage (each killed
+    run up to its last checkpoint) and ``runs``: per run, its seconds and the steps it resumed
+    from. The checkpoint is deleted once ``target`` is in place.
     """
     target = Path(target)
     done = target / STAGE_RECORD
     if done.is_file() and (built := json.loads(done.read_text())).get("key") == key:
+        if checkpoint is not None:
+            checkpoint.clear()
         return {"path": str(target), **built}
     tmp = target.with_name(target.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -219,7 +228,12 @@ def build_into(target: str | Path, key: str, build: Callable[[Path], Any]) -> di
     t0 = time.perf_counter()
     build(tmp)
     record = {"key": key, "seconds": round(time.perf_counter() - t0, 1)}
+    if checkpoint is not None:
+        record["seconds"] = round(record["seconds"] + checkpoint.seconds_before, 1)
+        record["runs"] = checkpoint.runs()
     write_json_atomic(tmp / STAGE_RECORD, record)
     shutil.rmtree(target, ignore_errors=True)
     tmp.rename(target)
+    if checkpoint is not None:
+        checkpoint.clear()
     return {"path": str(target), **record}

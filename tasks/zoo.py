@@ -14,6 +14,7 @@ from prefect import task
 
 from core import zoo
 from core.io import write_json_atomic
+from core.train.checkpoint import StageCheckpoint
 from core.train.surrogate import SurrogateForConfig, distil_surrogate_for
 from tasks.caching import build_into, given_key
 
@@ -26,17 +27,25 @@ def benchmarks(target: str, cfg_json: str, key: str) -> dict:
     return build_into(target, key, lambda tmp: zoo.make_benchmarks(tmp, cfg))
 
 
+def _checkpoint(target: str, key: str, cfg: zoo.ZooConfig) -> StageCheckpoint:
+    """A training stage's checkpoints: ``<target>.ckpt``, valid for ``key`` only (``core.train.checkpoint``)."""
+    return StageCheckpoint.beside(target, key, cfg.checkpoint_seconds)
+
+
 @task(name="zoo-vae", **_cached)
 def vae(bench_dir: str, target: str, cfg_json: str, key: str) -> dict:
     cfg = zoo.ZooConfig.model_validate_json(cfg_json)
-    return build_into(target, key, lambda tmp: zoo.train_reasoner_vae(Path(bench_dir) / "bench-train", tmp, cfg))
+    ckpt = _checkpoint(target, key, cfg)
+    return build_into(target, key, lambda tmp: zoo.train_reasoner_vae(Path(bench_dir) / "bench-train", tmp, cfg, ckpt), ckpt)
 
 
 @task(name="zoo-surrogate-decoder", **_cached)
 def surrogate(vae_dir: str, bench_dir: str, target: str, cfg_json: str, key: str) -> dict:
     cfg = zoo.ZooConfig.model_validate_json(cfg_json)
+    ckpt = _checkpoint(target, key, cfg)
     return build_into(
-        target, key, lambda tmp: zoo.train_surrogate_decoder(Path(vae_dir), Path(bench_dir) / "bench-train", tmp, cfg)
+        target, key, lambda tmp: zoo.train_surrogate_decoder(Path(vae_dir), Path(bench_dir) / "bench-train", tmp, cfg, ckpt),
+        ckpt,
     )
 
 
@@ -44,18 +53,22 @@ def surrogate(vae_dir: str, bench_dir: str, target: str, cfg_json: str, key: str
 def reasoner(vae_dir: str, bench_dir: str, target: str, cfg_json: str, key: str) -> dict:
     """Flow matching then distillation; ``target`` holds ``reasoner-base/`` and ``reasoner/``."""
     cfg = zoo.ZooConfig.model_validate_json(cfg_json)
+    ckpt = _checkpoint(target, key, cfg)
 
     def build(tmp: Path) -> None:
-        zoo.train_reasoner(Path(vae_dir), Path(bench_dir) / "bench-train", tmp / zoo.REASONER_BASE, tmp / zoo.REASONER, cfg)
+        zoo.train_reasoner(Path(vae_dir), Path(bench_dir) / "bench-train", tmp / zoo.REASONER_BASE, tmp / zoo.REASONER,
+                           cfg, ckpt)
 
-    return build_into(target, key, build)
+    return build_into(target, key, build, ckpt)
 
 
 @task(name="zoo-teacher", **_cached)
 def teacher(bench_dir: str, reasoner_dir: str, target: str, cfg_json: str, key: str) -> dict:
     cfg = zoo.ZooConfig.model_validate_json(cfg_json)
+    ckpt = _checkpoint(target, key, cfg)
     return build_into(
-        target, key, lambda tmp: zoo.train_teacher_stage(Path(bench_dir) / "bench-train", Path(reasoner_dir), tmp, cfg)
+        target, key, lambda tmp: zoo.train_teacher_stage(Path(bench_dir) / "bench-train", Path(reasoner_dir), tmp, cfg, ckpt),
+        ckpt,
     )
 
 
@@ -77,10 +90,11 @@ def surrogate_for(vae_dir: str, bench_dir: str, target: str, cfg_json: str, key:
     cfg = SurrogateForConfig.model_validate_json(cfg_json)
 
     fidelity: dict = {}
+    ckpt = StageCheckpoint.beside(target, key)
 
     def build(tmp: Path) -> None:
-        fidelity.update(distil_surrogate_for(Path(vae_dir), Path(bench_dir), tmp, cfg))
+        fidelity.update(distil_surrogate_for(Path(vae_dir), Path(bench_dir), tmp, cfg, ckpt.loop("surrogate")))
         write_json_atomic(tmp / "fidelity.json", fidelity)
 
-    record = build_into(target, key, build)  # a finished folder is returned without building: read its fidelity
+    record = build_into(target, key, build, ckpt)  # a finished folder is returned without building: read its fidelity
     return {**record, **(fidelity or json.loads((Path(target) / "fidelity.json").read_text()))}

@@ -40,12 +40,12 @@ def seed_everything(seed: int) -> torch.Generator:
 
 
 @contextmanager
-def step_progress(description: str, total: int) -> Iterator[Callable[..., None]]:
-    """A rich progress bar over training steps; yields ``advance(**fields)``."""
+def step_progress(description: str, total: int, start: int = 0) -> Iterator[Callable[..., None]]:
+    """A rich progress bar over training steps (``start`` of them done: a resumed run); yields ``advance(**fields)``."""
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TimeRemainingColumn(), TextColumn("{task.fields[status]}")]
     with Progress(*columns, transient=True) as progress:
-        task = progress.add_task(description, total=total, status="")
+        task = progress.add_task(description, total=total, completed=start, status="")
 
         def advance(**status: float) -> None:
             text = " ".join(f"{k}={v:.4g}" for k, v in status.items())

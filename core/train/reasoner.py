@@ -25,6 +25,7 @@ from pydantic import Field
 
 from core.config import StrictConfig
 from core.models.wan import FrameCondition, sample_latents, sampling_sigmas, velocity
+from core.train.checkpoint import TrainingCheckpoint, resume
 from core.train.common import one_cycle, seed_everything, step_progress
 
 log = logging.getLogger(__name__)
@@ -66,16 +67,20 @@ def _optimiser(model: torch.nn.Module, lr: float, weight_decay: float, steps: in
     return opt, sched
 
 
-def _regress_velocity(model: WanTransformer3DModel, batch, description: str, steps: int, lr: float, weight_decay: float) -> list[float]:
+def _regress_velocity(
+    model: WanTransformer3DModel, batch, description: str, cfg: FlowMatchConfig | DistillConfig, weight_decay: float,
+    gen: torch.Generator, checkpoint: TrainingCheckpoint | None,
+) -> list[float]:
     """The loop flow matching and reflow share: regress ``v = eps - x`` on ``z = (1 - s) x + s eps``.
 
-    ``batch(step)`` returns ``(x, eps, sigma, text)``; ``x``'s first latent frame is the condition.
-    Returns the smoothed loss every 50 steps.
+    ``batch(step)`` returns ``(x, eps, sigma, text)``, drawn with ``gen``; ``x``'s first latent
+    frame is the condition. ``cfg`` gives the steps and learning rate. Returns the smoothed loss every 50 steps.
     """
-    opt, sched = _optimiser(model, lr, weight_decay, steps)
-    curve, running = [], 0.0
-    with step_progress(description, steps) as advance:
-        for step in range(steps):
+    opt, sched = _optimiser(model, cfg.lr, weight_decay, cfg.steps)
+    ckpt = resume(checkpoint, cfg, {"transformer": model}, opt, sched, gen)
+    curve, running = ckpt.restore(curve=[], running=0.0)
+    with step_progress(description, cfg.steps, ckpt.step) as advance:
+        for step in range(ckpt.step, cfg.steps):
             x, eps, sigma, text = batch(step)
             s = sigma.view(-1, 1, 1, 1, 1)
             noisy, cond = (1 - s) * x + s * eps, FrameCondition.first_frame_of(x)
@@ -89,11 +94,17 @@ def _regress_velocity(model: WanTransformer3DModel, batch, description: str, ste
             if step % 50 == 0:
                 curve.append(round(running, 5))
             advance(loss=running)
+            ckpt.tick(step + 1, curve=curve, running=running)
     return curve
 
 
-def train_flow_matching(transformer: WanTransformer3DModel, data: LatentDataset, cfg: FlowMatchConfig) -> list[float]:
-    """Train ``transformer`` in place; noise levels uniform in [0, 1]. Returns the loss curve."""
+def train_flow_matching(
+    transformer: WanTransformer3DModel, data: LatentDataset, cfg: FlowMatchConfig, checkpoint: TrainingCheckpoint | None = None
+) -> list[float]:
+    """Train ``transformer`` in place; noise levels uniform in [0, 1]. Returns the loss curve.
+
+    ``checkpoint``: save there periodically and resume from it (``core.train.checkpoint``).
+    """
     gen = seed_everything(cfg.seed)
     transformer.train()
 
@@ -102,7 +113,7 @@ def train_flow_matching(transformer: WanTransformer3DModel, data: LatentDataset,
         x0, text = data.batch(idx)
         return x0, torch.randn(x0.shape, generator=gen), torch.rand(cfg.batch, generator=gen), text
 
-    curve = _regress_velocity(transformer, batch, "Reasoner flow matching", cfg.steps, cfg.lr, cfg.weight_decay)
+    curve = _regress_velocity(transformer, batch, "Reasoner flow matching", cfg, cfg.weight_decay, gen, checkpoint)
     transformer.eval()
     return curve
 
@@ -137,9 +148,14 @@ def reflow_pairs(
 
 
 def distil(
-    teacher: WanTransformer3DModel, scheduler: FlowMatchEulerDiscreteScheduler, data: LatentDataset, cfg: DistillConfig
+    teacher: WanTransformer3DModel, scheduler: FlowMatchEulerDiscreteScheduler, data: LatentDataset, cfg: DistillConfig,
+    checkpoint: TrainingCheckpoint | None = None,
 ) -> tuple[WanTransformer3DModel, list[float]]:
-    """A reflowed copy of ``teacher`` for ``cfg.student_steps``-step Euler sampling."""
+    """A reflowed copy of ``teacher`` for ``cfg.student_steps``-step Euler sampling.
+
+    ``checkpoint``: save there periodically and resume from it (``core.train.checkpoint``). The
+    reflow pairs are not kept: a resumed run recomputes them (seeded, so the same pairs).
+    """
     gen = seed_everything(cfg.seed)
     teacher.eval()
     noise, ends, items = reflow_pairs(teacher, scheduler, data, cfg, gen)
@@ -154,6 +170,6 @@ def distil(
         sigma = torch.where(uniform, torch.rand(cfg.batch, generator=gen), sigma)
         return ends[idx], noise[idx], sigma, text
 
-    curve = _regress_velocity(student, batch, "Reasoner distillation", cfg.steps, cfg.lr, 0.0)
+    curve = _regress_velocity(student, batch, "Reasoner distillation", cfg, 0.0, gen, checkpoint)
     student.eval()
     return student, curve

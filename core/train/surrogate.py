@@ -25,6 +25,7 @@ from core.config import StrictConfig
 from core.errors import InputError
 from core.models.surrogate import SurrogateDecoder
 from core.models.wan import denormalise, encode_videos
+from core.train.checkpoint import TrainingCheckpoint, resume
 from core.train.common import one_cycle, psnr, seed_everything, step_progress
 from core.train.vae import stack_videos
 
@@ -67,13 +68,15 @@ def decoder_pairs(
     return torch.cat(lat), torch.cat(out)
 
 
-def _distil(model: SurrogateDecoder, batch, cfg: SurrogateTrainConfig) -> list[float]:
-    """The regression loop: ``batch(step)`` gives (raw latents, VAE decodes) on the model's device."""
+def _distil(model: SurrogateDecoder, batch, cfg: SurrogateTrainConfig, gen: torch.Generator,
+            checkpoint: TrainingCheckpoint | None) -> list[float]:
+    """The regression loop: ``batch(step)`` gives (raw latents, VAE decodes) on the model's device, drawn with ``gen``."""
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
     sched = one_cycle(opt, cfg.lr, cfg.steps)
-    curve = []
-    with step_progress("surrogate decoder", cfg.steps) as advance:
-        for step in range(cfg.steps):
+    ckpt = resume(checkpoint, cfg, {"surrogate": model}, opt, sched, gen)
+    [curve] = ckpt.restore(curve=[])
+    with step_progress("surrogate decoder", cfg.steps, ckpt.step) as advance:
+        for step in range(ckpt.step, cfg.steps):
             z, target = batch(step)
             y = model(z)
             loss = (y - target).abs().mean() + ((y - target) ** 2).mean()
@@ -84,17 +87,20 @@ def _distil(model: SurrogateDecoder, batch, cfg: SurrogateTrainConfig) -> list[f
             if step % 50 == 0:
                 curve.append(round(loss.item(), 5))
             advance(loss=loss.item())
+            ckpt.tick(step + 1, curve=curve)
     model.eval()
     return curve
 
 
 def train_surrogate(
-    vae: AutoencoderKLWan, videos: Sequence[np.ndarray], cfg: SurrogateTrainConfig
+    vae: AutoencoderKLWan, videos: Sequence[np.ndarray], cfg: SurrogateTrainConfig,
+    checkpoint: TrainingCheckpoint | None = None,
 ) -> tuple[SurrogateDecoder, list[float]]:
     """Distil a surrogate for ``vae`` from its decodes of ``videos`` (and noisy latents).
 
     Every decode is computed once and kept: right for small VAEs and videos (the zoo's). A
     real VAE's decodes do not fit in memory; use ``train_surrogate_cropped`` for those.
+    ``checkpoint``: save there periodically and resume from it (``core.train.checkpoint``).
     """
     gen = seed_everything(cfg.seed)
     latents, targets = decoder_pairs(vae, videos, cfg.latent_noise, cfg.seed)
@@ -104,11 +110,12 @@ def train_surrogate(
         idx = torch.randint(len(latents), (cfg.batch,), generator=gen)
         return latents[idx], targets[idx]
 
-    return model, _distil(model, batch, cfg)
+    return model, _distil(model, batch, cfg, gen, checkpoint)
 
 
 def train_surrogate_cropped(
-    vae: AutoencoderKLWan, videos: Sequence[np.ndarray], cfg: SurrogateTrainConfig, crop: int
+    vae: AutoencoderKLWan, videos: Sequence[np.ndarray], cfg: SurrogateTrainConfig, crop: int,
+    checkpoint: TrainingCheckpoint | None = None,
 ) -> tuple[SurrogateDecoder, list[float]]:
     """Distil a surrogate for a VAE too large to keep its decodes (a real Wan2.2 VAE on a GPU).
 
@@ -141,7 +148,7 @@ def train_surrogate_cropped(
         raw = denormalise(vae, torch.cat(windows).to(device))
         return raw, vae.decode(raw).sample.clamp(-1, 1)
 
-    return model, _distil(model, batch, cfg)
+    return model, _distil(model, batch, cfg, gen, checkpoint)
 
 
 class DecoderFidelity(BaseModel):
@@ -200,9 +207,11 @@ def vae_folder(path: str | Path) -> Path:
     return folder
 
 
-def distil_surrogate_for(vae_dir: Path, bench_dir: Path, out: Path, cfg: SurrogateForConfig) -> dict:
+def distil_surrogate_for(vae_dir: Path, bench_dir: Path, out: Path, cfg: SurrogateForConfig,
+                         checkpoint: TrainingCheckpoint | None = None) -> dict:
     """Train and save a surrogate for the VAE in ``vae_dir`` (a VAE folder, or a pipeline folder
-    with ``vae/``) on ``bench_dir``'s ground-truth videos; returns its fidelity and timings."""
+    with ``vae/``) on ``bench_dir``'s ground-truth videos; returns its fidelity and timings.
+    ``checkpoint``: the training loop's (``core.train.checkpoint``)."""
     from core.bench.source import open_benchmark
     from core.media import read_video
 
@@ -216,7 +225,7 @@ def distil_surrogate_for(vae_dir: Path, bench_dir: Path, out: Path, cfg: Surroga
     videos = [fit_to_vae(read_video(i.ground_truth), c.scale_factor_temporal, c.scale_factor_spatial) for i in instances]
     held_out = min(4, len(videos) // 2)
     t0 = time.perf_counter()
-    surrogate, curve = train_surrogate_cropped(vae, videos[:-held_out], cfg.train, cfg.crop)
+    surrogate, curve = train_surrogate_cropped(vae, videos[:-held_out], cfg.train, cfg.crop, checkpoint)
     seconds = time.perf_counter() - t0
     fidelity = decoder_fidelity(vae, surrogate, videos[-held_out:])
     surrogate.cpu().save_pretrained(out)

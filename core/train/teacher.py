@@ -67,6 +67,7 @@ from core.models.teacher import (
     save_teacher,
     video_qa_batch,
 )
+from core.train.checkpoint import TrainingCheckpoint, resume
 from core.train.common import ground_truth_video, seed_everything, step_progress
 
 log = logging.getLogger(__name__)
@@ -94,7 +95,8 @@ class TeacherTrainConfig(StrictConfig):
     instances_per_family: int | None = Field(60, description="Cap on train instances used per family (None: all).")
     standins_per_instance: int = Field(2, description="Reasoner stand-in videos per instance (blur/noise/ghost/shuffle).")
     steps: int = Field(1200, ge=1)
-    max_minutes: float | None = Field(None, description="Optional wall-time cap on the step loop (breaks reproducibility).")
+    max_minutes: float | None = Field(
+        None, description="Optional wall-time cap on the step loop, resumed runs included (breaks reproducibility).")
     lr: float = 2e-3
     min_lr_fraction: float = 0.05
     warmup_steps: int = 60
@@ -464,8 +466,15 @@ def _tokenizer_corpus(data: TeacherData) -> list[str]:
     return texts
 
 
-def train_on_data(teacher: Teacher, data: TeacherData, cfg: TeacherTrainConfig) -> dict:
-    """The step loop: balanced Yes/No judging batches plus query-writing batches, AdamW."""
+def train_on_data(teacher: Teacher, data: TeacherData, cfg: TeacherTrainConfig,
+                  checkpoint: TrainingCheckpoint | None = None) -> dict:
+    """The step loop: balanced Yes/No judging batches plus query-writing batches, AdamW.
+
+    Every draw (batch pairs, phrasings, augmentation, query examples) comes from one seeded
+    generator in a fixed order over ``data``, whose order does not depend on the label workers
+    (``_label_all`` keeps the jobs' order), so a run resumed from ``checkpoint`` draws what an
+    uninterrupted one would. The training-only heads are checkpointed with the model.
+    """
     gen = seed_everything(cfg.seed)
     model = teacher.model
     model.train()
@@ -495,12 +504,12 @@ def train_on_data(teacher: Teacher, data: TeacherData, cfg: TeacherTrainConfig) 
     targets = torch.tensor([teacher.yes_id, teacher.no_id])
     draw = _answer_draw(yes_pool, no_pool) if cfg.balance == "answer" else _criterion_draw(yes_pool, no_pool,
                                                                                            data.criterion_groups(pairs))
-    curve, run_qa, run_q, run_aux, first = [], [], [], [], {}
-    t0 = time.perf_counter()
-    steps_done = 0
-    with step_progress("teacher", cfg.steps) as advance:
-        for step in range(cfg.steps):
-            if cfg.max_minutes is not None and time.perf_counter() - t0 > 60 * cfg.max_minutes:
+    ckpt = resume(checkpoint, cfg, {"model": model, "aux_head": aux_head, "llm_head": llm_head}, opt, None, gen)
+    curve, run_qa, run_q, run_aux, first = ckpt.restore(curve=[], run_qa=[], run_q=[], run_aux=[], first={})
+    steps_done = ckpt.step
+    with step_progress("teacher", cfg.steps, ckpt.step) as advance:
+        for step in range(ckpt.step, cfg.steps):
+            if cfg.max_minutes is not None and ckpt.seconds > 60 * cfg.max_minutes:
                 log.warning("teacher training stopped by max_minutes=%s after %d steps", cfg.max_minutes, step)
                 break
             for group in opt.param_groups:
@@ -569,11 +578,12 @@ def train_on_data(teacher: Teacher, data: TeacherData, cfg: TeacherTrainConfig) 
                 log.info("step %d qa %.4f query %.4f aux %.4f", *curve[-1])
             run_aux.append(loss_aux.item() + (loss_llm.item() if cfg.aux_llm_weight > 0 else 0.0))
             advance(qa=loss_qa.item(), query=loss_q.item(), aux=run_aux[-1])
+            ckpt.tick(steps_done, curve=curve, run_qa=run_qa, run_q=run_q, run_aux=run_aux, first=first)
     capture.remove()
     model.eval()
     tail = max(1, min(20, len(run_qa) // 5))
     return {
-        "steps": steps_done, "seconds": round(time.perf_counter() - t0, 2), "curve": curve,
+        "steps": steps_done, "seconds": round(ckpt.seconds, 2), "curve": curve,
         "loss_qa_first": round(first.get("qa", float("nan")), 4),
         "loss_qa_last": round(float(np.mean(run_qa[-tail:])), 4),
         "loss_query_first": round(first.get("q", float("nan")), 4),
@@ -618,10 +628,13 @@ def train_teacher(
     reasoner_samples: Sequence[tuple[TaskInstance, np.ndarray]] = (),
     *,
     data: TeacherData | None = None,
+    checkpoint: TrainingCheckpoint | None = None,
 ) -> TeacherTrainReport:
     """Build, train and save a Teacher folder at ``out_dir`` (written beside, then moved into place).
 
     ``data`` skips building the training data (experiments reuse one labelled set).
+    ``checkpoint``: the step loop saves there periodically and resumes from it
+    (``core.train.checkpoint``); the data and the untrained model are rebuilt (both seeded).
     """
     cfg = cfg or TeacherTrainConfig()
     out = Path(out_dir)
@@ -638,7 +651,7 @@ def train_teacher(
         shutil.rmtree(partial, ignore_errors=True)
         build_teacher(partial, _tokenizer_corpus(data), cfg.arch, seed=cfg.seed)
         teacher = load_teacher(partial, device="cpu")  # the zoo's stages run on the CPU
-        result = train_on_data(teacher, data, cfg)
+        result = train_on_data(teacher, data, cfg, checkpoint)
         save_teacher(partial, teacher.model, teacher.tokenizer, build_image_processor(cfg.arch))
         report = TeacherTrainReport(
             steps=result["steps"], seconds_data=data.seconds, seconds_train=result["seconds"],

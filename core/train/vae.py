@@ -22,6 +22,7 @@ from pydantic import Field
 
 from core.config import StrictConfig
 from core.models.wan import decode_latents, encode_videos, frames_to_tensor
+from core.train.checkpoint import TrainingCheckpoint, resume
 from core.train.common import one_cycle, psnr, seed_everything, step_progress
 
 log = logging.getLogger(__name__)
@@ -107,8 +108,13 @@ def foreground_weights(x: torch.Tensor, extra: float) -> torch.Tensor:
     return 1.0 + extra * away
 
 
-def train_vae(vae: AutoencoderKLWan, videos: Sequence[np.ndarray], cfg: VaeTrainConfig) -> list[float]:
-    """Train ``vae`` in place on ground-truth videos; returns the loss curve (every 50 steps)."""
+def train_vae(
+    vae: AutoencoderKLWan, videos: Sequence[np.ndarray], cfg: VaeTrainConfig, checkpoint: TrainingCheckpoint | None = None
+) -> list[float]:
+    """Train ``vae`` in place on ground-truth videos; returns the loss curve (every 50 steps).
+
+    ``checkpoint``: save there periodically and resume from it (``core.train.checkpoint``).
+    """
     gen = seed_everything(cfg.seed)
     data = stack_videos(videos)
     st, ss = vae.config.scale_factor_temporal, vae.config.scale_factor_spatial
@@ -117,9 +123,10 @@ def train_vae(vae: AutoencoderKLWan, videos: Sequence[np.ndarray], cfg: VaeTrain
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, weight_decay=0.0)
     sched = one_cycle(opt, cfg.lr, cfg.steps)
     vae.train()
-    curve = []
-    with step_progress("VAE", cfg.steps) as advance:
-        for step in range(cfg.steps):
+    ckpt = resume(checkpoint, cfg, {"vae": vae}, opt, sched, gen)
+    [curve] = ckpt.restore(curve=[])
+    with step_progress("VAE", cfg.steps, ckpt.step) as advance:
+        for step in range(ckpt.step, cfg.steps):
             x = _clips(data, cfg, st, ss, gen)
             z = vae.encode(x).latent_dist.mode()
             y = decode_unclamped(vae, z)
@@ -134,6 +141,7 @@ def train_vae(vae: AutoencoderKLWan, videos: Sequence[np.ndarray], cfg: VaeTrain
             if step % 50 == 0:
                 curve.append(round(loss.item(), 5))
             advance(loss=loss.item())
+            ckpt.tick(step + 1, curve=curve)
     vae.eval()
     return curve
 
