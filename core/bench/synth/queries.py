@@ -4,8 +4,8 @@ This is benchmark knowledge, not a model. For every family it lists one yes/no q
 per scorer criterion (``core.scoring.synth``), phrased so that "Yes" means the rule is
 satisfied, in the paper's style ("By the end of the video, does ...?", "Does ... avoid
 ...?", "Does ... stay intact without splitting or vanishing?"). Questions name what the
-first frame and the prompt show (the swatch colour, the falling blocks' colours), so a
-query writer must look at the image to get them right.
+first frame and the prompt show (the target tile's or goal's colour, the falling blocks'
+colours), so a query writer must read the prompt and look at the image to get them right.
 
 Three uses:
 
@@ -119,8 +119,11 @@ def _facts(meta: dict[str, Any]) -> dict[str, str]:
     """Instance facts the phrasing names (all visible in the first frame or the prompt)."""
     layout = meta["layout"]
     facts: dict[str, str] = {}
-    if meta["family"] == "color_match":
-        facts["swatch"] = layout["swatch"]
+    if meta["family"] in ("color_match", "maze_navigate"):
+        facts["colour"] = layout["colour"]
+    maze = meta["family"] == "maze_navigate"
+    facts["goals"] = "goals" if maze else "green goal"
+    facts["blocked"] = f"gray walls and the {layout['other_colour']} goal" if maze else "gray walls"
     if meta["family"] == "gravity_fall":
         facts["blocks"] = _and_list([b["colour"] for b in layout["blocks"]])
     return facts
@@ -129,8 +132,8 @@ def _facts(meta: dict[str, Any]) -> dict[str, str]:
 #: The maze agent's process rules, shared by maze_navigate and key_then_goal.
 _AGENT_IN_MAZE_RULES = [
     ("no_wall_crossing", "process", (
-        "Does the red agent avoid passing through the gray walls?",
-        "Does the red agent stay on free cells without crossing any gray wall?",
+        "Does the red agent avoid passing through the {blocked}?",
+        "Does the red agent stay on free cells, off the {blocked}?",
     )),
     ("agent_intact", "process", (
         "Does the red agent stay intact without splitting or vanishing?",
@@ -142,7 +145,7 @@ _AGENT_IN_MAZE_RULES = [
     )),
     ("walls_preserved", "process", (
         "Do the walls stay in place?",
-        "Do the gray walls and the green goal stay exactly where they are?",
+        "Do the gray walls and the {goals} stay exactly where they are?",
     )),
 ]
 
@@ -151,19 +154,19 @@ _AGENT_IN_MAZE_RULES = [
 _BANK: dict[str, list[tuple[str, str, tuple[str, ...]]]] = {
     "maze_navigate": [
         ("reaches_goal", "goal", (
-            "By the end of the video, does the red agent reach the green goal cell?",
-            "Does the red agent end the video standing on the green goal cell?",
+            "By the end of the video, does the red agent reach the {colour} goal cell?",
+            "Does the red agent end the video standing on the {colour} goal cell?",
         )),
         *_AGENT_IN_MAZE_RULES,
     ],
     "color_match": [
         ("reaches_matching_tile", "goal", (
-            "By the end of the video, does the white cursor stop on the {swatch} tile that matches the swatch?",
-            "Does the white cursor end the video on the {swatch} tile, the one matching the swatch colour?",
+            "By the end of the video, does the white cursor stop on the {colour} tile?",
+            "Does the white cursor end the video on the {colour} tile?",
         )),
         ("avoids_other_tiles", "process", (
-            "Does the white cursor avoid touching the other tiles and the swatch?",
-            "Does the white cursor keep off every tile that does not match the swatch?",
+            "Does the white cursor avoid touching the other tiles?",
+            "Does the white cursor keep off every tile that is not {colour}?",
         )),
         ("cursor_intact", "process", (
             "Does the white cursor stay intact without splitting, vanishing or changing colour?",
@@ -175,7 +178,7 @@ _BANK: dict[str, list[tuple[str, str, tuple[str, ...]]]] = {
         )),
         ("tiles_preserved", "process", (
             "Do the tiles stay in place?",
-            "Do the coloured tiles and the swatch stay exactly where they are?",
+            "Do the coloured tiles stay exactly where they are?",
         )),
     ],
     "gravity_fall": [

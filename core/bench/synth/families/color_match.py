@@ -1,4 +1,9 @@
-"""Perception (ID): move a cursor to the tile whose colour matches the sample swatch."""
+"""Perception (ID): move a cursor to the tile of the colour the instruction names.
+
+The first frame shows four tiles of different colours and nothing that singles one out: the
+target colour is in the prompt alone, so a Reasoner must read its instruction (and a prompt
+rewrite has something to carry). World v1 showed the target colour in a swatch cell.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +18,6 @@ from core.bench.synth.palette import BACKGROUND, cid
 from core.bench.synth.scene import Scene, Sprite, path_positions, static_cells
 
 TILE_COLOURS = ("red", "green", "blue", "yellow", "magenta", "orange")
-SWATCH: Cell = (0, 0)
 
 
 class ColorMatch(SpriteFamily):
@@ -27,12 +31,12 @@ class ColorMatch(SpriteFamily):
 
     def sample(self, rng: np.random.Generator) -> dict[str, Any]:
         colours = [str(c) for c in rng.choice(TILE_COLOURS, size=self.n_tiles, replace=False)]
-        field = [(r, c) for r in range(2, self.grid) for c in range(self.grid)]
+        field = [(r, c) for r in range(self.grid) for c in range(self.grid)]
         picks = rng.choice(len(field), size=self.n_tiles + 1, replace=False)
         tiles = [list(field[i]) + [colours[n]] for n, i in enumerate(picks[:-1])]
         start = field[picks[-1]]
         target_index = int(rng.integers(self.n_tiles))
-        layout = {"swatch": colours[target_index], "tiles": tiles, "start": list(start), "target": tiles[target_index][:2]}
+        layout = {"colour": colours[target_index], "tiles": tiles, "start": list(start), "target": tiles[target_index][:2]}
         path = self._path(layout)
         if path is None or not self.min_moves <= len(path) - 1 <= self.max_moves:
             raise Resample("no clean path of the wanted length")
@@ -47,16 +51,15 @@ class ColorMatch(SpriteFamily):
         return path
 
     def obstacles(self, layout: dict[str, Any]) -> set[Cell]:
-        """The cursor must not touch the other tiles or the swatch."""
+        """The cursor must not touch the other tiles."""
         target = tuple(layout["target"])
-        return {(r, c) for r, c, _ in layout["tiles"] if (r, c) != target} | {SWATCH}
+        return {(r, c) for r, c, _ in layout["tiles"] if (r, c) != target}
 
     def removable_cells(self, layout: dict[str, Any]) -> list[Cell]:
-        return sorted(self.obstacles(layout) - {SWATCH})
+        return sorted(self.obstacles(layout))
 
     def layer(self, layout: dict[str, Any]) -> np.ndarray:
         cells = np.full((self.grid, self.grid), BACKGROUND)
-        cells[SWATCH] = cid(layout["swatch"])
         for r, c, colour in layout["tiles"]:
             cells[r, c] = cid(colour)
         return cells
@@ -67,8 +70,7 @@ class ColorMatch(SpriteFamily):
 
     def prompt(self, layout: dict[str, Any]) -> str:
         return (
-            "The swatch in the top-left corner shows a colour. Move the white cursor to the tile that "
-            "has exactly the same colour as the swatch and stop on it. The cursor moves smoothly "
-            "between neighbouring cells, never touches any other tile or the swatch, never jumps, "
+            f"Move the white cursor to the {layout['colour']} tile and stop on it. The cursor moves "
+            "smoothly between neighbouring cells, never touches any other tile, never jumps, "
             "disappears or splits, and all tiles stay where they are."
         )
