@@ -39,7 +39,8 @@ def compare_cmd(
     surrogate: Annotated[Path | None, typer.Option(help="A surrogate decoder folder (default: MODELS/surrogate-decoder).")] = None,
     teacher: Annotated[Path | None, typer.Option(help="A Qwen2.5-VL folder (default: MODELS/teacher).")] = None,
     methods: Annotated[str, typer.Option(help="Comma-separated: vanilla,best_of_n,pass_at_n,pe,videotpo,teacher,still "
-                                               "(still: the first frame held, a reference), or the grpo ablation.")] =
+                                               "(still: the first frame held, a reference), the grpo ablation, or "
+                                               "oracle_reward (an oracle: the scorer's relaxation as the reward).")] =
         "vanilla,best_of_n,pass_at_n,pe,videotpo,teacher,still",
     limit: Annotated[int | None, typer.Option(help="At most this many items, spread over families "
                                                         "(default: every item).")] = None,
@@ -87,6 +88,7 @@ def compare_cmd(
     from core.method.compare import compare, summarise_methods
     from core.method.methods import Method, MethodConfig, trains_lora
     from core.method.optimise import OptimConfig, learning_rate_source, resolve_optim
+    from core.method.oracle import require_oracle_items
     from core.method.reasoner import ReasonerAdapter
     from core.models.teacher import load_teacher
 
@@ -130,6 +132,8 @@ def compare_cmd(
         else:
             benchmark = open_benchmark(bench)
         instances = spread_over_families(benchmark.instances, limit)
+        if Method.ORACLE_REWARD in chosen:
+            require_oracle_items(instances)  # before any model loads
         quiet_model_loading()
         r = ReasonerAdapter.from_paths(reasoner, surrogate)
         if trains_lora(chosen, n == "auto"):

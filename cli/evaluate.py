@@ -39,7 +39,8 @@ def evaluate(
                                                         "(default: every item).")] = None,
     methods: Annotated[str | None, typer.Option(help="Comma-separated method names (default: "
                                                       "vanilla,best_of_n,pass_at_n,pe,videotpo,teacher,still: all but "
-                                                      "the shared and grpo ablations).")] = None,
+                                                      "the shared and grpo ablations and the oracle_reward "
+                                                      "upper bound).")] = None,
     models: Annotated[Path | None, typer.Option(help="Zoo folder with reasoner/, surrogate-decoder/, teacher/ "
                                                      "(default: the shipped one).")] = None,
     n: Annotated[str | None, typer.Option(help="Candidates for best_of_n / pass_at_n, or 'auto': N (and VideoTPO's "

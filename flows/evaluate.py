@@ -35,6 +35,7 @@ from core.bench.synth.generate import make_synth_benchmark
 from core.errors import InputError
 from core.method.compare import ItemResult, summarise_methods
 from core.method.methods import Method
+from core.method.oracle import require_oracle_items
 from core.models.teacher import teacher_model_type
 from core.models.wan import check_guidance_2
 from core.pipeline.video_spec import reasoner_grid, with_video_spec
@@ -99,11 +100,13 @@ def _failed_to_load(cfg: EvaluateConfig, items: list[TaskInstance], invalid: lis
             for bad, ident in _failure_ids(invalid, items) for method in cfg.methods]
 
 
-def _check_inputs(cfg: EvaluateConfig, unscored: list[str]) -> None:
+def _check_inputs(cfg: EvaluateConfig, items: list[TaskInstance], unscored: list[str]) -> None:
     """Option mistakes must fail now, not after hours of generation."""
     if unscored and Method.PASS_AT_N in cfg.methods:
         raise InputError("methods: pass_at_n", f"selects by a rule-based scorer, which {unscored[0]} items lack here",
                          "the other methods (their videos are exported for the benchmark's official scorer)")
+    if Method.ORACLE_REWARD in cfg.methods:
+        require_oracle_items(items)  # its reward is the synth scorer's relaxation, read from the item's ground truth
     check_guidance_2(cfg.models.reasoner, cfg.method.optim.guidance.scale_2)
     if cfg.judge:
         teacher_model_type(cfg.judge)
@@ -165,7 +168,7 @@ def _evaluate(cfg: EvaluateConfig, experiment: ExperimentRecord | None, inline: 
     # 1. the items, and the option mistakes that must fail before any stage runs
     items, invalid = load_items(cfg)
     unscored = sorted({inst.benchmark for inst in items if inst.benchmark != "synth"})
-    _check_inputs(cfg, unscored)
+    _check_inputs(cfg, items, unscored)
     # 2. the models, the experiment, its rows (the entries that failed to load first)
     ids = _model_ids(cfg)
     experiment = experiment or experiment_of(cfg)

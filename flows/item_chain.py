@@ -2,6 +2,7 @@
 
     extract-rules -> compile-reward -> optimise-item -> generate-video (adapter) -> score-video   [teacher]
     extract-rules -> compile-reward -> optimise-item (GRPO) -> generate-video (adapter) -> score-video [grpo]
+    optimise-oracle-reward (the item's ground truth) -> generate-video (adapter)  -> score-video   [oracle_reward]
     generate-video (seed)                                                        -> score-video   [vanilla]
     generate-video (seeds 0..N-1) -> select-video (judge | oracle)               -> score-video   [best_of_n, pass_at_n]
     generate-video (instruction + rules)                                         -> score-video   [pe]
@@ -28,7 +29,7 @@ from prefect.states import Failed, State
 from core.bench.record import TaskInstance
 from core.method.compare import ItemResult, item_seed
 from core.method.cost import CostRecord
-from core.method.methods import CANDIDATE_METHODS, USES_RULES, Method
+from core.method.methods import CANDIDATE_METHODS, ORACLES, USES_RULES, Method
 from core.storage.results import file_name, slug
 from flows.keys import stage_keys
 from tasks import stages
@@ -181,6 +182,11 @@ def _submit_item(inst: TaskInstance, cfg: EvaluateConfig, ids: dict[str, str], i
             opt = chains[method].optim = chains[method].add("optimise", submit(
                 stages.optimise_item, stage, m.reasoner, m.surrogate, m.teacher, reward, o.model_dump_json(), seed, **extra))
             score(method, chains[method].add("generate", generate(method.value, adapter=opt)))
+    if Method.ORACLE_REWARD in methods:  # the scorer's relaxation as the reward: no rules, no Teacher
+        chain = chains[Method.ORACLE_REWARD]
+        opt = chain.optim = chain.add("optimise", submit(stages.optimise_oracle_reward, "oracle_reward", m.reasoner,
+                                                         m.surrogate, o.model_dump_json(), seed))
+        score(Method.ORACLE_REWARD, chain.add("generate", generate(Method.ORACLE_REWARD.value, adapter=opt)))
     if Method.STILL in methods:
         score(Method.STILL, chains[Method.STILL].add("generate", submit(stages.still_video, "video/still", seed)))
     if Method.SHARED in methods:
@@ -236,5 +242,7 @@ def _outcome(inst: TaskInstance, method: Method, chain: _Chain, seed: int) -> It
         cost = cost.merged(CostRecord.model_validate(optim["cost"]))
         base.info["optim"] = json.loads(Path(optim["optim_json"]).read_text())
         base.info["adapter"] = optim["adapter"]
+    if method in ORACLES:  # it read the answer key: an upper bound, marked wherever results are shown
+        base.info["oracle"] = True
     base.cost = cost
     return base

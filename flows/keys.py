@@ -33,6 +33,9 @@ SCORE_VERSION = "score-4"
 #: (optimise-2: the Teacher encodes the video once for all queries; the forward pass is the
 #: same, the pixels' gradient differs by float rounding, and a 40-step trajectory with it).
 OPTIMISE_VERSION = "optimise-2"
+#: The oracle_reward method's optimisation (``core.method.oracle``), bumped when it or its reward, the synth
+#: scorer's relaxation (``core.scoring.soft``), changes what it produces: only that method's stages rerun.
+ORACLE_REWARD_VERSION = "oracle-reward-1"
 
 
 def _optim_key_part(o: OptimConfig) -> dict:
@@ -67,8 +70,8 @@ def stage_keys(item_hash: str, seed: int, cfg: EvaluateConfig, ids: dict[str, st
 
     ``ids`` are the models' content identities. Keys: ``rules``, ``reward``, ``video/k``
     (candidate k from seed + k), ``video/pe``, ``select/judge``, ``select/oracle``,
-    ``videotpo``, ``optimise``, ``video/teacher``, ``grpo`` (its optimisation), ``video/grpo``, ``video/still``, and
-    ``score/<method>``;
+    ``videotpo``, ``optimise``, ``video/teacher``, ``grpo`` (its optimisation), ``video/grpo``, ``oracle_reward``
+    (its optimisation), ``video/oracle_reward``, ``video/still``, and ``score/<method>``;
     given the shared adapter's key (``shared_key``), ``video/shared`` and ``score/shared``.
     """
     o, mc = cfg.method.optim, cfg.method
@@ -98,11 +101,17 @@ def stage_keys(item_hash: str, seed: int, cfg: EvaluateConfig, ids: dict[str, st
     k["grpo"] = digest("optimise-grpo", CODE_VERSION, k["reward"], ids["reasoner"], ids.get("surrogate"),
                         _grpo_key_part(mc), seed)
     k["video/grpo"] = video(0, adapter_key=k["grpo"])
+    # its reward is the item's own ground truth (in its content hash), not the Teacher's: neither the reward key
+    # nor the Teacher's lam and k_frames (left out of the optimiser's part already) decide it
+    k["oracle_reward"] = digest("optimise-oracle-reward", CODE_VERSION, ORACLE_REWARD_VERSION, item_hash, ids["reasoner"],
+                                ids.get("surrogate"), _optim_key_part(o), seed)
+    k["video/oracle_reward"] = video(0, adapter_key=k["oracle_reward"])
     k["video/still"] = digest("still", CODE_VERSION, item_hash, seed)
     judged = USES_RULES & set(cfg.methods)
     sources = {Method.VANILLA: k["video/0"], Method.BEST_OF_N: k["select/judge"], Method.PASS_AT_N: k["select/oracle"],
                Method.PE: k["video/pe"], Method.VIDEOTPO: k["videotpo"], Method.TEACHER: k["video/teacher"],
-               Method.STILL: k["video/still"], Method.GRPO: k["video/grpo"]}
+               Method.STILL: k["video/still"], Method.GRPO: k["video/grpo"],
+               Method.ORACLE_REWARD: k["video/oracle_reward"]}
     if shared is not None:
         sources[Method.SHARED] = k["video/shared"] = video(0, adapter_key=shared)
     for method, source in sources.items():

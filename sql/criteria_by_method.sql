@@ -9,7 +9,7 @@ PIVOT (
     WHERE r.experiment_id LIKE $experiment AND r.family LIKE $family AND r.error IS NULL
       AND r.criteria_json IS NOT NULL AND r.criteria_json <> '{}'
 )
-ON method IN ('still', 'vanilla', 'best_of_n', 'pass_at_n', 'pe', 'videotpo', 'teacher', 'shared')
+ON method IN ('still', 'vanilla', 'best_of_n', 'pass_at_n', 'pe', 'videotpo', 'teacher', 'shared', 'grpo', 'oracle_reward')
 USING round(avg(value), 3)
 GROUP BY family, criterion
 ORDER BY family, criterion;

@@ -170,6 +170,18 @@ def optimise_item(item: str, reasoner: str, surrogate: str | None, teacher: str,
     return _done(target, record.model_dump(mode="json"))
 
 
+@task(name="optimise-oracle-reward", **_cached)
+@resumable
+def optimise_oracle_reward(item: str, reasoner: str, surrogate: str | None, optim_json: str, seed: int, target: str,
+                           key: str) -> dict:
+    """Stage 3 for the ``oracle_reward`` method: the synth scorer's relaxation as the reward (no Teacher is loaded)."""
+    instance = TaskInstance.model_validate_json(item)
+    r, r_lock = models.reasoner(reasoner, surrogate)
+    with r_lock:
+        record = core_stages.oracle_reward_stage(r, instance, OptimConfig.model_validate_json(optim_json), seed, _dir(target))
+    return _done(target, record.model_dump(mode="json"))
+
+
 @task(name="train-shared-adapter", **_cached)
 @resumable
 def train_shared_adapter(items: list[str], rewards: list[dict], reasoner: str, surrogate: str | None, teacher: str,

@@ -65,7 +65,7 @@ def test_every_method_runs_and_lands_in_duckdb(setup):
     root, models = setup
     cfg = config(root, models, "w1")
     out = evaluate(config=cfg)
-    assert set(out["summary"]) == {m.value for m in DEFAULT_METHODS} == {m.value for m in Method} - {"shared", "grpo"}
+    assert set(out["summary"]) == {m.value for m in DEFAULT_METHODS} == {m.value for m in Method} - {"shared", "grpo", "oracle_reward"}
     assert not out["failed"]
     with duckdb.connect(str(Path(cfg.work) / "vlmt.duckdb"), read_only=True) as con:
         n, n_err = con.execute("SELECT count(*), count(error) FROM results").fetchone()
@@ -521,9 +521,11 @@ def test_stage_keys_change_exactly_where_they_should():
 
     teacher_chain = {"optimise", "video/teacher", "score/teacher"}
     grpo_chain = {"grpo", "video/grpo", "score/grpo"}
-    assert _changed(k0, with_optim(lr=5e-5)) == teacher_chain | grpo_chain  # grpo's lr unless it sets its own
-    assert _changed(k0, with_optim(max_steps=10)) == teacher_chain
-    assert _changed(k0, with_optim(grad_mode="full")) == teacher_chain
+    oracle_chain = {"oracle_reward", "video/oracle_reward", "score/oracle_reward"}
+    oracle_video = oracle_chain - {"score/oracle_reward"}  # read neither the Teacher nor its reward (only its score is judged)
+    assert _changed(k0, with_optim(lr=5e-5)) == teacher_chain | grpo_chain | oracle_chain  # grpo's lr unless it sets its own
+    assert _changed(k0, with_optim(max_steps=10)) == teacher_chain | oracle_chain
+    assert _changed(k0, with_optim(grad_mode="full")) == teacher_chain | oracle_chain
 
     def with_grpo(**kw) -> dict[str, str]:
         cfg = base.model_copy(update={"method": base.method.model_copy(update={"grpo": base.method.grpo.model_copy(update=kw)})})
@@ -533,15 +535,17 @@ def test_stage_keys_change_exactly_where_they_should():
     own_lr = with_grpo(lr=1e-3)
     own_cfg = base.model_copy(update={"method": base.method.model_copy(update={"grpo": base.method.grpo.model_copy(
         update={"lr": 1e-3}), "optim": base.method.optim.model_copy(update={"lr": 5e-5})})})
-    assert _changed(own_lr, stage_keys("item", 7, own_cfg, ids)) == teacher_chain  # its own lr: the optim lr is not read
-    after_reward = {k for k in k0 if k not in {"rules", "video/0", "video/1", "video/pe", "select/oracle", "video/still"}}
+    assert _changed(own_lr, stage_keys("item", 7, own_cfg, ids)) == teacher_chain | oracle_chain  # grpo's own lr
+    after_reward = {k for k in k0 if k not in {"rules", "video/0", "video/1", "video/pe", "select/oracle", "video/still",
+                                               *oracle_video}}
     assert _changed(k0, with_optim(lam=1.0)) == after_reward  # the reward, and all its users (judge included)
     assert _changed(k0, with_optim(k_frames=8)) == after_reward
     untouched_by_reasoner = {"rules", "reward", "video/still", "score/still"}  # the still reference runs no model
     assert _changed(k0, stage_keys("item", 7, base, {**ids, "teacher": "T2"})) == set(k0) - {"video/0", "video/1",
-                                                                                             "select/oracle", "video/still"}
+                                                                                             "select/oracle", "video/still",
+                                                                                             *oracle_video}
     assert _changed(k0, stage_keys("item", 7, base, {**ids, "reasoner": "R2"})) == set(k0) - untouched_by_reasoner
-    assert _changed(k0, stage_keys("item", 7, base, {**ids, "surrogate": "S2"})) == teacher_chain | grpo_chain
+    assert _changed(k0, stage_keys("item", 7, base, {**ids, "surrogate": "S2"})) == teacher_chain | grpo_chain | oracle_chain
     assert _changed(k0, stage_keys("other", 7, base, ids)) == set(k0)
     assert _changed(k0, with_optim(sampler_steps=8)) == set(k0) - untouched_by_reasoner
     assert _changed(k0, with_optim(guidance=Guidance(scale=5.0))) == set(k0) - untouched_by_reasoner
@@ -549,7 +553,7 @@ def test_stage_keys_change_exactly_where_they_should():
     assert _changed(k0, with_optim(guidance=Guidance(scale=1.0))) == set()  # off: the keys made before guidance existed
     generic = base.model_copy(update={"method": base.method.model_copy(update={"queries": "generic"})})
     assert _changed(k0, stage_keys("item", 7, generic, ids)) == set(k0) - {"video/0", "video/1", "select/oracle",
-                                                                             "video/still"}
+                                                                             "video/still", *oracle_video}
     teacher_queries = base.model_copy(update={"method": base.method.model_copy(update={"queries": "teacher"})})
     assert stage_keys("item", 7, teacher_queries, ids) == k0  # the default: the keys made before the knob existed
     assert stage_keys("item", 7, base, ids) == k0  # deterministic
@@ -586,7 +590,8 @@ def test_an_unset_learning_rate_is_resolved_from_the_reasoner_folder_before_ids_
     moved = config(root, models.model_copy(update={"reasoner": str(other)}), "w").resolved()
     assert moved.method.optim.lr == 0.02
     assert _changed(k0, stage_keys("item", 7, moved, ids)) == {"optimise", "video/teacher", "score/teacher", "grpo",
-                                                                "video/grpo", "score/grpo"}
+                                                                "video/grpo", "score/grpo", "oracle_reward",
+                                                                "video/oracle_reward", "score/oracle_reward"}
     (other / "optim_defaults.json").unlink()  # a folder without one (a real checkpoint): the paper's
     assert config(root, models.model_copy(update={"reasoner": str(other)}), "w").resolved().method.optim.lr == 5e-5
 

@@ -33,6 +33,8 @@ from core.media import read_image
 from core.method.cost import CostMeter, CostRecord
 from core.method.methods import (
     CANDIDATE_METHODS,
+    ORACLES,
+    PER_ITEM_OPTIMISERS,
     RUNNERS,
     USES_REASONER,
     USES_RULES,
@@ -40,6 +42,7 @@ from core.method.methods import (
     Method,
     MethodConfig,
 )
+from core.method.oracle import require_oracle_items
 from core.method.reasoner import ReasonerAdapter
 from core.method.teacher import YES_THRESHOLD, all_yes, compile_reward, extract_rules, judge
 from core.models.teacher import Teacher
@@ -155,6 +158,8 @@ def run_item(
             cost = meter.take().merged(prep_cost) if method in USES_REASONER else meter.take()
             res.cost = cost.merged(rules_cost) if method in USES_RULES else cost
             res.info = output.info
+            if method in ORACLES:  # it read the answer key: an upper bound, marked wherever results are shown
+                res.info["oracle"] = True
         except Exception as exc:  # noqa: BLE001
             meter.take()
             res.error, res.error_stage = _error(f"{instance.id}: {method.value}", exc)
@@ -276,7 +281,7 @@ def summarise_methods(results: Sequence[ItemResult]) -> dict[str, MethodSummary]
                 split[r.split or "-"].append(r.score)
                 faculty[r.faculty or "-"].append(r.score)
         extra: dict = {}
-        if method in (Method.TEACHER.value, Method.GRPO.value) and ok:
+        if method in {m.value for m in PER_ITEM_OPTIMISERS} and ok:
             steps = [r.info["optim"]["steps_run"] for r in ok if "optim" in r.info]
             extra = {"mean_steps": _mean(steps),
                      "stop_reasons": dict(sorted(_count(r.info["optim"]["stop_reason"] for r in ok if "optim" in r.info).items()))}
@@ -359,6 +364,8 @@ def compare(
 ) -> list[ItemResult]:
     """Run ``methods`` on ``instances``; with ``n='auto'`` the N-candidate baselines run last.
 
+    ``oracle_reward`` needs synth items: any other item is refused here, before any method runs.
+
     ``n='auto'`` also matches VideoTPO's cost: it first runs with ``cfg.tpo_rounds`` as a probe
     (not reported), then, where the matched rounds (``auto_tpo_rounds``) differ, again with them.
     """
@@ -366,6 +373,8 @@ def compare(
     if Method.SHARED in methods:
         raise InputError("methods: shared", "trains one adapter on every item's reward before any item's video",
                          "the pipeline, which runs it as its own stage: vlmt evaluate --methods vanilla,teacher,shared")
+    if Method.ORACLE_REWARD in methods:
+        require_oracle_items(instances)
     n_methods = [m for m in methods if m in CANDIDATE_METHODS]
     first = [m for m in methods if m not in n_methods] if n == "auto" else methods
     if n == "auto" and n_methods:

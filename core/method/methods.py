@@ -22,6 +22,10 @@
   but the reward used as a black box and optimised by GRPO over stochastic rollouts (the
   paper's "non-differentiable reward"; ``core.method.grpo``), then the final video as the
   teacher method's.
+* ``oracle_reward`` (an oracle, not in the default list): the teacher method's optimisation with
+  a differentiable relaxation of the benchmark's own scorer as the reward, read from the item's
+  ground truth (``core.method.oracle``; synth items only). No Teacher call. An upper bound that
+  separates what the Reasoner and its decoders allow from what the Teacher teaches.
 * ``still`` (a reference, not a method): the first frame held for the whole video, no Reasoner
   and no Teacher. A rule-based scorer gives it every rule about not breaking the scene and no
   goal (0.3 of 1 on the synth benchmark), so a method shows reasoning only above it.
@@ -49,6 +53,7 @@ from core.config import StrictConfig, drop_unset
 from core.method.cost import CostMeter
 from core.method.grpo import GrpoConfig, optimise_item_grpo
 from core.method.optimise import OptimConfig, OptimResult, detach_lora, optimise_item
+from core.method.oracle import optimise_item_oracle, oracle_reward
 from core.method.reasoner import ItemCondition, ReasonerAdapter
 from core.method.teacher import CompiledReward, RuleSet, judge, judge_loss
 from core.models.teacher import Teacher
@@ -68,12 +73,17 @@ class Method(str, Enum):
     STILL = "still"
     SHARED = "shared"
     GRPO = "grpo"
+    ORACLE_REWARD = "oracle_reward"
 
 
 #: Ablations of the teacher method: run only when named.
 ABLATIONS = {Method.SHARED, Method.GRPO}
-#: What runs unless methods are named: every method and the still reference; not the ablations.
-DEFAULT_METHODS: list[Method] = [m for m in Method if m not in ABLATIONS]
+#: Methods that read the benchmark's answer key (its scorer or ground truth): upper bounds, not
+#: deployable methods; marked "oracle" wherever results are shown (``core.report.data``).
+ORACLES = {Method.PASS_AT_N, Method.ORACLE_REWARD}
+#: What runs unless methods are named: every method and the still reference; not the ablations,
+#: nor the oracle reward (it needs synth items).
+DEFAULT_METHODS: list[Method] = [m for m in Method if m not in ABLATIONS | {Method.ORACLE_REWARD}]
 
 
 #: Methods that need the item's rules from the Teacher.
@@ -83,7 +93,9 @@ CANDIDATE_METHODS = {Method.BEST_OF_N, Method.PASS_AT_N}
 #: Methods that run the Reasoner (and so pay for preparing its condition).
 USES_REASONER = set(Method) - {Method.STILL}
 #: Methods that train a LoRA (and so read the optimiser's learning rate).
-USES_OPTIMISER = {Method.TEACHER, Method.SHARED, Method.GRPO}
+USES_OPTIMISER = {Method.TEACHER, Method.SHARED, Method.GRPO, Method.ORACLE_REWARD}
+#: Methods that optimise a fresh LoRA per item (their results carry the optimisation's trace).
+PER_ITEM_OPTIMISERS = {Method.TEACHER, Method.GRPO, Method.ORACLE_REWARD}
 
 
 def trains_lora(methods: Iterable[Method | str], auto_n: bool) -> bool:
@@ -263,25 +275,35 @@ def run_videotpo(reasoner: ReasonerAdapter, teacher: Teacher, ctx: ItemContext, 
 
 
 def _adapted_video(reasoner: ReasonerAdapter, ctx: ItemContext, cfg: MethodConfig, meter: CostMeter,
-                   optimise: Callable[[CompiledReward], OptimResult]) -> MethodOutput:
+                   optimise: Callable[[], OptimResult], **info: Any) -> MethodOutput:
     """Optimise the item's LoRA with ``optimise``, then the final video with it; the LoRA is removed after."""
-    reward = _need_reward(ctx)
     try:
-        result = optimise(reward)
+        result = optimise()
         video = _generate(reasoner, ctx.condition, cfg.optim, meter)
     finally:
         detach_lora(reasoner)
-    return MethodOutput(video, {"optim": result.model_dump()})
+    return MethodOutput(video, {"optim": result.model_dump(), **info})
 
 
 def run_teacher(reasoner: ReasonerAdapter, teacher: Teacher, ctx: ItemContext, cfg: MethodConfig, meter: CostMeter) -> MethodOutput:
+    reward = _need_reward(ctx)
     return _adapted_video(reasoner, ctx, cfg, meter,
-                          lambda reward: optimise_item(reasoner, teacher, ctx.condition, reward, cfg.optim))
+                          lambda: optimise_item(reasoner, teacher, ctx.condition, reward, cfg.optim))
 
 
 def run_grpo(reasoner: ReasonerAdapter, teacher: Teacher, ctx: ItemContext, cfg: MethodConfig, meter: CostMeter) -> MethodOutput:
+    reward = _need_reward(ctx)
     return _adapted_video(reasoner, ctx, cfg, meter,
-                          lambda reward: optimise_item_grpo(reasoner, teacher, ctx.condition, reward, cfg.optim, cfg.grpo))
+                          lambda: optimise_item_grpo(reasoner, teacher, ctx.condition, reward, cfg.optim, cfg.grpo))
+
+
+def run_oracle_reward(reasoner: ReasonerAdapter, teacher: Teacher | None, ctx: ItemContext, cfg: MethodConfig,
+                      meter: CostMeter) -> MethodOutput:
+    """The teacher method's loop with the oracle reward (``core.method.oracle``); ``teacher`` is not used."""
+    reward = oracle_reward(ctx.instance)
+    return _adapted_video(reasoner, ctx, cfg, meter,
+                          lambda: optimise_item_oracle(reasoner, ctx.condition, reward, cfg.optim),
+                          reward=reward.name)
 
 
 RUNNERS: dict[Method, Callable[..., MethodOutput]] = {
@@ -293,4 +315,5 @@ RUNNERS: dict[Method, Callable[..., MethodOutput]] = {
     Method.TEACHER: run_teacher,
     Method.STILL: run_still,
     Method.GRPO: run_grpo,
+    Method.ORACLE_REWARD: run_oracle_reward,
 }

@@ -186,12 +186,17 @@ def step_lora(params: list[torch.nn.Parameter], opt: torch.optim.Optimizer, grad
 
 
 def update_lora(loss: torch.Tensor, params: list[torch.nn.Parameter], opt: torch.optim.Optimizer, cfg: OptimConfig,
-                meter: CostMeter) -> tuple[float, str | None]:
-    """One clipped update of the LoRA from the differentiable reward ``loss`` (``step_lora``)."""
+                meter: CostMeter, through_teacher: bool = True) -> tuple[float, str | None]:
+    """One clipped update of the LoRA from the differentiable reward ``loss`` (``step_lora``).
+
+    ``through_teacher``: the loss's graph runs through the Teacher (counted as one Teacher
+    backward); the oracle reward's does not.
+    """
     opt.zero_grad(set_to_none=True)
     loss.backward()
     meter.count("reasoner_backward", differentiated_calls(cfg.grad_mode, cfg.sampler_steps, cfg.guidance))
-    meter.count("teacher_backward")
+    if through_teacher:
+        meter.count("teacher_backward")
     return step_lora(params, opt, cfg.grad_clip)
 
 

@@ -4,6 +4,7 @@ evaluate flow runs (``tasks/stages.py`` adds cache keys, retries and persistence
     rules    : item + Teacher                       -> rules.json     (RuleSet)
     reward   : rules.json + Teacher                 -> reward.json    (CompiledReward)
     optimise : item + reward.json + Reasoner/Teacher -> adapter/ + optim.json (trace; teacher or grpo)
+    oracle   : item (its ground truth) + Reasoner    -> adapter/ + optim.json (trace; oracle_reward)
     generate : item + seed [+ adapter/ or prompt]   -> video.npz
     still    : item                                 -> video.npz      (the first frame held: a reference)
     select   : candidate videos + judge or scorer   -> selection.json
@@ -23,6 +24,7 @@ from __future__ import annotations
 import io
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
@@ -39,11 +41,13 @@ from core.method.grpo import GrpoConfig, optimise_item_grpo
 from core.method.methods import still_video, videotpo_search
 from core.method.optimise import (
     OptimConfig,
+    OptimResult,
     detach_lora,
     load_adapter,
     optimise_item,
     save_adapter,
 )
+from core.method.oracle import optimise_item_oracle, oracle_reward
 from core.method.reasoner import Guidance, ItemCondition, ReasonerAdapter
 from core.method.shared import train_shared_adapter
 from core.method.teacher import (
@@ -227,16 +231,31 @@ def optimise_stage(
     black box (the ``grpo`` ablation). The saved adapter stays attached, so the final video's
     stage, next in the same process, need not reload it; a failure removes it.
     """
+    reward = load_reward(reward_json)
+    if grpo is None:
+        return _optimised(reasoner, instance, cfg, seed, out_dir,
+                          lambda cond: optimise_item(reasoner, teacher, cond, reward, cfg))
+    return _optimised(reasoner, instance, cfg, seed, out_dir,
+                      lambda cond: optimise_item_grpo(reasoner, teacher, cond, reward, cfg, grpo))
+
+
+def oracle_reward_stage(reasoner: ReasonerAdapter, instance: TaskInstance, cfg: OptimConfig, seed: int,
+                        out_dir: Path) -> OptimRecord:
+    """Stage 3 of the ``oracle_reward`` method: ``optimise_stage`` with the synth scorer's relaxation as the
+    reward (``core.method.oracle``), read from the item's metadata; no Teacher, no rules. Synth items only."""
+    reward = oracle_reward(instance)
+    return _optimised(reasoner, instance, cfg, seed, out_dir, lambda cond: optimise_item_oracle(reasoner, cond, reward, cfg))
+
+
+def _optimised(reasoner: ReasonerAdapter, instance: TaskInstance, cfg: OptimConfig, seed: int, out_dir: Path,
+               optimise: Callable[[ItemCondition], OptimResult]) -> OptimRecord:
+    """Run ``optimise`` on the item's condition, save the adapter it leaves attached and its trace."""
     meter = CostMeter()
     reasoner.meter = meter
-    reward = load_reward(reward_json)
     try:
         with meter.phase("prepare"):
             cond = _prepare(reasoner, instance, instance.prompt, seed)
-        if grpo is None:
-            result = optimise_item(reasoner, teacher, cond, reward, cfg)
-        else:
-            result = optimise_item_grpo(reasoner, teacher, cond, reward, cfg, grpo)
+        result = optimise(cond)
         adapter = save_adapter(reasoner, out_dir / "adapter", cfg.lora).parent
     except BaseException:
         detach_lora(reasoner)

@@ -171,10 +171,16 @@ def _label(value) -> str:
     return f"<span class='long'>{_e(text)}</span>" if _is_long(text) else _e(text)
 
 
+#: What each oracle reads of the answer key (the oracle mark's tooltip).
+_ORACLE_WHY = {"pass_at_n": "the benchmark&#39;s scorer picks the video",
+               "oracle_reward": "a relaxation of the benchmark&#39;s scorer is its reward"}
+
+
 def _method_name(method: str) -> str:
     """A method as every table and caption shows it: its plot colour, its name, and the oracle marked."""
-    oracle = (" <small class='oracle' title='the benchmark&#39;s scorer picks the video: an upper bound, not a method'>"
-              "oracle</small>" if method in ORACLE_METHODS else "")
+    why = _ORACLE_WHY.get(method, "it reads the benchmark&#39;s answer key")
+    oracle = (f" <small class='oracle' title='{why}: an upper bound, not a method'>oracle</small>"
+              if method in ORACLE_METHODS else "")
     cls = "mname long" if _is_long(method) else "mname"
     # the colour key is the name's left border, so it never wraps away from the name
     return f"<span class='{cls}' style='border-left-color:{plots.method_colour(method)}'>{_e(method)}</span>{oracle}"
@@ -191,7 +197,8 @@ def _td(value: str) -> str:
 #: The method table's columns: (header, legend). The legend under the table repeats them in order.
 SUMMARY_COLUMNS: list[tuple[str, str]] = [
     ("method", "the method, in its colour in every plot; <i>oracle</i> marks pass_at_n, whose video the benchmark's "
-               "scorer picks (see the methods below)."),
+               "scorer picks, and oracle_reward, optimised against a relaxation of that scorer (see the methods "
+               "below)."),
     ("items", "items with a result for the method, failed ones included."),
     ("errors", "items where the method raised an error: no video, left out of every mean."),
     ("score", "mean over the items of the VBVR-style score: the weighted sum of the item's sub-criteria in [0, 1], "

@@ -7,7 +7,7 @@ None needs a display.
 Colours: one per method, the same in every plot and in the page's tables (``method_colour``),
 so a reader who learns "teacher is vermilion" once can read every figure. Plots of the teacher
 method alone (its early stops, its optimisation curves) draw in shades of the teacher's colour.
-The oracle (``pass_at_n``) is labelled as such in every legend (``data.method_label``).
+The oracles (``pass_at_n``, ``oracle_reward``) are labelled as such in every legend (``data.method_label``).
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ METHOD_COLOURS: dict[str, str] = {
     "teacher": "#d55e00",    # vermilion: the paper's method
     "shared": "#8c564b",     # brown
     "grpo": "#6a3d9a",       # purple
+    "oracle_reward": "#882255",  # wine: the other oracle, beside pass_at_n's hue
     "still": "#7f7f7f",      # grey: the reference
 }
 #: Colours for methods the table above does not know, picked by a stable hash of the name.

@@ -132,7 +132,8 @@ class Tracker:
             self.mlflow_experiment_id, run_name=f"{result.method} {result.instance_id}",
             tags={KEY_TAG: key, EXPERIMENT_TAG: experiment_id, "mlflow.parentRunId": parent_run_id,
                   "method": result.method, "family": result.family, "split": result.split or "",
-                  "variant": variant, **({"error_stage": result.error_stage} if result.error_stage else {})},
+                  "variant": variant, **({"error_stage": result.error_stage} if result.error_stage else {}),
+                  **({"oracle": "true"} if result.info.get("oracle") else {})},  # it read the answer key
         )
         run_id = run.info.run_id
         now = int(time.time() * 1000)
