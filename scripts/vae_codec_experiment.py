@@ -1,0 +1,107 @@
+"""Measure a candidate Reasoner VAE against the codec gate: ground truth through the VAE, scored.
+
+    OMP_NUM_THREADS=2 .venv/bin/python scripts/vae_codec_experiment.py --work runs/vae-exp \
+        --mult 1,2,2 --z 32 --base 16 --steps 1500 --palette-weight 1.0
+
+Trains a VAE from ``core.models.wan.build_vae`` on world-v2 train instances with
+``core.train.vae``'s loss plus, when ``--palette-weight`` > 0, a hinge on each exactly-palette
+pixel's distance to its own colour (``--margin``, [-1, 1] units; the scorer's tolerance is 0.47),
+then prints one JSON line: wall seconds, PSNR and the codec ceiling (``core.zoo.score_through_codec``)
+on test instances. The loop is ``train_vae``'s step with the hinge added, kept here until a
+measured variant earns a place in ``VaeTrainConfig``. Figures: docs/zoo.md, "Toward the second zoo".
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from core.bench.record import Purpose
+from core.bench.source import open_benchmark
+from core.bench.synth.generate import make_synth_benchmark
+from core.bench.synth.palette import RGB
+from core.models.wan import WanReasonerArch, build_vae
+from core.train.common import ground_truth_video, one_cycle, seed_everything
+from core.train.vae import (
+    VaeTrainConfig,
+    _clips,
+    decode_unclamped,
+    fit_latent_stats,
+    foreground_weights,
+    reconstruction_psnr,
+    stack_videos,
+)
+from core.zoo import score_through_codec
+
+
+def palette_hinge(x: torch.Tensor, y: torch.Tensor, weights: torch.Tensor, margin: float) -> torch.Tensor:
+    """Mean hinge on |y - x| beyond ``margin`` over the pixels of ``x`` that are exactly a palette colour."""
+    palette = torch.tensor(RGB / 127.5 - 1.0, dtype=x.dtype)  # (K, 3)
+    d2 = ((x[:, :, None] - palette.view(1, 3, -1, 1, 1, 1)) ** 2).sum(1)  # (B, K, T, H, W)
+    exact = d2.min(1).values < 1e-4
+    dist = ((y - x) ** 2).sum(1).clamp_min(1e-8).sqrt()
+    return (weights[:, 0] * torch.relu(dist - margin) * exact).mean() / weights.mean()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work", type=Path, default=Path("runs/vae-exp"))
+    parser.add_argument("--mult", default="1,2,2", help="vae_dim_mult; its length - 1 temporal downsamples, all on")
+    parser.add_argument("--z", type=int, default=16)
+    parser.add_argument("--base", type=int, default=8)
+    parser.add_argument("--residual", action="store_true")
+    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--palette-weight", type=float, default=1.0)
+    parser.add_argument("--margin", type=float, default=0.2)
+    parser.add_argument("--train-per-family", type=int, default=60)
+    args = parser.parse_args()
+
+    train, test = args.work / "bench-train", args.work / "bench-test"
+    for path, purpose, n in ((train, Purpose.TRAIN, args.train_per_family), (test, Purpose.TEST, 10)):
+        if not (path / "VBVR-Bench.json").is_file():
+            make_synth_benchmark(path, per_family=n, seed=0, purpose=purpose)
+    videos = [ground_truth_video(i) for i in open_benchmark(train).instances]
+    mult = [int(m) for m in args.mult.split(",")]
+    arch = WanReasonerArch(vae_dim_mult=mult, vae_z_dim=args.z, vae_base_dim=args.base, vae_residual=args.residual,
+                           vae_temporal_downsample=[True] * (len(mult) - 1))
+    torch.manual_seed(0)
+    vae = build_vae(arch)
+    cfg = VaeTrainConfig(steps=args.steps, lr=args.lr)
+    gen = seed_everything(cfg.seed)
+    data = stack_videos(videos)
+    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, weight_decay=0.0)
+    sched = one_cycle(opt, cfg.lr, cfg.steps)
+    vae.train()
+    start = time.perf_counter()
+    for _ in range(cfg.steps):
+        x = _clips(data, cfg, vae.config.scale_factor_temporal, vae.config.scale_factor_spatial, gen)
+        z = vae.encode(x).latent_dist.mode()
+        y = decode_unclamped(vae, z)
+        w = foreground_weights(x, cfg.foreground_weight)
+        loss = (w * ((y - x).abs() + (y - x) ** 2)).mean() / w.mean() + cfg.latent_penalty * (z**2).mean()
+        if args.palette_weight:
+            loss = loss + args.palette_weight * palette_hinge(x, y, w, args.margin)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        opt.step()
+        sched.step()
+    seconds = time.perf_counter() - start
+    vae.eval()
+    fit_latent_stats(vae, videos[:64])
+    instances = open_benchmark(test).instances
+    gt = [ground_truth_video(i) for i in instances]
+    ceiling = score_through_codec(vae, instances, gt)
+    print(json.dumps({"args": vars(args) | {"work": str(args.work)}, "parameters": sum(p.numel() for p in vae.parameters()),
+                      "train_s": round(seconds), "psnr_db": round(reconstruction_psnr(vae, gt), 2),
+                      "ceiling": ceiling.model_dump()}))
+    vae.save_pretrained(args.work / "vae")
+
+
+if __name__ == "__main__":
+    main()
