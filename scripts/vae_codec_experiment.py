@@ -18,12 +18,14 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from core.bench.record import Purpose
 from core.bench.source import open_benchmark
-from core.bench.synth.generate import make_synth_benchmark
+from core.bench.synth.generate import make_synth_benchmark, scene_of
 from core.bench.synth.palette import RGB
+from core.bench.synth.scene import render
 from core.models.wan import WanReasonerArch, build_vae
 from core.train.common import ground_truth_video, one_cycle, seed_everything
 from core.train.vae import (
@@ -47,6 +49,22 @@ def palette_hinge(x: torch.Tensor, y: torch.Tensor, weights: torch.Tensor, margi
     return (weights[:, 0] * torch.relu(dist - margin) * exact).mean() / weights.mean()
 
 
+def shuffled_palette_videos(instances: list, copies: int, seed: int = 0) -> list[np.ndarray]:
+    """Each instance's ground truth re-rendered ``copies`` times, every colour id in a random palette colour.
+
+    A rare colour (the white cursor: one sprite in one family) is then as common as any; the
+    rendering is exact, blended sprite edges included (``render(..., rgb=...)``).
+    """
+    rng = np.random.default_rng(seed)
+    out = []
+    for inst in instances:
+        meta = inst.metadata
+        _, _, scene = scene_of(meta)
+        for _ in range(copies):
+            out.append(render(scene, meta["width"], meta["height"], rgb=RGB[rng.permutation(len(RGB))]))
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, default=Path("runs/vae-exp"))
@@ -59,19 +77,23 @@ def main() -> None:
     parser.add_argument("--palette-weight", type=float, default=1.0)
     parser.add_argument("--margin", type=float, default=0.2)
     parser.add_argument("--train-per-family", type=int, default=60)
+    parser.add_argument("--palette-shuffle", type=int, default=0,
+                        help="extra copies of each training video rendered with the palette's colours shuffled")
+    parser.add_argument("--colour-aug", type=float, default=0.3, help="VaeTrainConfig.colour_aug")
     args = parser.parse_args()
 
     train, test = args.work / "bench-train", args.work / "bench-test"
     for path, purpose, n in ((train, Purpose.TRAIN, args.train_per_family), (test, Purpose.TEST, 10)):
         if not (path / "VBVR-Bench.json").is_file():
             make_synth_benchmark(path, per_family=n, seed=0, purpose=purpose)
-    videos = [ground_truth_video(i) for i in open_benchmark(train).instances]
+    instances = open_benchmark(train).instances
+    videos = [ground_truth_video(i) for i in instances] + shuffled_palette_videos(instances, args.palette_shuffle)
     mult = [int(m) for m in args.mult.split(",")]
     arch = WanReasonerArch(vae_dim_mult=mult, vae_z_dim=args.z, vae_base_dim=args.base, vae_residual=args.residual,
                            vae_temporal_downsample=[True] * (len(mult) - 1))
     torch.manual_seed(0)
     vae = build_vae(arch)
-    cfg = VaeTrainConfig(steps=args.steps, lr=args.lr)
+    cfg = VaeTrainConfig(steps=args.steps, lr=args.lr, colour_aug=args.colour_aug)
     gen = seed_everything(cfg.seed)
     data = stack_videos(videos)
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, weight_decay=0.0)

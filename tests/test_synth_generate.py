@@ -142,3 +142,23 @@ def test_the_encoding_does_not_depend_on_the_number_of_cores(tmp_path):
     for cores in ("one", "all"):
         subprocess.run([sys.executable, "-c", script, str(tmp_path / f"{cores}.mp4"), cores], cwd=root, check=True)
     assert (tmp_path / "one.mp4").read_bytes() == (tmp_path / "all.mp4").read_bytes()
+
+
+def test_a_scene_renders_in_another_palette_exactly_blended_edges_included():
+    """``render(rgb=...)`` (a codec's palette-shuffled training data): every pixel, a sprite's
+    anti-aliased edge included, is the same blend of the replacement colours as of the palette's."""
+    from core.bench.synth.palette import RGB
+    from core.bench.synth.scene import render
+
+    family = FAMILIES["color_match"]
+    scene = family.solve(sample_layout(family, Purpose.TRAIN, 0, 0), 17)
+    assert np.array_equal(render(scene, rgb=RGB), render(scene))
+    # one-hot "colours" make each channel of a render the coverage of one colour id ...
+    k = len(RGB)
+    one_hot = np.pad(np.eye(k), ((0, 0), (0, -k % 3))) * 255.0  # (k, 3 * ceil(k / 3))
+    coverage = np.concatenate([render(scene, rgb=one_hot[:, c : c + 3]).astype(float) / 255.0
+                               for c in range(0, one_hot.shape[1], 3)], axis=-1)[..., :k]
+    shuffled = RGB[np.random.default_rng(0).permutation(k)]
+    # ... so a render in any palette is that coverage times the palette, up to rounding
+    assert np.abs(render(scene, rgb=shuffled).astype(float) - coverage @ shuffled).max() <= 1.5
+    assert (render(scene, rgb=shuffled) != render(scene)).any()

@@ -128,15 +128,20 @@ def _coverage(n_px: int, lo: float, hi: float) -> np.ndarray:
     return np.clip(np.minimum(i + 1, hi) - np.maximum(i, lo), 0.0, 1.0)
 
 
-def render(scene: Scene, width: int = 64, height: int = 64) -> np.ndarray:
-    """Render to (F, H, W, 3) uint8. Sprites are box-filtered (anti-aliased) squares."""
+def render(scene: Scene, width: int = 64, height: int = 64, rgb: np.ndarray | None = None) -> np.ndarray:
+    """Render to (F, H, W, 3) uint8. Sprites are box-filtered (anti-aliased) squares.
+
+    ``rgb`` (K, 3) replaces the palette's colours (default ``palette.RGB``): training data for a
+    codec can show every colour id in every colour, exactly, blended edges included.
+    """
+    table = RGB if rgb is None else np.asarray(rgb, dtype=np.float32)
     g = scene.grid
     row_of_px = np.searchsorted(_pixel_edges(height, g), np.arange(height), side="right") - 1
     col_of_px = np.searchsorted(_pixel_edges(width, g), np.arange(width), side="right") - 1
-    frames = RGB[scene.cells[:, row_of_px][:, :, col_of_px]]  # (F, H, W, 3) float
+    frames = table[scene.cells[:, row_of_px][:, :, col_of_px]]  # (F, H, W, 3) float
     ch, cw = height / g, width / g
     for sprite in scene.sprites:
-        colours = RGB[sprite.colour]
+        colours = table[sprite.colour]
         for f in np.nonzero(sprite.visible)[0]:
             r, c = sprite.pos[f]
             hy, hx = SPRITE_SIZE * ch / 2, SPRITE_SIZE * cw / 2
