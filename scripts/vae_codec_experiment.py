@@ -68,7 +68,8 @@ def shuffled_palette_videos(instances: list, copies: int, seed: int = 0) -> list
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, default=Path("runs/vae-exp"))
-    parser.add_argument("--mult", default="1,2,2", help="vae_dim_mult; its length - 1 temporal downsamples, all on")
+    parser.add_argument("--mult", default="1,2,2", help="vae_dim_mult: its length - 1 spatial halvings")
+    parser.add_argument("--temporal", default=None, help="vae_temporal_downsample as 0/1 per level, e.g. 0,1 (default: all 1)")
     parser.add_argument("--z", type=int, default=16)
     parser.add_argument("--base", type=int, default=8)
     parser.add_argument("--residual", action="store_true")
@@ -90,7 +91,8 @@ def main() -> None:
     videos = [ground_truth_video(i) for i in instances] + shuffled_palette_videos(instances, args.palette_shuffle)
     mult = [int(m) for m in args.mult.split(",")]
     arch = WanReasonerArch(vae_dim_mult=mult, vae_z_dim=args.z, vae_base_dim=args.base, vae_residual=args.residual,
-                           vae_temporal_downsample=[True] * (len(mult) - 1))
+                           vae_temporal_downsample=[t == "1" for t in args.temporal.split(",")] if args.temporal
+                           else [True] * (len(mult) - 1))
     torch.manual_seed(0)
     vae = build_vae(arch)
     cfg = VaeTrainConfig(steps=args.steps, lr=args.lr, colour_aug=args.colour_aug)
