@@ -17,6 +17,7 @@ import typer
 from cli.common import console, fail
 from cli.display import print_table, progress
 from cli.output import quiet_model_loading
+from core.bench.record import Purpose, Split
 from core.checks import check_creatable, check_folder, check_teacher, require_instances
 from core.errors import VlmtError
 
@@ -31,18 +32,13 @@ class SplitOption(str, Enum):
     all = "all"
 
 
-class PurposeOption(str, Enum):
-    train = "train"
-    test = "test"
-
-
 @make_app.command("synth")
 def make_synth(
     out: Annotated[Path, typer.Option(help="Output directory (VBVR layout).")],
     per_family: Annotated[int, typer.Option(min=1, help="Instances per task family.")] = 5,
     seed: Annotated[int, typer.Option(help="Seed; instances are deterministic per (purpose, family, seed, index).")] = 0,
     split: Annotated[SplitOption, typer.Option(help="Which families: in-domain, out-of-domain or all.")] = SplitOption.all,
-    purpose: Annotated[PurposeOption, typer.Option(help="Disjoint halves of the instance space; evaluate on test.")] = PurposeOption.test,
+    purpose: Annotated[Purpose, typer.Option(help="Disjoint halves of the instance space; evaluate on test.")] = Purpose.TEST,
     family: Annotated[list[str] | None, typer.Option(help="Only these families (repeatable).")] = None,
     width: Annotated[int, typer.Option(help="Frame width in pixels (even).")] = 64,
     height: Annotated[int, typer.Option(help="Frame height in pixels (even).")] = 64,
@@ -50,7 +46,6 @@ def make_synth(
     fps: Annotated[float, typer.Option(help="Frames per second.")] = 8.0,
 ) -> None:
     """Generate the built-in synthetic benchmark in the VBVR-Bench layout."""
-    from core.bench.record import Purpose, Split
     from core.bench.synth.generate import RenderConfig, make_synth_benchmark
 
     try:
@@ -59,7 +54,7 @@ def make_synth(
         t0 = time.perf_counter()
         bench = make_synth_benchmark(
             out, per_family, seed=seed, split=None if split == SplitOption.all else Split(split.value),
-            purpose=Purpose(purpose.value), cfg=cfg, families=family,
+            purpose=purpose, cfg=cfg, families=family,
         )
     except (VlmtError, ValueError, KeyError) as exc:
         fail(exc)

@@ -20,6 +20,7 @@ from core.checks import check_creatable, check_models, shipped
 from core.errors import VlmtError
 
 
+# core.method.reasoner.GradMode's values; its module imports torch, which `vlmt --help` must not wait for.
 class GradModeOption(str, Enum):
     first_step = "first_step"
     last_step = "last_step"
