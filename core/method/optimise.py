@@ -287,16 +287,35 @@ def optimise_item(
     reasoner: ReasonerAdapter, teacher: Teacher, item: ItemCondition, reward: CompiledReward, cfg: OptimConfig
 ) -> OptimResult:
     """Optimise a fresh LoRA for one item; the kept adapter stays attached (see ``save_adapter``)."""
+
+    def step() -> tuple[torch.Tensor, list[float]]:
+        loss, logp = reward_step(reasoner, teacher, item, reward, cfg)
+        return loss, logp.detach().exp().tolist()
+
+    return optimise_against(reasoner, item, cfg, step)
+
+
+def optimise_against(
+    reasoner: ReasonerAdapter, item: ItemCondition, cfg: OptimConfig,
+    step: Callable[[], tuple[torch.Tensor, list[float]]], through_teacher: bool = True,
+) -> OptimResult:
+    """A fresh LoRA for one item, trained by gradient against any differentiable reward.
+
+    ``step()`` evaluates the attached adapter: (loss, P(Yes) per query, or [] for a reward
+    without queries). The Teacher's reward (``optimise_item``) and the oracle reward
+    (``core.method.oracle``) differ only there, and in whether the backward pass runs through
+    the Teacher (``through_teacher``, for the cost meter).
+    """
     params = attach_lora(reasoner, cfg.lora, cfg.lora_seed)
     opt = torch.optim.AdamW(params, lr=learning_rate(cfg, reasoner), weight_decay=cfg.weight_decay)
 
     def evaluate(last: bool) -> Evaluation:
         with torch.set_grad_enabled(not last):
-            loss, logp = reward_step(reasoner, teacher, item, reward, cfg)
-        return Evaluation(float(loss.detach()), logp.detach().exp().tolist(), loss)
+            loss, p_yes = step()
+        return Evaluation(float(loss.detach()), p_yes, loss)
 
     return adapt_lora(reasoner, cfg, cfg.max_steps, item.seed, evaluate,
-                      lambda loss: update_lora(loss, params, opt, cfg, reasoner.meter))
+                      lambda loss: update_lora(loss, params, opt, cfg, reasoner.meter, through_teacher))
 
 
 def save_adapter(reasoner: ReasonerAdapter, out_dir: str | Path, spec: LoraSpec) -> Path:

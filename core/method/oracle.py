@@ -28,15 +28,7 @@ import torch
 
 from core.bench.record import TaskInstance
 from core.errors import InputError
-from core.method.optimise import (
-    Evaluation,
-    OptimConfig,
-    OptimResult,
-    adapt_lora,
-    attach_lora,
-    learning_rate,
-    update_lora,
-)
+from core.method.optimise import OptimConfig, OptimResult, optimise_against
 from core.method.reasoner import ItemCondition, ReasonerAdapter
 from core.scoring.soft import SoftSynthReward
 
@@ -74,13 +66,5 @@ def oracle_step(reasoner: ReasonerAdapter, item: ItemCondition, reward: SoftSynt
 def optimise_item_oracle(reasoner: ReasonerAdapter, item: ItemCondition, reward: SoftSynthReward,
                          cfg: OptimConfig) -> OptimResult:
     """``optimise_item`` with the oracle reward: a fresh LoRA for one item; the kept adapter stays attached."""
-    params = attach_lora(reasoner, cfg.lora, cfg.lora_seed)
-    opt = torch.optim.AdamW(params, lr=learning_rate(cfg, reasoner), weight_decay=cfg.weight_decay)
-
-    def evaluate(last: bool) -> Evaluation:
-        with torch.set_grad_enabled(not last):
-            loss = oracle_step(reasoner, item, reward, cfg)
-        return Evaluation(float(loss.detach()), [], loss)
-
-    return adapt_lora(reasoner, cfg, cfg.max_steps, item.seed, evaluate,
-                      lambda loss: update_lora(loss, params, opt, cfg, reasoner.meter, through_teacher=False))
+    return optimise_against(reasoner, item, cfg, lambda: (oracle_step(reasoner, item, reward, cfg), []),
+                            through_teacher=False)
