@@ -7,7 +7,7 @@ Trains a VAE from ``core.models.wan.build_vae`` on world-v2 train instances with
 ``core.train.vae``'s loss plus, when ``--palette-weight`` > 0, a hinge on each exactly-palette
 pixel's distance to its own colour (``--margin``, [-1, 1] units; the scorer's tolerance is 0.47),
 then prints one JSON line: wall seconds, PSNR and the codec ceiling (``core.zoo.score_through_codec``)
-on test instances. The loop is ``train_vae``'s step with the hinge added, kept here until a
+on test instances. The hinge enters ``train_vae`` as its ``extra_loss``; it stays here until a
 measured variant earns a place in ``VaeTrainConfig``. Figures: docs/zoo.md, "Toward the second zoo".
 """
 
@@ -27,16 +27,8 @@ from core.bench.synth.generate import make_synth_benchmark, scene_of
 from core.bench.synth.palette import RGB
 from core.bench.synth.scene import render
 from core.models.wan import WanReasonerArch, build_vae
-from core.train.common import ground_truth_video, one_cycle, seed_everything
-from core.train.vae import (
-    VaeTrainConfig,
-    _clips,
-    decode_unclamped,
-    fit_latent_stats,
-    foreground_weights,
-    reconstruction_psnr,
-    stack_videos,
-)
+from core.train.common import ground_truth_video
+from core.train.vae import VaeTrainConfig, fit_latent_stats, reconstruction_psnr, train_vae
 from core.zoo import score_through_codec
 
 
@@ -96,27 +88,10 @@ def main() -> None:
     torch.manual_seed(0)
     vae = build_vae(arch)
     cfg = VaeTrainConfig(steps=args.steps, lr=args.lr, colour_aug=args.colour_aug)
-    gen = seed_everything(cfg.seed)
-    data = stack_videos(videos)
-    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, weight_decay=0.0)
-    sched = one_cycle(opt, cfg.lr, cfg.steps)
-    vae.train()
+    hinge = (lambda x, y, w: args.palette_weight * palette_hinge(x, y, w, args.margin)) if args.palette_weight else None
     start = time.perf_counter()
-    for _ in range(cfg.steps):
-        x = _clips(data, cfg, vae.config.scale_factor_temporal, vae.config.scale_factor_spatial, gen)
-        z = vae.encode(x).latent_dist.mode()
-        y = decode_unclamped(vae, z)
-        w = foreground_weights(x, cfg.foreground_weight)
-        loss = (w * ((y - x).abs() + (y - x) ** 2)).mean() / w.mean() + cfg.latent_penalty * (z**2).mean()
-        if args.palette_weight:
-            loss = loss + args.palette_weight * palette_hinge(x, y, w, args.margin)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-        opt.step()
-        sched.step()
+    train_vae(vae, videos, cfg, extra_loss=hinge)
     seconds = time.perf_counter() - start
-    vae.eval()
     fit_latent_stats(vae, videos[:64])
     instances = open_benchmark(test).instances
     gt = [ground_truth_video(i) for i in instances]

@@ -13,7 +13,7 @@ The encoder's posterior *mode* is what the pipeline uses, so that is what is tra
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -109,11 +109,14 @@ def foreground_weights(x: torch.Tensor, extra: float) -> torch.Tensor:
 
 
 def train_vae(
-    vae: AutoencoderKLWan, videos: Sequence[np.ndarray], cfg: VaeTrainConfig, checkpoint: TrainingCheckpoint | None = None
+    vae: AutoencoderKLWan, videos: Sequence[np.ndarray], cfg: VaeTrainConfig, checkpoint: TrainingCheckpoint | None = None,
+    extra_loss: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> list[float]:
     """Train ``vae`` in place on ground-truth videos; returns the loss curve (every 50 steps).
 
     ``checkpoint``: save there periodically and resume from it (``core.train.checkpoint``).
+    ``extra_loss(x, y, w)``: a term added to each step's loss (clips, raw decodes, per-pixel
+    weights), for experiments with the codec's objective (``scripts/vae_codec_experiment.py``).
     """
     gen = seed_everything(cfg.seed)
     data = stack_videos(videos)
@@ -133,6 +136,8 @@ def train_vae(
             w = foreground_weights(x, cfg.foreground_weight)
             err = (y - x).abs() + (y - x) ** 2
             loss = (w * err).mean() / w.mean() + cfg.latent_penalty * (z**2).mean()
+            if extra_loss is not None:
+                loss = loss + extra_loss(x, y, w)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
