@@ -6,8 +6,8 @@
 Trains a VAE from ``core.models.wan.build_vae`` on world-v2 train instances with
 ``core.train.vae``'s loss plus, when ``--palette-weight`` > 0, a hinge on each exactly-palette
 pixel's distance to its own colour (``--margin``, [-1, 1] units; the scorer's tolerance is 0.47),
-then prints one JSON line: wall seconds, PSNR and the codec ceiling (``core.zoo.score_through_codec``)
-on test instances. The hinge enters ``train_vae`` as its ``extra_loss``; it stays here until a
+then prints one JSON line: wall seconds, PSNR, the codec ceiling (``core.zoo.score_through_codec``)
+on test instances, and per palette colour the share of its pixels decoded within the scorer's tolerance. The hinge enters ``train_vae`` as its ``extra_loss``; it stays here until a
 measured variant earns a place in ``VaeTrainConfig``. Figures: docs/zoo.md, "Toward the second zoo".
 """
 
@@ -28,7 +28,7 @@ from core.bench.synth.palette import RGB
 from core.bench.synth.scene import render
 from core.models.wan import WanReasonerArch, build_vae
 from core.train.common import ground_truth_video
-from core.train.vae import VaeTrainConfig, fit_latent_stats, reconstruction_psnr, train_vae
+from core.train.vae import VaeTrainConfig, fit_latent_stats, reconstruction_psnr, stack_videos, train_vae
 from core.zoo import score_through_codec
 
 
@@ -55,6 +55,24 @@ def shuffled_palette_videos(instances: list, copies: int, seed: int = 0) -> list
         for _ in range(copies):
             out.append(render(scene, meta["width"], meta["height"], rgb=RGB[rng.permutation(len(RGB))]))
     return out
+
+
+@torch.no_grad()
+def colour_fidelity(vae, videos: list[np.ndarray], tolerance: float = 60.0) -> dict[str, float]:
+    """Per palette colour: the share of its exact ground-truth pixels decoded within ``tolerance`` (RGB units)."""
+    from core.models.wan import decode_latents, encode_videos, tensor_to_frames
+    from core.bench.synth.palette import NAMES
+
+    decoded = np.stack([tensor_to_frames(v) for i in range(0, len(videos), 8)
+                        for v in decode_latents(vae, encode_videos(vae, stack_videos(videos[i : i + 8])))])
+    truth = np.stack(videos).reshape(-1, 3).astype(np.float32)
+    got = decoded.reshape(-1, 3).astype(np.float32)
+    shares = {}
+    for k, name in enumerate(NAMES):
+        exact = (truth == RGB[k]).all(axis=1)
+        if exact.sum() >= 50:
+            shares[name] = round(float((np.linalg.norm(got[exact] - RGB[k], axis=1) < tolerance).mean()), 3)
+    return shares
 
 
 def main() -> None:
@@ -98,7 +116,7 @@ def main() -> None:
     ceiling = score_through_codec(vae, instances, gt)
     print(json.dumps({"args": vars(args) | {"work": str(args.work)}, "parameters": sum(p.numel() for p in vae.parameters()),
                       "train_s": round(seconds), "psnr_db": round(reconstruction_psnr(vae, gt), 2),
-                      "ceiling": ceiling.model_dump()}))
+                      "ceiling": ceiling.model_dump(), "colours_within_tolerance": colour_fidelity(vae, gt[::3])}))
     vae.save_pretrained(args.work / "vae")
 
 
