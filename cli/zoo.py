@@ -39,6 +39,9 @@ def zoo_train(
     config: Annotated[Path | None, typer.Option(help="YAML overriding any ZooConfig fields of the preset "
                                                      "(e.g. vae: {steps: 16000}); see the README (default: none, "
                                                      "the preset as it is).")] = None,
+    parts: Annotated[Path | None, typer.Option(help="Committed finished stages to start from; --no-parts or a "
+                                                    "missing folder trains every stage.")] = Path("models/parts"),
+    no_parts: Annotated[bool, typer.Option("--no-parts", help="Train every stage, ignoring --parts.")] = False,
 ) -> None:
     """Build the Reasoner, surrogate decoder and Teacher from scratch (offline, seeded) and publish them."""
     from flows.zoo import zoo_config
@@ -53,7 +56,7 @@ def zoo_train(
             zoo_config(chosen, seed, str(config))  # a bad file fails here, before Prefect starts
         quiet_model_loading()
         result = flow(out=str(out), work=str(work), preset=chosen, seed=seed, evaluate=evaluate, until=until,
-                      config_file=str(config) if config else None)
+                      config_file=str(config) if config else None, parts=None if no_parts else str(parts))
     except VlmtError as exc:
         fail(exc)
     print_table(f"zoo trained ({chosen}) in {time.perf_counter() - t0:.0f} s -> {result['models']}", ("stage", "seconds"),
@@ -119,7 +122,7 @@ def zoo_eval(
 
 
 def _print_zoo_eval(ev: dict) -> None:
-    from core.zoo import CODEC_REFERENCES
+    from core.zoo_cards import CODEC_REFERENCES
 
     rows: list[list[str] | None] = [[f"VAE reconstruction PSNR ({split})", f"{v:.2f} dB"]
                                     for split, v in ev["vae_psnr_db"].items()]

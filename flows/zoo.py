@@ -12,18 +12,37 @@ unfinished stage, from that stage's last checkpoint (``<work>/stages/<stage>.ckp
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from prefect import flow, get_run_logger
 
 from core import zoo
 from core.config import load_config
+from core.io import STAGE_RECORD
+from core.zoo_cards import write_cards
 from tasks import zoo as stages
 from tasks.caching import digest, dir_digest, reuse_only_if
 from tasks.models import model_identity
 
 #: Bump when a stage's code changes what it produces.
 CODE_VERSION = "zoo-2"
+
+
+def seed_stage(shipped: Path, target: Path) -> bool:
+    """Copy a committed finished stage folder to ``target`` when ``target`` is not there yet; True if copied.
+
+    The copy goes through a ``.seed`` folder and a rename, so a kill never leaves a half-copied
+    stage that ``build_into`` would take for finished.
+    """
+    if target.exists() or not (shipped / STAGE_RECORD).is_file():
+        return False
+    tmp = target.with_name(target.name + ".seed")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(shipped, tmp)
+    tmp.rename(target)
+    get_run_logger().info("stage %s starts from the committed %s", target.name, shipped)
+    return True
 
 
 def zoo_config(preset: str = "full", seed: int | None = None, config_file: str | None = None) -> zoo.ZooConfig:
@@ -45,26 +64,32 @@ def config_keys(cfg: zoo.ZooConfig) -> tuple[str, str]:
     return k_bench, digest("vae", CODE_VERSION, k_bench, vae_arch, c["vae"])
 
 
-def _run(task, work: Path, name: str, **kwargs) -> dict:
+def _run(task, work: Path, name: str, parts: str | None = None, **kwargs) -> dict:
     """Run a stage task into ``<work>/stages/<name>``, its cache records in ``<work>/prefect-results``.
 
-    The cache is refreshed when the stage's output directory has disappeared.
+    The cache is refreshed when the stage's output directory has disappeared. ``parts``: a
+    folder of finished stage folders committed with the repository (``models/parts``); one named
+    ``name`` (its key in the name, its ``stage.json`` carrying the full key) is copied in first,
+    so that a fresh clone starts from the components that already passed their gates.
     """
     target = Path(work) / "stages" / name
+    if parts is not None:
+        seed_stage(Path(parts) / name, target)
     return reuse_only_if(task, target, work)(target=str(target), **kwargs)
 
 
 @flow(name="zoo-train")
 def zoo_train(
     out: str = "models", work: str = "runs/zoo", preset: str = "full", seed: int | None = None, evaluate: bool = True,
-    until: str | None = None, config_file: str | None = None,
+    until: str | None = None, config_file: str | None = None, parts: str | None = "models/parts",
 ) -> dict:
     """Train the tiny Reasoner, surrogate decoder and Teacher; publish them under ``out``.
 
     ``config_file`` (YAML) overrides any of the preset's fields, e.g. more steps or a wider VAE
     for a longer budget; ``seed`` (None: the preset's or the file's) overrides both.
     ``until="reasoner"`` stops after the Reasoner stages (nothing is published); a later full
-    run picks up from there.
+    run picks up from there. ``parts``: committed finished stages to start from (``seed_stage``);
+    None trains every stage.
     """
     log = get_run_logger()
     cfg = zoo_config(preset, seed, config_file)
@@ -73,22 +98,27 @@ def zoo_train(
 
     k_bench, k_vae = config_keys(cfg)
     bench = _run(stages.benchmarks, work, f"bench-{k_bench[:12]}", cfg_json=cfg_json, key=k_bench)
-    vae = _run(stages.vae, work, f"vae-{k_vae[:12]}", bench_dir=bench["path"], cfg_json=cfg_json, key=k_vae)
+    vae = _run(stages.vae, work, f"vae-{k_vae[:12]}", parts, bench_dir=bench["path"], cfg_json=cfg_json, key=k_vae)
     vae_id = dir_digest(vae["path"])
 
     k_sur = digest("surrogate", CODE_VERSION, k_bench, vae_id, c["surrogate"])
-    sur = _run(stages.surrogate, work, f"surrogate-{k_sur[:12]}", vae_dir=vae["path"], bench_dir=bench["path"],
+    sur = _run(stages.surrogate, work, f"surrogate-{k_sur[:12]}", parts, vae_dir=vae["path"], bench_dir=bench["path"],
                cfg_json=cfg_json, key=k_sur)
 
     k_rea = digest("reasoner", CODE_VERSION, k_bench, vae_id, c["arch"], c["flow"], c["distill"], c["reasoner_vocab"])
-    rea = _run(stages.reasoner, work, f"reasoner-{k_rea[:12]}", vae_dir=vae["path"], bench_dir=bench["path"],
+    rea = _run(stages.reasoner, work, f"reasoner-{k_rea[:12]}", parts, vae_dir=vae["path"], bench_dir=bench["path"],
                cfg_json=cfg_json, key=k_rea)
     reasoner_dir = str(Path(rea["path"]) / zoo.REASONER)
     if until == "reasoner":
         return {"models": None, "stages": {"benchmarks": bench, "vae": vae, "surrogate": sur, "reasoner": rea}}
 
-    k_tea = digest("teacher", CODE_VERSION, k_bench, dir_digest(reasoner_dir), c["teacher"], c["sample_per_family"])
-    tea = _run(stages.teacher, work, f"teacher-{k_tea[:12]}", bench_dir=bench["path"], reasoner_dir=reasoner_dir,
+    # mining runs the teacher method, so the surrogate it optimises through enters the key only then
+    mining = {"mine_per_family": c["mine_per_family"], "surrogate": dir_digest(sur["path"])} if c["mine_per_family"] else {}
+    judge = {"judge_seed": c["judge_seed"]} if c["judge_seed"] is not None else {}
+    k_tea = digest("teacher", CODE_VERSION, k_bench, dir_digest(reasoner_dir), c["teacher"], c["sample_per_family"],
+                   *([mining | judge] if mining or judge else []))
+    tea = _run(stages.teacher, work, f"teacher-{k_tea[:12]}", parts, bench_dir=bench["path"], reasoner_dir=reasoner_dir,
+               surrogate_dir=sur["path"] if mining else None,
                cfg_json=cfg_json, key=k_tea)
 
     records = {"benchmarks": bench, "vae": vae, "surrogate": sur, "reasoner": rea, "teacher": tea}
@@ -97,7 +127,7 @@ def zoo_train(
     result = {"models": models, "stages": records}
     if evaluate:
         result["eval"] = stages.evaluate(models, bench["path"], cfg_json)
-        zoo.write_cards(Path(models), result["eval"])
+        write_cards(Path(models), result["eval"])
     return result
 
 

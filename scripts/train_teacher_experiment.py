@@ -29,9 +29,9 @@ from core.train.teacher import (
     TeacherData,
     TeacherTrainConfig,
     build_teacher_data,
-    evaluate_teacher,
     train_teacher,
 )
+from core.train.teacher_eval import evaluate_teacher
 
 
 def _bench(path: Path, per_family: int, purpose: Purpose, seed: int):

@@ -4,11 +4,11 @@
         --mult 1,2,2 --z 32 --base 16 --steps 1500 --palette-weight 1.0
 
 Trains a VAE from ``core.models.wan.build_vae`` on world-v2 train instances with
-``core.train.vae``'s loss plus, when ``--palette-weight`` > 0, a hinge on each exactly-palette
-pixel's distance to its own colour (``--margin``, [-1, 1] units; the scorer's tolerance is 0.47),
-then prints one JSON line: wall seconds, PSNR, the codec ceiling (``core.zoo.score_through_codec``)
-on test instances, and per palette colour the share of its pixels decoded within the scorer's tolerance. The hinge enters ``train_vae`` as its ``extra_loss``; it stays here until a
-measured variant earns a place in ``VaeTrainConfig``. Figures: docs/zoo.md, "Toward the second zoo".
+``core.train.vae``'s loss (``VaeTrainConfig``: ``--palette-weight``/``--margin`` for the palette
+hinge, ``--motion-weight`` for the moving-pixel term, ``--crop``, ``--clip-frames``), then prints
+one JSON line: wall seconds, PSNR, the codec ceiling (``core.zoo.score_through_codec``) on test
+instances, and per palette colour the share of its pixels decoded within the scorer's tolerance.
+Figures: docs/zoo.md, "Toward the second zoo".
 """
 
 from __future__ import annotations
@@ -30,15 +30,6 @@ from core.models.wan import WanReasonerArch, build_vae
 from core.train.common import ground_truth_video
 from core.train.vae import VaeTrainConfig, fit_latent_stats, reconstruction_psnr, stack_videos, train_vae
 from core.zoo import score_through_codec
-
-
-def palette_hinge(x: torch.Tensor, y: torch.Tensor, weights: torch.Tensor, margin: float) -> torch.Tensor:
-    """Mean hinge on |y - x| beyond ``margin`` over the pixels of ``x`` that are exactly a palette colour."""
-    palette = torch.tensor(RGB / 127.5 - 1.0, dtype=x.dtype)  # (K, 3)
-    d2 = ((x[:, :, None] - palette.view(1, 3, -1, 1, 1, 1)) ** 2).sum(1)  # (B, K, T, H, W)
-    exact = d2.min(1).values < 1e-4
-    dist = ((y - x) ** 2).sum(1).clamp_min(1e-8).sqrt()
-    return (weights[:, 0] * torch.relu(dist - margin) * exact).mean() / weights.mean()
 
 
 def shuffled_palette_videos(instances: list, copies: int, seed: int = 0) -> list[np.ndarray]:
@@ -90,6 +81,10 @@ def main() -> None:
     parser.add_argument("--train-per-family", type=int, default=60)
     parser.add_argument("--palette-shuffle", type=int, default=0,
                         help="extra copies of each training video rendered with the palette's colours shuffled")
+    parser.add_argument("--motion-weight", type=float, default=0.0,
+                        help="weight of an extra squared error on pixels that change between frames")
+    parser.add_argument("--clip-frames", type=int, default=None, help="VaeTrainConfig.clip_frames")
+    parser.add_argument("--crop", type=int, default=16, help="VaeTrainConfig.crop")
     parser.add_argument("--colour-aug", type=float, default=0.3, help="VaeTrainConfig.colour_aug")
     args = parser.parse_args()
 
@@ -105,10 +100,11 @@ def main() -> None:
                            else [True] * (len(mult) - 1))
     torch.manual_seed(0)
     vae = build_vae(arch)
-    cfg = VaeTrainConfig(steps=args.steps, lr=args.lr, colour_aug=args.colour_aug)
-    hinge = (lambda x, y, w: args.palette_weight * palette_hinge(x, y, w, args.margin)) if args.palette_weight else None
+    cfg = VaeTrainConfig(steps=args.steps, lr=args.lr, colour_aug=args.colour_aug, clip_frames=args.clip_frames,
+                         crop=args.crop, palette_weight=args.palette_weight, palette_margin=args.margin,
+                         motion_weight=args.motion_weight)
     start = time.perf_counter()
-    train_vae(vae, videos, cfg, extra_loss=hinge)
+    train_vae(vae, videos, cfg)
     seconds = time.perf_counter() - start
     fit_latent_stats(vae, videos[:64])
     instances = open_benchmark(test).instances

@@ -63,11 +63,13 @@ def reasoner(vae_dir: str, bench_dir: str, target: str, cfg_json: str, key: str)
 
 
 @task(name="zoo-teacher", **_cached)
-def teacher(bench_dir: str, reasoner_dir: str, target: str, cfg_json: str, key: str) -> dict:
+def teacher(bench_dir: str, reasoner_dir: str, target: str, cfg_json: str, key: str, surrogate_dir: str | None = None) -> dict:
     cfg = zoo.ZooConfig.model_validate_json(cfg_json)
     ckpt = _checkpoint(target, key, cfg)
     return build_into(
-        target, key, lambda tmp: zoo.train_teacher_stage(Path(bench_dir) / "bench-train", Path(reasoner_dir), tmp, cfg, ckpt),
+        target, key, lambda tmp: zoo.train_teacher_stage(
+            Path(bench_dir) / "bench-train", Path(reasoner_dir), tmp, cfg, ckpt,
+            surrogate_dir=Path(surrogate_dir) if surrogate_dir else None),
         ckpt,
     )
 

@@ -235,3 +235,47 @@ def test_a_residual_vae_builds_trains_saves_and_reloads_as_wan22s(bench, tmp_pat
         assert torch.allclose(loaded.encode(x).latent_dist.mode(), z) and torch.allclose(loaded.decode(z).sample, vae.decode(z).sample)
     # unset, the option leaves the arch's dump (and so every zoo cache key) as it was before it existed
     assert "vae_residual" not in WanReasonerArch().model_dump() and WanReasonerArch(vae_residual=True).model_dump()["vae_residual"]
+
+
+def test_the_motion_term_sees_only_pixels_that_change_between_frames():
+    from core.train.vae import motion_mse
+
+    x = torch.full((1, 3, 4, 8, 8), -0.9)
+    x[:, :, 2, 3, 3] = 0.8  # one pixel lights up in frame 2 only
+    y = x.clone()
+    y[:, :, 0, 0, 0] += 1.0  # an error on a static pixel is not the motion term's
+    assert motion_mse(x, y).item() == 0.0
+    y[:, :, 1, 3, 3] += 0.5  # frame 1 at that pixel precedes the change: counted
+    assert motion_mse(x, y).item() == pytest.approx(3 * 0.25 / 3)  # three moving (frame, pixel) sites, one wrong
+
+
+def test_the_palette_hinge_penalises_only_palette_pixels_beyond_the_margin():
+    from core.bench.synth.palette import RGB
+    from core.train.vae import palette_hinge
+
+    x = torch.full((1, 3, 1, 2, 2), 0.5)  # RGB (191, 191, 191) is no palette colour
+    red = torch.tensor(RGB[3] / 127.5 - 1.0)
+    x[0, :, 0, 0, 0] = red
+    w = torch.ones(1, 1, 1, 2, 2)
+    y = x.clone()
+    y[0, 0, 0, 0, 0] -= 0.1  # within the margin
+    y[0, :, 0, 1, 1] += 1.0  # far off, on a non-palette pixel
+    assert palette_hinge(x, y, w, margin=0.2).item() == 0.0
+    y[0, 0, 0, 0, 0] = red[0] - 0.5
+    assert palette_hinge(x, y, w, margin=0.2).item() == pytest.approx((0.5 - 0.2) / 4)
+
+
+def test_a_vae_without_temporal_compression_keeps_every_frame_and_trains_with_both_terms(bench):
+    torch.manual_seed(0)
+    arch = WanReasonerArch.micro().model_copy(update={"vae_temporal_downsample": [False, False]})
+    vae = build_vae(arch)
+    assert vae.config.scale_factor_temporal == 1
+    videos = [np.asarray(read_image(i.first_frame))[None].repeat(17, 0) for i in bench.instances[:2]]
+    videos[1][5:, :8, :8] = 255  # something that changes, for the motion term
+    cfg = VaeTrainConfig(steps=2, batch=2, crop=16, clip_frames=9, palette_weight=1.0, motion_weight=4.0)
+    assert np.isfinite(train_vae(vae, videos, cfg)[0])
+    with torch.no_grad():
+        z = vae.encode(stack_videos(videos[:1])).latent_dist.mode()
+    assert z.shape[2] == 17
+    sur = SurrogateDecoder(z_dim=4, scale_factor_spatial=4, scale_factor_temporal=1, hidden=8, num_res_blocks=1)
+    assert sur(z).shape == (1, 3, 17, 64, 64)

@@ -45,9 +45,9 @@ from core.train.common import ground_truth_video
 from core.train.teacher import (
     TeacherTrainConfig,
     build_teacher_data,
-    evaluate_teacher,
     train_teacher,
 )
+from core.train.teacher_eval import evaluate_teacher
 
 CORPUS = [
     "Move the red agent to the green goal. Does the red agent reach the green goal cell?",

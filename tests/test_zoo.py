@@ -91,6 +91,27 @@ def test_rerun_reuses_every_finished_stage(micro_zoo, tmp_path):
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps, "a finished stage without its cache entry was redone"
 
 
+def test_committed_finished_stages_are_started_from_not_retrained(micro_zoo, tmp_path):
+    from flows.zoo import zoo_train
+
+    root, first = micro_zoo
+    parts = tmp_path / "parts"
+    for stage in ("vae", "surrogate", "reasoner"):
+        shipped = Path(first["stages"][stage]["path"])
+        shutil.copytree(shipped, parts / shipped.name)
+    (parts / "vae-000000000000").mkdir()  # an unfinished folder (no stage.json) is never copied
+    work = tmp_path / "work"
+    again = zoo_train(out=str(tmp_path / "models"), work=str(work), preset="micro", seed=0, evaluate=False,
+                      until="reasoner", parts=str(parts))
+    for stage in ("vae", "surrogate", "reasoner"):
+        rec = again["stages"][stage]
+        assert Path(rec["path"]).parent == work / "stages", stage
+        # the committed record (its key and the seconds it was trained in) is what the new work dir holds
+        assert {k: v for k, v in rec.items() if k != "path"} == {
+            k: v for k, v in first["stages"][stage].items() if k != "path"}, stage
+    assert not (work / "stages" / "vae-000000000000").exists()
+
+
 def test_a_surrogate_for_any_wan_vae_is_distilled_by_the_cli_and_reused(micro_zoo, tmp_path):
     """`vlmt zoo surrogate`: a pipeline folder's VAE, a benchmark's ground-truth mp4s, latent windows."""
     from typer.testing import CliRunner
@@ -179,3 +200,56 @@ def test_a_config_file_that_changes_the_teacher_retrains_only_the_teacher(micro_
     for stage in ("benchmarks", "vae", "surrogate", "reasoner"):
         assert record["stages"][stage]["key"] == first["stages"][stage]["key"], stage
     assert record["stages"]["teacher"]["key"] != first["stages"]["teacher"]["key"]
+
+
+def test_a_mining_round_and_a_held_out_judge_are_trained_and_published(micro_zoo, tmp_path):
+    from core import zoo
+
+    root, first = micro_zoo
+    stages = first["stages"]
+    cfg = zoo.ZooConfig.micro().model_copy(update={"mine_per_family": 1, "judge_seed": 1})
+    target = tmp_path / "stage"
+    zoo.train_teacher_stage(Path(stages["benchmarks"]["path"]) / "bench-train", Path(stages["reasoner"]["path"]) / zoo.REASONER,
+                            target, cfg, surrogate_dir=Path(stages["surrogate"]["path"]))
+    report = json.loads((target / "train_report.json").read_text())
+    assert report["data_counts"]["mined"] == 7  # the teacher method's video on one train item of each family
+    assert report["data_counts"]["reasoner"] == 7
+    assert json.loads((target / "judge" / "train_config.json").read_text())["seed"] == 1
+    assert json.loads((target / "train_config.json").read_text())["seed"] == 0
+    assert (target / "model.safetensors").read_bytes() != (target / "judge" / "model.safetensors").read_bytes()
+    assert not (tmp_path / "stage.round0").exists(), "the first-round Teacher is scratch"
+
+    out = zoo.publish({**stages, "teacher": {**stages["teacher"], "path": str(target)}}, tmp_path / "models", cfg)
+    assert (out / zoo.JUDGE / "model.safetensors").is_file()
+    assert not (out / zoo.TEACHER / "judge").exists()
+
+
+def test_mining_refuses_test_instances(micro_zoo):
+    from core.bench.source import open_benchmark
+    from core.errors import InputError
+    from core.train.mining import mine_teacher_method
+
+    root, first = micro_zoo
+    test = open_benchmark(Path(first["stages"]["benchmarks"]["path"]) / "bench-test").instances
+    with pytest.raises(InputError, match="train-purpose"):
+        mine_teacher_method("unused", "unused", "unused", test[:1], lr=1e-2, seed=0)
+
+
+def test_the_judge_is_evaluated_on_the_teachers_test_videos_and_carded(micro_zoo, tmp_path):
+    from flows.zoo import zoo_train
+
+    root, _ = micro_zoo
+    config = tmp_path / "zoo.yaml"
+    config.write_text("mine_per_family: 1\njudge_seed: 1\n")
+    result = zoo_train(out=str(tmp_path / "models"), work=str(root / "work"), preset="micro", seed=0, evaluate=True,
+                       config_file=str(config))
+    ev = result["eval"]
+    for name in ("teacher", "judge"):
+        by_source = ev[name]["false_yes_by_source"]
+        # judged on the teacher method's own test videos and on the two reward hacks, like the Teacher
+        assert {"mined", "perturbation:erase", "perturbation:still"} <= set(by_source), (name, by_source)
+        assert 0.0 <= ev[name]["balanced_accuracy_goal"] <= 1.0
+        assert f"{name}_false_yes_erase_still_le_0.1" in ev["targets"]
+    assert ev["teacher"]["counts"]["videos"] == ev["judge"]["counts"]["videos"]
+    card = (tmp_path / "models" / "teacher-judge" / "README.md").read_text()
+    assert "held-out judge" in card and "seed 1" in card

@@ -44,7 +44,6 @@ from core.bench.synth.generate import perturbed_video
 from core.bench.synth.queries import (
     RuleQueries,
     label_video,
-    queries_content_ok,
     query_bank,
     rule_queries,
 )
@@ -55,11 +54,9 @@ from core.models.teacher import (
     IM_END,
     Teacher,
     TeacherArchConfig,
-    answer_logprob,
     build_image_processor,
     build_teacher,
     frames_to_tensor,
-    generate_queries,
     image_to_pixels,
     load_teacher,
     mm_token_types,
@@ -274,12 +271,14 @@ def build_teacher_data(
     seed: int = 0,
     workers: int = 1,
     extra_perturbations: Sequence[str] = (),
+    mined_videos: Sequence[tuple[TaskInstance, np.ndarray]] = (),
 ) -> TeacherData:
     """Query-writing examples and labelled judging videos for ``train_bench``'s instances.
 
     Judging videos per instance: the ground truth, every applicable perturbation, and
     ``standins_per_instance`` Reasoner stand-ins; plus every given Reasoner sample (its
-    instance is added if it is not among the chosen ones). Labels come from the scorers.
+    instance is added if it is not among the chosen ones), and likewise every mined video (the
+    teacher method's own output, ``core.train.mining``). Labels come from the scorers.
     ``extra_perturbations`` (``EXTRA_PERTURBATIONS``) add one video each where they apply,
     after the stand-ins, so every other video is what it would be without them.
     """
@@ -289,7 +288,7 @@ def build_teacher_data(
     if not instances:
         raise InputError("train_bench", "has no synth instances", "a synthetic benchmark (core.bench.synth)")
     index = {inst.id: k for k, inst in enumerate(instances)}
-    for inst, _ in reasoner_samples:
+    for inst, _ in [*reasoner_samples, *mined_videos]:
         if inst.id not in index:
             index[inst.id] = len(instances)
             instances.append(inst)
@@ -330,9 +329,10 @@ def build_teacher_data(
             v = perturbed_video(inst.metadata, kind, seed=seed)
             if v is not None:
                 add(k, v, f"perturbation:{kind}", reference)
-    for inst, video in reasoner_samples:
-        k = index[inst.id]
-        add(k, np.asarray(video, dtype=np.uint8), "reasoner", [variants[0] for variants in query_bank(inst.metadata)])
+    for source, videos in (("reasoner", reasoner_samples), ("mined", mined_videos)):
+        for inst, video in videos:
+            add(index[inst.id], np.asarray(video, dtype=np.uint8), source,
+                [variants[0] for variants in query_bank(inst.metadata)])
     for item, labels in zip(data.items, _label_all(jobs, workers), strict=True):
         item.labels = labels
     data.seconds = round(time.perf_counter() - t0, 2)
@@ -627,6 +627,7 @@ def train_teacher(
     cfg: TeacherTrainConfig | None = None,
     reasoner_samples: Sequence[tuple[TaskInstance, np.ndarray]] = (),
     *,
+    mined_videos: Sequence[tuple[TaskInstance, np.ndarray]] = (),
     data: TeacherData | None = None,
     checkpoint: TrainingCheckpoint | None = None,
 ) -> TeacherTrainReport:
@@ -646,7 +647,7 @@ def train_teacher(
             data = build_teacher_data(train_bench, reasoner_samples, instances_per_family=cfg.instances_per_family,
                                       standins_per_instance=cfg.standins_per_instance, seed=cfg.seed,
                                       workers=cfg.label_workers or torch.get_num_threads(),
-                                      extra_perturbations=cfg.extra_perturbations)
+                                      extra_perturbations=cfg.extra_perturbations, mined_videos=mined_videos)
         partial = out.with_name(out.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
         build_teacher(partial, _tokenizer_corpus(data), cfg.arch, seed=cfg.seed)
@@ -670,156 +671,3 @@ def train_teacher(
     log.info("trained Teacher in %s: %d steps, %.0f s data + %.0f s train, %.2f MiB", out, report.steps,
              report.seconds_data, report.seconds_train, report.size_mib)
     return report
-
-
-# --------------------------------------------------------------------------- evaluation
-
-class TeacherEval(BaseModel):
-    """How well a Teacher judges videos and writes rules, on held-out (test-purpose) instances.
-
-    Judging is on each instance's reference rule set (goal + 3 process queries) for every
-    video: the ground truth, every perturbation, and the Reasoner samples (or stand-ins).
-    "Yes" is predicted when log P(Yes) > log P(No).
-    """
-
-    accuracy: float
-    accuracy_goal: float
-    accuracy_process: float
-    balanced_accuracy: float
-    accuracy_gt: float
-    accuracy_perturbed: float
-    accuracy_reasoner: float = Field(description="On Reasoner samples alone (stand-ins when none were given).")
-    reasoner_source: str = Field(description="'reasoner' or 'standin'.")
-    false_yes_rate: float = Field(description="P(answer Yes | rule broken) over perturbed and Reasoner videos.")
-    false_pass_rate: float = Field(description="Rule-breaking videos on which every query was answered Yes.")
-    mean_p_yes_true: float
-    mean_p_yes_false: float
-    query_valid_rate: float = Field(description="Greedy rule sets that parse as JSON with one goal and 1-3 process questions.")
-    query_content_rate: float = Field(description="Valid rule sets that ask this instance's goal and distinct known process rules.")
-    query_exact_rate: float
-    per_family: dict[str, float]
-    per_source: dict[str, float]
-    per_criterion: dict[str, dict[str, float]] = Field(
-        default_factory=dict,
-        description="Per rule criterion: questions, accuracy, the majority answer's rate (what a constant answer "
-                    "scores) and mean P(Yes) where the truth is Yes and No; equal means: the Teacher cannot tell.")
-    counts: dict[str, int]
-    examples: list[dict] = Field(default_factory=list, description="A few generated rule sets, for eyeballing.")
-
-
-def _per_criterion(criteria: list[str], probs: list[float], truth: list[bool]) -> dict[str, dict[str, float]]:
-    out = {}
-    for name in sorted(set(criteria)):
-        p = np.array([x for x, c in zip(probs, criteria, strict=True) if c == name])
-        t = np.array([x for x, c in zip(truth, criteria, strict=True) if c == name], dtype=bool)
-        out[name] = {"n": len(t), "accuracy": _rate(list((p > 0.5) == t)),
-                     "majority_rate": round(float(max(t.mean(), 1 - t.mean())), 4),
-                     "p_yes_when_yes": round(float(p[t].mean()), 4) if t.any() else float("nan"),
-                     "p_yes_when_no": round(float(p[~t].mean()), 4) if (~t).any() else float("nan")}
-    return out
-
-
-def _rate(values: list[bool]) -> float:
-    return round(float(np.mean(values)), 4) if values else float("nan")
-
-
-@torch.no_grad()
-def evaluate_teacher(
-    teacher_dir: str | Path,
-    test_bench: Benchmark | Sequence[TaskInstance],
-    reasoner_samples: Sequence[tuple[TaskInstance, np.ndarray]] = (),
-    *,
-    standins_per_instance: int = 2,
-    batch: int = 16,
-    seed: int = 12345,
-    n_examples: int = 7,
-    workers: int | None = None,
-    data: TeacherData | None = None,
-) -> TeacherEval:
-    """Judging accuracy and rule-writing validity of the Teacher at ``teacher_dir`` on ``test_bench``.
-
-    Without Reasoner samples, ``standins_per_instance`` stand-ins per instance take their
-    place (and their accuracy is reported as ``accuracy_reasoner`` with
-    ``reasoner_source='standin'``). ``data`` reuses an already labelled test set.
-    """
-    teacher = load_teacher(teacher_dir, device="cpu")
-    instances = test_bench.instances if isinstance(test_bench, Benchmark) else list(test_bench)
-    instances = [i for i in instances if i.benchmark == "synth"]
-    use_standins = len(reasoner_samples) == 0
-    if data is None:
-        data = build_teacher_data(instances, reasoner_samples, standins_per_instance=standins_per_instance if use_standins else 0,
-                                  seed=seed, workers=workers or torch.get_num_threads())
-    instances = data.instances
-    rows = []  # (video index, query text, kind, label)
-    criteria = []  # each row's criterion, as family/criterion
-    for v, item in enumerate(data.items):
-        inst = data.instances[item.instance]
-        reference = rule_queries(inst.metadata)
-        bank_criteria = [variants[0].criterion for variants in query_bank(inst.metadata)]
-        for q in reference:
-            rows.append((v, q.text, q.kind, item.labels[bank_criteria.index(q.criterion)]))
-            criteria.append(f"{inst.task_family}/{q.criterion}")
-    probs = []
-    for s in range(0, len(rows), batch):
-        chunk = rows[s : s + batch]
-        b = video_qa_batch(teacher, [data.videos[v].float() / 255.0 for v, *_ in chunk], [q for _, q, _, _ in chunk])
-        yes, no = answer_logprob(teacher, b)
-        probs.extend(torch.softmax(torch.stack([yes, no], 1), 1)[:, 0].tolist())
-    pred = [p > 0.5 for p in probs]
-    truth = [r[3] for r in rows]
-    correct = [a == b for a, b in zip(pred, truth, strict=True)]
-    source = [data.items[r[0]].source.split(":")[0] for r in rows]
-    family = [data.instances[data.items[r[0]].instance].task_family for r in rows]
-    kind = [r[2] for r in rows]
-    broken_src = {"perturbation", "reasoner", "standin"}
-    false_yes = [p for p, t, s in zip(pred, truth, source, strict=True) if not t and s in broken_src]
-    # video-level false pass: a rule-breaking video (some query No) on which all answers were Yes
-    by_video: dict[int, list[tuple[bool, bool]]] = {}
-    for (v, *_), p, t in zip(rows, pred, truth, strict=True):
-        by_video.setdefault(v, []).append((p, t))
-    broken_videos = [v for v, pt in by_video.items() if not all(t for _, t in pt)]
-    false_pass = [all(p for p, _ in by_video[v]) for v in broken_videos]
-    yes_acc = [c for c, t in zip(correct, truth, strict=True) if t]
-    no_acc = [c for c, t in zip(correct, truth, strict=True) if not t]
-    reasoner_key = "standin" if use_standins else "reasoner"
-
-    valid, content, exact, examples = [], [], [], []
-    for k, inst in enumerate(instances):
-        text = generate_queries(teacher, data.first_frames[k], inst.prompt)
-        try:
-            parsed = RuleQueries.parse(text, where=f"{inst.id}:queries")
-        except InputError:
-            parsed = None
-        valid.append(parsed is not None)
-        content.append(parsed is not None and queries_content_ok(inst.metadata, parsed))
-        exact.append(parsed is not None and parsed.to_json() == data.query_targets[k])
-        if len(examples) < n_examples and inst.task_family not in {e["family"] for e in examples}:
-            examples.append({"family": inst.task_family, "id": inst.id, "generated": text, "reference": data.query_targets[k]})
-
-    families = sorted(set(family))
-    sources = sorted(set(source))
-    return TeacherEval(
-        accuracy=_rate(correct),
-        accuracy_goal=_rate([c for c, k in zip(correct, kind, strict=True) if k == "goal"]),
-        accuracy_process=_rate([c for c, k in zip(correct, kind, strict=True) if k == "process"]),
-        balanced_accuracy=round(0.5 * (_rate(yes_acc) + _rate(no_acc)), 4) if yes_acc and no_acc else float("nan"),
-        accuracy_gt=_rate([c for c, s in zip(correct, source, strict=True) if s == "gt"]),
-        accuracy_perturbed=_rate([c for c, s in zip(correct, source, strict=True) if s == "perturbation"]),
-        accuracy_reasoner=_rate([c for c, s in zip(correct, source, strict=True) if s == reasoner_key]),
-        reasoner_source=reasoner_key,
-        false_yes_rate=_rate(false_yes),
-        false_pass_rate=_rate(false_pass),
-        mean_p_yes_true=round(float(np.mean([p for p, t in zip(probs, truth, strict=True) if t] or [float("nan")])), 4),
-        mean_p_yes_false=round(float(np.mean([p for p, t in zip(probs, truth, strict=True) if not t] or [float("nan")])), 4),
-        query_valid_rate=_rate(valid),
-        query_content_rate=_rate(content),
-        query_exact_rate=_rate(exact),
-        per_family={f: _rate([c for c, g in zip(correct, family, strict=True) if g == f]) for f in families},
-        per_source={s: _rate([c for c, g in zip(correct, source, strict=True) if g == s]) for s in sources},
-        per_criterion=_per_criterion(criteria, probs, truth),
-        counts={"instances": len(instances), "videos": len(data.items), "questions": len(rows),
-                "questions_yes": int(sum(truth)), "questions_no": int(len(truth) - sum(truth)),
-                "broken_videos": len(broken_videos), **{f"videos_{k}": v for k, v in data.counts.items() if k in broken_src | {"gt"}}},
-        examples=examples,
-    )
-

@@ -2,8 +2,9 @@
 
 The Wan VAE is causal in time: the first frame of a clip is encoded on its own, later frames
 in chunks of four with a cache of the previous chunk. Clips must be as long as the videos
-the VAE will see: measured here, a VAE trained on 5- or 9-frame clips reconstructs the
-chunks it never saw in training 8-15 dB worse. Spatially, grid-aligned crops cut the cost
+the VAE will see: measured here, a VAE with 4x temporal compression trained on 5- or 9-frame
+clips reconstructs the chunks it never saw in training 8-15 dB worse (without temporal
+compression, 9-frame clips were measured at 29.6 dB on whole 17-frame videos). Spatially, grid-aligned crops cut the cost
 by four at little loss (the network is convolutional), so training uses whole-length clips
 of cropped frames.
 The encoder's posterior *mode* is what the pipeline uses, so that is what is trained
@@ -13,14 +14,15 @@ The encoder's posterior *mode* is what the pipeline uses, so that is what is tra
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 from diffusers import AutoencoderKLWan
-from pydantic import Field
+from pydantic import Field, model_serializer
 
-from core.config import StrictConfig
+from core.bench.synth.palette import RGB
+from core.config import StrictConfig, drop_unset
 from core.models.wan import decode_latents, encode_videos, frames_to_tensor
 from core.train.checkpoint import TrainingCheckpoint, resume
 from core.train.common import one_cycle, psnr, seed_everything, step_progress
@@ -41,7 +43,43 @@ class VaeTrainConfig(StrictConfig):
         8.0, ge=0, description="Extra loss weight on pixels away from the clip's background colour (small objects).")
     colour_aug: float = Field(
         0.3, ge=0, le=1, description="Probability that a clip's RGB channels are permuted and sign-flipped.")
+    palette_weight: float = Field(0.0, ge=0, description=(
+        "Weight of a hinge on each exactly-palette pixel's decoded distance to its own colour beyond "
+        "palette_margin: the scorer classifies pixels by palette colour within a tolerance."))
+    palette_margin: float = Field(0.2, gt=0, description="[-1, 1] units; the scorer's tolerance is 0.47.")
+    motion_weight: float = Field(0.0, ge=0, description=(
+        "Weight of an extra squared error on pixels that change between neighbouring frames (moving objects)."))
     seed: int = 0
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler) -> dict:
+        return drop_unset(handler(self), palette_weight=0.0, palette_margin=0.2, motion_weight=0.0)
+
+
+def palette_hinge(x: torch.Tensor, y: torch.Tensor, weights: torch.Tensor, margin: float) -> torch.Tensor:
+    """Mean hinge on |y - x| beyond ``margin`` over the pixels of ``x`` that are exactly a palette colour.
+
+    The scorer reads a pixel as a colour only within a distance of it; a squared error that is
+    small on average still leaves small objects' pixels outside that distance.
+    """
+    palette = torch.tensor(RGB / 127.5 - 1.0, dtype=x.dtype).T.reshape(1, 3, -1, 1, 1, 1)  # (1, 3, K, 1, 1, 1)
+    d2 = ((x[:, :, None] - palette) ** 2).sum(1)  # (B, K, T, H, W)
+    exact = d2.min(1).values < 1e-4
+    dist = ((y - x) ** 2).sum(1).clamp_min(1e-8).sqrt()
+    return (weights[:, 0] * torch.relu(dist - margin) * exact).mean() / weights.mean()
+
+
+def motion_mse(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Squared error on the pixels whose colour changes from the previous or to the next frame.
+
+    A random crop mostly shows static walls and floor; a moving sprite is a few percent of the
+    pixels, and it is what the codec was measured to lose first (docs/zoo.md).
+    """
+    change = (x[:, :, 1:] - x[:, :, :-1]).abs().amax(1) > 1e-3  # (B, T-1, H, W)
+    moving = torch.zeros_like(x[:, 0], dtype=torch.bool)
+    moving[:, 1:] |= change
+    moving[:, :-1] |= change
+    return (((y - x) ** 2).sum(1) * moving).sum() / moving.sum().clamp_min(1)
 
 
 def _clips(videos: torch.Tensor, cfg: VaeTrainConfig, st: int, ss: int, gen: torch.Generator) -> torch.Tensor:
@@ -110,13 +148,10 @@ def foreground_weights(x: torch.Tensor, extra: float) -> torch.Tensor:
 
 def train_vae(
     vae: AutoencoderKLWan, videos: Sequence[np.ndarray], cfg: VaeTrainConfig, checkpoint: TrainingCheckpoint | None = None,
-    extra_loss: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> list[float]:
     """Train ``vae`` in place on ground-truth videos; returns the loss curve (every 50 steps).
 
     ``checkpoint``: save there periodically and resume from it (``core.train.checkpoint``).
-    ``extra_loss(x, y, w)``: a term added to each step's loss (clips, raw decodes, per-pixel
-    weights), for experiments with the codec's objective (``scripts/vae_codec_experiment.py``).
     """
     gen = seed_everything(cfg.seed)
     data = stack_videos(videos)
@@ -136,8 +171,10 @@ def train_vae(
             w = foreground_weights(x, cfg.foreground_weight)
             err = (y - x).abs() + (y - x) ** 2
             loss = (w * err).mean() / w.mean() + cfg.latent_penalty * (z**2).mean()
-            if extra_loss is not None:
-                loss = loss + extra_loss(x, y, w)
+            if cfg.palette_weight:
+                loss = loss + cfg.palette_weight * palette_hinge(x, y, w, cfg.palette_margin)
+            if cfg.motion_weight:
+                loss = loss + cfg.motion_weight * motion_mse(x, y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
