@@ -281,7 +281,7 @@ def train_teacher_stage(
     if cfg.mine_per_family:
         if surrogate_dir is None:
             raise ValueError("mine_per_family needs the surrogate decoder the teacher method optimises through")
-        from core.train.mining import mine_teacher_method
+        from core.train.mining import run_teacher_method
 
         scratch = target.with_name(target.name + ".round0")
         first = ckpt.phase("teacher-round0", lambda: _train_teacher_folder(
@@ -290,8 +290,9 @@ def train_teacher_stage(
         pool = per_family(bench, cfg.sample_per_family + cfg.mine_per_family)
         sampled = {i.id for i in chosen}
         to_mine = [i for i in pool if i.id not in sampled]
-        mined = ckpt.phase("mined-videos", lambda: mine_teacher_method(
-            reasoner_dir, surrogate_dir, first, to_mine, lr=ZOO_OPTIM_DEFAULTS.lr, seed=cfg.seed + 30_000),
+        mined = ckpt.phase("mined-videos", lambda: run_teacher_method(
+            reasoner_dir, surrogate_dir, first, to_mine, lr=ZOO_OPTIM_DEFAULTS.lr, seed=cfg.seed + 30_000,
+            only=Purpose.TRAIN),
             save=_save_samples, load=_load_samples)
         shutil.rmtree(scratch, ignore_errors=True)
     train_teacher(target, bench, cfg.teacher, reasoner_samples=samples, mined_videos=mined,

@@ -33,7 +33,11 @@ def _size_mib(folder: Path) -> float:
 
 def _split_scores(ev: dict, name: str) -> str:
     c = ev.get(name)
-    return "not measured" if not c else f"ID {c['score_id']:.3f}, OOD {c['score_ood']:.3f}"
+    if not c:
+        return "not measured"
+    success = c.get("success_per_family")
+    return (f"ID {c['score_id']:.3f}, OOD {c['score_ood']:.3f}, strict success ID {c['success_id']:.2f}, "
+            f"OOD {c['success_ood']:.2f}" + (f" (per family: {success})" if success else ""))
 
 
 #: The references around a Reasoner's score (``ZooEval`` fields): what the codec alone makes of

@@ -1,13 +1,16 @@
 """Measure a candidate Reasoner VAE against the codec gate: ground truth through the VAE, scored.
 
     OMP_NUM_THREADS=2 .venv/bin/python scripts/vae_codec_experiment.py --work runs/vae-exp \
-        --mult 1,2,2 --z 32 --base 16 --steps 1500 --palette-weight 1.0
+        --temporal 0,0 --motion-weight 4 --crop 32 --clip-frames 9 --steps 3000
+    .venv/bin/python scripts/vae_codec_experiment.py --vae runs/zoo-v2/stages/vae-<key12> \
+        --test-bench runs/zoo-v2/stages/bench-<key12>/bench-test      # measure a trained VAE only
 
 Trains a VAE from ``core.models.wan.build_vae`` on world-v2 train instances with
 ``core.train.vae``'s loss (``VaeTrainConfig``: ``--palette-weight``/``--margin`` for the palette
 hinge, ``--motion-weight`` for the moving-pixel term, ``--crop``, ``--clip-frames``), then prints
 one JSON line: wall seconds, PSNR, the codec ceiling (``core.zoo.score_through_codec``) on test
-instances, and per palette colour the share of its pixels decoded within the scorer's tolerance.
+instances (per family, strict success included), the rules the codec alone breaks, and per palette
+colour the share of its pixels decoded within the scorer's tolerance.
 Figures: docs/zoo.md, "Toward the second zoo".
 """
 
@@ -16,17 +19,20 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import torch
+from diffusers import AutoencoderKLWan
 
 from core.bench.record import Purpose
 from core.bench.source import open_benchmark
 from core.bench.synth.generate import make_synth_benchmark, scene_of
 from core.bench.synth.palette import RGB
 from core.bench.synth.scene import render
-from core.models.wan import WanReasonerArch, build_vae
+from core.models.wan import WanReasonerArch, build_vae, decode_latents, encode_videos, tensor_to_frames
+from core.scoring.synth import score_synth
 from core.train.common import ground_truth_video
 from core.train.vae import VaeTrainConfig, fit_latent_stats, reconstruction_psnr, stack_videos, train_vae
 from core.zoo import score_through_codec
@@ -51,7 +57,6 @@ def shuffled_palette_videos(instances: list, copies: int, seed: int = 0) -> list
 @torch.no_grad()
 def colour_fidelity(vae, videos: list[np.ndarray], tolerance: float = 60.0) -> dict[str, float]:
     """Per palette colour: the share of its exact ground-truth pixels decoded within ``tolerance`` (RGB units)."""
-    from core.models.wan import decode_latents, encode_videos, tensor_to_frames
     from core.bench.synth.palette import NAMES
 
     decoded = np.stack([tensor_to_frames(v) for i in range(0, len(videos), 8)
@@ -76,7 +81,7 @@ def main() -> None:
     parser.add_argument("--residual", action="store_true")
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--lr", type=float, default=3e-3)
-    parser.add_argument("--palette-weight", type=float, default=1.0)
+    parser.add_argument("--palette-weight", type=float, default=0.0, help="VaeTrainConfig.palette_weight")
     parser.add_argument("--margin", type=float, default=0.2)
     parser.add_argument("--train-per-family", type=int, default=60)
     parser.add_argument("--palette-shuffle", type=int, default=0,
@@ -86,7 +91,14 @@ def main() -> None:
     parser.add_argument("--clip-frames", type=int, default=None, help="VaeTrainConfig.clip_frames")
     parser.add_argument("--crop", type=int, default=16, help="VaeTrainConfig.crop")
     parser.add_argument("--colour-aug", type=float, default=0.3, help="VaeTrainConfig.colour_aug")
+    parser.add_argument("--vae", type=Path, default=None,
+                        help="measure this trained VAE folder (e.g. a zoo stage's) instead of training one")
+    parser.add_argument("--test-bench", type=Path, default=None, help="test instances (default: <work>/bench-test)")
     args = parser.parse_args()
+    if args.vae is not None:
+        measure(AutoencoderKLWan.from_pretrained(args.vae).eval(), args.test_bench or args.work / "bench-test",
+                {"vae": str(args.vae)})
+        return
 
     train, test = args.work / "bench-train", args.work / "bench-test"
     for path, purpose, n in ((train, Purpose.TRAIN, args.train_per_family), (test, Purpose.TEST, 10)):
@@ -107,13 +119,27 @@ def main() -> None:
     train_vae(vae, videos, cfg)
     seconds = time.perf_counter() - start
     fit_latent_stats(vae, videos[:64])
+    vae.save_pretrained(args.work / "vae")
+    measure(vae, args.test_bench or test, {"args": vars(args) | {"work": str(args.work)}, "train_s": round(seconds)})
+
+
+@torch.no_grad()
+def measure(vae, test: Path, head: dict) -> None:
+    """Print the codec figures of ``vae`` on the test instances at ``test`` as one JSON line."""
     instances = open_benchmark(test).instances
     gt = [ground_truth_video(i) for i in instances]
     ceiling = score_through_codec(vae, instances, gt)
-    print(json.dumps({"args": vars(args) | {"work": str(args.work)}, "parameters": sum(p.numel() for p in vae.parameters()),
-                      "train_s": round(seconds), "psnr_db": round(reconstruction_psnr(vae, gt), 2),
-                      "ceiling": ceiling.model_dump(), "colours_within_tolerance": colour_fidelity(vae, gt[::3])}))
-    vae.save_pretrained(args.work / "vae")
+    failures: Counter = Counter()  # which rules the codec alone breaks, the gate's strict failures
+    for k in range(0, len(instances), 8):
+        decoded = decode_latents(vae, encode_videos(vae, stack_videos(gt[k : k + 8])))
+        for inst, video in zip(instances[k : k + 8], decoded, strict=True):
+            result = score_synth(inst, tensor_to_frames(video))
+            failures.update(f"{inst.task_family}/{c.name}" for c in result.criteria
+                            if c.score < (0.999 if c.kind == "goal" else 1.0))
+    print(json.dumps(head | {"parameters": sum(p.numel() for p in vae.parameters()),
+                             "psnr_db": round(reconstruction_psnr(vae, gt), 2), "ceiling": ceiling.model_dump(),
+                             "broken_criteria": dict(failures.most_common()),
+                             "colours_within_tolerance": colour_fidelity(vae, gt[::3])}))
 
 
 if __name__ == "__main__":

@@ -227,12 +227,13 @@ def test_a_mining_round_and_a_held_out_judge_are_trained_and_published(micro_zoo
 def test_mining_refuses_test_instances(micro_zoo):
     from core.bench.source import open_benchmark
     from core.errors import InputError
-    from core.train.mining import mine_teacher_method
+    from core.bench.record import Purpose
+    from core.train.mining import run_teacher_method
 
     root, first = micro_zoo
     test = open_benchmark(Path(first["stages"]["benchmarks"]["path"]) / "bench-test").instances
     with pytest.raises(InputError, match="train-purpose"):
-        mine_teacher_method("unused", "unused", "unused", test[:1], lr=1e-2, seed=0)
+        run_teacher_method("unused", "unused", "unused", test[:1], lr=1e-2, seed=0, only=Purpose.TRAIN)
 
 
 def test_the_judge_is_evaluated_on_the_teachers_test_videos_and_carded(micro_zoo, tmp_path):

@@ -22,22 +22,6 @@ from core.errors import InputError
 log = logging.getLogger(__name__)
 
 
-def mine_teacher_method(
-    reasoner_dir: str | Path,
-    surrogate_dir: str | Path,
-    teacher_dir: str | Path,
-    instances: Sequence[TaskInstance],
-    lr: float,
-    seed: int,
-) -> list[tuple[TaskInstance, np.ndarray]]:
-    """``run_teacher_method`` on train-purpose items only: test items must never shape a model."""
-    not_train = [i.id for i in instances if i.metadata.get("purpose") != Purpose.TRAIN.value]
-    if not_train:
-        raise InputError("mining instances", f"include non-train instances ({not_train[:3]})",
-                         "train-purpose instances only: test instances must never shape a model")
-    return run_teacher_method(reasoner_dir, surrogate_dir, teacher_dir, instances, lr, seed)
-
-
 def run_teacher_method(
     reasoner_dir: str | Path,
     surrogate_dir: str | Path,
@@ -45,8 +29,12 @@ def run_teacher_method(
     instances: Sequence[TaskInstance],
     lr: float,
     seed: int,
+    only: Purpose | None = None,
 ) -> list[tuple[TaskInstance, np.ndarray]]:
     """The teacher method's final video for each item, paired with its instance.
+
+    ``only=Purpose.TRAIN`` (mining: test instances must never shape a model) refuses any
+    instance of another purpose before anything loads.
 
     ``lr`` is the optimiser's learning rate (the zoo's published recommendation: a Reasoner
     stage folder has no ``optim_defaults.json`` before it is published). An item whose method
@@ -59,6 +47,11 @@ def run_teacher_method(
     from core.method.reasoner import ReasonerAdapter
     from core.models.teacher import load_teacher
 
+    if only is not None:
+        other = [i.id for i in instances if i.metadata.get("purpose") != only.value]
+        if other:
+            raise InputError("instances", f"include instances that are not {only.value}-purpose ({other[:3]})",
+                             f"{only.value}-purpose instances only: test instances must never shape a model")
     if not instances:
         return []
     reasoner = ReasonerAdapter.from_paths(reasoner_dir, surrogate_dir, device="cpu")
