@@ -12,37 +12,19 @@ unfinished stage, from that stage's last checkpoint (``<work>/stages/<stage>.ckp
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 from prefect import flow, get_run_logger
 
 from core import zoo
 from core.config import load_config
-from core.io import STAGE_RECORD
 from core.zoo_cards import write_cards
 from tasks import zoo as stages
-from tasks.caching import digest, dir_digest, reuse_only_if
+from tasks.caching import digest, dir_digest, reuse_only_if, seed_from
 from tasks.models import model_identity
 
 #: Bump when a stage's code changes what it produces.
 CODE_VERSION = "zoo-2"
-
-
-def seed_stage(shipped: Path, target: Path) -> bool:
-    """Copy a committed finished stage folder to ``target`` when ``target`` is not there yet; True if copied.
-
-    The copy goes through a ``.seed`` folder and a rename, so a kill never leaves a half-copied
-    stage that ``build_into`` would take for finished.
-    """
-    if target.exists() or not (shipped / STAGE_RECORD).is_file():
-        return False
-    tmp = target.with_name(target.name + ".seed")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(shipped, tmp)
-    tmp.rename(target)
-    get_run_logger().info("stage %s starts from the committed %s", target.name, shipped)
-    return True
 
 
 def zoo_config(preset: str = "full", seed: int | None = None, config_file: str | None = None) -> zoo.ZooConfig:
@@ -69,12 +51,12 @@ def _run(task, work: Path, name: str, parts: str | None = None, **kwargs) -> dic
 
     The cache is refreshed when the stage's output directory has disappeared. ``parts``: a
     folder of finished stage folders committed with the repository (``models/parts``); one named
-    ``name`` (its key in the name, its ``stage.json`` carrying the full key) is copied in first,
-    so that a fresh clone starts from the components that already passed their gates.
+    ``name`` whose ``stage.json`` carries this stage's key is copied in first (``seed_from``), so
+    that a fresh clone starts from the components that already passed their gates.
     """
     target = Path(work) / "stages" / name
     if parts is not None:
-        seed_stage(Path(parts) / name, target)
+        seed_from(Path(parts) / name, target, kwargs["key"])
     return reuse_only_if(task, target, work)(target=str(target), **kwargs)
 
 
@@ -88,7 +70,7 @@ def zoo_train(
     ``config_file`` (YAML) overrides any of the preset's fields, e.g. more steps or a wider VAE
     for a longer budget; ``seed`` (None: the preset's or the file's) overrides both.
     ``until="reasoner"`` stops after the Reasoner stages (nothing is published); a later full
-    run picks up from there. ``parts``: committed finished stages to start from (``seed_stage``);
+    run picks up from there. ``parts``: committed finished stages to start from (``seed_from``);
     None trains every stage.
     """
     log = get_run_logger()
@@ -112,11 +94,15 @@ def zoo_train(
     if until == "reasoner":
         return {"models": None, "stages": {"benchmarks": bench, "vae": vae, "surrogate": sur, "reasoner": rea}}
 
-    # mining runs the teacher method, so the surrogate it optimises through enters the key only then
-    mining = {"mine_per_family": c["mine_per_family"], "surrogate": dir_digest(sur["path"])} if c["mine_per_family"] else {}
-    judge = {"judge_seed": c["judge_seed"]} if c["judge_seed"] is not None else {}
+    # options the first zoo did not have enter the key only when set (its key stays as it was); mining
+    # runs the teacher method, so the surrogate it optimises through matters only then
+    options = {}
+    if mining := c["mine_per_family"]:
+        options |= {"mine_per_family": mining, "surrogate": dir_digest(sur["path"])}
+    if c["judge_seed"] is not None:
+        options["judge_seed"] = c["judge_seed"]
     k_tea = digest("teacher", CODE_VERSION, k_bench, dir_digest(reasoner_dir), c["teacher"], c["sample_per_family"],
-                   *([mining | judge] if mining or judge else []))
+                   *([options] if options else []))
     tea = _run(stages.teacher, work, f"teacher-{k_tea[:12]}", parts, bench_dir=bench["path"], reasoner_dir=reasoner_dir,
                surrogate_dir=sur["path"] if mining else None,
                cfg_json=cfg_json, key=k_tea)

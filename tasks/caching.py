@@ -203,6 +203,24 @@ def transient_only(task, task_run: TaskRun, state: State) -> bool:
 RETRIES = {"retries": 1, "retry_delay_seconds": 2, "retry_condition_fn": transient_only}
 
 
+def seed_from(shipped: Path, target: Path, key: str) -> bool:
+    """Copy a committed finished stage folder built for ``key`` to ``target``, when ``target`` is not there yet.
+
+    ``build_into`` then returns it as finished. A folder whose ``stage.json`` names another key
+    (or none) is left alone: the stage trains. The copy goes through a ``.seed`` folder and a
+    rename, so a kill never leaves a half-copied stage. True if copied.
+    """
+    record = shipped / STAGE_RECORD
+    if target.exists() or not record.is_file() or json.loads(record.read_text()).get("key") != key:
+        return False
+    tmp = target.with_name(target.name + ".seed")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(shipped, tmp)
+    tmp.rename(target)
+    log.info("stage %s starts from the committed %s", target.name, shipped)
+    return True
+
+
 def build_into(target: str | Path, key: str, build: Callable[[Path], Any], checkpoint: StageCheckpoint | None = None) -> dict:
     """Run ``build(tmp_dir)`` and move the result to ``target`` atomically; record the wall time.
 

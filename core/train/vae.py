@@ -4,8 +4,8 @@ The Wan VAE is causal in time: the first frame of a clip is encoded on its own, 
 in chunks of four with a cache of the previous chunk. Clips must be as long as the videos
 the VAE will see: measured here, a VAE with 4x temporal compression trained on 5- or 9-frame
 clips reconstructs the chunks it never saw in training 8-15 dB worse (without temporal
-compression, 9-frame clips were measured at 29.6 dB on whole 17-frame videos). Spatially, grid-aligned crops cut the cost
-by four at little loss (the network is convolutional), so training uses whole-length clips
+compression, 9-frame clips were measured at 29.6 dB on whole 17-frame videos). Spatially,
+grid-aligned crops cut the cost by four at little loss (the network is convolutional), so training uses whole-length clips
 of cropped frames.
 The encoder's posterior *mode* is what the pipeline uses, so that is what is trained
 (a deterministic autoencoder with a small latent-magnitude penalty in place of the KL).
@@ -56,14 +56,17 @@ class VaeTrainConfig(StrictConfig):
         return drop_unset(handler(self), palette_weight=0.0, palette_margin=0.2, motion_weight=0.0)
 
 
+#: The palette in the VAE's [-1, 1] units, laid out to broadcast against (B, 3, K, T, H, W).
+_PALETTE_UNITS = torch.tensor(RGB / 127.5 - 1.0, dtype=torch.float32).T.reshape(1, 3, -1, 1, 1, 1)
+
+
 def palette_hinge(x: torch.Tensor, y: torch.Tensor, weights: torch.Tensor, margin: float) -> torch.Tensor:
     """Mean hinge on |y - x| beyond ``margin`` over the pixels of ``x`` that are exactly a palette colour.
 
     The scorer reads a pixel as a colour only within a distance of it; a squared error that is
     small on average still leaves small objects' pixels outside that distance.
     """
-    palette = torch.tensor(RGB / 127.5 - 1.0, dtype=x.dtype).T.reshape(1, 3, -1, 1, 1, 1)  # (1, 3, K, 1, 1, 1)
-    d2 = ((x[:, :, None] - palette) ** 2).sum(1)  # (B, K, T, H, W)
+    d2 = ((x[:, :, None] - _PALETTE_UNITS.to(x)) ** 2).sum(1)  # (B, K, T, H, W)
     exact = d2.min(1).values < 1e-4
     dist = ((y - x) ** 2).sum(1).clamp_min(1e-8).sqrt()
     return (weights[:, 0] * torch.relu(dist - margin) * exact).mean() / weights.mean()
@@ -147,7 +150,7 @@ def foreground_weights(x: torch.Tensor, extra: float) -> torch.Tensor:
 
 
 def train_vae(
-    vae: AutoencoderKLWan, videos: Sequence[np.ndarray], cfg: VaeTrainConfig, checkpoint: TrainingCheckpoint | None = None,
+    vae: AutoencoderKLWan, videos: Sequence[np.ndarray], cfg: VaeTrainConfig, checkpoint: TrainingCheckpoint | None = None
 ) -> list[float]:
     """Train ``vae`` in place on ground-truth videos; returns the loss curve (every 50 steps).
 
