@@ -29,7 +29,7 @@ from pydantic import BaseModel, Field
 from core.bench.layout import Benchmark
 from core.bench.record import Purpose, Split, TaskInstance
 from core.bench.source import open_benchmark
-from core.bench.synth.generate import make_synth_benchmark
+from core.bench.synth.generate import WORLD_VERSION, make_synth_benchmark
 from core.config import StrictConfig
 from core.io import STAGE_RECORD, write_json_atomic
 from core.media import read_image
@@ -465,7 +465,7 @@ def _teacher_targets(name: str, ev: dict) -> dict[str, bool]:
 # --------------------------------------------------------------------------- publishing
 
 def publish(stage_records: dict[str, dict], out: Path, cfg: ZooConfig) -> Path:
-    """Copy the stage outputs into ``out`` and write ``zoo.json`` (config, keys, wall seconds)."""
+    """Copy the stage outputs into ``out`` and write ``zoo.json`` (config, world version, keys, wall seconds)."""
     sources = {
         REASONER: Path(stage_records["reasoner"]["path"]) / REASONER,
         # the undistilled reference ships as its transformer alone: the rest equals the Reasoner's
@@ -488,6 +488,7 @@ def publish(stage_records: dict[str, dict], out: Path, cfg: ZooConfig) -> Path:
     seconds = {k: v["seconds"] for k, v in stage_records.items()}  # a resumed stage's: summed over its runs
     record = {
         "config": cfg.model_dump(mode="json"),
+        "world_version": WORLD_VERSION,
         "stages": {k: _stage_entry(v) for k, v in stage_records.items()},
         "train_seconds_total": round(sum(seconds.values()), 1),
         "machine": _machine(),

@@ -17,6 +17,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 
 from core import zoo
+from core.bench.synth.generate import WORLD_VERSION
 from core.config import load_config
 from core.zoo_cards import write_cards
 from tasks import zoo as stages
@@ -38,10 +39,15 @@ def zoo_config(preset: str = "full", seed: int | None = None, config_file: str |
     return cfg if seed is None else cfg.model_copy(update={"seed": seed})
 
 
-def config_keys(cfg: zoo.ZooConfig) -> tuple[str, str]:
-    """The benchmarks' and the VAE's stage keys: they depend on the config alone (later stages on trained weights)."""
+def config_keys(cfg: zoo.ZooConfig, world: int = WORLD_VERSION) -> tuple[str, str]:
+    """The benchmarks' and the VAE's stage keys: they depend on the config and the synthetic world alone.
+
+    Later stages depend on trained weights. World 1 (the first zoo's) is not in its keys: they
+    were made before worlds had versions, and stay as recorded.
+    """
     c = cfg.model_dump(mode="json")
-    k_bench = digest("bench", CODE_VERSION, c["seed"], c["train_per_family"], c["test_per_family"])
+    versioned = [world] if world > 1 else []
+    k_bench = digest("bench", CODE_VERSION, *versioned, c["seed"], c["train_per_family"], c["test_per_family"])
     vae_arch = {k: v for k, v in c["arch"].items() if k.startswith("vae_")}
     return k_bench, digest("vae", CODE_VERSION, k_bench, vae_arch, c["vae"])
 

@@ -148,8 +148,19 @@ def test_the_defaults_are_the_shipped_zoos_recipe():
     """`vlmt zoo train` with no config makes the shipped zoo: its first stage keys are the ones recorded."""
     from flows.zoo import config_keys, zoo_config
 
-    shipped = json.loads((Path(__file__).resolve().parents[1] / "models" / "zoo.json").read_text())["stages"]
-    assert config_keys(zoo_config("full", 0)) == (shipped["benchmarks"]["key"], shipped["vae"]["key"])
+    shipped = json.loads((Path(__file__).resolve().parents[1] / "models" / "zoo.json").read_text())
+    keys = (shipped["stages"]["benchmarks"]["key"], shipped["stages"]["vae"]["key"])
+    assert config_keys(zoo_config("full", 0), world=shipped.get("world_version", 1)) == keys
+
+
+def test_the_benchmark_key_names_the_synthetic_world():
+    """A work dir holding another world's instances never serves them: the world version is in the key."""
+    from core.bench.synth.generate import WORLD_VERSION
+    from flows.zoo import config_keys, zoo_config
+
+    cfg = zoo_config("full", 0)
+    assert WORLD_VERSION > 1
+    assert config_keys(cfg)[0] != config_keys(cfg, world=1)[0] != config_keys(cfg, world=WORLD_VERSION + 1)[0]
 
 
 def test_a_config_file_overrides_the_preset_field_by_field(tmp_path):

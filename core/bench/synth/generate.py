@@ -32,6 +32,9 @@ log = logging.getLogger(__name__)
 
 GENERATOR = "vlmt-synth"
 FORMAT_VERSION = 1
+#: the synthetic world's rules and rendering; 2 since 2026-12-05 (instructions name the target, docs/benchmarks.md).
+#: Part of the zoo's benchmark stage key, so a work dir never reuses instances of another world.
+WORLD_VERSION = 2
 TEST_BUCKETS = 5  # one in five of all layouts is reserved for test
 _PURPOSE_CODE = {Purpose.TRAIN: 0, Purpose.TEST: 1}
 _MAX_DRAWS = 10_000
