@@ -42,7 +42,8 @@ def evaluate(
                                                       "the shared and grpo ablations and the oracle_reward "
                                                       "upper bound).")] = None,
     models: Annotated[Path | None, typer.Option(help="Zoo folder with reasoner/, surrogate-decoder/, teacher/ "
-                                                     "(default: the shipped one).")] = None,
+                                                     "(default: the shipped one); its teacher-judge/, where it has one, "
+                                                     "is the held-out judge unless --heldout-judge says otherwise.")] = None,
     n: Annotated[str | None, typer.Option(help="Candidates for best_of_n / pass_at_n, or 'auto': N (and VideoTPO's "
                                                 "rounds) matched to the teacher method's wall time per item (default: 4).")] = None,
     max_steps: Annotated[int | None, typer.Option(help="Maximum LoRA updates per item (default: 40).")] = None,
@@ -72,6 +73,9 @@ def evaluate(
                                                    "(default: none, no judging).")] = None,
     judge_tokens: Annotated[int | None, typer.Option(min=8, help="RULER-Bench: the judge's reply budget in tokens "
                                                                  "(raise it for Thinking judges) (default: 256).")] = None,
+    heldout_judge: Annotated[str | None, typer.Option(help="A second Qwen-VL Teacher that answers every method's queries "
+                                                           "on its video, never optimised or selected against: column "
+                                                           "'held-out fooled' (default: none; '' turns one off).")] = None,
 ) -> None:
     """Run the methods through the cached Prefect pipeline; results go to Parquet and DuckDB.
 
@@ -106,6 +110,10 @@ def evaluate(
         if models:
             update["models"] = ModelPaths(reasoner=str(models / "reasoner"), surrogate=str(models / "surrogate-decoder"),
                                           teacher=str(models / "teacher"))
+            if (models / "teacher-judge").is_dir() and heldout_judge is None:
+                update["heldout_judge"] = str(models / "teacher-judge")
+        if heldout_judge is not None:
+            update["heldout_judge"] = heldout_judge or None
         method_cfg = cfg.method
         if n is not None:
             chosen_n = parse_n(n)
@@ -127,7 +135,7 @@ def evaluate(
         cfg = EvaluateConfig.model_validate({**cfg.model_dump(), **update, "method": method_cfg.model_dump()})
         m = cfg.models  # every path the run reads or writes, checked before Prefect starts or a model loads
         check_run_inputs(bench=cfg.bench, reasoner=m.reasoner, surrogate=m.surrogate, teacher=m.teacher, work=cfg.work,
-                         mlflow_uri=cfg.mlflow_uri, judge=cfg.judge)
+                         mlflow_uri=cfg.mlflow_uri, judge=cfg.judge, heldout_judge=cfg.heldout_judge)
         if trains_lora(cfg.methods, cfg.auto_n):
             console.print(f"learning rate: {learning_rate_source(cfg.method.optim, cfg.models.reasoner)}", highlight=False)
         cfg = cfg.resolved()  # once: the experiment id below and the flow then read no folder for it
@@ -159,10 +167,12 @@ def _print_results(cfg, exp: str, db: Path, seconds: float, report: bool) -> Non
     q = get_query("method_comparison")
     df = run_query(db, q.sql, q.bind({"experiment": exp}))
     labels = {"mean_score": "score", "success_rate": "success", "n_errors": "errors", "seconds_per_item": "s/item",
-              "nfe_per_item": "NFE/item", "judge_fooled_rate": "judge fooled"}
+              "nfe_per_item": "NFE/item", "judge_fooled_rate": "judge fooled", "heldout_fooled_rate": "held-out fooled"}
     more = f"; {vlmt_sql('method_comparison', db, exp)} shows every column"
+    if df["heldout_fooled_rate"].is_null().all():  # no held-out judge in this run
+        df = df.drop("heldout_fooled_rate")
     print_frame(df.drop("experiment_id", "variant", "judge_broken", "mean_gated"), f"{cfg.name}: {exp} ({seconds:.0f} s)",
-                labels, drop=("NFE/item", "n", "errors", "s/item", "success", "judge fooled"), more=more)
+                labels, drop=("NFE/item", "n", "errors", "s/item", "held-out fooled", "success", "judge fooled"), more=more)
     q = get_query("paired_vs_baseline")
     paired = run_query(db, q.sql, q.bind({"experiment": exp}))
     if paired.height:

@@ -208,7 +208,7 @@ def check_models(reasoner: str | Path, surrogate: str | Path | None, teacher: st
 
 
 def check_run_inputs(*, bench: str, reasoner: str, surrogate: str | None, teacher: str, work: str | Path,
-                     mlflow_uri: str | None = "", judge: str | None = None) -> None:
+                     mlflow_uri: str | None = "", judge: str | None = None, heldout_judge: str | None = None) -> None:
     """Everything a run reads or writes before it starts: the work dir, the MLflow store, the benchmark, the models."""
     check_creatable(work, "--work")
     check_mlflow_uri(mlflow_uri)
@@ -216,6 +216,8 @@ def check_run_inputs(*, bench: str, reasoner: str, surrogate: str | None, teache
     check_models(reasoner, surrogate, teacher)
     if judge:
         check_teacher(judge, "the judge")
+    if heldout_judge:
+        check_teacher(heldout_judge, "the held-out judge")
 
 
 @contextmanager

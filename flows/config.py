@@ -57,6 +57,10 @@ class EvaluateConfig(StrictConfig):
                                                 "only: not part of the experiment id.")
     judge_options: JudgeConfig = Field(default_factory=JudgeConfig,
                                        description="How the judge sees videos and is retried (not part of the experiment id).")
+    heldout_judge: str | None = Field(
+        None, description="A second Qwen-VL Teacher that answers every method's queries on its returned video, never "
+                          "optimised or selected against (columns heldout_*; e.g. the zoo's models/teacher-judge). "
+                          "Scoring only: not part of the experiment id.")
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> EvaluateConfig:

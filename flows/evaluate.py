@@ -110,6 +110,8 @@ def _check_inputs(cfg: EvaluateConfig, items: list[TaskInstance], unscored: list
     check_guidance_2(cfg.models.reasoner, cfg.method.optim.guidance.scale_2)
     if cfg.judge:
         teacher_model_type(cfg.judge)
+    if cfg.heldout_judge:
+        teacher_model_type(cfg.heldout_judge)
 
 
 def _model_ids(cfg: EvaluateConfig) -> dict[str, str]:
@@ -118,6 +120,8 @@ def _model_ids(cfg: EvaluateConfig) -> dict[str, str]:
     ids = {"reasoner": model_identity(cfg.models.reasoner, memo), "teacher": model_identity(cfg.models.teacher, memo)}
     if cfg.models.surrogate:
         ids["surrogate"] = model_identity(cfg.models.surrogate, memo)
+    if cfg.heldout_judge:
+        ids["heldout_judge"] = model_identity(cfg.heldout_judge, memo)
     return ids
 
 
@@ -141,7 +145,7 @@ def experiment_of(cfg: EvaluateConfig) -> ExperimentRecord:
     """The experiment a config belongs to (its id names its rows in DuckDB; where the run keeps
     its files, ``work`` and ``mlflow_uri``, is not part of it: ``results.LOCATION_FIELDS``)."""
     cfg = cfg.resolved()
-    return ExperimentRecord(name=cfg.name, kind="evaluate", config=cfg.model_dump(mode="json", exclude={"judge", "judge_options"}),
+    return ExperimentRecord(name=cfg.name, kind="evaluate", config=cfg.model_dump(mode="json", exclude={"judge", "judge_options", "heldout_judge"}),
                             code_version=keys.CODE_VERSION)
 
 

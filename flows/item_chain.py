@@ -87,6 +87,7 @@ class _Chain:
         self.rules: Stage | None = None
         self.reward: Stage | None = None
         self.score: Stage | None = None
+        self.heldout: Stage | None = None  # not in ``stages``: a held-out judge's failure never loses the score
 
     def add(self, stage: str, future: Stage) -> Stage:
         self.stages.append((stage, future))
@@ -158,6 +159,8 @@ def _submit_item(inst: TaskInstance, cfg: EvaluateConfig, ids: dict[str, str], i
         chains[method].video = video
         chains[method].score = chains[method].add("score", submit(
             stages.score_video, f"score/{method.value}", video, m.teacher if judged else None, reward))
+        if judged and cfg.heldout_judge:
+            chains[method].heldout = submit(stages.judge_heldout, f"heldout/{method.value}", video, cfg.heldout_judge, reward)
 
     n_needed = mc.n if CANDIDATE_METHODS & methods else 1
     candidates = [generate(j) for j in range(n_needed)] if {Method.VANILLA, Method.BEST_OF_N, Method.PASS_AT_N} & methods else []
@@ -242,7 +245,20 @@ def _outcome(inst: TaskInstance, method: Method, chain: _Chain, seed: int) -> It
         cost = cost.merged(CostRecord.model_validate(optim["cost"]))
         base.info["optim"] = json.loads(Path(optim["optim_json"]).read_text())
         base.info["adapter"] = optim["adapter"]
+    if chain.heldout is not None:
+        _add_heldout(base, chain.heldout)
     if method in ORACLES:  # it read the answer key: an upper bound, marked wherever results are shown
         base.info["oracle"] = True
     base.cost = cost
     return base
+
+
+def _add_heldout(base: ItemResult, stage: Stage) -> None:
+    """The held-out judge's answers into ``base``; its failure is noted (``info["heldout_error"]``), the row kept."""
+    stage.wait()
+    if not stage.state.is_completed():
+        exc = stage.result(raise_on_failure=False)
+        base.info["heldout_error"] = f"{type(exc).__name__}: {exc}" if isinstance(exc, BaseException) else str(stage.state.message)
+        return
+    record = stage.result()
+    base.heldout_p_yes, base.heldout_truth, base.heldout_all_yes = record["p_yes"], record["truth"], record["all_yes"]

@@ -36,6 +36,8 @@ OPTIMISE_VERSION = "optimise-2"
 #: The oracle_reward method's optimisation (``core.method.oracle``), bumped when it or its reward, the synth
 #: scorer's relaxation (``core.scoring.soft``), changes what it produces: only that method's stages rerun.
 ORACLE_REWARD_VERSION = "oracle-reward-1"
+#: The held-out judge's stage (``core.pipeline.heldout``); its scorer truths follow SCORE_VERSION.
+HELDOUT_VERSION = "heldout-1"
 
 
 def _optim_key_part(o: OptimConfig) -> dict:
@@ -72,7 +74,8 @@ def stage_keys(item_hash: str, seed: int, cfg: EvaluateConfig, ids: dict[str, st
     (candidate k from seed + k), ``video/pe``, ``select/judge``, ``select/oracle``,
     ``videotpo``, ``optimise``, ``video/teacher``, ``grpo`` (its optimisation), ``video/grpo``, ``oracle_reward``
     (its optimisation), ``video/oracle_reward``, ``video/still``, and ``score/<method>``;
-    given the shared adapter's key (``shared_key``), ``video/shared`` and ``score/shared``.
+    given the shared adapter's key (``shared_key``), ``video/shared`` and ``score/shared``; given a
+    held-out judge (``ids["heldout_judge"]``), ``heldout/<method>``.
     """
     o, mc = cfg.method.optim, cfg.method
     k: dict[str, str] = {}
@@ -118,4 +121,7 @@ def stage_keys(item_hash: str, seed: int, cfg: EvaluateConfig, ids: dict[str, st
         # the final judge (the judge-fooled rate) needs the reward whenever rules are extracted at all
         k[f"score/{method.value}"] = digest("score", CODE_VERSION, SCORE_VERSION, source, k["reward"] if judged else None,
                                             ids["teacher"] if judged else None)
+        if "heldout_judge" in ids:  # the same queries, answered by a Teacher nothing was optimised or selected against
+            k[f"heldout/{method.value}"] = digest("heldout", CODE_VERSION, HELDOUT_VERSION, SCORE_VERSION, source, k["reward"],
+                                                  ids["heldout_judge"])
     return k

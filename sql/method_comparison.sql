@@ -1,6 +1,7 @@
 -- Method comparison: mean score (VBVR-style weighted sum), strict success, errors, cost, and the
 -- judge-fooled rate per method: of the (video, query) pairs whose criterion the scorer finds
--- broken, the share the Teacher's judge still answered Yes (P(Yes) > 0.5), i.e. reward hacking.
+-- broken, the share the Teacher's judge still answered Yes (P(Yes) > 0.5), i.e. reward hacking;
+-- heldout_fooled_rate: the same by the held-out judge, a Teacher no method optimised or selected against.
 -- mean_gated is the earlier gated score (goal credit x the lowest rule score), kept for comparison.
 -- param experiment = %: experiment id (SQL LIKE pattern; % for every experiment)
 -- param variant = %: variant name (SQL LIKE pattern)
@@ -17,6 +18,8 @@ SELECT
     CAST(sum(r.judge_broken) FILTER (WHERE r.error IS NULL) AS BIGINT) AS judge_broken,
     round(CAST(sum(r.judge_fooled) FILTER (WHERE r.error IS NULL) AS DOUBLE)
           / nullif(sum(r.judge_broken) FILTER (WHERE r.error IS NULL), 0), 3) AS judge_fooled_rate,
+    round(CAST(sum(r.heldout_fooled) FILTER (WHERE r.error IS NULL) AS DOUBLE)
+          / nullif(sum(r.heldout_broken) FILTER (WHERE r.error IS NULL), 0), 3) AS heldout_fooled_rate,
     round(avg(r.gated_score), 3)                           AS mean_gated
 FROM results r
 LEFT JOIN costs c USING (experiment_id, variant, instance_id, method)

@@ -29,6 +29,7 @@ from core.method.methods import expanded_prompt
 from core.method.optimise import OptimConfig
 from core.method.reasoner import Guidance
 from core.pipeline import stages as core_stages
+from core.pipeline.heldout import heldout_stage
 from tasks import models
 from tasks.caching import RESULT_SERIALIZER, RETRIES, given_key
 
@@ -264,3 +265,15 @@ def score_video(item: str, video: dict, teacher: str | None, reward: dict | None
     else:
         score = core_stages.score_stage(instance, rec, _dir(target) / "score.json")
     return _done(target, score.model_dump(mode="json"))
+
+
+@task(name="judge-heldout", **_cached)
+@resumable
+def judge_heldout(item: str, video: dict, judge: str, reward: dict, target: str, key: str) -> dict:
+    """The held-out judge's answers on a method's returned video (``core.pipeline.heldout``)."""
+    instance = TaskInstance.model_validate_json(item)
+    rec = core_stages.VideoRecord.model_validate(video.get("video", video))
+    t, lock = models.teacher(judge)
+    with lock:
+        record = heldout_stage(instance, rec, t, Path(reward["reward"]), _dir(target) / "heldout.json")
+    return _done(target, record.model_dump(mode="json"))

@@ -130,6 +130,54 @@ def test_rerun_reuses_every_stage_and_lr_change_keeps_the_rules(setup):
     assert all(after[p] == before[p] for p in before), "finished stages were rewritten"
 
 
+def test_a_held_out_judge_answers_every_methods_queries_and_joins_a_finished_run_without_rerunning_it(setup, tmp_path):
+    """The held-out judge's columns: its own P(Yes) on the queries the optimising Teacher asked."""
+    root, models = setup
+    methods = [Method.VANILLA, Method.BEST_OF_N, Method.TEACHER]
+    cfg = config(root, models, "w-heldout").model_copy(update={"methods": methods})
+    evaluate(config=cfg)
+    before = stage_dirs(Path(cfg.work))
+    assert not any("/heldout-" in d for d in before)
+    # the same weights as the optimising Teacher: a held-out judge in name only answers exactly as it does
+    twin = shutil.copytree(models.teacher, tmp_path / "twin")
+    out = evaluate(config=cfg.model_copy(update={"heldout_judge": str(twin)}))
+    after = stage_dirs(Path(cfg.work))
+    assert {d for d in after if d not in before} == {d for d in after if "/heldout-" in d} != set()
+    assert all(after[d] == before[d] for d in before), "adding a judge reran a finished stage"
+    with duckdb.connect(str(Path(cfg.work) / "vlmt.duckdb"), read_only=True) as con:
+        rows = con.execute("SELECT judge_p_yes_json, heldout_p_yes_json, judge_broken, heldout_broken, judge_fooled, "
+                           "heldout_fooled FROM results").fetchall()
+    assert len(rows) == 2 * len(methods)
+    for judge_p, heldout_p, *counts in rows:
+        assert np.allclose(json.loads(judge_p), json.loads(heldout_p), rtol=1e-4, atol=0)
+        assert counts[0] == counts[1] and counts[2] == counts[3]
+    assert all(s["heldout_fooled_rate"] == s["judge_fooled_rate"] for s in out["summary"].values())
+
+    # another Teacher (another seed) answers otherwise, on the same number of queries
+    other = build_micro_teacher(make_synth_benchmark(tmp_path / "b", per_family=1, seed=3, purpose=Purpose.TEST,
+                                                     families=["maze_navigate", "gravity_fall"]), tmp_path / "other", seed=5)
+    evaluate(config=cfg.model_copy(update={"heldout_judge": str(other)}))
+    with duckdb.connect(str(Path(cfg.work) / "vlmt.duckdb"), read_only=True) as con:
+        rows = con.execute("SELECT judge_p_yes_json, heldout_p_yes_json FROM results").fetchall()
+    pairs = [(json.loads(a), json.loads(b)) for a, b in rows]
+    assert all(len(a) == len(b) for a, b in pairs) and not any(np.allclose(a, b, rtol=1e-2, atol=0) for a, b in pairs)
+
+
+def test_a_failing_held_out_judge_keeps_every_score(setup, tmp_path):
+    root, models = setup
+    broken = shutil.copytree(models.teacher, tmp_path / "broken")
+    weights = next(Path(broken).glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:100])  # truncated: it cannot load
+    cfg = config(root, models, "w-heldout-bad").model_copy(
+        update={"methods": [Method.VANILLA, Method.TEACHER], "heldout_judge": str(broken)})
+    out = evaluate(config=cfg)
+    assert not out["failed"]
+    with duckdb.connect(str(Path(cfg.work) / "vlmt.duckdb"), read_only=True) as con:
+        rows = con.execute("SELECT score, error, heldout_p_yes_json, heldout_error FROM results").fetchall()
+    assert len(rows) == 4 and all(score is not None and err is None and heldout is None for score, err, heldout, _ in rows)
+    assert all("broken" in why and "safetensors" in why for *_, why in rows), rows[0][3]
+
+
 def test_a_poisoned_item_fails_alone(setup, tmp_path):
     root, models = setup
     bench = tmp_path / "bench"
@@ -557,6 +605,12 @@ def test_stage_keys_change_exactly_where_they_should():
     teacher_queries = base.model_copy(update={"method": base.method.model_copy(update={"queries": "teacher"})})
     assert stage_keys("item", 7, teacher_queries, ids) == k0  # the default: the keys made before the knob existed
     assert stage_keys("item", 7, base, ids) == k0  # deterministic
+    # a held-out judge adds its own stage per method and moves nothing else; another judge moves only those
+    judged = stage_keys("item", 7, base, {**ids, "heldout_judge": "J"})
+    heldout = {k for k in judged if k.startswith("heldout/")}
+    assert {k: v for k, v in judged.items() if k not in heldout} == k0 and heldout == {f"heldout/{m.value}" for m in Method} - {"heldout/shared"}
+    assert _changed(judged, stage_keys("item", 7, base, {**ids, "heldout_judge": "J2"})) == heldout
+    assert _changed(judged, stage_keys("item", 7, base, {**ids, "heldout_judge": "J", "teacher": "T2"})) >= heldout
 
 
 def test_the_optimisers_version_moves_only_the_gradient_trained_adapters_and_what_follows(monkeypatch):

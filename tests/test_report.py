@@ -59,6 +59,8 @@ def test_report_shows_every_method_and_item_and_every_file_it_references_exists(
     assert "judge fooled" in summary
     vanilla = summary[summary.index("data-m='vanilla'"):]
     assert "<td class='n'>1.00</td>" in vanilla[:vanilla.index("</tr>")]
+    # the held-out judge, at 0.2 on the broken goal, is fooled by none of them
+    assert "held-out fooled" in summary and "<td class='n'>1.00</td><td class='n'>0.00</td>" in vanilla[:vanilla.index("</tr>")]
     refs = re.findall(r"(?:src)='([^']+)'", text)
     # every method's video but the failed one, and each item's ground truth
     assert sum(r.endswith(".mp4") for r in refs) == len(instances) * len(RUN_METHODS) - 1 + len(instances)

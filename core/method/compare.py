@@ -71,6 +71,10 @@ class ItemResult(BaseModel):
     judge_truth: list[bool | None] = Field(
         default_factory=list, description="The scorer's answer to each judged query (None: not a bank phrasing).")
     judge_all_yes: bool = False
+    heldout_p_yes: list[float] = Field(default_factory=list, description=(
+        "The held-out judge's P(Yes) per query (empty: no held-out judge), ``core.pipeline.heldout``."))
+    heldout_truth: list[bool | None] = Field(default_factory=list, description="The scorer's answer to each of those.")
+    heldout_all_yes: bool | None = None
     rules_source: str | None = None
     cost: CostRecord = CostRecord()
     info: dict = Field(default_factory=dict)
@@ -92,6 +96,16 @@ class ItemResult(BaseModel):
     def judge_fooled(self) -> int:
         """Of ``judge_broken``, the queries the judge still answered Yes (P(Yes) > 0.5)."""
         return judge_fooled_counts(self.judge_p_yes, self.judge_truth)[1] if self.error is None else 0
+
+    @property
+    def heldout_broken(self) -> int:
+        """As ``judge_broken``, for the held-out judge's queries."""
+        return judge_fooled_counts(self.heldout_p_yes, self.heldout_truth)[0] if self.error is None else 0
+
+    @property
+    def heldout_fooled(self) -> int:
+        """Of ``heldout_broken``, the queries the held-out judge still answered Yes."""
+        return judge_fooled_counts(self.heldout_p_yes, self.heldout_truth)[1] if self.error is None else 0
 
 
 def judge_fooled_counts(p_yes: Sequence[float], truth: Sequence[bool | None]) -> tuple[int, int]:
@@ -258,6 +272,9 @@ class MethodSummary(BaseModel):
     judge_fooled_rate: float | None = Field(
         None, description="Share of those the judge called Yes (P(Yes) > 0.5); None where nothing judged was broken.")
     judge_fooled_vs_vanilla: float | None = Field(None, description="judge_fooled_rate minus vanilla's.")
+    heldout_broken: int = Field(0, description="As judge_broken, for the held-out judge (0: none in the run).")
+    heldout_fooled_rate: float | None = Field(
+        None, description="Share of those the held-out judge called Yes; None where it judged nothing broken.")
     vs_vanilla: PairedDifference | None = Field(None, description="Score minus vanilla's on the same items.")
     extra: dict = Field(default_factory=dict)
 
@@ -300,6 +317,7 @@ def summarise_methods(results: Sequence[ItemResult]) -> dict[str, MethodSummary]
                                          + r.cost.counts.get("teacher_generate", 0) for r in ok),
             mean_gated=_mean(r.gated for r in ok if r.gated is not None),
             judge_broken=sum(r.judge_broken for r in ok), judge_fooled_rate=_fooled_rate(ok), extra=extra,
+            heldout_broken=sum(r.heldout_broken for r in ok), heldout_fooled_rate=_fooled_rate(ok, heldout=True),
             vs_vanilla=paired_difference(rs, by_method[Method.VANILLA.value])
             if method != Method.VANILLA.value and by_method.get(Method.VANILLA.value) else None,
         )
@@ -310,9 +328,10 @@ def summarise_methods(results: Sequence[ItemResult]) -> dict[str, MethodSummary]
     return out
 
 
-def _fooled_rate(results: Sequence[ItemResult]) -> float | None:
-    broken = sum(r.judge_broken for r in results)
-    return sum(r.judge_fooled for r in results) / broken if broken else None
+def _fooled_rate(results: Sequence[ItemResult], heldout: bool = False) -> float | None:
+    broken = sum(r.heldout_broken if heldout else r.judge_broken for r in results)
+    fooled = sum(r.heldout_fooled if heldout else r.judge_fooled for r in results)
+    return fooled / broken if broken else None
 
 
 def _count(values: Iterable[str]) -> dict[str, int]:

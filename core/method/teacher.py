@@ -240,6 +240,23 @@ def compile_reward(
     fps: float | None = None,
 ) -> CompiledReward:
     """Stage 2: tokenise every query with the answer in the assistant turn, once per item."""
+    return _compile(teacher, rules.queries, n_frames, frame_size, k_frames, lam, fps)
+
+
+def recompile_reward(teacher: Teacher, reward: CompiledReward) -> CompiledReward:
+    """``reward``'s queries, frames and weights, tokenised for another Qwen-VL ``teacher``.
+
+    The held-out judge answers exactly the questions the optimising Teacher asked, on the same
+    frames; only the token ids (its own tokenizer and video tokens) are its own.
+    """
+    return _compile(teacher, [(q.text, q.kind) for q in reward.queries], reward.n_frames, reward.frame_size,
+                    len(reward.frame_indices), reward.lam, reward.fps)
+
+
+def _compile(
+    teacher: Teacher, queries: list[tuple[str, Literal["goal", "process"]]], n_frames: int, frame_size: tuple[int, int],
+    k_frames: int, lam: float, fps: float | None,
+) -> CompiledReward:
     from core.media import sample_indices
 
     if not 0.0 <= lam <= 1.0:
@@ -255,7 +272,7 @@ def compile_reward(
     tok = teacher.tokenizer
     answer_ids = tok(YES, add_special_tokens=False)["input_ids"]
     compiled = []
-    for text, kind in rules.queries:
+    for text, kind in queries:
         messages = qa_messages(text)
         prompt = render_chat(tok, messages, add_generation_prompt=True, video_text=video_text)
         full = render_chat(tok, messages + [{"role": "assistant", "content": YES}], add_generation_prompt=False,

@@ -213,6 +213,9 @@ SUMMARY_COLUMNS: list[tuple[str, str]] = [
     ("judge fooled", "of the rules the scorer finds broken (video by video, query by query), the share the Teacher's "
                      "judge called Yes: reward hacking, where a high reward does not mean a solved task. – where the "
                      "scorer found no rule broken."),
+    ("held-out fooled", "the same share by the held-out judge, a second Teacher (another seed and data order) that no "
+                        "method optimised against or selected with: a method that learned the rules fools it no more "
+                        "than vanilla does; one that learned its Teacher's blind spots does. – where the run had none."),
 ]
 PAPER_COLUMNS: list[tuple[str, str]] = [
     ("score", "the paper's VBVR-Bench overall score for the same method (docs/paper.md)."),
@@ -246,7 +249,7 @@ def _summary_table(data: ReportData) -> str:
         rows.append(
             f"<tr>{_method_cell(r['method'])}{_td(r['n'])}{_td(r['errors'])}{_td(_num(r['mean_score']))}"
             f"{_td(_num(r['success_rate'], 2))}{_td(_num(r['seconds_per_item'], 1))}{_td(_num(r['nfe_per_item'], 1))}"
-            f"{_td(_num(r['judge_fooled_rate'], 2))}<td class='n paper'>{_num(fig.get('score'))}</td>"
+            f"{_td(_num(r['judge_fooled_rate'], 2))}{_td(_num(r.get('heldout_fooled_rate'), 2))}<td class='n paper'>{_num(fig.get('score'))}</td>"
             f"<td class='n paper'>{_num(fig.get('seconds_per_item'), 0)}</td></tr>")
     return (f"<div class='wide'><table class='grid' id='summary'>{head}<tbody>{''.join(rows)}</tbody></table></div>"
             f"<p class='paper-note' id='paper-note'>{_paper_reason(data.setup)}</p>")

@@ -275,10 +275,14 @@ def load_report_data(db: str | Path, experiment: str | None = None, variant: str
         nfe_per_item=pl.col("reasoner_nfe").filter(pl.col("error").is_null()).mean(),
         judge_broken=pl.col("judge_broken").filter(pl.col("error").is_null()).sum(),
         judge_fooled=pl.col("judge_fooled").filter(pl.col("error").is_null()).sum(),
+        heldout_broken=_column_sum(results, "heldout_broken"), heldout_fooled=_column_sum(results, "heldout_fooled"),
     ).with_columns(
         # reward hacking query by query: of the rules the scorer finds broken, those the judge called Yes
         judge_fooled_rate=pl.when(pl.col("judge_broken") > 0)
         .then(pl.col("judge_fooled") / pl.col("judge_broken")).otherwise(None),
+        # the same by the held-out judge (None where the run had none)
+        heldout_fooled_rate=pl.when(pl.col("heldout_broken") > 0)
+        .then(pl.col("heldout_fooled") / pl.col("heldout_broken")).otherwise(None),
     ))
     by_group = ok.group_by("faculty", "split", "method").agg(n=pl.len(), mean_score=pl.col("score").mean())
     traces = query(db, "SELECT instance_id, step, loss, p_yes_json FROM traces WHERE experiment_id = $e AND variant = $v "
@@ -344,3 +348,10 @@ def _items(results: pl.DataFrame, work: Path) -> list[ItemView]:
             video=resolve_path(r.get("video_path"), work), error=r["error"], error_stage=r["error_stage"],
             judge_all_yes=r["judge_all_yes"])
     return list(items.values())
+
+
+def _column_sum(results: pl.DataFrame, column: str) -> pl.Expr:
+    """Sum of ``column`` over rows without error; 0 where the run's tables predate the column."""
+    if column not in results.columns:
+        return pl.lit(0, dtype=pl.Int64)
+    return pl.col(column).filter(pl.col("error").is_null()).cast(pl.Int64).sum()

@@ -57,7 +57,9 @@ TABLES = ("experiments", "items", "results", "traces", "costs", "judgements")
 
 #: Measures the results table gained after rows were first written (score-4): rows from older
 #: work dirs get NULL in them when consolidated, so the named queries can always name them.
-LATER_RESULT_COLUMNS = {"gated_score": "DOUBLE", "judge_broken": "BIGINT", "judge_fooled": "BIGINT"}
+LATER_RESULT_COLUMNS = {"gated_score": "DOUBLE", "judge_broken": "BIGINT", "judge_fooled": "BIGINT",
+                        "heldout_broken": "BIGINT", "heldout_fooled": "BIGINT", "heldout_all_yes": "BOOLEAN",
+                        "heldout_p_yes_json": "VARCHAR", "heldout_error": "VARCHAR"}
 
 
 #: Config fields that say where a run keeps its files, not what it computes: left out of the
@@ -211,6 +213,12 @@ def result_rows(result: ItemResult, experiment_id: str, variant: str, params: Va
         "judge_min_p_yes": min(p_yes) if p_yes else None,
         "judge_p_yes_json": json.dumps(p_yes) if p_yes else None,
         "judge_truth_json": json.dumps(result.judge_truth) if result.judge_truth else None,
+        # the held-out judge (NULL: none in the run): the same queries by a Teacher nothing optimised against
+        "heldout_broken": result.heldout_broken if result.heldout_p_yes else None,
+        "heldout_fooled": result.heldout_fooled if result.heldout_p_yes else None,
+        "heldout_all_yes": result.heldout_all_yes,
+        "heldout_p_yes_json": json.dumps(result.heldout_p_yes) if result.heldout_p_yes else None,
+        "heldout_error": result.info.get("heldout_error"),  # the held-out judge failed here; the row stands
         "rules_source": result.rules_source,
         "steps_run": optim.get("steps_run"), "stop_reason": optim.get("stop_reason"),
         "initial_loss": optim.get("initial_loss"), "final_loss": optim.get("final_loss"),

@@ -144,6 +144,8 @@ class Tracker:
                    "judge_all_yes": float(result.judge_all_yes), "judge_broken": result.judge_broken,
                    "judge_fooled": result.judge_fooled, "seconds": result.cost.total_seconds,
                    "reasoner_nfe": float(result.cost.reasoner_nfe)}
+        if result.heldout_p_yes:
+            metrics |= {"heldout_broken": result.heldout_broken, "heldout_fooled": result.heldout_fooled}
         metrics = {k: float(v) for k, v in metrics.items() if v is not None}  # unscored benchmarks log no score
         for i, p_yes in enumerate(result.judge_p_yes):
             metrics[f"judge_p_yes_{i}"] = p_yes
