@@ -174,12 +174,13 @@ def _print_results(cfg, exp: str, db: Path, seconds: float, report: bool) -> Non
     print_frame(df.drop("experiment_id", "variant", "judge_broken", "mean_gated"), f"{cfg.name}: {exp} ({seconds:.0f} s)",
                 labels, drop=("NFE/item", "n", "errors", "s/item", "held-out fooled", "success", "judge fooled"), more=more)
     q = get_query("paired_vs_baseline")
-    paired = run_query(db, q.sql, q.bind({"experiment": exp}))
-    if paired.height:
-        print_frame(paired.select("method", "n", "mean_diff", "ci95_low", "ci95_high", "wins", "ties", "losses"),
-                    "against vanilla, same items (95% interval clustered by family)",
-                    {"mean_diff": "difference", "ci95_low": "low", "ci95_high": "high"},
-                    drop=("n", "ties", "wins", "losses"), more=f"; {vlmt_sql('paired_vs_baseline', db, exp)}")
+    for measure in ("score", "success"):
+        paired = run_query(db, q.sql, q.bind({"experiment": exp, "measure": measure}))
+        if paired.height:
+            print_frame(paired.select("method", "n", "mean_diff", "ci95_low", "ci95_high", "wins", "ties", "losses"),
+                        f"{measure} against vanilla, same items (95% interval clustered by family)",
+                        {"mean_diff": "difference", "ci95_low": "low", "ci95_high": "high"},
+                        drop=("n", "ties", "wins", "losses"), more=f"; {vlmt_sql('paired_vs_baseline', db, exp)}")
     failed = run_query(db, "SELECT instance_id, method, error_stage, error FROM results "
                            "WHERE experiment_id = $e AND error IS NOT NULL ORDER BY 1, 2", {"e": exp})
     for inst, method, stage, err in failed.iter_rows():

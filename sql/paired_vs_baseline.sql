@@ -6,10 +6,16 @@
 -- at G-1 degrees of freedom; the i.i.d. error and t at n-1 with a single family), as
 -- core.method.compare.paired_difference computes it. An interval that contains 0 is no evidence
 -- of a gain.
+-- measure = success compares strict success (1 or 0 per item): the difference is in points of
+-- success rate.
 -- param experiment = %: experiment id (SQL LIKE pattern)
 -- param baseline = vanilla: the method every other method is compared against
+-- param measure = score: score, or success (strict success)
 WITH pairs AS (
-    SELECT m.variant, m.method, m.family, m.score - b.score AS diff
+    SELECT m.variant, m.method, m.family,
+           CASE $measure WHEN 'success' THEN CAST(m.success AS DOUBLE) - CAST(b.success AS DOUBLE)
+                         WHEN 'score' THEN m.score - b.score
+                         ELSE error('measure is ' || $measure || ': expected score or success') END AS diff
     FROM results AS m
     JOIN results AS b ON b.experiment_id = m.experiment_id AND b.variant = m.variant
                      AND b.instance_id = m.instance_id AND b.method = $baseline
@@ -41,6 +47,7 @@ SELECT
     e.variant,
     e.method,
     $baseline                                                              AS baseline,
+    $measure                                                               AS measure,
     e.n,
     e.clusters,
     round(e.mean_diff, 3)                                                  AS mean_diff,

@@ -354,6 +354,18 @@ def test_paired_vs_baseline_matches_the_records(warehouse):
     for a, b in zip(df.sort("variant").iter_rows(named=True), flipped.sort("variant").iter_rows(named=True), strict=True):
         assert b["method"] == "vanilla" and b["mean_diff"] == pytest.approx(-a["mean_diff"], abs=1e-3)
         assert (b["wins"], b["losses"]) == (a["losses"], a["wins"])
+    # strict success, item by item: the difference in success rate, on the same pairs
+    success = named(db, "paired_vs_baseline", measure="success")
+    for row in success.iter_rows(named=True):
+        rs = written[float(row["variant"].split("=")[1])]
+        base = {r.instance_id: r.success for r in rs if r.method == "vanilla" and r.error is None}
+        diffs = np.array([float(r.success) - float(base[r.instance_id]) for r in rs
+                          if r.method == "teacher" and r.error is None and r.instance_id in base])
+        assert row["measure"] == "success" and row["n"] == len(diffs)
+        assert row["mean_diff"] == pytest.approx(diffs.mean(), abs=1e-3)
+    assert len(success) == len(df)
+    with pytest.raises(Exception, match="measure is scroe: expected score or success"):
+        named(db, "paired_vs_baseline", measure="scroe")
 
 
 def test_paired_runs_matches_the_records(warehouse):
