@@ -4,7 +4,8 @@ Every variant runs the evaluate flow's cached stages, so an ablation recomputes 
 knob touches: a lambda grid shares the rules and baselines of every variant and reruns
 reward compilation onwards; a LoRA-rank grid reruns optimisation onwards; a ``queries``
 grid (``[teacher, generic]``, the paper's generic-queries ablation) reruns rules onwards; a ``grpo_steps``
-grid reruns only the grpo ablation's optimisation onwards. Results land in
+grid reruns only the grpo ablation's optimisation onwards; a ``decoder`` grid (``[surrogate, vae]``: what the
+optimiser decodes latents with) reruns optimisation onwards. Results land in
 the same DuckDB tables with the knobs as columns (``vlmt sql ablation_pivot``).
 """
 
@@ -25,7 +26,8 @@ from flows.evaluate import EvaluateConfig, evaluate
 from flows.keys import CODE_VERSION
 
 #: Grid names -> how to set them on an EvaluateConfig.
-KNOBS = ("lam", "grad_mode", "k_frames", "max_steps", "early_stop", "lr", "lora_rank", "n", "queries", "grpo_steps")
+KNOBS = ("lam", "grad_mode", "k_frames", "max_steps", "early_stop", "lr", "lora_rank", "n", "queries", "grpo_steps",
+         "decoder")
 
 
 class AblateConfig(StrictConfig):

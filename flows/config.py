@@ -13,7 +13,7 @@ from pydantic import Field
 from core.bench.ruler_judge import JudgeConfig
 from core.checks import shipped
 from core.config import StrictConfig, load_config
-from core.method.methods import DEFAULT_METHODS, Method, MethodConfig
+from core.method.methods import DEFAULT_METHODS, Method, MethodConfig, trains_lora
 from core.method.optimise import resolve_optim
 from core.pipeline.video_spec import VideoOverride
 from core.storage.results import VariantParams
@@ -80,4 +80,5 @@ class EvaluateConfig(StrictConfig):
                              early_stop=o.early_stop, lr=o.lr, lora_rank=o.lora.rank, n=self.method.n,
                              queries=self.method.queries,
                              tpo_rounds=self.method.tpo_rounds if Method.VIDEOTPO in self.methods else None,
-                             grpo_steps=self.method.grpo.steps if Method.GRPO in self.methods else None)
+                             grpo_steps=self.method.grpo.steps if Method.GRPO in self.methods else None,
+                             decoder=o.decoder.value if trains_lora(self.methods, self.auto_n) else None)

@@ -409,6 +409,30 @@ def test_ablate_runs_a_grid_as_variants_of_one_experiment(setup):
     assert sorted(pivot["lam"].to_list()) == [0.0, 1.0]
 
 
+def test_a_decoder_grid_optimises_through_the_vae_and_reports_seconds_per_step(setup):
+    """Surrogate vs VAE decoding during optimisation: only the optimiser's chain reruns; rows and the summary say which."""
+    from core.storage.named import load_queries
+    from core.storage.warehouse import query
+    from flows.ablate import AblateConfig, ablate
+
+    root, models = setup
+    base = config(root, models, "w-decoder").model_copy(update={"methods": [Method.VANILLA, Method.TEACHER]})
+    out = ablate(config=AblateConfig(base=base, grid={"decoder": ["surrogate", "vae"]}))
+    work = Path(base.work)
+    kinds = [p.name.split("-")[0] for p in (work / "items").glob("*/*")]
+    assert kinds.count("rules") == 2 and kinds.count("reward") == 2 and kinds.count("optimise") == 4
+    q = load_queries()["ablation_summary"]
+    rows = query(work / "vlmt.duckdb", q.sql, q.bind({"experiment": out["experiment_id"]})).to_dicts()
+    teacher = {r["variant"]: r for r in rows if r["method"] == "teacher"}
+    assert set(teacher) == {"decoder=surrogate", "decoder=vae"}
+    assert all(r["seconds_per_step"] > 0 and r["mean_steps"] >= 0 and r["n"] == 2 for r in teacher.values())
+    assert all(r["seconds_per_step"] is None for r in rows if r["method"] == "vanilla")
+    decoders = query(work / "vlmt.duckdb", "SELECT DISTINCT variant, decoder FROM results WHERE method = 'teacher'", {})
+    assert sorted(decoders.rows()) == [("decoder=surrogate", "surrogate"), ("decoder=vae", "vae")]
+    with pytest.raises(Exception, match="decoder"):
+        AblateConfig(base=base, grid={"decoder": ["taesd"]}).variants()
+
+
 def test_a_queries_grid_reruns_the_rules_onwards_and_records_the_generic_set(setup):
     """The paper's generic-queries ablation as a grid: the generic variant gets its own rules (not the Teacher's),
     shares the vanilla videos, and its rows say which queries they were made with."""

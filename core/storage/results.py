@@ -106,6 +106,8 @@ class VariantParams(BaseModel):
     queries: str | None = Field(None, description="'teacher' (the Teacher's task-specific rules) or 'generic'.")
     tpo_rounds: int | None = Field(None, description="VideoTPO's rounds (None: videotpo did not run).")
     grpo_steps: int | None = Field(None, description="The grpo ablation's update budget (None: grpo did not run).")
+    decoder: str | None = Field(None, description="What the per-item optimisers decode latents with: 'surrogate' or "
+                                                  "'vae' (None: rows written before the knob, or no optimiser ran).")
 
 
 def variant_columns() -> dict[str, str]:
