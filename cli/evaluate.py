@@ -79,7 +79,9 @@ def evaluate(
 ) -> None:
     """Run the methods through the cached Prefect pipeline; results go to Parquet and DuckDB.
 
-    An option left out takes --config's value, else the default shown.
+    An option left out takes --config's value, else the default shown. A --config file with
+    ``base:`` and ``grid:`` is an ablation: every grid combination runs as a variant of one
+    experiment (then only --work, --threads, --mlflow-uri and --report apply).
     """
     import torch
 
@@ -97,6 +99,12 @@ def evaluate(
 
     if threads:
         torch.set_num_threads(threads)
+    if config is not None and is_ablation_file(config):
+        given = {k for k, v in locals().items() if k in ABLATION_REFUSES and v is not None}
+        if given or runner != "inline":
+            fail(VlmtError(f"{config} is an ablation (base + grid): set {sorted(given or {'runner'})[0]} in its base, "
+                           f"not on the command line"))
+        return _ablate(ctx, config, work, mlflow_uri, report)
     try:
         cfg = EvaluateConfig.from_yaml(config) if config else EvaluateConfig()
         update: dict = {k: v for k, v in {"bench": bench, "per_family": per_family, "limit": limit, "name": name,
@@ -218,6 +226,70 @@ def _print_results(cfg, exp: str, db: Path, seconds: float, report: bool) -> Non
         page = build_report(db, experiment=exp)
         say(f"report (videos side by side, plots): {page}\n  rebuild: {vlmt} report --experiment "
             f"{shlex.quote(cfg.name)} --db {shlex.quote(str(db))}")
+
+
+#: ``vlmt evaluate`` options an ablation file's ``base`` sets instead.
+ABLATION_REFUSES = ("bench", "per_family", "limit", "methods", "models", "n", "max_steps", "guidance", "negative_prompt",
+                    "guidance_2", "frames", "fps", "size", "name", "judge", "judge_tokens", "heldout_judge")
+
+
+def is_ablation_file(path: Path) -> bool:
+    """A YAML mapping with ``grid`` at its top: an ``AblateConfig`` (``flows.ablate``), not an ``EvaluateConfig``."""
+    from core.io import read_yaml_mapping
+
+    try:
+        return "grid" in read_yaml_mapping(path, "a mapping of EvaluateConfig or AblateConfig fields")
+    except VlmtError as exc:
+        fail(exc)
+
+
+def _ablate(ctx: typer.Context, config: Path, work: str | None, mlflow_uri: str | None, report: bool) -> None:
+    """Run an ablation file: its variants as one experiment, then the summary and the paired tables per variant."""
+    from core.storage.named import get_query
+    from core.storage.warehouse import query as run_query
+    from flows.ablate import AblateConfig, ablate, ablation_experiment
+
+    try:
+        cfg = AblateConfig.from_yaml(config)
+        base = cfg.base.model_copy(update={k: v for k, v in {"work": work, "mlflow_uri": mlflow_uri}.items() if v is not None})
+        m = base.models
+        check_run_inputs(bench=base.bench, reasoner=m.reasoner, surrogate=m.surrogate, teacher=m.teacher, work=base.work,
+                         mlflow_uri=base.mlflow_uri, judge=base.judge, heldout_judge=base.heldout_judge)
+        cfg, experiment = ablation_experiment(cfg.model_copy(update={"base": base}))
+        cfg.variants()  # a bad knob fails now
+    except VlmtError as exc:
+        fail(exc)
+    except ValidationError as exc:
+        fail(invalid_options(exc))
+    _hold_work_dir(ctx, base.work)
+    quiet_model_loading()
+    t0 = time.perf_counter()
+    state = ablate(config=cfg, inline=True, return_state=True)
+    seconds = time.perf_counter() - t0
+    db = Path(base.work) / "vlmt.duckdb"
+    if not db.is_file():
+        fail(VlmtError(f"the ablation wrote no results ({state.message})"))
+    exp = experiment.experiment_id
+    q = get_query("ablation_summary")
+    print_frame(run_query(db, q.sql, q.bind({"experiment": exp})), f"{base.name}: {exp} ({seconds:.0f} s)",
+                {"mean_score": "score", "success_rate": "success", "judge_fooled_rate": "judge fooled",
+                 "heldout_fooled_rate": "held-out fooled", "seconds_per_item": "s/item", "seconds_per_step": "s/step"},
+                more=f"; {vlmt_sql('ablation_summary', db, exp)}")
+    q = get_query("paired_vs_baseline")
+    for measure in ("score", "success"):
+        paired = run_query(db, q.sql, q.bind({"experiment": exp, "measure": measure}))
+        if paired.height:
+            print_frame(paired.select("variant", "method", "mean_diff", "ci95_low", "ci95_high"),
+                        f"{measure} against vanilla per variant (95% interval clustered by family)",
+                        {"mean_diff": "difference", "ci95_low": "low", "ci95_high": "high"})
+    if report:
+        from core.report.build import build_report
+
+        for variant in sorted(v for v, _ in cfg.variants()):
+            page = build_report(db, Path(base.work) / "report" / exp / variant, experiment=exp, variant=variant)
+            console.print(f"report of {variant}: {page}", highlight=False, soft_wrap=True)
+    if not state.is_completed():
+        raise typer.Exit(1)
 
 
 def vlmt_sql(query: str, db: Path, exp: str) -> str:

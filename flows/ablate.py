@@ -71,6 +71,13 @@ def apply_knobs(base: EvaluateConfig, setting: dict[str, Any]) -> EvaluateConfig
     return EvaluateConfig.model_validate({**base.model_dump(), "method": method})
 
 
+def ablation_experiment(cfg: AblateConfig) -> tuple[AblateConfig, ExperimentRecord]:
+    """``cfg`` with its base resolved (the id and every variant carry the lr used), and its experiment."""
+    cfg = cfg.model_copy(update={"base": cfg.base.resolved()})
+    return cfg, ExperimentRecord(name=cfg.base.name, kind="ablate", config=cfg.model_dump(mode="json"),
+                                 code_version=CODE_VERSION)
+
+
 @flow(name="ablate")
 def ablate(config: AblateConfig | None = None, config_file: str | None = None, inline: bool = False) -> dict:
     """Run every grid combination as a variant of one experiment; returns each variant's summary.
@@ -79,9 +86,7 @@ def ablate(config: AblateConfig | None = None, config_file: str | None = None, i
     """
     logger = get_run_logger()
     cfg = AblateConfig.from_yaml(config_file) if config_file else (config or AblateConfig())
-    cfg = cfg.model_copy(update={"base": cfg.base.resolved()})  # the id and every variant carry the lr used
-    experiment = ExperimentRecord(name=cfg.base.name, kind="ablate", config=cfg.model_dump(mode="json"),
-                                  code_version=CODE_VERSION)
+    cfg, experiment = ablation_experiment(cfg)
     out: dict[str, Any] = {"experiment_id": experiment.experiment_id, "variants": {}, "failed": []}
     for name, variant in cfg.variants():
         logger.info("variant %s", name)

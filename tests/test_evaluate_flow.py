@@ -371,6 +371,30 @@ def test_vlmt_evaluate_reads_yaml_and_prints_the_table(setup, tmp_path):
     assert r.exit_code == 2 and "--n: '0' (expected a positive integer or 'auto')" in r.output
 
 
+def test_vlmt_evaluate_runs_an_ablation_file_as_variants_and_reruns_it_from_cache(setup, tmp_path):
+    import time
+
+    import yaml
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    root, models = setup
+    base = config(root, models, "w-cli-ablate").model_copy(update={"methods": [Method.VANILLA, Method.TEACHER]})
+    path = tmp_path / "ablate.yaml"
+    path.write_text(yaml.safe_dump({"base": base.model_dump(mode="json"), "grid": {"lam": [0.0, 1.0]}}))
+    r = CliRunner().invoke(app, ["evaluate", "--config", str(path), "--no-report"])
+    assert r.exit_code == 0, r.output
+    text = " ".join(r.output.split())
+    assert "lam=0.0" in text and "lam=1.0" in text and "s/step" in text and "success against vanilla per variant" in text
+    start = time.perf_counter()
+    again = CliRunner().invoke(app, ["evaluate", "--config", str(path), "--no-report"])
+    assert again.exit_code == 0 and time.perf_counter() - start < 60, again.output
+    assert not list(Path(base.work).glob("items/*/*.tmp*"))
+    r = CliRunner().invoke(app, ["evaluate", "--config", str(path), "--methods", "vanilla"])
+    assert r.exit_code == 2 and "is an ablation (base + grid): set methods in its base" in " ".join(r.output.split())
+
+
 def test_inline_thread_and_a_local_dask_cluster_give_the_same_results(setup):
     from flows.evaluate import run_evaluate
 
