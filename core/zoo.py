@@ -424,14 +424,15 @@ def evaluate_zoo(models: Path, test_dir: Path, cfg: ZooConfig) -> ZooEval:
     teacher = evaluate_teacher(models / TEACHER, bench, **judged).model_dump()
     judge = evaluate_teacher(models / JUDGE, bench, **judged).model_dump() if (models / JUDGE).is_dir() else None
     gap = round(distilled.score_id - base.score_id, 4)
-    targets = {
-        "vae_psnr_ge_30": min(vae_psnr.values()) >= 30,
+    targets = {  # issue 26's gates
+        "codec_score_ge_0.95_every_family": min(ceiling.per_family.values()) >= 0.95,
+        "codec_success_ge_0.9_every_family": min(ceiling.success_per_family.values()) >= 0.9,
         "surrogate_psnr_ge_25": fidelity.psnr_vs_vae_db >= 25,
         "surrogate_speedup_ge_5": fidelity.speedup >= 5,
-        "reasoner_id_in_0.3_0.7": 0.3 <= distilled.score_id <= 0.7,
-        "reasoner_ood_below_id": distilled.score_ood < distilled.score_id,
+        "reasoner_success_id_in_0.2_0.5": 0.2 <= distilled.success_id <= 0.5,
+        "reasoner_success_ood_below_id": distilled.success_ood < distilled.success_id,
+        "reasoner_above_still": distilled.score_id > floor.score_id and distilled.score_ood > floor.score_ood,
         "distilled_within_0.05_of_base": abs(gap) <= 0.05,
-        "teacher_query_json_ge_0.95": teacher.get("query_valid_rate", 0) >= 0.95,
         **_teacher_targets("teacher", teacher),
         **(_teacher_targets("judge", judge) if judge else {}),
     }
@@ -456,6 +457,7 @@ def _teacher_targets(name: str, ev: dict) -> dict[str, bool]:
     """Issue 26's Teacher gates, for the Teacher and for the held-out judge alike."""
     hacks = [ev["false_yes_by_source"].get(f"perturbation:{k}", float("nan")) for k in ("erase", "still")]
     return {
+        f"{name}_query_json_ge_0.95": ev.get("query_valid_rate", 0) >= 0.95,
         f"{name}_accuracy_ge_0.9": ev["accuracy"] >= 0.9,
         f"{name}_goal_balanced_ge_0.85": ev["balanced_accuracy_goal"] >= 0.85,
         f"{name}_false_yes_erase_still_le_0.1": all(h <= 0.1 for h in hacks),
