@@ -141,9 +141,7 @@ def evaluate(
         video = {"n_frames": frames, "fps": fps, **parse_size(size)}
         update["video"] = {**cfg.video.model_dump(), **{k: v for k, v in video.items() if v is not None}}
         cfg = EvaluateConfig.model_validate({**cfg.model_dump(), **update, "method": method_cfg.model_dump()})
-        m = cfg.models  # every path the run reads or writes, checked before Prefect starts or a model loads
-        check_run_inputs(bench=cfg.bench, reasoner=m.reasoner, surrogate=m.surrogate, teacher=m.teacher, work=cfg.work,
-                         mlflow_uri=cfg.mlflow_uri, judge=cfg.judge, heldout_judge=cfg.heldout_judge)
+        check_paths(cfg)
         if trains_lora(cfg.methods, cfg.auto_n):
             console.print(f"learning rate: {learning_rate_source(cfg.method.optim, cfg.models.reasoner)}", highlight=False)
         cfg = cfg.resolved()  # once: the experiment id below and the flow then read no folder for it
@@ -228,6 +226,13 @@ def _print_results(cfg, exp: str, db: Path, seconds: float, report: bool) -> Non
             f"{shlex.quote(cfg.name)} --db {shlex.quote(str(db))}")
 
 
+def check_paths(cfg) -> None:
+    """Every path an ``EvaluateConfig`` run reads or writes, checked before Prefect starts or a model loads."""
+    m = cfg.models
+    check_run_inputs(bench=cfg.bench, reasoner=m.reasoner, surrogate=m.surrogate, teacher=m.teacher, work=cfg.work,
+                     mlflow_uri=cfg.mlflow_uri, judge=cfg.judge, heldout_judge=cfg.heldout_judge)
+
+
 #: ``vlmt evaluate`` options an ablation file's ``base`` sets instead.
 ABLATION_REFUSES = ("bench", "per_family", "limit", "methods", "models", "n", "max_steps", "guidance", "negative_prompt",
                     "guidance_2", "frames", "fps", "size", "name", "judge", "judge_tokens", "heldout_judge")
@@ -252,9 +257,7 @@ def _ablate(ctx: typer.Context, config: Path, work: str | None, mlflow_uri: str 
     try:
         cfg = AblateConfig.from_yaml(config)
         base = cfg.base.model_copy(update={k: v for k, v in {"work": work, "mlflow_uri": mlflow_uri}.items() if v is not None})
-        m = base.models
-        check_run_inputs(bench=base.bench, reasoner=m.reasoner, surrogate=m.surrogate, teacher=m.teacher, work=base.work,
-                         mlflow_uri=base.mlflow_uri, judge=base.judge, heldout_judge=base.heldout_judge)
+        check_paths(base)
         cfg, experiment = ablation_experiment(cfg.model_copy(update={"base": base}))
         cfg.variants()  # a bad knob fails now
     except VlmtError as exc:

@@ -395,6 +395,28 @@ def test_vlmt_evaluate_runs_an_ablation_file_as_variants_and_reruns_it_from_cach
     assert r.exit_code == 2 and "is an ablation (base + grid): set methods in its base" in " ".join(r.output.split())
 
 
+def test_vlmt_evaluate_models_takes_the_zoos_judge_as_the_held_out_judge(setup, tmp_path):
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    root, models = setup
+    zoo = tmp_path / "zoo"
+    zoo.mkdir()
+    for name, path in (("reasoner", models.reasoner), ("surrogate-decoder", models.surrogate), ("teacher", models.teacher),
+                       ("teacher-judge", models.teacher)):
+        (zoo / name).symlink_to(path)
+    work = tmp_path / "w"
+    common = ["evaluate", "--models", str(zoo), "--bench", str(root / "bench"), "--methods", "vanilla,teacher",
+              "--max-steps", "1", "--mlflow-uri", "", "--no-report", "--work"]
+    r = CliRunner().invoke(app, [*common, str(work)])
+    assert r.exit_code == 0, r.output
+    assert len(list(work.glob("items/*/heldout-*/record.json"))) == 2 * 2
+    r = CliRunner().invoke(app, [*common, str(tmp_path / "w-off"), "--heldout-judge", ""])
+    assert r.exit_code == 0, r.output
+    assert not list((tmp_path / "w-off").glob("items/*/heldout-*"))
+
+
 def test_inline_thread_and_a_local_dask_cluster_give_the_same_results(setup):
     from flows.evaluate import run_evaluate
 
