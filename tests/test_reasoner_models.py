@@ -89,6 +89,30 @@ def test_batched_sampler_matches_the_pipeline(pipe, bench, solver, guidance):
     assert np.abs(ours.astype(float) / 255 - theirs).max() < 2 / 255
 
 
+def test_a_4x4_patch_transformer_samples_with_one_timestep_per_token_and_leaves_the_default_dump_alone(pipe, bench):
+    """``dit_patch: 4`` (the second zoo's). diffusers' own TI2V call hard-codes a 2x2 patch when it
+    spreads the timestep over tokens (``pipeline_wan_i2v.py``: ``first_frame_mask[0][0][:, ::2, ::2]``),
+    so it fails on such a transformer; our sampler gives one timestep per token at any patch. At 2
+    the arch's dump, and every stage key made from it, is what it was before the field existed."""
+    from core.models.wan import token_timesteps
+
+    arch = WanReasonerArch.micro().model_copy(update={"dit_patch": 4})
+    torch.manual_seed(1)
+    wide = WanImageToVideoPipeline(**pipe.components | {"transformer": build_transformer(arch), "expand_timesteps": True})
+    assert tuple(wide.transformer.config.patch_size) == (1, 4, 4)
+    latents = torch.zeros(1, 4, 5, 16, 16)
+    t = token_timesteps(latents, torch.tensor([700.0]), (4, 4))
+    assert t.shape == (1, 5 * 4 * 4) and (t[0, :16] == 0).all() and (t[0, 16:] == 700).all()
+    inst = bench.instances[0]
+    image = read_image(inst.first_frame)
+    a, b = (generate_videos(wide, [image], [inst.prompt], [3], steps=2, n_frames=17)[0] for _ in range(2))
+    assert a.shape == (17, 64, 64, 3) and (a == b).all()
+    with pytest.raises(RuntimeError, match="must match the size"):  # the pipeline's own call, as documented
+        wide(image=Image.fromarray(image), prompt=inst.prompt, height=64, width=64, num_frames=17, num_inference_steps=1,
+             output_type="np")
+    assert "dit_patch" not in WanReasonerArch().model_dump() and WanReasonerArch(dit_patch=4).model_dump()["dit_patch"] == 4
+
+
 def test_wan21_style_pipeline_loads_and_our_sampler_matches_it(bench, tmp_path):
     """The Wan2.1 I2V layout (mask + condition latents on the channel axis, CLIP image embedding) by path."""
     reasoner_dir, _ = build_micro_reasoner(bench, tmp_path, layout="wan21")
