@@ -173,20 +173,15 @@ def _print_results(cfg, exp: str, db: Path, seconds: float, report: bool) -> Non
     q = get_query("method_comparison")
     df = run_query(db, q.sql, q.bind({"experiment": exp}))
     labels = {"mean_score": "score", "success_rate": "success", "n_errors": "errors", "seconds_per_item": "s/item",
-              "nfe_per_item": "NFE/item", "judge_fooled_rate": "judge fooled", "heldout_fooled_rate": "held-out fooled"}
+              "nfe_per_item": "NFE/item", "judge_fooled_rate": "judge fooled", "heldout_fooled_rate": "held-out fooled",
+              "teacher_calls_per_item": "Teacher calls", "mean_steps": "steps", "early_stop_share": "stopped early"}
     more = f"; {vlmt_sql('method_comparison', db, exp)} shows every column"
     if df["heldout_fooled_rate"].is_null().all():  # no held-out judge in this run
         df = df.drop("heldout_fooled_rate")
     print_frame(df.drop("experiment_id", "variant", "judge_broken", "mean_gated"), f"{cfg.name}: {exp} ({seconds:.0f} s)",
-                labels, drop=("NFE/item", "n", "errors", "s/item", "held-out fooled", "success", "judge fooled"), more=more)
-    q = get_query("paired_vs_baseline")
-    for measure in ("score", "success"):
-        paired = run_query(db, q.sql, q.bind({"experiment": exp, "measure": measure}))
-        if paired.height:
-            print_frame(paired.select("method", "n", "mean_diff", "ci95_low", "ci95_high", "wins", "ties", "losses"),
-                        f"{measure} against vanilla, same items (95% interval clustered by family)",
-                        {"mean_diff": "difference", "ci95_low": "low", "ci95_high": "high"},
-                        drop=("n", "ties", "wins", "losses"), more=f"; {vlmt_sql('paired_vs_baseline', db, exp)}")
+                labels, drop=("stopped early", "steps", "Teacher calls", "NFE/item", "n", "errors", "s/item", "held-out fooled",
+                              "success", "judge fooled"), more=more)
+    _print_paired(db, exp)
     failed = run_query(db, "SELECT instance_id, method, error_stage, error FROM results "
                            "WHERE experiment_id = $e AND error IS NOT NULL ORDER BY 1, 2", {"e": exp})
     for inst, method, stage, err in failed.iter_rows():
@@ -293,6 +288,26 @@ def _ablate(ctx: typer.Context, config: Path, work: str | None, mlflow_uri: str 
             console.print(f"report of {variant}: {page}", highlight=False, soft_wrap=True)
     if not state.is_completed():
         raise typer.Exit(1)
+
+
+def _print_paired(db: Path, exp: str) -> None:
+    """Each method against vanilla on the same items: score, then strict success where any item's differs."""
+    from core.storage.named import get_query
+    from core.storage.warehouse import query as run_query
+
+    q = get_query("paired_vs_baseline")
+    for measure in ("score", "success"):
+        paired = run_query(db, q.sql, q.bind({"experiment": exp, "measure": measure}))
+        if not paired.height:
+            continue
+        if measure == "success" and (paired["ties"] == paired["n"]).all():
+            console.print("strict success: every method succeeds on exactly the items vanilla does", highlight=False)
+            continue
+        print_frame(paired.select("method", "n", "mean_diff", "ci95_low", "ci95_high", "wins", "ties", "losses"),
+                    f"{measure} against vanilla, same items (95% interval clustered by family)",
+                    {"mean_diff": "difference", "ci95_low": "low", "ci95_high": "high"},
+                    drop=("n", "ties", "wins", "losses"),
+                    more=f"; {vlmt_sql('paired_vs_baseline', db, exp)}" + (" --param measure=success" if measure == "success" else ""))
 
 
 def vlmt_sql(query: str, db: Path, exp: str) -> str:

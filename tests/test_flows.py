@@ -189,7 +189,7 @@ def test_a_stage_retries_a_transient_fault_but_not_bad_input(prefect_harness, tm
     assert not is_transient(FileNotFoundError("gone")) and not is_transient(KeyError("k"))
     assert is_transient(OSError("I/O error")) and is_transient(RuntimeError("CUDA error: device-side assert"))
     stage_tasks = [t for t in vars(stages).values() if hasattr(t, "retry_condition_fn") and hasattr(t, "fn")]
-    assert len(stage_tasks) == 10  # every stage task in tasks.stages, the oracle reward's optimiser included
+    assert len(stage_tasks) == 11  # every stage task in tasks.stages, the oracle reward's optimiser and the held-out judge included
     assert all(t.retry_condition_fn is transient_only and t.retries == 1 and t.result_serializer == "json"
                for t in stage_tasks)
 
