@@ -34,8 +34,11 @@ demo: setup
 		echo "for this shell with:  source $(BIN)/activate   (then plain 'vlmt ...'; 'deactivate' undoes it)"; \
 	fi; exit $$status
 
+# The suite in TEST_WORKERS processes (pytest-xdist), one torch thread each: 1.7x faster than one
+# process on 2 cores (524 s against 895 s, 2026-12-05).
+TEST_WORKERS ?= 2
 test: setup
-	PREFECT_SERVER_ANALYTICS_ENABLED=false DO_NOT_TRACK=1 $(BIN)/python -m pytest -q
+	PREFECT_SERVER_ANALYTICS_ENABLED=false DO_NOT_TRACK=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS)
 
 clean:
 	rm -rf $(VENV) runs

@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
@@ -40,6 +42,17 @@ def invalid_options(exc: ValidationError) -> VlmtError:
         return f"{where}: {e['msg']}{got}"
 
     return VlmtError(f"invalid options: {'; '.join(one(e) for e in exc.errors())}")
+
+
+@contextmanager
+def refusing_bad_input() -> Iterator[None]:
+    """Bad options, files or configs inside end the command with one line and status 2 (``fail``)."""
+    try:
+        yield
+    except VlmtError as exc:
+        fail(exc)
+    except ValidationError as exc:
+        fail(invalid_options(exc))
 
 
 def parse_size(size: str | None) -> dict[str, int]:

@@ -10,13 +10,19 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from pydantic import ValidationError
 
-from cli.common import command, console, fail, invalid_options, parse_n, parse_size
+from cli.common import command, console, fail, parse_n, parse_size, refusing_bad_input
 from cli.display import print_frame, with_progress
 from cli.output import quiet_model_loading
 from core.checks import check_run_inputs
 from core.errors import VlmtError
+
+
+def _start(ctx: typer.Context, work: str) -> float:
+    """Hold ``work``, quieten model loading; the start time of the run."""
+    _hold_work_dir(ctx, work)
+    quiet_model_loading()
+    return time.perf_counter()
 
 
 def _hold_work_dir(ctx: typer.Context, work: str) -> None:
@@ -105,7 +111,7 @@ def evaluate(
             fail(VlmtError(f"{config} is an ablation (base + grid): set {sorted(given or {'runner'})[0]} in its base, "
                            f"not on the command line"))
         return _ablate(ctx, config, work, mlflow_uri, report)
-    try:
+    with refusing_bad_input():
         cfg = EvaluateConfig.from_yaml(config) if config else EvaluateConfig()
         update: dict = {k: v for k, v in {"bench": bench, "per_family": per_family, "limit": limit, "name": name,
                                           "work": work, "mlflow_uri": mlflow_uri, "judge": judge}.items() if v is not None}
@@ -145,13 +151,7 @@ def evaluate(
         if trains_lora(cfg.methods, cfg.auto_n):
             console.print(f"learning rate: {learning_rate_source(cfg.method.optim, cfg.models.reasoner)}", highlight=False)
         cfg = cfg.resolved()  # once: the experiment id below and the flow then read no folder for it
-    except VlmtError as exc:
-        fail(exc)
-    except ValidationError as exc:
-        fail(invalid_options(exc))
-    _hold_work_dir(ctx, cfg.work)
-    quiet_model_loading()
-    t0 = time.perf_counter()
+    t0 = _start(ctx, cfg.work)
     exp = experiment_of(cfg).experiment_id
     state = with_progress(lambda: run_evaluate(cfg, runner, return_state=True), progress_file(cfg, exp))
     seconds = time.perf_counter() - t0
@@ -249,19 +249,13 @@ def _ablate(ctx: typer.Context, config: Path, work: str | None, mlflow_uri: str 
     from core.storage.warehouse import query as run_query
     from flows.ablate import AblateConfig, ablate, ablation_experiment
 
-    try:
+    with refusing_bad_input():
         cfg = AblateConfig.from_yaml(config)
         base = cfg.base.model_copy(update={k: v for k, v in {"work": work, "mlflow_uri": mlflow_uri}.items() if v is not None})
         check_paths(base)
         cfg, experiment = ablation_experiment(cfg.model_copy(update={"base": base}))
         cfg.variants()  # a bad knob fails now
-    except VlmtError as exc:
-        fail(exc)
-    except ValidationError as exc:
-        fail(invalid_options(exc))
-    _hold_work_dir(ctx, base.work)
-    quiet_model_loading()
-    t0 = time.perf_counter()
+    t0 = _start(ctx, base.work)
     state = ablate(config=cfg, inline=True, return_state=True)
     seconds = time.perf_counter() - t0
     db = Path(base.work) / "vlmt.duckdb"
