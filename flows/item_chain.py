@@ -261,4 +261,4 @@ def _add_heldout(base: ItemResult, stage: Stage) -> None:
         base.info["heldout_error"] = f"{type(exc).__name__}: {exc}" if isinstance(exc, BaseException) else str(stage.state.message)
         return
     record = stage.result()
-    base.heldout_p_yes, base.heldout_truth, base.heldout_all_yes = record["p_yes"], record["truth"], record["all_yes"]
+    base.heldout_p_yes, base.heldout_all_yes = record["p_yes"], record["all_yes"]

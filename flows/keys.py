@@ -36,8 +36,9 @@ OPTIMISE_VERSION = "optimise-2"
 #: The oracle_reward method's optimisation (``core.method.oracle``), bumped when it or its reward, the synth
 #: scorer's relaxation (``core.scoring.soft``), changes what it produces: only that method's stages rerun.
 ORACLE_REWARD_VERSION = "oracle-reward-1"
-#: The held-out judge's stage (``core.pipeline.heldout``); its scorer truths follow SCORE_VERSION.
-HELDOUT_VERSION = "heldout-1"
+#: The held-out judge's stage (``core.pipeline.heldout``); heldout-2: its record holds the judge's answers
+#: only (the scorer's are the score stage's), so no scorer version enters its key.
+HELDOUT_VERSION = "heldout-2"
 
 
 def _optim_key_part(o: OptimConfig) -> dict:
@@ -122,6 +123,6 @@ def stage_keys(item_hash: str, seed: int, cfg: EvaluateConfig, ids: dict[str, st
         k[f"score/{method.value}"] = digest("score", CODE_VERSION, SCORE_VERSION, source, k["reward"] if judged else None,
                                             ids["teacher"] if judged else None)
         if "heldout_judge" in ids:  # the same queries, answered by a Teacher nothing was optimised or selected against
-            k[f"heldout/{method.value}"] = digest("heldout", CODE_VERSION, HELDOUT_VERSION, SCORE_VERSION, source, k["reward"],
+            k[f"heldout/{method.value}"] = digest("heldout", CODE_VERSION, HELDOUT_VERSION, source, k["reward"],
                                                   ids["heldout_judge"])
     return k

@@ -271,9 +271,8 @@ def score_video(item: str, video: dict, teacher: str | None, reward: dict | None
 @resumable
 def judge_heldout(item: str, video: dict, judge: str, reward: dict, target: str, key: str) -> dict:
     """The held-out judge's answers on a method's returned video (``core.pipeline.heldout``)."""
-    instance = TaskInstance.model_validate_json(item)
     rec = core_stages.VideoRecord.model_validate(video.get("video", video))
     t, lock = models.teacher(judge)
     with lock:
-        record = heldout_stage(instance, rec, t, Path(reward["reward"]), _dir(target) / "heldout.json")
+        record = heldout_stage(rec, t, Path(reward["reward"]), _dir(target) / "heldout.json")
     return _done(target, record.model_dump(mode="json"))

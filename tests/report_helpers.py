@@ -52,7 +52,7 @@ def fixture_experiment(root: Path, per_family: int = 1, methods: list[str] | Non
                 instance_id=inst.id, family=inst.task_family, split=inst.split.value, faculty=inst.faculty.value,
                 method=method, seed=k, score=score, success=not worse, criteria={GOAL: score, PROCESS: 1.0},
                 goal=score, process=1.0, gate=1.0, judge_truth=[not worse, True],
-                judge_p_yes=[0.9, 0.7], judge_all_yes=True, heldout_p_yes=[0.2, 0.7], heldout_truth=[not worse, True],
+                judge_p_yes=[0.9, 0.7], judge_all_yes=True, heldout_p_yes=[0.2, 0.7],
                 heldout_all_yes=False, cost=CostRecord(seconds={"generate": 1.0 + k}, counts={"reasoner_forward": 4}),
                 info={"prompt": inst.prompt, "first_frame": str(inst.first_frame), "video": str(mp4), "gif": str(gif),
                       "queries": [{"text": "Does the agent reach the goal?", "kind": "goal"},

@@ -72,8 +72,8 @@ class ItemResult(BaseModel):
         default_factory=list, description="The scorer's answer to each judged query (None: not a bank phrasing).")
     judge_all_yes: bool = False
     heldout_p_yes: list[float] = Field(default_factory=list, description=(
-        "The held-out judge's P(Yes) per query (empty: no held-out judge), ``core.pipeline.heldout``."))
-    heldout_truth: list[bool | None] = Field(default_factory=list, description="The scorer's answer to each of those.")
+        "The held-out judge's P(Yes) on the same queries as ``judge_p_yes`` (empty: no held-out judge), "
+        "``core.pipeline.heldout``; the scorer's answers are ``judge_truth``."))
     heldout_all_yes: bool | None = None
     rules_source: str | None = None
     cost: CostRecord = CostRecord()
@@ -100,12 +100,12 @@ class ItemResult(BaseModel):
     @property
     def heldout_broken(self) -> int:
         """As ``judge_broken``, for the held-out judge's queries."""
-        return judge_fooled_counts(self.heldout_p_yes, self.heldout_truth)[0] if self.error is None else 0
+        return judge_fooled_counts(self.heldout_p_yes, self.judge_truth)[0] if self.error is None else 0
 
     @property
     def heldout_fooled(self) -> int:
         """Of ``heldout_broken``, the queries the held-out judge still answered Yes."""
-        return judge_fooled_counts(self.heldout_p_yes, self.heldout_truth)[1] if self.error is None else 0
+        return judge_fooled_counts(self.heldout_p_yes, self.judge_truth)[1] if self.error is None else 0
 
 
 def judge_fooled_counts(p_yes: Sequence[float], truth: Sequence[bool | None]) -> tuple[int, int]:

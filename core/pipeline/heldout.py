@@ -16,39 +16,30 @@ import json
 import time
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
-from core.bench.record import TaskInstance
-from core.bench.synth.queries import query_truths
 from core.io import write_json_atomic
 from core.method.cost import CostRecord
 from core.method.teacher import all_yes, judge, recompile_reward
 from core.models.teacher import Teacher
 from core.pipeline.stages import VideoRecord, load_frames, load_reward
-from core.scoring.synth import score_synth
 
 
 class HeldoutRecord(BaseModel):
-    """The held-out judge's P(Yes) per query of the item's reward, and the scorer's answer to each."""
+    """The held-out judge's P(Yes) per query of the item's reward. The scorer's answer to each is the
+    score stage's ``judge_truth``: the same queries on the same video, so it is not computed again."""
 
     p_yes: list[float]
-    truth: list[bool | None] = Field(
-        default_factory=list, description="The scorer's answer to each query (synth; None: not a bank phrasing).")
     all_yes: bool = False
     cost: CostRecord = CostRecord()
 
 
-def heldout_stage(instance: TaskInstance, video: VideoRecord, judge_teacher: Teacher, reward_json: Path,
-                  out: Path) -> HeldoutRecord:
+def heldout_stage(video: VideoRecord, judge_teacher: Teacher, reward_json: Path, out: Path) -> HeldoutRecord:
     """Judge ``video`` with ``judge_teacher`` on the queries of ``reward_json`` (compiled for the judge)."""
     t0 = time.perf_counter()
     reward = recompile_reward(judge_teacher, load_reward(reward_json))
-    frames = load_frames(video.npz)
-    p_yes = judge(judge_teacher, reward, frames)
-    truth = []
-    if instance.benchmark == "synth":
-        truth = query_truths(instance, score_synth(instance, frames), [q.text for q in reward.queries])
-    record = HeldoutRecord(p_yes=p_yes, truth=truth, all_yes=all_yes(p_yes),
+    p_yes = judge(judge_teacher, reward, load_frames(video.npz))
+    record = HeldoutRecord(p_yes=p_yes, all_yes=all_yes(p_yes),
                            cost=CostRecord(seconds={"heldout_judge": round(time.perf_counter() - t0, 4)}))
     write_json_atomic(out, json.loads(record.model_dump_json()))
     return record
