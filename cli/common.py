@@ -132,7 +132,7 @@ def find_database(db: str | Path | None, work: Path | None) -> tuple[str, str | 
     found = [p for pattern in (DATABASE, f"*/{DATABASE}", f"*/*/{DATABASE}") for p in RUNS.glob(pattern) if p.is_file()]
     if not found:
         raise InputError("--db", f"is not given and no {RUNS}/**/{DATABASE} exists here ({Path.cwd()})",
-                         f"--db FILE, or --work DIR of a `vlmt evaluate --work DIR` run")
+                         "--db FILE, or --work DIR of a `vlmt evaluate --work DIR` run")
     newest = max(found, key=lambda p: p.stat().st_mtime)
     others = len(found) - 1
     return str(newest), (f"database: {newest} (the newest of {len(found)} under {RUNS}/; --db FILE or --work DIR "

@@ -36,6 +36,8 @@ from core.media import read_image
 from core.method.reasoner import OPTIM_DEFAULTS_FILE, OptimDefaults
 from core.models.surrogate import SurrogateDecoder
 from core.models.wan import (
+    FLOW_SOURCE_FILE,
+    FlowSource,
     WanReasonerArch,
     assemble_pipeline,
     build_scheduler,
@@ -45,6 +47,7 @@ from core.models.wan import (
     decode_latents,
     encode_prompts,
     encode_videos,
+    first_frame_prior,
     generate_videos,
     load_reasoner,
     tensor_to_frames,
@@ -226,13 +229,24 @@ def train_reasoner(
     data = _latent_dataset(pipe, in_domain(bench))
     flow_curve = ckpt.module_phase("flow-matching", pipe.transformer, lambda: train_flow_matching(
         pipe.transformer, data, cfg.flow, ckpt.loop("flow-matching")))
+    prior = cfg.flow.first_frame_prior
     pipe.save_pretrained(base_target)
     write_json_atomic(base_target / "train_curve.json", flow_curve)
-    student, distil_curve = distil(pipe.transformer, pipe.scheduler, data, cfg.distill, ckpt.loop("distil"))
+    _write_flow_source(base_target, prior)
+    student, distil_curve = distil(pipe.transformer, pipe.scheduler, data, cfg.distill, ckpt.loop("distil"),
+                                   first_frame_prior=prior)
     pipe.register_modules(transformer=student)
     pipe.save_pretrained(target)
     write_json_atomic(target / "train_curve.json", distil_curve)
+    _write_flow_source(target, prior)
     return base_target, target
+
+
+def _write_flow_source(folder: Path, prior: float) -> None:
+    """Record where the folder's flow starts, when it is not pure noise (``FlowSource``)."""
+    if prior:
+        write_json_atomic(folder / FLOW_SOURCE_FILE, FlowSource(
+            first_frame_prior=prior, why="trained so (flow.first_frame_prior in the zoo recipe)").model_dump())
 
 
 def reasoner_samples(
@@ -244,7 +258,7 @@ def reasoner_samples(
     pipe = load_reasoner(reasoner_dir)
     frames = [read_image(i.first_frame) for i in instances]
     videos = generate_videos(pipe, frames, [i.prompt for i in instances], [seed + k for k in range(len(instances))],
-                             steps, instances[0].metadata["n_frames"])
+                             steps, instances[0].metadata["n_frames"], first_frame_prior=first_frame_prior(reasoner_dir))
     return list(zip(instances, videos))
 
 
@@ -417,7 +431,8 @@ def evaluate_zoo(models: Path, test_dir: Path, cfg: ZooConfig) -> ZooEval:
     frames = [read_image(i.first_frame) for i in bench.instances]
     base_videos = generate_videos(pipe, frames, [i.prompt for i in bench.instances],
                                   [cfg.seed + k for k in range(len(bench.instances))], cfg.eval_steps_base,
-                                  bench.instances[0].metadata["n_frames"], transformer=base_tf)
+                                  bench.instances[0].metadata["n_frames"], transformer=base_tf,
+                                  first_frame_prior=first_frame_prior(models / REASONER_BASE))
     base = score_videos(list(zip(bench.instances, base_videos)), cfg.eval_steps_base)
     samples = reasoner_samples(models / REASONER, bench.instances, seed=cfg.seed + 20_000)
     judged = _teacher_test_videos(models, bench, samples, cfg)

@@ -461,6 +461,61 @@ def test_a_multistep_solver_folder_takes_gradients_through_its_own_steps(models,
     assert np.abs(solver.generate(cond, 3).astype(float) / 255 - theirs).max() < 2 / 255
 
 
+def test_a_folder_with_a_first_frame_prior_starts_every_item_there_and_samples_as_the_pipeline_from_it(models, bench, tmp_path):
+    """flow_source.json (the zoo writes it when trained with a prior) moves each item's start to
+    eps + p * first; the final video is then pipe(..., latents=that start)'s."""
+    import shutil
+
+    from PIL import Image
+
+    folder = tmp_path / "reasoner"
+    shutil.copytree(models[0], folder)
+    (folder / "flow_source.json").write_text(json.dumps({"first_frame_prior": 1.0}))
+    plain, primed = (ReasonerAdapter.from_paths(f, None, device="cpu") for f in (models[0], folder))
+    assert (plain.first_frame_prior, primed.first_frame_prior) == (0.0, 1.0)
+    inst = bench.instances[0]
+    first = read_image(inst.first_frame)
+    a, b = (r.prepare(first, inst.prompt, seed=7, n_frames=17) for r in (plain, primed))
+    assert torch.allclose(b.noise - a.noise, b.condition.latents.expand_as(b.noise), atol=1e-6)
+    theirs = primed.pipe(image=Image.fromarray(first), prompt=inst.prompt, height=64, width=64, num_frames=17,
+                         num_inference_steps=3, guidance_scale=1.0, latents=b.noise, output_type="np").frames[0]
+    ours = primed.generate(b, 3)
+    assert np.abs(ours.astype(float) / 255 - theirs).max() < 2 / 255
+    assert np.abs(ours.astype(int) - plain.generate(a, 3).astype(int)).max() > 10  # the start matters
+
+    (folder / "flow_source.json").write_text(json.dumps({"first_frame_prior": -1}))
+    with pytest.raises(InputError, match=r"flow_source.json.*first_frame_prior"):
+        ReasonerAdapter.from_paths(folder, None, device="cpu")
+
+
+def test_the_grpo_sde_with_a_first_frame_prior_is_the_plain_sde_shifted_and_keeps_the_flows_marginals():
+    """With the source eps + m, y = z - s m is a flow from pure noise: each step is Flow-GRPO's on y,
+    shifted back. Checked on the exact velocity of a one-point data distribution, whose marginal at
+    level s is (1 - s) x0 + s (eps + m)."""
+    from core.method.grpo import SdeSchedule
+
+    sigmas = [1.0, 0.75, 0.5, 0.25, 0.0]
+    schedule = SdeSchedule(torch.tensor([1000.0, 750.0, 500.0, 250.0]), sigmas, [0, 1, 2])
+    x0, m = 0.5, 2.0
+    start = torch.randn(100_000, generator=torch.Generator().manual_seed(0))
+    z, y = start + m, start.clone()
+    prior = torch.full_like(z, m)
+    draws = torch.Generator().manual_seed(1)
+    def eps_mean(state: torch.Tensor, level: float) -> float:
+        return float(((state - (1 - level) * x0) / level - m).mean())
+
+    for i, s in enumerate(sigmas[:-1]):
+        mean, std = schedule.transition(i, z, (z - x0) / s, 0.7, prior)
+        plain_mean, plain_std = schedule.transition(i, y, (y - x0) / s, 0.7)
+        unshifted_mean, _ = schedule.transition(i, z, (z - x0) / s, 0.7)
+        assert std == plain_std and torch.allclose(mean - sigmas[i + 1] * m, plain_mean, atol=1e-5)
+        step = torch.randn(z.shape, generator=draws)
+        z, y, unshifted = mean + std * step, plain_mean + std * step, unshifted_mean + std * step
+        if sigmas[i + 1] > 0:  # the source's part of z keeps mean m; a step without the shift drifts towards 0
+            assert abs(eps_mean(z, sigmas[i + 1])) < 0.02 and eps_mean(unshifted, sigmas[i + 1]) < -0.5
+    assert torch.allclose(z, torch.full_like(z, x0), atol=1e-5)  # the last step is deterministic and lands on x0
+
+
 def test_guidance_is_the_pipelines_and_costs_two_calls_per_velocity(reasoner, bench):
     """Classifier-free guidance (undistilled Reasoners): pipe(guidance_scale=...)'s video, twice the calls."""
     from PIL import Image

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -10,10 +13,12 @@ from PIL import Image
 
 from core.bench.record import Purpose
 from core.bench.synth.generate import make_synth_benchmark
+from core.errors import InputError
 from core.media import read_image
 from core.models.surrogate import SurrogateDecoder
 from core.models.tokenizer import build_bpe_tokenizer
 from core.models.wan import (
+    FLOW_SOURCE_FILE,
     WanReasonerArch,
     assemble_pipeline,
     build_scheduler,
@@ -23,6 +28,7 @@ from core.models.wan import (
     encode_conditions,
     encode_first_frames,
     encode_prompts,
+    first_frame_prior,
     generate_videos,
     item_noise,
     latent_shape,
@@ -35,6 +41,7 @@ from core.train.reasoner import (
     FlowMatchConfig,
     LatentDataset,
     distil,
+    reflow_pairs,
     train_flow_matching,
 )
 from core.train.surrogate import SurrogateTrainConfig, decoder_fidelity, train_surrogate
@@ -96,7 +103,7 @@ def test_a_4x4_patch_transformer_samples_with_one_timestep_per_token_and_leaves_
     the arch's dump, and every stage key made from it, is what it was before the field existed."""
     from core.models.wan import token_timesteps
 
-    arch = WanReasonerArch.micro().model_copy(update={"dit_patch": 4})
+    arch = WanReasonerArch(**WanReasonerArch.micro().model_dump() | {"dit_patch": 4, "dit_heads": 8})  # 64 wide
     torch.manual_seed(1)
     wide = WanImageToVideoPipeline(**pipe.components | {"transformer": build_transformer(arch), "expand_timesteps": True})
     assert tuple(wide.transformer.config.patch_size) == (1, 4, 4)
@@ -110,7 +117,22 @@ def test_a_4x4_patch_transformer_samples_with_one_timestep_per_token_and_leaves_
     with pytest.raises(RuntimeError, match="must match the size"):  # the pipeline's own call, as documented
         wide(image=Image.fromarray(image), prompt=inst.prompt, height=64, width=64, num_frames=17, num_inference_steps=1,
              output_type="np")
-    assert "dit_patch" not in WanReasonerArch().model_dump() and WanReasonerArch(dit_patch=4).model_dump()["dit_patch"] == 4
+    assert "dit_patch" not in WanReasonerArch().model_dump()
+    assert WanReasonerArch(dit_patch=4, dit_heads=16).model_dump()["dit_patch"] == 4
+
+
+def test_an_arch_too_narrow_for_its_tokens_is_refused_before_training(tmp_path):
+    """A 4x4 patch of 16 latent channels is 256 values a token: a 128-wide transformer's velocity has
+    rank 128 there and cannot remove the noise (the second zoo's second attempt: speckled samples)."""
+    with pytest.raises(ValueError, match="128 is narrower than a token's dit_patch.*256"):
+        WanReasonerArch(dit_patch=4, dit_heads=8)
+    from core.config import load_config
+    from core.zoo import ZooConfig
+
+    recipe = tmp_path / "zoo.yaml"
+    recipe.write_text("arch: {dit_patch: 4, dit_heads: 8, dit_ffn_dim: 512}\n")
+    with pytest.raises(InputError, match=r"zoo.yaml.*arch.*narrower"):
+        load_config(ZooConfig, recipe)
 
 
 def test_wan21_style_pipeline_loads_and_our_sampler_matches_it(bench, tmp_path):
@@ -130,6 +152,8 @@ def test_wan21_style_pipeline_loads_and_our_sampler_matches_it(bench, tmp_path):
     other = bench.instances[1]
     moved = generate_videos(wan21, [read_image(other.first_frame)], [inst.prompt], [3], steps=3, n_frames=17)[0]
     assert np.abs(moved.astype(float) - ours).max() > 10  # the first frame conditions the video
+    with pytest.raises(InputError, match="first_frame_prior.*TI2V"):  # the prior is a TI2V source
+        encode_conditions(wan21, [image], 17, prior=1.0)
 
 
 def test_a_wan22_5b_shaped_pipeline_matches_our_sampler_and_gets_a_surrogate(bench, tmp_path):
@@ -175,6 +199,42 @@ def test_vae_surrogate_and_transformer_train_a_few_steps(pipe, bench):
     assert any(not torch.equal(before[k], v) for k, v in pipe.transformer.state_dict().items())
     student, curve = distil(pipe.transformer, pipe.scheduler, data, DistillConfig(teacher_steps=2, steps=2, batch=2))
     assert student is not pipe.transformer and np.isfinite(curve[0])
+
+
+def test_a_first_frame_prior_trains_and_reflows_from_noise_plus_the_first_frame(pipe, bench):
+    videos = [np.asarray(read_image(i.first_frame))[None].repeat(17, 0) for i in bench.instances[:3]]
+    first = encode_first_frames(pipe.vae, [v[0] for v in videos])
+    data = LatentDataset(first.repeat(1, 1, latent_shape(pipe, 17, 64, 64)[1], 1, 1), [0, 1, 2],
+                         encode_prompts(pipe, [i.prompt for i in bench.instances[:3]]))
+    cfg = DistillConfig(teacher_steps=2, steps=2, batch=2)
+    plain, primed = (reflow_pairs(pipe.transformer, pipe.scheduler, data, cfg, torch.Generator().manual_seed(0),
+                                  first_frame_prior=p) for p in (0.0, 1.0))
+    assert torch.equal(plain[2], primed[2])  # the same items, the same noise: the sources differ by the first frame
+    assert torch.allclose(primed[0] - plain[0], first[plain[2]].expand_as(plain[0]), atol=1e-6)
+    assert not torch.allclose(primed[1], plain[1], atol=1e-3)
+    flow = FlowMatchConfig(steps=2, batch=2, first_frame_prior=1.0)
+    assert np.isfinite(train_flow_matching(copy.deepcopy(pipe.transformer), data, flow)[0])
+    assert "first_frame_prior" not in FlowMatchConfig().model_dump()  # keys made before the prior stay valid
+    assert flow.model_dump()["first_frame_prior"] == 1.0
+
+
+def test_generate_videos_with_a_prior_is_the_pipeline_from_that_source_and_reads_it_from_the_folder(pipe, bench, tmp_path):
+    inst = bench.instances[0]
+    image = read_image(inst.first_frame)
+    cond = encode_conditions(pipe, [image], 17, prior=1.0)
+    source = cond.source(item_noise(latent_shape(pipe, 17, 64, 64), seed=3)[None])
+    ours = generate_videos(pipe, [image], [inst.prompt], [3], steps=3, n_frames=17, first_frame_prior=1.0)[0]
+    theirs = pipe(image=Image.fromarray(image), prompt=inst.prompt, height=64, width=64, num_frames=17, num_inference_steps=3,
+                  guidance_scale=1.0, latents=source, output_type="np").frames[0]
+    assert np.abs(ours.astype(float) / 255 - theirs).max() < 2 / 255
+    folder = tmp_path / "reasoner"
+    folder.mkdir()
+    assert first_frame_prior(folder) == 0.0  # a real checkpoint: pure noise
+    (folder / FLOW_SOURCE_FILE).write_text(json.dumps({"first_frame_prior": 0.5, "why": "test"}))
+    assert first_frame_prior(folder) == 0.5
+    (folder / FLOW_SOURCE_FILE).write_text(json.dumps({"first_frame_prior": "lots"}))
+    with pytest.raises(InputError, match=r"flow_source.json.*first_frame_prior"):
+        first_frame_prior(folder)
 
 
 def _lr_curve(steps: int, make) -> list[float]:

@@ -17,6 +17,7 @@ import torch
 
 from core import zoo
 from core.bench.source import open_benchmark
+from core.models.wan import first_frame_prior
 from core.train.checkpoint import StageCheckpoint, TrainingCheckpoint, TrainingStopped, resume
 from core.train.common import ground_truth_video
 
@@ -271,6 +272,7 @@ def test_a_loop_checkpoint_cannot_run_code(tmp_path):
 
 def test_the_reasoner_stage_never_redoes_its_finished_flow_matching(micro, tmp_path):
     cfg, train, work = micro
+    cfg = cfg.model_copy(update={"flow": cfg.flow.model_copy(update={"first_frame_prior": 1.0})})  # and records its source
     zoo.train_reasoner(work / "vae", train, tmp_path / "ref" / "base", tmp_path / "ref" / "reasoner", cfg)
     folder = tmp_path / "reasoner.ckpt"
     with pytest.raises(TrainingStopped):  # killed in flow matching
@@ -286,6 +288,7 @@ def test_the_reasoner_stage_never_redoes_its_finished_flow_matching(micro, tmp_p
     assert [r["resumed_from"] for r in runs] == [{}, {"flow-matching": 2}, {"distil": 1}]
     assert runs[-1]["phases_kept"] == ["flow-matching"]
     assert_same_folders(tmp_path / "ref", tmp_path / "c")
+    assert first_frame_prior(tmp_path / "c" / "base") == first_frame_prior(tmp_path / "c" / "reasoner") == 1.0
 
 
 def test_the_teacher_stage_keeps_its_reasoner_samples(micro, tmp_path):

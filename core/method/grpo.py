@@ -114,8 +114,17 @@ class SdeSchedule:
         trained = [i for i in range(len(sigmas) - 2) if expert(reasoner.pipe, sched.timesteps[i]) is reasoner.transformer]
         return cls(sched.timesteps, sigmas, trained)
 
-    def transition(self, i: int, z: torch.Tensor, v: torch.Tensor, noise_level: float) -> tuple[torch.Tensor, float]:
-        """The Gaussian of step ``i``: (mean, standard deviation); the last step's deviation is 0."""
+    def transition(self, i: int, z: torch.Tensor, v: torch.Tensor, noise_level: float,
+                   prior: torch.Tensor | None = None) -> tuple[torch.Tensor, float]:
+        """The Gaussian of step ``i``: (mean, standard deviation); the last step's deviation is 0.
+
+        ``prior``: the source's mean where the flow starts at ``eps + prior`` (a first-frame
+        prior, ``FrameCondition.prior_mean``). ``y = z - s * prior`` is then a flow from pure
+        noise with velocity ``v - prior``, so the step is Flow-GRPO's in ``y``, shifted back.
+        """
+        if prior is not None:
+            mean, std = self.transition(i, z - self.sigmas[i] * prior, v - prior, noise_level)
+            return mean + self.sigmas[i + 1] * prior, std
         s, s_next = self.sigmas[i], self.sigmas[i + 1]
         dt = s_next - s
         if s_next == 0.0:
@@ -125,10 +134,11 @@ class SdeSchedule:
         mean = z * (1 + sigma**2 / (2 * s) * dt) + v * (1 + sigma**2 * (1 - s) / (2 * s)) * dt
         return mean, sigma * math.sqrt(-dt)
 
-    def step(self, call: Velocity, i: int, z: torch.Tensor, noise_level: float) -> tuple[torch.Tensor, float]:
+    def step(self, call: Velocity, i: int, z: torch.Tensor, noise_level: float,
+             prior: torch.Tensor | None = None) -> tuple[torch.Tensor, float]:
         """Step ``i``'s Gaussian from ``z`` with the velocity ``call`` gives at its timestep."""
         v = call(z, self.timesteps[i].expand(z.shape[0]).to(z.dtype))
-        return self.transition(i, z, v, noise_level)
+        return self.transition(i, z, v, noise_level, prior)
 
 
 def _generated(latents: torch.Tensor, item: ItemCondition) -> torch.Tensor:
@@ -157,9 +167,10 @@ def rollout(reasoner: ReasonerAdapter, teacher: Teacher, item: ItemCondition, re
     """One stochastic video from the item's eps and its reward loss (no graph)."""
     call = reasoner.velocity_fn(item, cfg.guidance)
     z = item.noise
+    prior = item.condition.prior_mean(z)
     states, old = [z], {}
     for i in range(len(schedule.timesteps)):
-        mean, std = schedule.step(call, i, z, grpo.noise_level)
+        mean, std = schedule.step(call, i, z, grpo.noise_level, prior)
         if std > 0:
             z = mean + std * torch.randn(z.shape, generator=generator).to(z.device, z.dtype)
             if i in schedule.trained:
@@ -183,14 +194,15 @@ def advantages(losses: list[float]) -> torch.Tensor | None:
 
 
 def reference_means(reasoner: ReasonerAdapter, call: Velocity, schedule: SdeSchedule, rollouts: list[Rollout],
-                    noise_level: float) -> list[dict[int, torch.Tensor]]:
+                    noise_level: float, prior: torch.Tensor | None = None) -> list[dict[int, torch.Tensor]]:
     """The frozen Reasoner's step means (the LoRA off) at every trained transition of the group:
     they do not depend on the adapter, so one pass serves every update on the group."""
     tf = reasoner.transformer
     tf.disable_adapters()
     try:
         with torch.no_grad():
-            return [{i: schedule.step(call, i, r.states[i], noise_level)[0] for i in schedule.trained} for r in rollouts]
+            return [{i: schedule.step(call, i, r.states[i], noise_level, prior)[0] for i in schedule.trained}
+                    for r in rollouts]
     finally:
         tf.enable_adapters()
 
@@ -215,13 +227,14 @@ def policy_update(reasoner: ReasonerAdapter, item: ItemCondition, rollouts: list
     call = reasoner.velocity_fn(item, cfg.guidance)
     calls = differentiated_calls(GradMode.FIRST_STEP, cfg.sampler_steps, cfg.guidance)
     n = len(rollouts) * len(schedule.trained)
-    refs = reference_means(reasoner, call, schedule, rollouts, grpo.noise_level) if grpo.kl > 0 else None
+    prior = item.condition.prior_mean(item.noise)
+    refs = reference_means(reasoner, call, schedule, rollouts, grpo.noise_level, prior) if grpo.kl > 0 else None
     grad_norm = 0.0
     for _ in range(grpo.updates_per_group):
         opt.zero_grad(set_to_none=True)
         for g, (r, a) in enumerate(zip(rollouts, adv, strict=True)):
             for i in schedule.trained:
-                mean, std = schedule.step(call, i, r.states[i], grpo.noise_level)
+                mean, std = schedule.step(call, i, r.states[i], grpo.noise_level, prior)
                 ratio = torch.exp(log_density(r.states[i + 1], mean, std, item) - r.old_logp[i])
                 loss = -torch.minimum(ratio * a, ratio.clamp(1 - grpo.clip, 1 + grpo.clip) * a)
                 if refs is not None:

@@ -46,6 +46,7 @@ from core.method.cost import CostMeter
 from core.models.surrogate import SurrogateDecoder
 from core.models.wan import (
     FrameCondition,
+    first_frame_prior,
     check_supported,
     decode_latents,
     denormalise,
@@ -113,7 +114,9 @@ class Guidance(StrictConfig):
 class ItemCondition:
     """What one item contributes to every rollout: fixed for the whole optimisation.
 
-    ``noise`` is eps for the item's seed; the final video reuses it. Frozen, and its tensors
+    ``noise`` is where the item's flow starts: eps for its seed (plus the first frame where the
+    Reasoner folder sets a prior, ``FrameCondition.source``; what ``pipe(..., latents=)``
+    takes); the final video reuses it. Frozen, and its tensors
     are never written in place, because ``ReasonerAdapter.prepare`` hands the same one to
     every stage of an item.
     """
@@ -182,6 +185,7 @@ class ReasonerAdapter:
         gradient_checkpointing: bool | None = None,
         precision: Precision = "auto",
         default_lr: float = PAPER_LR,
+        first_frame_prior: float = 0.0,
     ) -> None:
         """``precision`` decides the transformer's autocast; the weights keep the dtypes ``pipe``
         was loaded with (``from_paths`` loads them for the precision)."""
@@ -212,6 +216,8 @@ class ReasonerAdapter:
         #: The learning rate for an optimiser config that leaves ``lr`` unset: the folder's
         #: ``optim_defaults.json`` when loaded by path (``from_paths``), else the paper's.
         self.default_lr = default_lr
+        #: Where the flow starts (``core.models.wan.FlowSource``): the folder's when loaded by path, else pure noise.
+        self.first_frame_prior = first_frame_prior
 
     @classmethod
     def from_paths(
@@ -242,7 +248,8 @@ class ReasonerAdapter:
                 raise InputError(f"{surrogate}: config.json", f"decodes {[getattr(sc, f) for f in fields]} ({', '.join(fields)})",
                                  f"{[getattr(vae, f) for f in fields]} as the Reasoner's VAE: a surrogate distilled "
                                  "for this VAE (vlmt zoo surrogate --vae ...)")
-        return cls(pipe, sur, device, precision=precision, default_lr=default_lr)
+        return cls(pipe, sur, device, precision=precision, default_lr=default_lr,
+                   first_frame_prior=first_frame_prior(reasoner))
 
     @property
     def transformer(self) -> WanTransformer3DModel:
@@ -272,8 +279,8 @@ class ReasonerAdapter:
             return self._prepared[key]
         h, w = first_frame.shape[:2]
         shape = latent_shape(self.pipe, n_frames, h, w)
-        cond = encode_conditions(self.pipe, [first_frame], n_frames)
-        noise = item_noise(shape, seed)[None].to(self.device, cond.latents.dtype)
+        cond = encode_conditions(self.pipe, [first_frame], n_frames, self.first_frame_prior)
+        noise = cond.source(item_noise(shape, seed)[None].to(self.device, cond.latents.dtype))
         item = self._prepared[key] = ItemCondition(self.encode_text(prompt), cond, noise, seed, n_frames)
         if len(self._prepared) > PREPARED_KEPT:
             self._prepared.popitem(last=False)

@@ -23,8 +23,12 @@ and ``transformer_2`` below (``expert``). The test-time LoRA goes on the high-no
 the one the paper's first-step gradient passes through.
 
 Flow-matching convention (diffusers' ``FlowMatchEulerDiscreteScheduler``): ``z_s = (1 - s) x0
-+ s eps`` for noise level ``s`` in [0, 1], timestep ``t = 1000 s``, velocity ``v = eps - x0``;
-so the clean-latent prediction at any level is ``x0_hat = z_s - s v``.
++ s z1`` for noise level ``s`` in [0, 1], timestep ``t = 1000 s``, velocity ``v = z1 - x0``;
+so the clean-latent prediction at any level is ``x0_hat = z_s - s v``. The flow's source ``z1``
+is the noise ``eps`` (every diffusers Wan folder), or ``eps + p * first`` for a folder whose
+``flow_source.json`` sets a first-frame prior ``p`` (``FlowSource``): the TI2V first frame's
+latent on every frame, so that what the video keeps of its first frame is there before the
+transformer acts. ``pipe(image, prompt, latents=z1)`` samples such a folder as we do.
 """
 
 from __future__ import annotations
@@ -44,17 +48,39 @@ from diffusers import (
     WanTransformer3DModel,
 )
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
-from pydantic import Field, model_serializer
+from pydantic import Field, model_serializer, model_validator
 from transformers import PreTrainedTokenizerBase, UMT5Config, UMT5EncoderModel
 
 from core.checks import naming_bad_weights
-from core.config import StrictConfig, drop_unset
+from core.config import StrictConfig, drop_unset, load_config
 from core.errors import InputError
 
 log = logging.getLogger(__name__)
 
 #: The pipeline default, kept so that ``pipe(image, prompt)`` sees what training saw.
 MAX_SEQUENCE_LENGTH = 512
+
+
+#: A Reasoner folder's own statement of where its flow starts (``FlowSource``); without it, pure noise.
+FLOW_SOURCE_FILE = "flow_source.json"
+
+
+class FlowSource(StrictConfig):
+    """``<reasoner>/flow_source.json``: the flow's source is ``eps + first_frame_prior * first``.
+
+    Written by the zoo's training when it trains with a prior (``FlowMatchConfig``), so the
+    sampler of every consumer (the method, ``vlmt zoo eval``, mining) starts where the
+    transformer was trained to start. Real checkpoints have none: pure noise, as diffusers.
+    """
+
+    first_frame_prior: float = Field(0.0, ge=0.0, description="Weight of the first frame's latent in the source.")
+    why: str = ""
+
+
+def first_frame_prior(reasoner_dir: str | Path) -> float:
+    """The prior a Reasoner folder was trained with (``flow_source.json``), else 0 (pure noise)."""
+    path = Path(reasoner_dir) / FLOW_SOURCE_FILE
+    return load_config(FlowSource, path).first_frame_prior if path.is_file() else 0.0
 
 
 class WanReasonerArch(StrictConfig):
@@ -86,6 +112,18 @@ class WanReasonerArch(StrictConfig):
     @model_serializer(mode="wrap")
     def _dump(self, handler) -> dict:
         return drop_unset(handler(self), vae_residual=False, dit_patch=2)
+
+    @model_validator(mode="after")
+    def _width_holds_a_token(self) -> WanReasonerArch:
+        """A token's output is ``dit_patch**2 * vae_z_dim`` latent values, one linear map of the
+        ``dit_heads * dit_head_dim`` hidden state: narrower, the velocity cannot hold the noise it
+        must remove (its rank is the width), and samples keep a speckle no training removes
+        (measured: docs/zoo.md, "The Reasoner"). Wan2.2-TI2V-5B: 3072 for 2 * 2 * 48 = 192."""
+        width, token = self.dit_heads * self.dit_head_dim, self.dit_patch**2 * self.vae_z_dim
+        if width < token:
+            raise ValueError(f"dit_heads * dit_head_dim = {width} is narrower than a token's "
+                             f"dit_patch**2 * vae_z_dim = {token} latent values: widen the transformer or shrink the patch")
+        return self
 
     @classmethod
     def micro(cls) -> WanReasonerArch:
@@ -281,16 +319,34 @@ class FrameCondition:
     and the encoded ``[first frame, grey...]`` video, concatenated to the noisy latents on the
     channel axis; the output is the transformer's own for every frame. ``image_embeds`` is the
     CLIP embedding for transformers with an image projection (``image_dim``), else None.
+    ``prior`` (TI2V only) moves the flow's source to ``eps + prior * first`` (``FlowSource``).
     """
 
     latents: torch.Tensor
     concat: bool = False
     image_embeds: torch.Tensor | None = None
+    prior: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.prior and self.concat:
+            raise InputError("first_frame_prior", f"is {self.prior}", "0 for a Wan2.1-style I2V folder (it applies to TI2V)")
 
     @classmethod
-    def first_frame_of(cls, latents: torch.Tensor) -> FrameCondition:
+    def first_frame_of(cls, latents: torch.Tensor, prior: float = 0.0) -> FrameCondition:
         """The TI2V condition of clean video latents (their first frame), as training uses it."""
-        return cls(latents[:, :, :1])
+        return cls(latents[:, :, :1], prior=prior)
+
+    def prior_mean(self, like: torch.Tensor) -> torch.Tensor | None:
+        """The source's mean, shaped as ``like``: the first frame's latent times ``prior`` on every
+        frame; None when the source is pure noise."""
+        if not self.prior:
+            return None
+        return (self.prior * self.latents.to(like.dtype)).expand_as(like)
+
+    def source(self, noise: torch.Tensor) -> torch.Tensor:
+        """Where the flow starts for ``noise`` (``z1``; what ``pipe(..., latents=)`` takes)."""
+        mean = self.prior_mean(noise)
+        return noise if mean is None else noise + mean
 
     def model_input(self, noisy: torch.Tensor) -> torch.Tensor:
         if self.concat:
@@ -400,7 +456,8 @@ def sample_latents(
     negative: torch.Tensor | None = None,
     guidance_scale: Scale = 1.0,
 ) -> torch.Tensor:
-    """Sample clean latents with the scheduler's solver (no graph); the condition put back in TI2V.
+    """Sample clean latents from ``noise`` with the scheduler's solver (no graph); the condition
+    put back in TI2V. The flow starts at ``condition.source(noise)``.
 
     ``transformer_at(t)`` is the transformer for timestep ``t`` (one model, or ``expert``);
     ``negative`` text embeddings with ``guidance_scale > 1`` add classifier-free guidance
@@ -409,7 +466,7 @@ def sample_latents(
     def at(z: torch.Tensor, t: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         return velocity(transformer_at(t), z, condition, t, c)
 
-    return condition.finish(solve(guided(at, text, negative, guidance_scale), noise, scheduler, steps))
+    return condition.finish(solve(guided(at, text, negative, guidance_scale), condition.source(noise), scheduler, steps))
 
 
 @torch.no_grad()
@@ -420,10 +477,14 @@ def encode_first_frames(vae: AutoencoderKLWan, images: list[np.ndarray]) -> torc
 
 
 @torch.no_grad()
-def encode_conditions(pipe: WanImageToVideoPipeline, images: list[np.ndarray], n_frames: int) -> FrameCondition:
-    """The first frames' condition in the pipeline's own style (``prepare_latents`` and ``encode_image``)."""
+def encode_conditions(pipe: WanImageToVideoPipeline, images: list[np.ndarray], n_frames: int,
+                      prior: float = 0.0) -> FrameCondition:
+    """The first frames' condition in the pipeline's own style (``prepare_latents`` and
+    ``encode_image``); ``prior``: the folder's first-frame prior (``first_frame_prior``)."""
     if pipe.config.expand_timesteps:
-        return FrameCondition(encode_first_frames(pipe.vae, images))
+        return FrameCondition(encode_first_frames(pipe.vae, images), prior=prior)
+    if prior:
+        raise InputError("first_frame_prior", f"is {prior}", "0 for a Wan2.1-style I2V folder (it applies to TI2V)")
     vae, st = pipe.vae, pipe.vae_scale_factor_temporal
     first = torch.stack([frames_to_tensor(im[None]) for im in images])
     grey = first.new_zeros(first.shape[0], 3, n_frames - 1, *first.shape[3:])
@@ -462,6 +523,7 @@ def generate_videos(
     guidance_scale: float = 1.0,
     negative_prompt: str = "",
     guidance_scale_2: float | None = None,
+    first_frame_prior: float = 0.0,
 ) -> list[np.ndarray]:
     """Sample videos with ``steps`` solver steps and decode them with the VAE; (T, H, W, 3) uint8 each.
 
@@ -469,13 +531,14 @@ def generate_videos(
     classifier-free guidance against ``negative_prompt`` (two transformer calls per step),
     ``guidance_scale_2`` that of a two-expert folder's low-noise expert.
     ``transformer`` overrides the pipeline's (e.g. to compare an undistilled one); otherwise each
-    step uses the pipeline's ``expert`` for its timestep.
+    step uses the pipeline's ``expert`` for its timestep. ``first_frame_prior``: the folder's
+    (``first_frame_prior(path)``); 0 starts from pure noise, as ``pipe(...)``.
     """
     h, w = first_frames[0].shape[:2]
     shape = latent_shape(pipe, n_frames, h, w)
     videos: list[np.ndarray] = []
     for i in range(0, len(prompts), batch):
-        cond = encode_conditions(pipe, first_frames[i : i + batch], n_frames)
+        cond = encode_conditions(pipe, first_frames[i : i + batch], n_frames, first_frame_prior)
         text = encode_prompts(pipe, prompts[i : i + batch])
         negative = encode_prompts(pipe, [negative_prompt] * len(text)) if guidance_scale != 1.0 else None
         noise = torch.stack([item_noise(shape, s) for s in seeds[i : i + batch]])

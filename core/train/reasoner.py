@@ -1,8 +1,11 @@
 """Train the Reasoner's transformer by flow matching, then step-distil it to 4 steps.
 
-Flow matching (rectified flow, the objective Wan is trained with): ``z_s = (1 - s) x0 + s eps``,
-the transformer predicts ``v = eps - x0``; the first latent frame is the clean encoded first
-frame at timestep 0 (TI2V conditioning) and is excluded from the loss.
+Flow matching (rectified flow, the objective Wan is trained with): ``z_s = (1 - s) x0 + s z1``,
+the transformer predicts ``v = z1 - x0``; the first latent frame is the clean encoded first
+frame at timestep 0 (TI2V conditioning) and is excluded from the loss. The source ``z1`` is
+the noise ``eps``, or with ``first_frame_prior`` ``p`` > 0, ``eps + p * first`` (the first frame's
+latent on every frame, ``core.models.wan.FlowSource``): what stays as it was in the first frame
+is then in place from the start, and the transformer learns what moves.
 
 Step distillation is *reflow* (Liu et al., "Flow Straight and Fast", ICLR 2023; the first
 stage of InstaFlow, Liu et al. ICLR 2024): the undistilled model's own deterministic ODE
@@ -21,9 +24,9 @@ from collections.abc import Sequence
 
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler, WanTransformer3DModel
-from pydantic import Field
+from pydantic import Field, model_serializer
 
-from core.config import StrictConfig
+from core.config import StrictConfig, drop_unset
 from core.models.wan import FrameCondition, sample_latents, sampling_sigmas, velocity
 from core.train.checkpoint import TrainingCheckpoint, resume
 from core.train.common import one_cycle, seed_everything, step_progress
@@ -54,6 +57,13 @@ class FlowMatchConfig(StrictConfig):
     lr: float = 1e-3
     weight_decay: float = 0.0
     seed: int = 0
+    first_frame_prior: float = Field(0.0, ge=0.0, description=(
+        "The flow's source is noise plus this times the first frame's latent on every frame (written to the "
+        "Reasoner folder's flow_source.json; 0: pure noise, as every diffusers Wan folder)."))
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler) -> dict:
+        return drop_unset(handler(self), first_frame_prior=0.0)
 
 
 def _masked_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -71,20 +81,20 @@ def _regress_velocity(
     model: WanTransformer3DModel, batch, description: str, cfg: FlowMatchConfig | DistillConfig, weight_decay: float,
     gen: torch.Generator, checkpoint: TrainingCheckpoint | None,
 ) -> list[float]:
-    """The loop flow matching and reflow share: regress ``v = eps - x`` on ``z = (1 - s) x + s eps``.
+    """The loop flow matching and reflow share: regress ``v = z1 - x`` on ``z = (1 - s) x + s z1``.
 
-    ``batch(step)`` returns ``(x, eps, sigma, text)``, drawn with ``gen``; ``x``'s first latent
-    frame is the condition. ``cfg`` gives the steps and learning rate. Returns the smoothed loss every 50 steps.
+    ``batch(step)`` returns ``(x, z1, sigma, text)``, drawn with ``gen``; ``x``'s first latent
+    frame is the condition, ``z1`` the flow's source. ``cfg`` gives the steps and learning rate. Returns the smoothed loss every 50 steps.
     """
     opt, sched = _optimiser(model, cfg.lr, weight_decay, cfg.steps)
     ckpt = resume(checkpoint, cfg, {"transformer": model}, opt, sched, gen)
     curve, running = ckpt.restore(curve=[], running=0.0)
     with step_progress(description, cfg.steps, ckpt.step) as advance:
         for step in range(ckpt.step, cfg.steps):
-            x, eps, sigma, text = batch(step)
+            x, source, sigma, text = batch(step)
             s = sigma.view(-1, 1, 1, 1, 1)
-            noisy, cond = (1 - s) * x + s * eps, FrameCondition.first_frame_of(x)
-            loss = _masked_mse(velocity(model, noisy, cond, sigma * 1000.0, text), eps - x)
+            noisy, cond = (1 - s) * x + s * source, FrameCondition.first_frame_of(x)
+            loss = _masked_mse(velocity(model, noisy, cond, sigma * 1000.0, text), source - x)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -111,7 +121,8 @@ def train_flow_matching(
     def batch(_step: int):
         idx = torch.randint(len(data), (cfg.batch,), generator=gen)
         x0, text = data.batch(idx)
-        return x0, torch.randn(x0.shape, generator=gen), torch.rand(cfg.batch, generator=gen), text
+        source = FrameCondition.first_frame_of(x0, cfg.first_frame_prior).source(torch.randn(x0.shape, generator=gen))
+        return x0, source, torch.rand(cfg.batch, generator=gen), text
 
     curve = _regress_velocity(transformer, batch, "Reasoner flow matching", cfg, cfg.weight_decay, gen, checkpoint)
     transformer.eval()
@@ -132,33 +143,36 @@ class DistillConfig(StrictConfig):
 @torch.no_grad()
 def reflow_pairs(
     teacher: WanTransformer3DModel, scheduler: FlowMatchEulerDiscreteScheduler, data: LatentDataset, cfg: DistillConfig,
-    gen: torch.Generator, chunk: int = 32,
+    gen: torch.Generator, chunk: int = 32, first_frame_prior: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(noise, teacher endpoint, item index) triples from the undistilled model's ODE."""
+    """(source, teacher endpoint, item index) triples from the undistilled model's ODE; the
+    source is the noise, plus the first frame where the teacher was trained with a prior."""
     items = torch.arange(len(data)).repeat(cfg.pairs_per_item)
     noise = torch.randn((len(items), *data.latents.shape[1:]), generator=gen)
-    ends = []
+    sources, ends = [], []
     with step_progress("reflow pairs", (len(items) + chunk - 1) // chunk) as advance:
         for i in range(0, len(items), chunk):
             x0, text = data.batch(items[i : i + chunk])
-            cond = FrameCondition.first_frame_of(x0)
+            cond = FrameCondition.first_frame_of(x0, first_frame_prior)
+            sources.append(cond.source(noise[i : i + chunk]))
             ends.append(sample_latents(lambda _t: teacher, noise[i : i + chunk], cond, text, scheduler, cfg.teacher_steps))
             advance()
-    return noise, torch.cat(ends), items
+    return torch.cat(sources), torch.cat(ends), items
 
 
 def distil(
     teacher: WanTransformer3DModel, scheduler: FlowMatchEulerDiscreteScheduler, data: LatentDataset, cfg: DistillConfig,
-    checkpoint: TrainingCheckpoint | None = None,
+    checkpoint: TrainingCheckpoint | None = None, first_frame_prior: float = 0.0,
 ) -> tuple[WanTransformer3DModel, list[float]]:
-    """A reflowed copy of ``teacher`` for ``cfg.student_steps``-step Euler sampling.
+    """A reflowed copy of ``teacher`` for ``cfg.student_steps``-step Euler sampling, from the
+    source ``teacher`` was trained with (``first_frame_prior``).
 
     ``checkpoint``: save there periodically and resume from it (``core.train.checkpoint``). The
     reflow pairs are not kept: a resumed run recomputes them (seeded, so the same pairs).
     """
     gen = seed_everything(cfg.seed)
     teacher.eval()
-    noise, ends, items = reflow_pairs(teacher, scheduler, data, cfg, gen)
+    sources, ends, items = reflow_pairs(teacher, scheduler, data, cfg, gen, first_frame_prior=first_frame_prior)
     levels = sampling_sigmas(scheduler, cfg.student_steps)[:-1]  # the student's noise levels, 1.0 first
     student = copy.deepcopy(teacher).train()
 
@@ -168,7 +182,7 @@ def distil(
         sigma = levels[torch.randint(len(levels), (cfg.batch,), generator=gen)]
         uniform = torch.rand(cfg.batch, generator=gen) < cfg.uniform_fraction
         sigma = torch.where(uniform, torch.rand(cfg.batch, generator=gen), sigma)
-        return ends[idx], noise[idx], sigma, text
+        return ends[idx], sources[idx], sigma, text
 
     curve = _regress_velocity(student, batch, "Reasoner distillation", cfg, 0.0, gen, checkpoint)
     student.eval()
