@@ -60,6 +60,7 @@ from core.train.reasoner import (
     FlowMatchConfig,
     LatentDataset,
     distil,
+    moving_latents,
     train_flow_matching,
 )
 from core.train.surrogate import SurrogateTrainConfig, decoder_fidelity, train_surrogate
@@ -200,11 +201,13 @@ def train_surrogate_decoder(
 def _latent_dataset(pipe, instances: list[TaskInstance], batch: int = 16) -> LatentDataset:
     prompts = sorted({i.prompt for i in instances})
     table = torch.cat([encode_prompts(pipe, prompts[j : j + batch]) for j in range(0, len(prompts), batch)])
-    lat = []
+    lat, moving = [], []
     for j in range(0, len(instances), batch):
-        lat.append(encode_videos(pipe.vae, stack_videos([ground_truth_video(i) for i in instances[j : j + batch]])))
+        videos = stack_videos([ground_truth_video(i) for i in instances[j : j + batch]])
+        lat.append(encode_videos(pipe.vae, videos))
+        moving.append(moving_latents(videos, pipe.vae_scale_factor_temporal, pipe.vae_scale_factor_spatial))
     lookup = {p: k for k, p in enumerate(prompts)}
-    return LatentDataset(torch.cat(lat), [lookup[i.prompt] for i in instances], table)
+    return LatentDataset(torch.cat(lat), [lookup[i.prompt] for i in instances], table, torch.cat(moving))
 
 
 def train_reasoner(

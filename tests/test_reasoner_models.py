@@ -40,7 +40,9 @@ from core.train.reasoner import (
     DistillConfig,
     FlowMatchConfig,
     LatentDataset,
+    _masked_mse,
     distil,
+    moving_latents,
     reflow_pairs,
     train_flow_matching,
 )
@@ -199,6 +201,21 @@ def test_vae_surrogate_and_transformer_train_a_few_steps(pipe, bench):
     assert any(not torch.equal(before[k], v) for k, v in pipe.transformer.state_dict().items())
     student, curve = distil(pipe.transformer, pipe.scheduler, data, DistillConfig(teacher_steps=2, steps=2, batch=2))
     assert student is not pipe.transformer and np.isfinite(curve[0])
+
+
+def test_the_motion_mask_marks_the_latent_pixels_a_sprite_enters_or_leaves_and_weighs_the_loss():
+    video = torch.zeros(1, 3, 9, 16, 16)
+    video[:, 0, 5:, 4:8, 8:12] = 1.0  # a sprite appears at frame 5 in latent pixel (1, 2) of a 4x spatial VAE
+    video[:, 1, 7:, 12:16, 0:4] = 1.0  # another at frame 7, latent pixel (3, 0)
+    moving = moving_latents(video, temporal=4, spatial=4)
+    assert moving.shape == (1, 3, 4, 4) and not moving[:, :2].any()  # frames 1-4 are still
+    assert moving[0, 2].nonzero().tolist() == [[1, 2], [3, 0]]
+    assert not moving_latents(video[:, :, :1].repeat(1, 1, 9, 1, 1), 4, 4).any()
+    pred, target = torch.zeros(1, 2, 3, 4, 4), torch.zeros(1, 2, 3, 4, 4)
+    pred[0, :, 2, 1, 2] = 1.0  # an error only where the sprite moves
+    plain = _masked_mse(pred, target)
+    assert float(plain) == pytest.approx(1 / 32)
+    assert float(_masked_mse(pred, target, moving, 1.0)) == pytest.approx(1 / 32 + 1 / 2)  # + the mean over 2 moving pixels
 
 
 def test_a_first_frame_prior_trains_and_reflows_from_noise_plus_the_first_frame(pipe, bench):

@@ -272,7 +272,7 @@ def test_a_loop_checkpoint_cannot_run_code(tmp_path):
 
 def test_the_reasoner_stage_never_redoes_its_finished_flow_matching(micro, tmp_path):
     cfg, train, work = micro
-    cfg = cfg.model_copy(update={"flow": cfg.flow.model_copy(update={"first_frame_prior": 1.0})})  # and records its source
+    cfg = cfg.model_copy(update={"flow": cfg.flow.model_copy(update={"first_frame_prior": 1.0, "motion_weight": 1.0})})
     zoo.train_reasoner(work / "vae", train, tmp_path / "ref" / "base", tmp_path / "ref" / "reasoner", cfg)
     folder = tmp_path / "reasoner.ckpt"
     with pytest.raises(TrainingStopped):  # killed in flow matching

@@ -35,20 +35,39 @@ log = logging.getLogger(__name__)
 
 
 class LatentDataset:
-    """Normalised video latents with their text embeddings (shared per unique prompt)."""
+    """Normalised video latents with their text embeddings (shared per unique prompt) and, optionally,
+    where each video moves (``moving``: (N, T', h, w) bool, ``moving_latents``)."""
 
-    def __init__(self, latents: torch.Tensor, prompt_index: Sequence[int], text_table: torch.Tensor) -> None:
+    def __init__(self, latents: torch.Tensor, prompt_index: Sequence[int], text_table: torch.Tensor,
+                 moving: torch.Tensor | None = None) -> None:
         if len(latents) != len(prompt_index):
             raise ValueError(f"{len(latents)} latents but {len(prompt_index)} prompt indices")
+        if moving is not None and moving.shape != (latents.shape[0], *latents.shape[2:]):
+            raise ValueError(f"moving mask {tuple(moving.shape)} for latents {tuple(latents.shape)}: expected (N, T', h, w)")
         self.latents = latents
         self.prompt_index = torch.as_tensor(list(prompt_index), dtype=torch.long)
         self.text_table = text_table
+        self.moving = moving
 
     def __len__(self) -> int:
         return len(self.latents)
 
     def batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.latents[idx], self.text_table[self.prompt_index[idx]]
+
+    def moving_at(self, idx: torch.Tensor) -> torch.Tensor | None:
+        return None if self.moving is None else self.moving[idx]
+
+
+def moving_latents(videos: torch.Tensor, temporal: int, spatial: int) -> torch.Tensor:
+    """(B, 3, T, H, W) videos -> (B, T', h, w) bool: latent pixels whose image patch differs from the
+    first frame's (an object there now, or gone from there), pooled as the VAE compresses (the first
+    latent frame is the first frame alone, each later one ``temporal`` frames)."""
+    change = (videos - videos[:, :, :1]).abs().amax(1)[:, 1:]  # (B, T - 1, H, W)
+    b, t, h, w = change.shape
+    pooled = torch.nn.functional.max_pool3d(change[:, None], (temporal, spatial, spatial))[:, 0]
+    first = torch.zeros(b, 1, h // spatial, w // spatial, dtype=torch.bool)
+    return torch.cat([first, pooled > 1e-3], dim=1)
 
 
 class FlowMatchConfig(StrictConfig):
@@ -60,15 +79,25 @@ class FlowMatchConfig(StrictConfig):
     first_frame_prior: float = Field(0.0, ge=0.0, description=(
         "The flow's source is noise plus this times the first frame's latent on every frame (written to the "
         "Reasoner folder's flow_source.json; 0: pure noise, as every diffusers Wan folder)."))
+    motion_weight: float = Field(0.0, ge=0.0, description=(
+        "Weight of an extra squared error on the latent pixels that move (moving_latents): a moving sprite is a "
+        "few percent of the latents, and what an undertrained transformer loses first."))
 
     @model_serializer(mode="wrap")
     def _dump(self, handler) -> dict:
-        return drop_unset(handler(self), first_frame_prior=0.0)
+        return drop_unset(handler(self), first_frame_prior=0.0, motion_weight=0.0)
 
 
-def _masked_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """MSE over latent frames 1.. (frame 0 is the given condition)."""
-    return ((pred[:, :, 1:] - target[:, :, 1:]) ** 2).mean()
+def _masked_mse(pred: torch.Tensor, target: torch.Tensor, moving: torch.Tensor | None = None,
+                motion_weight: float = 0.0) -> torch.Tensor:
+    """MSE over latent frames 1.. (frame 0 is the given condition), plus ``motion_weight`` times
+    the MSE over the ``moving`` latent pixels ((B, T', h, w) bool) when given."""
+    err = ((pred[:, :, 1:] - target[:, :, 1:]) ** 2).mean(1)  # (B, T' - 1, h, w)
+    loss = err.mean()
+    if moving is not None and motion_weight:
+        mask = moving[:, 1:].to(err.dtype)
+        loss = loss + motion_weight * (err * mask).sum() / mask.sum().clamp_min(1.0)
+    return loss
 
 
 def _optimiser(model: torch.nn.Module, lr: float, weight_decay: float, steps: int):
@@ -79,22 +108,23 @@ def _optimiser(model: torch.nn.Module, lr: float, weight_decay: float, steps: in
 
 def _regress_velocity(
     model: WanTransformer3DModel, batch, description: str, cfg: FlowMatchConfig | DistillConfig, weight_decay: float,
-    gen: torch.Generator, checkpoint: TrainingCheckpoint | None,
+    gen: torch.Generator, checkpoint: TrainingCheckpoint | None, motion_weight: float = 0.0,
 ) -> list[float]:
     """The loop flow matching and reflow share: regress ``v = z1 - x`` on ``z = (1 - s) x + s z1``.
 
-    ``batch(step)`` returns ``(x, z1, sigma, text)``, drawn with ``gen``; ``x``'s first latent
-    frame is the condition, ``z1`` the flow's source. ``cfg`` gives the steps and learning rate. Returns the smoothed loss every 50 steps.
+    ``batch(step)`` returns ``(x, z1, sigma, text, moving)``, drawn with ``gen``; ``x``'s first
+    latent frame is the condition, ``z1`` the flow's source, ``moving`` None or the mask that
+    ``motion_weight`` weighs (flow matching only). ``cfg`` gives the steps and learning rate. Returns the smoothed loss every 50 steps.
     """
     opt, sched = _optimiser(model, cfg.lr, weight_decay, cfg.steps)
     ckpt = resume(checkpoint, cfg, {"transformer": model}, opt, sched, gen)
     curve, running = ckpt.restore(curve=[], running=0.0)
     with step_progress(description, cfg.steps, ckpt.step) as advance:
         for step in range(ckpt.step, cfg.steps):
-            x, source, sigma, text = batch(step)
+            x, source, sigma, text, moving = batch(step)
             s = sigma.view(-1, 1, 1, 1, 1)
             noisy, cond = (1 - s) * x + s * source, FrameCondition.first_frame_of(x)
-            loss = _masked_mse(velocity(model, noisy, cond, sigma * 1000.0, text), source - x)
+            loss = _masked_mse(velocity(model, noisy, cond, sigma * 1000.0, text), source - x, moving, motion_weight)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -122,9 +152,10 @@ def train_flow_matching(
         idx = torch.randint(len(data), (cfg.batch,), generator=gen)
         x0, text = data.batch(idx)
         source = FrameCondition.first_frame_of(x0, cfg.first_frame_prior).source(torch.randn(x0.shape, generator=gen))
-        return x0, source, torch.rand(cfg.batch, generator=gen), text
+        return x0, source, torch.rand(cfg.batch, generator=gen), text, data.moving_at(idx)
 
-    curve = _regress_velocity(transformer, batch, "Reasoner flow matching", cfg, cfg.weight_decay, gen, checkpoint)
+    curve = _regress_velocity(transformer, batch, "Reasoner flow matching", cfg, cfg.weight_decay, gen, checkpoint,
+                              cfg.motion_weight)
     transformer.eval()
     return curve
 
@@ -182,7 +213,7 @@ def distil(
         sigma = levels[torch.randint(len(levels), (cfg.batch,), generator=gen)]
         uniform = torch.rand(cfg.batch, generator=gen) < cfg.uniform_fraction
         sigma = torch.where(uniform, torch.rand(cfg.batch, generator=gen), sigma)
-        return ends[idx], sources[idx], sigma, text
+        return ends[idx], sources[idx], sigma, text, None
 
     curve = _regress_velocity(student, batch, "Reasoner distillation", cfg, 0.0, gen, checkpoint)
     student.eval()
