@@ -46,13 +46,13 @@ from core.method.cost import CostMeter
 from core.models.surrogate import SurrogateDecoder
 from core.models.wan import (
     FrameCondition,
-    first_frame_prior,
     check_supported,
     decode_latents,
     denormalise,
     encode_conditions,
     encode_prompts,
     expert,
+    first_frame_prior,
     fresh_scheduler,
     guidance_scale_at,
     guided,

@@ -309,6 +309,12 @@ def with_condition(noisy: torch.Tensor, condition: torch.Tensor) -> torch.Tensor
     return torch.cat([condition[:, :, :1], noisy[:, :, 1:]], dim=2)
 
 
+def _check_prior(prior: float, concat: bool) -> None:
+    """A first-frame prior is a TI2V source: the Wan2.1 layout has no first latent frame to spread."""
+    if prior and concat:
+        raise InputError("first_frame_prior", f"is {prior}", "0 for a Wan2.1-style I2V folder (it applies to TI2V)")
+
+
 @dataclass(frozen=True)
 class FrameCondition:
     """How an item's first frame enters the transformer; fixed for all of the item's rollouts.
@@ -328,8 +334,7 @@ class FrameCondition:
     prior: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.prior and self.concat:
-            raise InputError("first_frame_prior", f"is {self.prior}", "0 for a Wan2.1-style I2V folder (it applies to TI2V)")
+        _check_prior(self.prior, self.concat)
 
     @classmethod
     def first_frame_of(cls, latents: torch.Tensor, prior: float = 0.0) -> FrameCondition:
@@ -481,10 +486,9 @@ def encode_conditions(pipe: WanImageToVideoPipeline, images: list[np.ndarray], n
                       prior: float = 0.0) -> FrameCondition:
     """The first frames' condition in the pipeline's own style (``prepare_latents`` and
     ``encode_image``); ``prior``: the folder's first-frame prior (``first_frame_prior``)."""
+    _check_prior(prior, concat=not pipe.config.expand_timesteps)  # before any encoding
     if pipe.config.expand_timesteps:
         return FrameCondition(encode_first_frames(pipe.vae, images), prior=prior)
-    if prior:
-        raise InputError("first_frame_prior", f"is {prior}", "0 for a Wan2.1-style I2V folder (it applies to TI2V)")
     vae, st = pipe.vae, pipe.vae_scale_factor_temporal
     first = torch.stack([frames_to_tensor(im[None]) for im in images])
     grey = first.new_zeros(first.shape[0], 3, n_frames - 1, *first.shape[3:])

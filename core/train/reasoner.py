@@ -4,8 +4,8 @@ Flow matching (rectified flow, the objective Wan is trained with): ``z_s = (1 - 
 the transformer predicts ``v = z1 - x0``; the first latent frame is the clean encoded first
 frame at timestep 0 (TI2V conditioning) and is excluded from the loss. The source ``z1`` is
 the noise ``eps``, or with ``first_frame_prior`` ``p`` > 0, ``eps + p * first`` (the first frame's
-latent on every frame, ``core.models.wan.FlowSource``): what stays as it was in the first frame
-is then in place from the start, and the transformer learns what moves.
+latent on every frame, ``core.models.wan.FlowSource``; measured no better on the zoo's data,
+docs/zoo.md). ``motion_weight`` adds a squared error over the latent pixels that move.
 
 Step distillation is *reflow* (Liu et al., "Flow Straight and Fast", ICLR 2023; the first
 stage of InstaFlow, Liu et al. ICLR 2024): the undistilled model's own deterministic ODE
@@ -64,7 +64,7 @@ def moving_latents(videos: torch.Tensor, temporal: int, spatial: int) -> torch.T
     first frame's (an object there now, or gone from there), pooled as the VAE compresses (the first
     latent frame is the first frame alone, each later one ``temporal`` frames)."""
     change = (videos - videos[:, :, :1]).abs().amax(1)[:, 1:]  # (B, T - 1, H, W)
-    b, t, h, w = change.shape
+    b, _, h, w = change.shape
     pooled = torch.nn.functional.max_pool3d(change[:, None], (temporal, spatial, spatial))[:, 0]
     first = torch.zeros(b, 1, h // spatial, w // spatial, dtype=torch.bool)
     return torch.cat([first, pooled > 1e-3], dim=1)
