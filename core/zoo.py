@@ -9,7 +9,7 @@ from its last checkpoint and ends with the same weights.
 Layout written under ``out`` (default ``models/``)::
 
     reasoner/           WanImageToVideoPipeline, 4-step distilled transformer (the default Reasoner)
-    reasoner-base/      the same pipeline with the undistilled transformer (30-step reference)
+    reasoner-base/      the same pipeline with the undistilled transformer (30-step reference; stored in bfloat16)
     surrogate-decoder/  SurrogateDecoder (config.json + safetensors), no VAE needed to load it
     teacher/            Qwen2.5-VL model + processor + tokenizer + chat template
     zoo.json            configs, per-stage wall seconds and the quality figures
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from core.bench.layout import Benchmark
 from core.bench.record import Purpose, Split, TaskInstance
@@ -34,7 +34,6 @@ from core.config import StrictConfig
 from core.io import STAGE_RECORD, write_json_atomic
 from core.media import read_image
 from core.method.reasoner import OPTIM_DEFAULTS_FILE, OptimDefaults
-from core.models.surrogate import SurrogateDecoder
 from core.models.wan import (
     FLOW_SOURCE_FILE,
     FlowSource,
@@ -44,15 +43,13 @@ from core.models.wan import (
     build_text_encoder,
     build_transformer,
     build_vae,
-    decode_latents,
     encode_prompts,
     encode_videos,
     first_frame_prior,
     generate_videos,
     load_reasoner,
-    tensor_to_frames,
+    store_weights_as,
 )
-from core.scoring.synth import score_synth
 from core.train.checkpoint import EVERY_SECONDS, MAX_EVERY_SECONDS, StageCheckpoint
 from core.train.common import ground_truth_video
 from core.train.reasoner import (
@@ -63,13 +60,11 @@ from core.train.reasoner import (
     moving_latents,
     train_flow_matching,
 )
-from core.train.surrogate import SurrogateTrainConfig, decoder_fidelity, train_surrogate
+from core.train.surrogate import SurrogateTrainConfig, train_surrogate
 from core.train.teacher import TeacherTrainConfig, train_teacher
-from core.train.teacher_eval import evaluate_teacher
 from core.train.vae import (
     VaeTrainConfig,
     fit_latent_stats,
-    reconstruction_psnr,
     stack_videos,
     train_vae,
 )
@@ -79,6 +74,10 @@ log = logging.getLogger(__name__)
 REASONER, REASONER_BASE, SURROGATE, TEACHER = "reasoner", "reasoner-base", "surrogate-decoder", "teacher"
 #: The held-out judge: a second Teacher (another seed and data order) that no method optimises against.
 JUDGE = "teacher-judge"
+#: How the undistilled Reasoner's transformer is stored: it is the 30-step reference the distilled
+#: one is measured against, not a model a method runs, and bfloat16 halves it (15 MB at width 256)
+#: inside the 40 MiB ``models/`` budget; it loads back as float32.
+BASE_DTYPE = torch.bfloat16
 
 #: What the published Reasoner recommends to the test-time optimiser (``OPTIM_DEFAULTS_FILE``):
 #: the learning rate measured best for the shipped zoo, far above the paper's 5e-5 for a 5B model.
@@ -234,6 +233,7 @@ def train_reasoner(
         pipe.transformer, data, cfg.flow, ckpt.loop("flow-matching")))
     prior = cfg.flow.first_frame_prior
     pipe.save_pretrained(base_target)
+    store_weights_as(base_target / "transformer", BASE_DTYPE)  # the 30-step reference; reflow uses the float32 one
     write_json_atomic(base_target / "train_curve.json", flow_curve)
     _write_flow_source(base_target, prior)
     student, distil_curve = distil(pipe.transformer, pipe.scheduler, data, cfg.distill, ckpt.loop("distil"),
@@ -346,140 +346,6 @@ def _load_samples(folder: Path, instances: list[TaskInstance] | None = None) -> 
         raise ValueError(f"{folder}: samples of other instances than this stage's")
     with np.load(folder / "samples.npz") as kept:
         return list(zip(instances, list(kept["videos"]), strict=True))
-
-
-# --------------------------------------------------------------------------- evaluation
-
-class ReasonerEval(BaseModel):
-    steps: int
-    score_id: float
-    score_ood: float
-    success_id: float
-    success_ood: float
-    n_id: int
-    n_ood: int
-    per_family: dict[str, float]
-    success_per_family: dict[str, float] = Field(
-        default_factory=dict, description="Share of strict successes per family (the codec gate is per family).")
-
-
-def score_videos(samples: list[tuple[TaskInstance, np.ndarray]], steps: int) -> ReasonerEval:
-    results = [(inst, score_synth(inst, video)) for inst, video in samples]
-
-    def mean(values: list[float]) -> float:
-        return round(float(np.mean(values)), 4) if values else float("nan")
-
-    by_split = {s: [r for i, r in results if i.split == s] for s in Split}
-    families = sorted({i.task_family for i, _ in results})
-    return ReasonerEval(
-        steps=steps,
-        score_id=mean([r.score for r in by_split[Split.ID]]), score_ood=mean([r.score for r in by_split[Split.OOD]]),
-        success_id=mean([float(r.success) for r in by_split[Split.ID]]),
-        success_ood=mean([float(r.success) for r in by_split[Split.OOD]]),
-        n_id=len(by_split[Split.ID]), n_ood=len(by_split[Split.OOD]),
-        per_family={f: mean([r.score for i, r in results if i.task_family == f]) for f in families},
-        success_per_family={f: mean([float(r.success) for i, r in results if i.task_family == f]) for f in families},
-    )
-
-
-@torch.no_grad()
-def score_through_codec(vae, instances: list[TaskInstance], videos: list[np.ndarray], batch: int = 8) -> ReasonerEval:
-    """The synth score of ``videos`` (one per instance) after a VAE round trip (encode, decode).
-
-    Every Reasoner output is a VAE decode, so this is how the codec alone treats a video: on the
-    ground truth it bounds what any sampler or test-time method can score (a Reasoner near this
-    ceiling is limited by the VAE, not by its reasoning); on the ``still`` reference (the first
-    frame held) it is the floor that a Reasoner which changes nothing already reaches.
-    """
-    samples = []
-    for i in range(0, len(instances), batch):
-        decoded = decode_latents(vae, encode_videos(vae, stack_videos(videos[i : i + batch])))
-        samples += [(inst, tensor_to_frames(v)) for inst, v in zip(instances[i : i + batch], decoded, strict=True)]
-    return score_videos(samples, steps=0)
-
-
-class ZooEval(BaseModel):
-    vae_psnr_db: dict[str, float]
-    vae_ceiling: ReasonerEval | None = Field(None, description="Synth score of VAE-reconstructed ground truth.")
-    still_floor: ReasonerEval | None = Field(
-        None, description="Synth score of the first frame held for the whole video, through the VAE (a Reasoner that changes nothing).")
-    surrogate: dict[str, float]
-    reasoner: ReasonerEval
-    reasoner_base: ReasonerEval
-    distilled_minus_base_id: float
-    teacher: dict
-    judge: dict | None = Field(None, description="The held-out judge's figures on the same test videos (None: no judge).")
-    targets: dict[str, bool]
-
-
-def evaluate_zoo(models: Path, test_dir: Path, cfg: ZooConfig) -> ZooEval:
-    """Every quality figure of the issue, on test-purpose instances only."""
-    # imported here: training the zoo needs neither the pipeline's transformer class nor the method package
-    from diffusers import WanTransformer3DModel
-
-    from core.method.methods import still_video
-
-    bench = open_benchmark(test_dir)
-    pipe = load_reasoner(models / REASONER)
-    gt = {s: [ground_truth_video(i) for i in bench.select(split=s)] for s in Split}
-    vae_psnr = {s.value: round(reconstruction_psnr(pipe.vae, v), 2) for s, v in gt.items() if v}
-    in_order = [i for s in Split for i in bench.select(split=s)]
-    videos = [v for s in Split for v in gt[s]]
-    ceiling = score_through_codec(pipe.vae, in_order, videos)
-    floor = score_through_codec(pipe.vae, in_order, [still_video(v[0], len(v)) for v in videos])
-    surrogate = SurrogateDecoder.from_pretrained(models / SURROGATE).eval()
-    fidelity = decoder_fidelity(pipe.vae, surrogate, gt[Split.ID][:20] + gt[Split.OOD][:10])
-    distilled = score_videos(reasoner_samples(models / REASONER, bench.instances, seed=cfg.seed), 4)
-    base_tf = WanTransformer3DModel.from_pretrained(models / REASONER_BASE).eval()
-    frames = [read_image(i.first_frame) for i in bench.instances]
-    base_videos = generate_videos(pipe, frames, [i.prompt for i in bench.instances],
-                                  [cfg.seed + k for k in range(len(bench.instances))], cfg.eval_steps_base,
-                                  bench.instances[0].metadata["n_frames"], transformer=base_tf,
-                                  first_frame_prior=first_frame_prior(models / REASONER_BASE))
-    base = score_videos(list(zip(bench.instances, base_videos)), cfg.eval_steps_base)
-    samples = reasoner_samples(models / REASONER, bench.instances, seed=cfg.seed + 20_000)
-    judged = _teacher_test_videos(models, bench, samples, cfg)
-    teacher = evaluate_teacher(models / TEACHER, bench, **judged).model_dump()
-    judge = evaluate_teacher(models / JUDGE, bench, **judged).model_dump() if (models / JUDGE).is_dir() else None
-    gap = round(distilled.score_id - base.score_id, 4)
-    targets = {  # issue 26's gates
-        "codec_score_ge_0.95_every_family": min(ceiling.per_family.values()) >= 0.95,
-        "codec_success_ge_0.9_every_family": min(ceiling.success_per_family.values()) >= 0.9,
-        "surrogate_psnr_ge_25": fidelity.psnr_vs_vae_db >= 25,
-        "surrogate_speedup_ge_5": fidelity.speedup >= 5,
-        "reasoner_success_id_in_0.2_0.5": 0.2 <= distilled.success_id <= 0.5,
-        "reasoner_success_ood_below_id": distilled.success_ood < distilled.success_id,
-        "reasoner_above_still": distilled.score_id > floor.score_id and distilled.score_ood > floor.score_ood,
-        "distilled_within_0.05_of_base": abs(gap) <= 0.05,
-        **_teacher_targets("teacher", teacher),
-        **(_teacher_targets("judge", judge) if judge else {}),
-    }
-    return ZooEval(vae_psnr_db=vae_psnr, vae_ceiling=ceiling, still_floor=floor, surrogate=fidelity.model_dump(), reasoner=distilled, reasoner_base=base,
-                   distilled_minus_base_id=gap, teacher=teacher, judge=judge, targets=targets)
-
-
-def _teacher_test_videos(models: Path, bench: Benchmark, samples: list, cfg: ZooConfig) -> dict:
-    """What a Teacher is judged on besides ground truth and perturbations: the Reasoner's samples,
-    ``erase``/``still`` videos, and, for a zoo trained with a mining round, the teacher method's
-    own optimised videos on the test items (the videos a judge must not be fooled by)."""
-    judged: dict = {"reasoner_samples": samples, "extra_perturbations": ("erase", "still")}
-    if cfg.mine_per_family:
-        from core.train.mining import run_teacher_method
-
-        judged["mined_videos"] = run_teacher_method(models / REASONER, models / SURROGATE, models / TEACHER,
-                                                    bench.instances, lr=ZOO_OPTIM_DEFAULTS.lr, seed=cfg.seed + 40_000)
-    return judged
-
-
-def _teacher_targets(name: str, ev: dict) -> dict[str, bool]:
-    """Issue 26's Teacher gates, for the Teacher and for the held-out judge alike."""
-    hacks = [ev["false_yes_by_source"].get(f"perturbation:{k}", float("nan")) for k in ("erase", "still")]
-    return {
-        f"{name}_query_json_ge_0.95": ev.get("query_valid_rate", 0) >= 0.95,
-        f"{name}_accuracy_ge_0.9": ev["accuracy"] >= 0.9,
-        f"{name}_goal_balanced_ge_0.85": ev["balanced_accuracy_goal"] >= 0.85,
-        f"{name}_false_yes_erase_still_le_0.1": all(h <= 0.1 for h in hacks),
-    }
 
 
 # --------------------------------------------------------------------------- publishing

@@ -1,6 +1,6 @@
 """Model cards for a published zoo: a README.md in every model folder, with every figure.
 
-The figures come from ``core.zoo.evaluate_zoo`` (test instances only) and the stage records in
+The figures come from ``core.zoo_eval.evaluate_zoo`` (test instances only) and the stage records in
 ``zoo.json``; the cards say which command measured them.
 """
 

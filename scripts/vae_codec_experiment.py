@@ -8,7 +8,7 @@
 Trains a VAE from ``core.models.wan.build_vae`` on world-v2 train instances with
 ``core.train.vae``'s loss (``VaeTrainConfig``: ``--palette-weight``/``--margin`` for the palette
 hinge, ``--motion-weight`` for the moving-pixel term, ``--crop``, ``--clip-frames``), then prints
-one JSON line: wall seconds, PSNR, the codec ceiling (``core.zoo.score_through_codec``) on test
+one JSON line: wall seconds, PSNR, the codec ceiling (``core.zoo_eval.score_through_codec``) on test
 instances (per family, strict success included), the rules the codec alone breaks, and per palette
 colour the share of its pixels decoded within the scorer's tolerance.
 Figures: docs/zoo.md, "Toward the second zoo".
@@ -35,7 +35,7 @@ from core.models.wan import WanReasonerArch, build_vae, decode_latents, encode_v
 from core.scoring.synth import score_synth
 from core.train.common import ground_truth_video
 from core.train.vae import VaeTrainConfig, fit_latent_stats, reconstruction_psnr, stack_videos, train_vae
-from core.zoo import score_videos
+from core.zoo_eval import score_videos
 
 
 def shuffled_palette_videos(instances: list, copies: int, seed: int = 0) -> list[np.ndarray]:

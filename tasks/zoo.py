@@ -12,7 +12,7 @@ from pathlib import Path
 
 from prefect import task
 
-from core import zoo
+from core import zoo, zoo_eval
 from core.io import write_json_atomic
 from core.train.checkpoint import StageCheckpoint
 from core.train.surrogate import SurrogateForConfig, distil_surrogate_for
@@ -77,7 +77,7 @@ def teacher(bench_dir: str, reasoner_dir: str, target: str, cfg_json: str, key: 
 @task(name="zoo-evaluate")
 def evaluate(models: str, bench_dir: str, cfg_json: str) -> dict:
     cfg = zoo.ZooConfig.model_validate_json(cfg_json)
-    return zoo.evaluate_zoo(Path(models), Path(bench_dir) / "bench-test", cfg).model_dump(mode="json")
+    return zoo_eval.evaluate_zoo(Path(models), Path(bench_dir) / "bench-test", cfg).model_dump(mode="json")
 
 
 @task(name="zoo-publish")

@@ -34,6 +34,7 @@ from core.models.wan import (
     latent_shape,
     load_reasoner,
     sampling_sigmas,
+    store_weights_as,
 )
 from core.train.common import one_cycle
 from core.train.reasoner import (
@@ -135,6 +136,23 @@ def test_an_arch_too_narrow_for_its_tokens_is_refused_before_training(tmp_path):
     recipe.write_text("arch: {dit_patch: 4, dit_heads: 8, dit_ffn_dim: 512}\n")
     with pytest.raises(InputError, match=r"zoo.yaml.*arch.*narrower"):
         load_config(ZooConfig, recipe)
+
+
+def test_a_reference_transformer_stored_in_bfloat16_loads_back_as_float32(tmp_path):
+    """The zoo stores its undistilled Reasoner so (half the bytes); readers get float32 weights equal
+    to the bfloat16-rounded originals, and the same outputs up to that rounding."""
+    from diffusers import WanTransformer3DModel
+
+    tf = build_transformer(WanReasonerArch()).eval()
+    tf.save_pretrained(tmp_path / "tf")
+    full = (tmp_path / "tf" / "diffusion_pytorch_model.safetensors").stat().st_size
+    store_weights_as(tmp_path / "tf", torch.bfloat16)
+    assert (tmp_path / "tf" / "diffusion_pytorch_model.safetensors").stat().st_size < 0.6 * full
+    back = WanTransformer3DModel.from_pretrained(tmp_path / "tf").eval()
+    for (name, a), (_, b) in zip(tf.state_dict().items(), back.state_dict().items(), strict=True):
+        assert b.dtype == torch.float32 and torch.equal(b, a.to(torch.bfloat16).float()), name
+    with pytest.raises(InputError, match="no \\*.safetensors"):
+        store_weights_as(tmp_path, torch.bfloat16)
 
 
 def test_wan21_style_pipeline_loads_and_our_sampler_matches_it(bench, tmp_path):

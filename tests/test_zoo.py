@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from diffusers import WanImageToVideoPipeline
+from diffusers import WanImageToVideoPipeline, WanTransformer3DModel
 from PIL import Image
+from safetensors import safe_open
 
 
 @pytest.fixture(scope="module")
@@ -30,6 +31,10 @@ def test_micro_zoo_publishes_every_model_with_cards_and_figures(micro_zoo):
         assert list((models / name).rglob("*.safetensors")), name
     record = json.loads((models / "zoo.json").read_text())
     assert record["train_seconds_total"] > 0
+    # the undistilled reference is stored in bfloat16 and loads back as float32
+    with safe_open(models / "reasoner-base" / "diffusion_pytorch_model.safetensors", "pt") as f:
+        assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.bfloat16}
+    assert {p.dtype for p in WanTransformer3DModel.from_pretrained(models / "reasoner-base").parameters()} == {torch.float32}
     # the Reasoner recommends the zoo's tuned learning rate, as the shipped one does
     shipped = Path(__file__).resolve().parents[1] / "models" / "reasoner" / "optim_defaults.json"
     assert json.loads((models / "reasoner" / "optim_defaults.json").read_text()) == json.loads(shipped.read_text())
@@ -71,6 +76,28 @@ def test_surrogate_loads_without_the_vae(micro_zoo):
     c = sur.config
     z = torch.randn(1, c.z_dim, 1 + 16 // c.scale_factor_temporal, 64 // c.scale_factor_spatial, 64 // c.scale_factor_spatial)
     assert sur(z).shape == (1, 3, 17, 64, 64)
+
+
+def test_the_reasoner_gate_script_measures_a_stage_as_the_zoo_eval_does(micro_zoo):
+    """scripts/reasoner_gate.py on the Reasoner stage folder gives the figures vlmt zoo eval wrote for
+    the published copy (same seeds, the stored bfloat16 reference): a gate measured before the Teacher exists."""
+    import subprocess
+    import sys
+
+    root, _ = micro_zoo
+    stages = root / "work" / "stages"
+    stage = next(p for p in stages.glob("reasoner-*") if p.suffix not in (".tmp", ".ckpt"))
+    out = subprocess.run([sys.executable, "scripts/reasoner_gate.py", "--stage", str(stage), "--test-bench",
+                          str(next(stages.glob("bench-*")) / "bench-test"), "--base-steps", "3"],
+                         capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parents[1])
+    gate = json.loads(out.stdout.strip().splitlines()[-1])
+    record = json.loads((root / "models" / "zoo.json").read_text())["eval"]
+    for name in ("reasoner", "reasoner_base", "still_floor"):
+        assert gate[name] == record[name], name
+    assert gate["targets"] == {k: v for k, v in record["targets"].items() if k in gate["targets"]}
+    assert len(gate["targets"]) == 4
+    assert sum(gate["broken"].values()) > 0  # a 3-step micro Reasoner breaks rules; each counted per family/criterion
+    assert all(k.split("/")[0] in record["reasoner"]["per_family"] for k in gate["broken"])
 
 
 def test_rerun_reuses_every_finished_stage(micro_zoo, tmp_path):

@@ -184,6 +184,27 @@ def assemble_pipeline(
     )
 
 
+def store_weights_as(folder: str | Path, dtype: torch.dtype) -> None:
+    """Rewrite every ``*.safetensors`` file in a model folder with its floating tensors in ``dtype``.
+
+    For a model shipped only as a reference (the zoo's undistilled ``reasoner-base``): bfloat16
+    halves its bytes inside the ``models/`` budget, and ``from_pretrained`` loads it back as
+    float32 (diffusers' default), so nothing that reads it changes. Its figures are measured on
+    the stored weights. Each file is replaced atomically.
+    """
+    from safetensors.torch import load_file, save_file
+
+    from core.io import atomic_path
+
+    files = sorted(Path(folder).glob("*.safetensors"))
+    if not files:
+        raise InputError(str(folder), "holds no *.safetensors file", "a model folder saved with save_pretrained")
+    for file in files:
+        tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in load_file(file).items()}
+        with atomic_path(file) as tmp:
+            save_file(tensors, tmp, metadata={"format": "pt"})
+
+
 def load_reasoner(path: str | Path, device: str | torch.device = "cpu",
                   dtype: torch.dtype | dict[str, torch.dtype] = torch.float32) -> WanImageToVideoPipeline:
     """Load a Wan image-to-video pipeline folder (one transformer, or two experts); refuse anything else clearly.

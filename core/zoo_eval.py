@@ -1,0 +1,191 @@
+"""The zoo's quality figures (issue 26's gates), measured on test-purpose instances only.
+
+``evaluate_zoo`` measures a published zoo folder (what ``vlmt zoo eval`` and the cards show);
+``evaluate_reasoner`` measures the Reasoner alone, so its gate can be checked on a stage folder
+before the Teacher that depends on it is trained (``scripts/reasoner_gate.py``). Every Reasoner
+figure is the rule-based synth score of decoded videos; the codec figures pass ground truth and
+the held first frame through the same VAE.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import torch
+from pydantic import BaseModel, Field
+
+from core.bench.layout import Benchmark
+from core.bench.record import Split, TaskInstance
+from core.bench.source import open_benchmark
+from core.media import read_image
+from core.models.surrogate import SurrogateDecoder
+from core.models.wan import decode_latents, encode_videos, first_frame_prior, generate_videos, load_reasoner, tensor_to_frames
+from core.scoring.synth import score_synth
+from core.train.common import ground_truth_video
+from core.train.surrogate import decoder_fidelity
+from core.train.teacher_eval import evaluate_teacher
+from core.train.vae import reconstruction_psnr, stack_videos
+from core.zoo import JUDGE, REASONER, REASONER_BASE, SURROGATE, TEACHER, ZOO_OPTIM_DEFAULTS, ZooConfig, reasoner_samples
+
+
+class ReasonerEval(BaseModel):
+    steps: int
+    score_id: float
+    score_ood: float
+    success_id: float
+    success_ood: float
+    n_id: int
+    n_ood: int
+    per_family: dict[str, float]
+    success_per_family: dict[str, float] = Field(
+        default_factory=dict, description="Share of strict successes per family (the codec gate is per family).")
+
+
+def score_videos(samples: list[tuple[TaskInstance, np.ndarray]], steps: int) -> ReasonerEval:
+    results = [(inst, score_synth(inst, video)) for inst, video in samples]
+
+    def mean(values: list[float]) -> float:
+        return round(float(np.mean(values)), 4) if values else float("nan")
+
+    by_split = {s: [r for i, r in results if i.split == s] for s in Split}
+    families = sorted({i.task_family for i, _ in results})
+    return ReasonerEval(
+        steps=steps,
+        score_id=mean([r.score for r in by_split[Split.ID]]), score_ood=mean([r.score for r in by_split[Split.OOD]]),
+        success_id=mean([float(r.success) for r in by_split[Split.ID]]),
+        success_ood=mean([float(r.success) for r in by_split[Split.OOD]]),
+        n_id=len(by_split[Split.ID]), n_ood=len(by_split[Split.OOD]),
+        per_family={f: mean([r.score for i, r in results if i.task_family == f]) for f in families},
+        success_per_family={f: mean([float(r.success) for i, r in results if i.task_family == f]) for f in families},
+    )
+
+
+@torch.no_grad()
+def score_through_codec(vae, instances: list[TaskInstance], videos: list[np.ndarray], batch: int = 8) -> ReasonerEval:
+    """The synth score of ``videos`` (one per instance) after a VAE round trip (encode, decode).
+
+    Every Reasoner output is a VAE decode, so this is how the codec alone treats a video: on the
+    ground truth it bounds what any sampler or test-time method can score (a Reasoner near this
+    ceiling is limited by the VAE, not by its reasoning); on the ``still`` reference (the first
+    frame held) it is the floor that a Reasoner which changes nothing already reaches.
+    """
+    samples = []
+    for i in range(0, len(instances), batch):
+        decoded = decode_latents(vae, encode_videos(vae, stack_videos(videos[i : i + batch])))
+        samples += [(inst, tensor_to_frames(v)) for inst, v in zip(instances[i : i + batch], decoded, strict=True)]
+    return score_videos(samples, steps=0)
+
+
+class ZooEval(BaseModel):
+    vae_psnr_db: dict[str, float]
+    vae_ceiling: ReasonerEval | None = Field(None, description="Synth score of VAE-reconstructed ground truth.")
+    still_floor: ReasonerEval | None = Field(
+        None, description="Synth score of the first frame held for the whole video, through the VAE (a Reasoner that changes nothing).")
+    surrogate: dict[str, float]
+    reasoner: ReasonerEval
+    reasoner_base: ReasonerEval
+    distilled_minus_base_id: float
+    teacher: dict
+    judge: dict | None = Field(None, description="The held-out judge's figures on the same test videos (None: no judge).")
+    targets: dict[str, bool]
+
+
+class ReasonerGate(BaseModel):
+    """The Reasoner's figures of issue 26's gate: its own 4-step samples, the undistilled sampler,
+    and the held first frame (through the codec) it must beat."""
+
+    reasoner: ReasonerEval
+    reasoner_base: ReasonerEval
+    still_floor: ReasonerEval
+    distilled_minus_base_id: float
+    broken: dict[str, int] = Field(default_factory=dict, description=(
+        "Per family/criterion: how many of the Reasoner's 4-step test videos break it (score < 1)."))
+
+    def targets(self) -> dict[str, bool]:
+        d, floor = self.reasoner, self.still_floor
+        return {
+            "reasoner_success_id_in_0.2_0.5": 0.2 <= d.success_id <= 0.5,
+            "reasoner_success_ood_below_id": d.success_ood < d.success_id,
+            "reasoner_above_still": d.score_id > floor.score_id and d.score_ood > floor.score_ood,
+            "distilled_within_0.05_of_base": abs(self.distilled_minus_base_id) <= 0.05,
+        }
+
+
+def evaluate_reasoner(reasoner: Path, base_transformer: Path, bench: Benchmark, seed: int, base_steps: int) -> ReasonerGate:
+    """The distilled Reasoner (4 steps) and its undistilled transformer (``base_steps``) on every
+    instance of ``bench``, with the same seeds, and the ``still`` floor through its VAE."""
+    # imported here: training the zoo needs neither the pipeline's transformer class nor the method package
+    from diffusers import WanTransformer3DModel
+
+    from core.method.methods import still_video
+
+    samples = reasoner_samples(reasoner, bench.instances, seed=seed)
+    distilled = score_videos(samples, 4)
+    broken = Counter(f"{inst.task_family}/{c.name}" for inst, video in samples
+                     for c in score_synth(inst, video).criteria if c.score < 1.0)
+    pipe = load_reasoner(reasoner)
+    base_tf = WanTransformer3DModel.from_pretrained(base_transformer).eval()
+    frames = [read_image(i.first_frame) for i in bench.instances]
+    n_frames = bench.instances[0].metadata["n_frames"]
+    base_videos = generate_videos(pipe, frames, [i.prompt for i in bench.instances],
+                                  [seed + k for k in range(len(bench.instances))], base_steps, n_frames,
+                                  transformer=base_tf, first_frame_prior=first_frame_prior(reasoner))
+    base = score_videos(list(zip(bench.instances, base_videos)), base_steps)
+    floor = score_through_codec(pipe.vae, bench.instances, [still_video(f, n_frames) for f in frames])
+    return ReasonerGate(reasoner=distilled, reasoner_base=base, still_floor=floor,
+                        distilled_minus_base_id=round(distilled.score_id - base.score_id, 4), broken=dict(sorted(broken.items())))
+
+
+def evaluate_zoo(models: Path, test_dir: Path, cfg: ZooConfig) -> ZooEval:
+    """Every quality figure of the issue, on test-purpose instances only."""
+    bench = open_benchmark(test_dir)
+    pipe = load_reasoner(models / REASONER)
+    gt = {s: [ground_truth_video(i) for i in bench.select(split=s)] for s in Split}
+    vae_psnr = {s.value: round(reconstruction_psnr(pipe.vae, v), 2) for s, v in gt.items() if v}
+    in_order = [i for s in Split for i in bench.select(split=s)]
+    ceiling = score_through_codec(pipe.vae, in_order, [v for s in Split for v in gt[s]])
+    surrogate = SurrogateDecoder.from_pretrained(models / SURROGATE).eval()
+    fidelity = decoder_fidelity(pipe.vae, surrogate, gt[Split.ID][:20] + gt[Split.OOD][:10])
+    gate = evaluate_reasoner(models / REASONER, models / REASONER_BASE, bench, cfg.seed, cfg.eval_steps_base)
+    samples = reasoner_samples(models / REASONER, bench.instances, seed=cfg.seed + 20_000)
+    judged = _teacher_test_videos(models, bench, samples, cfg)
+    teacher = evaluate_teacher(models / TEACHER, bench, **judged).model_dump()
+    judge = evaluate_teacher(models / JUDGE, bench, **judged).model_dump() if (models / JUDGE).is_dir() else None
+    targets = {  # issue 26's gates
+        "codec_score_ge_0.95_every_family": min(ceiling.per_family.values()) >= 0.95,
+        "codec_success_ge_0.9_every_family": min(ceiling.success_per_family.values()) >= 0.9,
+        "surrogate_psnr_ge_25": fidelity.psnr_vs_vae_db >= 25,
+        "surrogate_speedup_ge_5": fidelity.speedup >= 5,
+        **gate.targets(),
+        **_teacher_targets("teacher", teacher),
+        **(_teacher_targets("judge", judge) if judge else {}),
+    }
+    return ZooEval(vae_psnr_db=vae_psnr, vae_ceiling=ceiling, still_floor=gate.still_floor, surrogate=fidelity.model_dump(),
+                   reasoner=gate.reasoner, reasoner_base=gate.reasoner_base,
+                   distilled_minus_base_id=gate.distilled_minus_base_id, teacher=teacher, judge=judge, targets=targets)
+
+
+def _teacher_test_videos(models: Path, bench: Benchmark, samples: list, cfg: ZooConfig) -> dict:
+    """What a Teacher is judged on besides ground truth and perturbations: the Reasoner's samples,
+    ``erase``/``still`` videos, and, for a zoo trained with a mining round, the teacher method's
+    own optimised videos on the test items (the videos a judge must not be fooled by)."""
+    judged: dict = {"reasoner_samples": samples, "extra_perturbations": ("erase", "still")}
+    if cfg.mine_per_family:
+        from core.train.mining import run_teacher_method
+
+        judged["mined_videos"] = run_teacher_method(models / REASONER, models / SURROGATE, models / TEACHER,
+                                                    bench.instances, lr=ZOO_OPTIM_DEFAULTS.lr, seed=cfg.seed + 40_000)
+    return judged
+
+
+def _teacher_targets(name: str, ev: dict) -> dict[str, bool]:
+    """Issue 26's Teacher gates, for the Teacher and for the held-out judge alike."""
+    hacks = [ev["false_yes_by_source"].get(f"perturbation:{k}", float("nan")) for k in ("erase", "still")]
+    return {
+        f"{name}_query_json_ge_0.95": ev.get("query_valid_rate", 0) >= 0.95,
+        f"{name}_accuracy_ge_0.9": ev["accuracy"] >= 0.9,
+        f"{name}_goal_balanced_ge_0.85": ev["balanced_accuracy_goal"] >= 0.85,
+        f"{name}_false_yes_erase_still_le_0.1": all(h <= 0.1 for h in hacks),
+    }
