@@ -44,7 +44,11 @@ class ReasonerEval(BaseModel):
 
 
 def score_videos(samples: list[tuple[TaskInstance, np.ndarray]], steps: int) -> ReasonerEval:
-    results = [(inst, score_synth(inst, video)) for inst, video in samples]
+    return summarise([(inst, score_synth(inst, video)) for inst, video in samples], steps)
+
+
+def summarise(results: list, steps: int) -> ReasonerEval:
+    """``(instance, SynthResult)`` pairs -> the split and family means of ``ReasonerEval``."""
 
     def mean(values: list[float]) -> float:
         return round(float(np.mean(values)), 4) if values else float("nan")
@@ -121,10 +125,9 @@ def evaluate_reasoner(reasoner: Path, base_transformer: Path, bench: Benchmark, 
 
     from core.method.methods import still_video
 
-    samples = reasoner_samples(reasoner, bench.instances, seed=seed)
-    distilled = score_videos(samples, 4)
-    broken = Counter(f"{inst.task_family}/{c.name}" for inst, video in samples
-                     for c in score_synth(inst, video).criteria if c.score < 1.0)
+    results = [(inst, score_synth(inst, video)) for inst, video in reasoner_samples(reasoner, bench.instances, seed=seed)]
+    distilled = summarise(results, 4)
+    broken = Counter(f"{inst.task_family}/{c.name}" for inst, r in results for c in r.criteria if c.score < 1.0)
     pipe = load_reasoner(reasoner)
     base_tf = WanTransformer3DModel.from_pretrained(base_transformer).eval()
     frames = [read_image(i.first_frame) for i in bench.instances]
