@@ -258,10 +258,18 @@ def reasoner_samples(
     """The Reasoner's own videos for ``instances`` (4 steps, VAE decode), paired with their instance."""
     if not instances:
         return []
-    pipe = load_reasoner(reasoner_dir)
+    return sample_instances(load_reasoner(reasoner_dir), reasoner_dir, instances, seed, steps)
+
+
+def sample_instances(
+    pipe, reasoner_dir: Path, instances: list[TaskInstance], seed: int, steps: int, transformer=None,
+) -> list[tuple[TaskInstance, np.ndarray]]:
+    """``reasoner_samples`` with a loaded pipeline (item k's seed is ``seed + k``); ``transformer``
+    overrides the pipeline's (the undistilled reference), on the same seeds."""
     frames = [read_image(i.first_frame) for i in instances]
     videos = generate_videos(pipe, frames, [i.prompt for i in instances], [seed + k for k in range(len(instances))],
-                             steps, instances[0].metadata["n_frames"], first_frame_prior=first_frame_prior(reasoner_dir))
+                             steps, instances[0].metadata["n_frames"], transformer=transformer,
+                             first_frame_prior=first_frame_prior(reasoner_dir))
     return list(zip(instances, videos))
 
 

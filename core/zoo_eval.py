@@ -21,13 +21,14 @@ from core.bench.record import Split, TaskInstance
 from core.bench.source import open_benchmark
 from core.media import read_image
 from core.models.surrogate import SurrogateDecoder
-from core.models.wan import decode_latents, encode_videos, first_frame_prior, generate_videos, load_reasoner, tensor_to_frames
+from core.models.wan import decode_latents, encode_videos, load_reasoner, tensor_to_frames
+from core.scoring.result import ScoreResult
 from core.scoring.synth import score_synth
 from core.train.common import ground_truth_video
 from core.train.surrogate import decoder_fidelity
 from core.train.teacher_eval import evaluate_teacher
 from core.train.vae import reconstruction_psnr, stack_videos
-from core.zoo import JUDGE, REASONER, REASONER_BASE, SURROGATE, TEACHER, ZOO_OPTIM_DEFAULTS, ZooConfig, reasoner_samples
+from core.zoo import JUDGE, REASONER, REASONER_BASE, SURROGATE, TEACHER, ZOO_OPTIM_DEFAULTS, ZooConfig, reasoner_samples, sample_instances
 
 
 class ReasonerEval(BaseModel):
@@ -47,8 +48,8 @@ def score_videos(samples: list[tuple[TaskInstance, np.ndarray]], steps: int) -> 
     return summarise([(inst, score_synth(inst, video)) for inst, video in samples], steps)
 
 
-def summarise(results: list, steps: int) -> ReasonerEval:
-    """``(instance, SynthResult)`` pairs -> the split and family means of ``ReasonerEval``."""
+def summarise(results: list[tuple[TaskInstance, ScoreResult]], steps: int) -> ReasonerEval:
+    """``(instance, score_synth result)`` pairs -> the split and family means of ``ReasonerEval``."""
 
     def mean(values: list[float]) -> float:
         return round(float(np.mean(values)), 4) if values else float("nan")
@@ -125,18 +126,15 @@ def evaluate_reasoner(reasoner: Path, base_transformer: Path, bench: Benchmark, 
 
     from core.method.methods import still_video
 
-    results = [(inst, score_synth(inst, video)) for inst, video in reasoner_samples(reasoner, bench.instances, seed=seed)]
+    pipe = load_reasoner(reasoner)
+    results = [(inst, score_synth(inst, video)) for inst, video in sample_instances(pipe, reasoner, bench.instances, seed, 4)]
     distilled = summarise(results, 4)
     broken = Counter(f"{inst.task_family}/{c.name}" for inst, r in results for c in r.criteria if c.score < 1.0)
-    pipe = load_reasoner(reasoner)
     base_tf = WanTransformer3DModel.from_pretrained(base_transformer).eval()
-    frames = [read_image(i.first_frame) for i in bench.instances]
+    base = score_videos(sample_instances(pipe, reasoner, bench.instances, seed, base_steps, transformer=base_tf), base_steps)
     n_frames = bench.instances[0].metadata["n_frames"]
-    base_videos = generate_videos(pipe, frames, [i.prompt for i in bench.instances],
-                                  [seed + k for k in range(len(bench.instances))], base_steps, n_frames,
-                                  transformer=base_tf, first_frame_prior=first_frame_prior(reasoner))
-    base = score_videos(list(zip(bench.instances, base_videos)), base_steps)
-    floor = score_through_codec(pipe.vae, bench.instances, [still_video(f, n_frames) for f in frames])
+    stills = [still_video(read_image(i.first_frame), n_frames) for i in bench.instances]
+    floor = score_through_codec(pipe.vae, bench.instances, stills)
     return ReasonerGate(reasoner=distilled, reasoner_base=base, still_floor=floor,
                         distilled_minus_base_id=round(distilled.score_id - base.score_id, 4), broken=dict(sorted(broken.items())))
 
