@@ -21,7 +21,15 @@ from core.bench.record import Split, TaskInstance
 from core.bench.source import open_benchmark
 from core.media import read_image
 from core.models.surrogate import SurrogateDecoder
-from core.models.wan import decode_latents, encode_videos, load_reasoner, tensor_to_frames
+from core.models.wan import (
+    FrameCondition,
+    decode_latents,
+    encode_prompts,
+    encode_videos,
+    load_reasoner,
+    tensor_to_frames,
+    velocity,
+)
 from core.scoring.result import ScoreResult
 from core.scoring.synth import score_synth
 from core.train.common import ground_truth_video
@@ -137,6 +145,41 @@ def evaluate_reasoner(reasoner: Path, base_transformer: Path, bench: Benchmark, 
     floor = score_through_codec(pipe.vae, bench.instances, stills)
     return ReasonerGate(reasoner=distilled, reasoner_base=base, still_floor=floor,
                         distilled_minus_base_id=round(distilled.score_id - base.score_id, 4), broken=dict(sorted(broken.items())))
+
+
+@torch.no_grad()
+def restart_profile(
+    pipe, transformer, instances: list[TaskInstance], sigmas: list[float], seed: int = 0, full_steps: int = 30, batch: int = 14,
+) -> dict[float, ReasonerEval]:
+    """Where a sample is decided: ground truth noised to each ``sigma`` and integrated back by
+    ``transformer``'s own ODE (Euler, linear in sigma, ``round(full_steps * sigma)`` steps), decoded and scored.
+
+    At sigma 0 it is the codec's ceiling; at 1 a sample from pure noise. Where strict success
+    falls between the two is the noise range in which the transformer loses the layout: a high
+    score from low sigma and none from high sigma says that the details are drawn right and the
+    solution is not found (docs/zoo-reasoner.md, "Where a sample is decided").
+    """
+    gt = [ground_truth_video(i) for i in instances]
+    x0 = torch.cat([encode_videos(pipe.vae, stack_videos(gt[j : j + batch])) for j in range(0, len(gt), batch)])
+    text = torch.cat([encode_prompts(pipe, [i.prompt for i in instances[j : j + batch]]) for j in range(0, len(gt), batch)])
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed))
+    profile = {}
+    for sigma in sigmas:
+        if not 0.0 <= sigma <= 1.0:
+            raise ValueError(f"sigma {sigma}: expected a noise level in [0, 1]")
+        n = round(full_steps * sigma)
+        levels = torch.linspace(sigma, 0.0, n + 1)
+        samples = []
+        for j in range(0, len(instances), batch):
+            x, cond = x0[j : j + batch], FrameCondition.first_frame_of(x0[j : j + batch])
+            z = (1 - sigma) * x + sigma * noise[j : j + batch]
+            for k in range(n):
+                t = torch.full((len(x),), float(levels[k]) * 1000.0)
+                z = z + (levels[k + 1] - levels[k]) * velocity(transformer, z, cond, t, text[j : j + batch])
+            decoded = decode_latents(pipe.vae, cond.finish(z))
+            samples += [(inst, tensor_to_frames(v)) for inst, v in zip(instances[j : j + batch], decoded, strict=True)]
+        profile[sigma] = score_videos(samples, n)
+    return profile
 
 
 def evaluate_zoo(models: Path, test_dir: Path, cfg: ZooConfig) -> ZooEval:

@@ -6,7 +6,7 @@
 The same figures ``vlmt zoo eval`` writes in the cards (``core.zoo_eval.evaluate_reasoner``): the distilled
 Reasoner at 4 steps, its undistilled transformer at ``--base-steps`` with the same seeds, the
 ``still`` floor through the codec, the four gate targets, and per family/criterion how many 4-step
-videos break it. Prints one JSON line. Figures: docs/zoo.md, "The Reasoner".
+videos break it. Prints one JSON line. Figures: docs/zoo-reasoner.md.
 """
 
 from __future__ import annotations

@@ -36,6 +36,7 @@ from core.models.wan import (
     sampling_sigmas,
     store_weights_as,
 )
+import core.train.reasoner as reasoner
 from core.train.common import one_cycle
 from core.train.reasoner import (
     DistillConfig,
@@ -45,6 +46,7 @@ from core.train.reasoner import (
     distil,
     moving_latents,
     reflow_pairs,
+    shift_sigmas,
     train_flow_matching,
 )
 from core.train.surrogate import SurrogateTrainConfig, decoder_fidelity, train_surrogate
@@ -251,6 +253,30 @@ def test_a_first_frame_prior_trains_and_reflows_from_noise_plus_the_first_frame(
     assert np.isfinite(train_flow_matching(copy.deepcopy(pipe.transformer), data, flow)[0])
     assert "first_frame_prior" not in FlowMatchConfig().model_dump()  # keys made before the prior stay valid
     assert flow.model_dump()["first_frame_prior"] == 1.0
+
+
+def test_the_time_shift_moves_training_noise_levels_up_and_the_loop_draws_them(pipe, bench, monkeypatch):
+    u = torch.linspace(0, 1, 101)
+    assert torch.equal(shift_sigmas(u, 1.0), u)
+    shifted = shift_sigmas(u, 3.0)
+    assert shifted[0] == 0 and shifted[-1] == 1 and bool((shifted[1:] > shifted[:-1]).all())
+    assert float(shifted[50]) == pytest.approx(0.75)  # SD3's shift 3: half of the draws above 0.75
+    videos = [np.asarray(read_image(i.first_frame))[None].repeat(17, 0) for i in bench.instances[:2]]
+    first = encode_first_frames(pipe.vae, [v[0] for v in videos])
+    data = LatentDataset(first.repeat(1, 1, latent_shape(pipe, 17, 64, 64)[1], 1, 1), [0, 1],
+                         encode_prompts(pipe, [i.prompt for i in bench.instances[:2]]))
+    seen: list[torch.Tensor] = []
+    real = reasoner.velocity
+    monkeypatch.setattr(reasoner, "velocity", lambda m, z, c, t, x: seen.append(t / 1000.0) or real(m, z, c, t, x))
+    drawn = {}
+    for shift in (1.0, 3.0):
+        seen.clear()
+        train_flow_matching(copy.deepcopy(pipe.transformer), data, FlowMatchConfig(steps=3, batch=2, sigma_shift=shift))
+        drawn[shift] = torch.cat(seen)
+    assert torch.allclose(drawn[3.0], shift_sigmas(drawn[1.0], 3.0))  # same seed, same draws, shifted
+    assert not torch.allclose(drawn[3.0], drawn[1.0])
+    assert "sigma_shift" not in FlowMatchConfig().model_dump()  # stage keys made before the option stay valid
+    assert FlowMatchConfig(sigma_shift=3.0).model_dump()["sigma_shift"] == 3.0
 
 
 def test_generate_videos_with_a_prior_is_the_pipeline_from_that_source_and_reads_it_from_the_folder(pipe, bench, tmp_path):

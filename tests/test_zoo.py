@@ -293,3 +293,26 @@ def test_the_judge_is_evaluated_on_the_teachers_test_videos_and_carded(micro_zoo
     assert ev["teacher"]["counts"]["videos"] == ev["judge"]["counts"]["videos"]
     card = (tmp_path / "models" / "teacher-judge" / "README.md").read_text()
     assert "held-out judge" in card and "seed 1" in card
+
+
+def test_the_restart_profile_starts_at_the_codecs_ceiling_and_ends_at_a_sample_from_noise(micro_zoo):
+    """scripts/restart_profile.py: at sigma 0 the figures are the codec's (ground truth through the VAE), as
+    vlmt zoo eval recorded them; at sigma 1 the whole ODE (3 steps here); bad input refused by name."""
+    import subprocess
+    import sys
+
+    root, _ = micro_zoo
+    stages = root / "work" / "stages"
+    stage = next(p for p in stages.glob("reasoner-*") if p.suffix not in (".tmp", ".ckpt"))
+    bench = str(next(stages.glob("bench-*")) / "bench-test")
+    cwd = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "scripts/restart_profile.py", "--stage", str(stage), "--test-bench", bench,
+                          "--sigmas", "0,1", "--full-steps", "3"], capture_output=True, text=True, check=True, cwd=cwd)
+    rows = [json.loads(line) for line in out.stdout.strip().splitlines()]
+    assert [r["sigma"] for r in rows] == [0.0, 1.0] and [r["steps"] for r in rows] == [0, 3]
+    ceiling = json.loads((root / "models" / "zoo.json").read_text())["eval"]["vae_ceiling"]
+    for field in ("score_id", "score_ood", "success_id", "success_ood", "per_family"):
+        assert rows[0][field] == ceiling[field], field
+    bad = subprocess.run([sys.executable, "scripts/restart_profile.py", "--stage", str(stage), "--test-bench", bench,
+                          "--sigmas", "0,2"], capture_output=True, text=True, cwd=cwd)
+    assert bad.returncode == 2 and "--sigmas" in bad.stderr and "[0, 1]" in bad.stderr

@@ -118,7 +118,7 @@ class WanReasonerArch(StrictConfig):
         """A token's output is ``dit_patch**2 * vae_z_dim`` latent values, one linear map of the
         ``dit_heads * dit_head_dim`` hidden state: narrower, the velocity cannot hold the noise it
         must remove (its rank is the width), and samples keep a speckle no training removes
-        (measured: docs/zoo.md, "The Reasoner"). Wan2.2-TI2V-5B: 3072 for 2 * 2 * 48 = 192."""
+        (measured: docs/zoo-reasoner.md). Wan2.2-TI2V-5B: 3072 for 2 * 2 * 48 = 192."""
         width, token = self.dit_heads * self.dit_head_dim, self.dit_patch**2 * self.vae_z_dim
         if width < token:
             raise ValueError(f"dit_heads * dit_head_dim = {width} is narrower than a token's "

@@ -5,7 +5,7 @@ the transformer predicts ``v = z1 - x0``; the first latent frame is the clean en
 frame at timestep 0 (TI2V conditioning) and is excluded from the loss. The source ``z1`` is
 the noise ``eps``, or with ``first_frame_prior`` ``p`` > 0, ``eps + p * first`` (the first frame's
 latent on every frame, ``core.models.wan.FlowSource``; measured no better on the zoo's data,
-docs/zoo.md). ``motion_weight`` adds a squared error over the latent pixels that move.
+docs/zoo-reasoner.md). ``motion_weight`` adds a squared error over the latent pixels that move.
 
 Step distillation is *reflow* (Liu et al., "Flow Straight and Fast", ICLR 2023; the first
 stage of InstaFlow, Liu et al. ICLR 2024): the undistilled model's own deterministic ODE
@@ -82,10 +82,19 @@ class FlowMatchConfig(StrictConfig):
     motion_weight: float = Field(0.0, ge=0.0, description=(
         "Weight of an extra squared error on the latent pixels that move (moving_latents): a moving sprite is a "
         "few percent of the latents, and what an undertrained transformer loses first."))
+    sigma_shift: float = Field(1.0, gt=0.0, description=(
+        "Training noise levels are uniform draws u mapped to shift * u / (1 + (shift - 1) * u), the time shift of "
+        "SD3 and Wan (FlowMatchEulerDiscreteScheduler's shift): above 1, more steps at high noise, where a sample's "
+        "layout is decided; 1: uniform."))
 
     @model_serializer(mode="wrap")
     def _dump(self, handler) -> dict:
-        return drop_unset(handler(self), first_frame_prior=0.0, motion_weight=0.0)
+        return drop_unset(handler(self), first_frame_prior=0.0, motion_weight=0.0, sigma_shift=1.0)
+
+
+def shift_sigmas(u: torch.Tensor, shift: float) -> torch.Tensor:
+    """Uniform ``u`` in [0, 1] -> noise levels under the time shift ``shift`` (identity at 1; monotone, ends fixed)."""
+    return u if shift == 1.0 else shift * u / (1 + (shift - 1) * u)
 
 
 def _masked_mse(pred: torch.Tensor, target: torch.Tensor, moving: torch.Tensor | None = None,
@@ -141,7 +150,8 @@ def _regress_velocity(
 def train_flow_matching(
     transformer: WanTransformer3DModel, data: LatentDataset, cfg: FlowMatchConfig, checkpoint: TrainingCheckpoint | None = None
 ) -> list[float]:
-    """Train ``transformer`` in place; noise levels uniform in [0, 1]. Returns the loss curve.
+    """Train ``transformer`` in place; noise levels uniform in [0, 1], time-shifted by ``cfg.sigma_shift``.
+    Returns the loss curve.
 
     ``checkpoint``: save there periodically and resume from it (``core.train.checkpoint``).
     """
@@ -152,7 +162,7 @@ def train_flow_matching(
         idx = torch.randint(len(data), (cfg.batch,), generator=gen)
         x0, text = data.batch(idx)
         source = FrameCondition.first_frame_of(x0, cfg.first_frame_prior).source(torch.randn(x0.shape, generator=gen))
-        return x0, source, torch.rand(cfg.batch, generator=gen), text, data.moving_at(idx)
+        return x0, source, shift_sigmas(torch.rand(cfg.batch, generator=gen), cfg.sigma_shift), text, data.moving_at(idx)
 
     curve = _regress_velocity(transformer, batch, "Reasoner flow matching", cfg, cfg.weight_decay, gen, checkpoint,
                               cfg.motion_weight)
