@@ -197,7 +197,9 @@ def train_surrogate_decoder(
     return target
 
 
-def _latent_dataset(pipe, instances: list[TaskInstance], batch: int = 16) -> LatentDataset:
+def latent_dataset(pipe, instances: list[TaskInstance], batch: int = 16) -> LatentDataset:
+    """The instances' ground-truth videos encoded by ``pipe``'s VAE, their prompts by its text encoder
+    (once per unique prompt), and where each video moves: what flow matching trains on."""
     prompts = sorted({i.prompt for i in instances})
     table = torch.cat([encode_prompts(pipe, prompts[j : j + batch]) for j in range(0, len(prompts), batch)])
     lat, moving = [], []
@@ -228,7 +230,7 @@ def train_reasoner(
         build_transformer(cfg.arch), build_scheduler(cfg.arch),
     )
     pipe.text_encoder.eval()  # random and frozen: prompts are templated per family (see the model card)
-    data = _latent_dataset(pipe, in_domain(bench))
+    data = latent_dataset(pipe, in_domain(bench))
     flow_curve = ckpt.module_phase("flow-matching", pipe.transformer, lambda: train_flow_matching(
         pipe.transformer, data, cfg.flow, ckpt.loop("flow-matching")))
     prior = cfg.flow.first_frame_prior

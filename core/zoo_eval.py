@@ -24,7 +24,6 @@ from core.models.surrogate import SurrogateDecoder
 from core.models.wan import (
     FrameCondition,
     decode_latents,
-    encode_prompts,
     encode_videos,
     load_reasoner,
     tensor_to_frames,
@@ -36,7 +35,7 @@ from core.train.common import ground_truth_video
 from core.train.surrogate import decoder_fidelity
 from core.train.teacher_eval import evaluate_teacher
 from core.train.vae import reconstruction_psnr, stack_videos
-from core.zoo import JUDGE, REASONER, REASONER_BASE, SURROGATE, TEACHER, ZOO_OPTIM_DEFAULTS, ZooConfig, reasoner_samples, sample_instances
+from core.zoo import JUDGE, REASONER, REASONER_BASE, SURROGATE, TEACHER, ZOO_OPTIM_DEFAULTS, ZooConfig, latent_dataset, reasoner_samples, sample_instances
 
 
 class ReasonerEval(BaseModel):
@@ -126,6 +125,15 @@ class ReasonerGate(BaseModel):
         }
 
 
+def reasoner_stage_problem(stage: Path) -> str | None:
+    """Why ``stage`` is not a finished Reasoner stage folder (None when it is): the scripts that
+    measure a stage before the zoo is published check this before loading anything."""
+    for needed in (f"{REASONER}/model_index.json", f"{REASONER_BASE}/transformer/config.json"):
+        if not (stage / needed).is_file():
+            return f"{stage / needed}: does not exist (expected a Reasoner stage folder with {REASONER}/ and {REASONER_BASE}/)"
+    return None
+
+
 def evaluate_reasoner(reasoner: Path, base_transformer: Path, bench: Benchmark, seed: int, base_steps: int) -> ReasonerGate:
     """The distilled Reasoner (4 steps) and its undistilled transformer (``base_steps``) on every
     instance of ``bench``, with the same seeds, and the ``still`` floor through its VAE."""
@@ -159,14 +167,13 @@ def restart_profile(
     score from low sigma and none from high sigma says that the details are drawn right and the
     solution is not found (docs/zoo-reasoner.md, "Where a sample is decided").
     """
-    gt = [ground_truth_video(i) for i in instances]
-    x0 = torch.cat([encode_videos(pipe.vae, stack_videos(gt[j : j + batch])) for j in range(0, len(gt), batch)])
-    text = torch.cat([encode_prompts(pipe, [i.prompt for i in instances[j : j + batch]]) for j in range(0, len(gt), batch)])
+    if bad := [s for s in sigmas if not 0.0 <= s <= 1.0]:
+        raise ValueError(f"sigmas {bad}: expected noise levels in [0, 1]")
+    data = latent_dataset(pipe, instances, batch)
+    x0, text = data.latents, data.text_table[data.prompt_index]
     noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed))
     profile = {}
     for sigma in sigmas:
-        if not 0.0 <= sigma <= 1.0:
-            raise ValueError(f"sigma {sigma}: expected a noise level in [0, 1]")
         n = round(full_steps * sigma)
         levels = torch.linspace(sigma, 0.0, n + 1)
         samples = []

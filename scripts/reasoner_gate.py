@@ -18,7 +18,7 @@ from pathlib import Path
 
 from core.bench.source import open_benchmark
 from core.zoo import REASONER, REASONER_BASE
-from core.zoo_eval import evaluate_reasoner
+from core.zoo_eval import evaluate_reasoner, reasoner_stage_problem
 
 
 def main() -> None:
@@ -28,9 +28,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="Seed of the samples (vlmt zoo eval's: the zoo's seed, 0).")
     parser.add_argument("--base-steps", type=int, default=30, help="Euler steps of the undistilled transformer.")
     args = parser.parse_args()
-    for needed in (f"{REASONER}/model_index.json", f"{REASONER_BASE}/transformer/config.json"):
-        if not (args.stage / needed).is_file():
-            parser.error(f"{args.stage / needed}: does not exist (expected a Reasoner stage folder)")
+    if problem := reasoner_stage_problem(args.stage):
+        parser.error(problem)
     bench = open_benchmark(args.test_bench)
     t0 = time.time()
     gate = evaluate_reasoner(args.stage / REASONER, args.stage / REASONER_BASE / "transformer", bench, args.seed,

@@ -19,7 +19,7 @@ from pathlib import Path
 from core.bench.source import open_benchmark
 from core.models.wan import load_reasoner
 from core.zoo import REASONER, REASONER_BASE
-from core.zoo_eval import restart_profile
+from core.zoo_eval import reasoner_stage_problem, restart_profile
 
 
 def main() -> None:
@@ -30,9 +30,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--full-steps", type=int, default=30, help="Euler steps for the whole range (sigma 1 to 0).")
     args = parser.parse_args()
-    for needed in (f"{REASONER}/model_index.json", f"{REASONER_BASE}/transformer/config.json"):
-        if not (args.stage / needed).is_file():
-            parser.error(f"{args.stage / needed}: does not exist (expected a Reasoner stage folder)")
+    if problem := reasoner_stage_problem(args.stage):
+        parser.error(problem)
     try:
         sigmas = [float(s) for s in args.sigmas.split(",")]
     except ValueError:

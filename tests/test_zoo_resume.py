@@ -126,7 +126,7 @@ def _latents(micro):
     torch.manual_seed(0)
     pipe = assemble_pipeline(tokenizer, build_text_encoder(cfg.arch, len(tokenizer)), AutoencoderKLWan.from_pretrained(
         work / "vae"), build_transformer(cfg.arch), build_scheduler(cfg.arch))
-    return pipe, zoo._latent_dataset(pipe, zoo.in_domain(bench))
+    return pipe, zoo.latent_dataset(pipe, zoo.in_domain(bench))
 
 
 def _flow_loop(micro):
