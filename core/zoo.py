@@ -8,7 +8,7 @@ from its last checkpoint and ends with the same weights.
 
 Layout written under ``out`` (default ``models/``)::
 
-    reasoner/           WanImageToVideoPipeline, 4-step distilled transformer (the default Reasoner)
+    reasoner/           WanImageToVideoPipeline, the 4-step transformer (reflow-distilled; with distill.steps 0, the base in float32)
     reasoner-base/      the same pipeline with the undistilled transformer (30-step reference; stored in bfloat16)
     surrogate-decoder/  SurrogateDecoder (config.json + safetensors), no VAE needed to load it
     teacher/            Qwen2.5-VL model + processor + tokenizer + chat template
@@ -214,7 +214,8 @@ def latent_dataset(pipe, instances: list[TaskInstance], batch: int = 16) -> Late
 def train_reasoner(
     vae_dir: Path, train_dir: Path, base_target: Path, target: Path, cfg: ZooConfig, checkpoint: StageCheckpoint | None = None
 ) -> tuple[Path, Path]:
-    """Stages: flow matching (-> the undistilled ``base_target``) then reflow distillation (-> ``target``).
+    """Stages: flow matching (-> the undistilled ``base_target``) then reflow distillation (-> ``target``;
+    with ``cfg.distill.steps`` 0, ``target`` holds the flow-matching transformer itself, in float32).
 
     Flow matching is a phase of its own: once finished, its weights are kept in ``checkpoint``
     and a resumed run loads them instead of training again.
@@ -238,9 +239,11 @@ def train_reasoner(
     store_weights_as(base_target / "transformer", BASE_DTYPE)  # the 30-step reference; reflow uses the float32 one
     write_json_atomic(base_target / "train_curve.json", flow_curve)
     _write_flow_source(base_target, prior)
-    student, distil_curve = distil(pipe.transformer, pipe.scheduler, data, cfg.distill, ckpt.loop("distil"),
-                                   first_frame_prior=prior)
-    pipe.register_modules(transformer=student)
+    distil_curve: list[float] = []
+    if cfg.distill.steps:  # 0: the flow-matching transformer (float32) is the few-step Reasoner as it is
+        student, distil_curve = distil(pipe.transformer, pipe.scheduler, data, cfg.distill, ckpt.loop("distil"),
+                                       first_frame_prior=prior)
+        pipe.register_modules(transformer=student)
     pipe.save_pretrained(target)
     write_json_atomic(target / "train_curve.json", distil_curve)
     _write_flow_source(target, prior)

@@ -47,6 +47,7 @@ def test_micro_zoo_publishes_every_model_with_cards_and_figures(micro_zoo):
     assert floor["success_id"] == floor["success_ood"] == 0.0  # changing nothing never reaches a goal
     card = (models / "reasoner" / "README.md").read_text()
     assert f"| first frame held (changes nothing), through the VAE | {floor['score_id']:.3f} |" in card
+    assert "step-distilled to **4 steps** by reflow" in card and "no reflow" not in card  # the micro recipe reflows
     # the Teacher card's limitations: one row per criterion, and the count of those no better than a constant answer
     per = record["eval"]["teacher"]["per_criterion"]
     teacher_card = (models / "teacher" / "README.md").read_text()
@@ -316,3 +317,13 @@ def test_the_restart_profile_starts_at_the_codecs_ceiling_and_ends_at_a_sample_f
     bad = subprocess.run([sys.executable, "scripts/restart_profile.py", "--stage", str(stage), "--test-bench", bench,
                           "--sigmas", "0,2"], capture_output=True, text=True, cwd=cwd)
     assert bad.returncode == 2 and "--sigmas" in bad.stderr and "[0, 1]" in bad.stderr
+
+
+def test_the_reasoner_card_says_when_it_is_not_distilled():
+    from core.zoo import ZooConfig
+    from core.zoo_cards import _few_step_how, _reflow
+
+    cfg = ZooConfig().model_dump(mode="json")
+    assert "reflow distillation (500 steps on 30-step ODE pairs)" in _reflow(cfg) and "reflow" in _few_step_how(cfg)
+    cfg["distill"]["steps"] = 0
+    assert _reflow(cfg) == ", no reflow" and "without distillation" in _few_step_how(cfg)

@@ -291,6 +291,24 @@ def test_the_reasoner_stage_never_redoes_its_finished_flow_matching(micro, tmp_p
     assert first_frame_prior(tmp_path / "c" / "base") == first_frame_prior(tmp_path / "c" / "reasoner") == 1.0
 
 
+def test_without_reflow_the_reasoner_is_the_flow_matching_transformer(micro, tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
+    cfg, train, work = micro
+    cfg = cfg.model_copy(update={"distill": cfg.distill.model_copy(update={"steps": 0})})
+    with monkeypatch.context() as patch:  # no reflow pairs either: they cost 30-step samples of every item
+        patch.setattr(zoo, "distil", lambda *a, **k: pytest.fail("distil called with distill.steps 0"))
+        zoo.train_reasoner(work / "vae", train, tmp_path / "base", tmp_path / "reasoner", cfg)
+    few = load_file(next((tmp_path / "reasoner" / "transformer").glob("*.safetensors")))
+    base = load_file(next((tmp_path / "base" / "transformer").glob("*.safetensors")))  # stored in bfloat16
+    assert few.keys() == base.keys() and all(t.dtype == torch.float32 for t in few.values())
+    assert all(torch.equal(few[k].to(base[k].dtype), base[k]) for k in few)
+    with_reflow = tmp_path / "with-reflow"
+    zoo.train_reasoner(work / "vae", train, tmp_path / "base2", with_reflow, micro[0])
+    reflowed = load_file(next((with_reflow / "transformer").glob("*.safetensors")))
+    assert any(not torch.equal(reflowed[k], few[k]) for k in few)  # the reflow moves weights; 0 steps does not
+
+
 def test_the_teacher_stage_keeps_its_reasoner_samples(micro, tmp_path):
     cfg, train, work = micro
     reasoner = tmp_path / "reasoner"

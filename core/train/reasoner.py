@@ -174,7 +174,10 @@ class DistillConfig(StrictConfig):
     teacher_steps: int = Field(30, ge=2, description="Euler steps of the undistilled model that make the reflow pairs.")
     student_steps: int = Field(4, ge=1)
     pairs_per_item: int = Field(1, ge=1, description="Noise draws per training item.")
-    steps: int = Field(500, ge=1)
+    steps: int = Field(500, ge=0, description=(
+        "Reflow steps; 0: no reflow, the flow-matching transformer itself is the few-step Reasoner (with time-shifted "
+        "training noise levels it samples as well at 4 Euler steps as at 30, and the reflow lost successes: "
+        "docs/zoo-reasoner.md)."))
     batch: int = Field(8, ge=1)
     lr: float = 3e-4
     uniform_fraction: float = Field(0.25, ge=0, le=1, description="Share of samples at uniform noise levels, not only the schedule's.")
