@@ -89,15 +89,13 @@ def _mining_sentence(cfg: dict) -> str:
             f"made with a first-round Teacher of the same recipe (one mining round)")
 
 
-def _few_step_how(cfg: dict) -> str:
-    if cfg["distill"]["steps"]:
-        return "step-distilled to **4 steps** by reflow"
-    return "sampled at **4 Euler steps** without distillation (`distill.steps: 0`)"
-
-
-def _reflow(cfg: dict) -> str:
+def _few_steps(cfg: dict) -> tuple[str, str]:
+    """How the 4-step Reasoner was made, for the card's headline and its training line."""
     d = cfg["distill"]
-    return f", then reflow distillation ({d['steps']} steps on {d['teacher_steps']}-step ODE pairs)" if d["steps"] else ", no reflow"
+    if d["steps"]:
+        return ("step-distilled to **4 steps** by reflow",
+                f", then reflow distillation ({d['steps']} steps on {d['teacher_steps']}-step ODE pairs)")
+    return "sampled at **4 Euler steps** without distillation (`distill.steps: 0`)", ", no reflow"
 
 
 def write_cards(models: Path, evaluation: dict) -> None:
@@ -113,11 +111,12 @@ def write_cards(models: Path, evaluation: dict) -> None:
         f"{record['machine']}. Whole zoo: {record['train_seconds_total'] / 60:.1f} min of training.\n"
     )
     r, b = ev["reasoner"], ev["reasoner_base"]
+    made, trained = _few_steps(cfg)
     cards = {
         REASONER: (
             "diffusers", "WanImageToVideoPipeline",
             (
-                f"A tiny Wan2.2-TI2V-style Reasoner (`expand_timesteps=True`), {_few_step_how(cfg)}.\n\n"
+                f"A tiny Wan2.2-TI2V-style Reasoner (`expand_timesteps=True`), {made}.\n\n"
                 f"- Architecture: `{json.dumps(cfg['arch'])}`; {_params(models / REASONER):,} parameters in all.\n"
                 f"- Text encoder: a tiny UMT5, randomly initialised and frozen (prompts are templated per family, so the "
                 f"first frame carries most of the task); tokenizer: byte-level BPE built from the benchmark's prompts.\n"
@@ -127,7 +126,7 @@ def write_cards(models: Path, evaluation: dict) -> None:
                 f"{_split_scores(ev, 'vae_ceiling')}; the first frame held for the whole video (a Reasoner that "
                 f"changes nothing: every process rule kept, no goal), through the same codec: "
                 f"{_split_scores(ev, 'still_floor')}.\n"
-                f"- Transformer: flow matching on the in-domain families only ({cfg['flow']['steps']} steps){_reflow(cfg)}. "
+                f"- Transformer: flow matching on the in-domain families only ({cfg['flow']['steps']} steps){trained}. "
                 f"Use `num_inference_steps=4, guidance_scale=1.0`.\n"
                 f"- Test-time optimisation: `{OPTIM_DEFAULTS_FILE}` recommends learning rate {ZOO_OPTIM_DEFAULTS.lr:g} "
                 f"for the item LoRA (an experiment that leaves `lr` unset uses it; the paper's 5e-5 is for a 5B model).\n"

@@ -155,6 +155,13 @@ def evaluate_reasoner(reasoner: Path, base_transformer: Path, bench: Benchmark, 
                         distilled_minus_base_id=round(distilled.score_id - base.score_id, 4), broken=dict(sorted(broken.items())))
 
 
+def check_sigmas(sigmas: list[float]) -> list[float]:
+    """``sigmas`` as given, or a ValueError naming those outside [0, 1] (before any model work)."""
+    if bad := [s for s in sigmas if not 0.0 <= s <= 1.0]:
+        raise ValueError(f"sigmas {bad}: expected noise levels in [0, 1]")
+    return sigmas
+
+
 @torch.no_grad()
 def restart_profile(
     pipe, transformer, instances: list[TaskInstance], sigmas: list[float], seed: int = 0, full_steps: int = 30, batch: int = 14,
@@ -167,8 +174,7 @@ def restart_profile(
     score from low sigma and none from high sigma says that the details are drawn right and the
     solution is not found (docs/zoo-reasoner.md, "Where a sample is decided").
     """
-    if bad := [s for s in sigmas if not 0.0 <= s <= 1.0]:
-        raise ValueError(f"sigmas {bad}: expected noise levels in [0, 1]")
+    check_sigmas(sigmas)
     data = latent_dataset(pipe, instances, batch)
     x0, text = data.latents, data.text_table[data.prompt_index]
     noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed))

@@ -19,7 +19,7 @@ from pathlib import Path
 from core.bench.source import open_benchmark
 from core.models.wan import load_reasoner
 from core.zoo import REASONER, REASONER_BASE
-from core.zoo_eval import reasoner_stage_problem, restart_profile
+from core.zoo_eval import check_sigmas, reasoner_stage_problem, restart_profile
 
 
 def main() -> None:
@@ -33,11 +33,9 @@ def main() -> None:
     if problem := reasoner_stage_problem(args.stage):
         parser.error(problem)
     try:
-        sigmas = [float(s) for s in args.sigmas.split(",")]
-    except ValueError:
-        parser.error(f"--sigmas {args.sigmas!r}: expected comma-separated numbers in [0, 1]")
-    if not all(0.0 <= s <= 1.0 for s in sigmas):
-        parser.error(f"--sigmas {args.sigmas!r}: every noise level must lie in [0, 1]")
+        sigmas = check_sigmas([float(s) for s in args.sigmas.split(",")])
+    except ValueError as err:
+        parser.error(f"--sigmas {args.sigmas!r}: expected comma-separated numbers in [0, 1] ({err})")
     from diffusers import WanTransformer3DModel
 
     bench = open_benchmark(args.test_bench)

@@ -321,9 +321,11 @@ def test_the_restart_profile_starts_at_the_codecs_ceiling_and_ends_at_a_sample_f
 
 def test_the_reasoner_card_says_when_it_is_not_distilled():
     from core.zoo import ZooConfig
-    from core.zoo_cards import _few_step_how, _reflow
+    from core.zoo_cards import _few_steps
 
     cfg = ZooConfig().model_dump(mode="json")
-    assert "reflow distillation (500 steps on 30-step ODE pairs)" in _reflow(cfg) and "reflow" in _few_step_how(cfg)
+    headline, training = _few_steps(cfg)
+    assert "reflow distillation (500 steps on 30-step ODE pairs)" in training and "reflow" in headline
     cfg["distill"]["steps"] = 0
-    assert _reflow(cfg) == ", no reflow" and "without distillation" in _few_step_how(cfg)
+    headline, training = _few_steps(cfg)
+    assert training == ", no reflow" and "without distillation" in headline
