@@ -137,7 +137,7 @@ def _score_external(benchmark, videos: Path | None, ground_truth: bool, as_json:
     """
     if ground_truth or videos is None:
         raise VlmtError(f"{benchmark.root}: --ground-truth works for synth benchmarks only; give --videos DIR")
-    from core.bench.vbvr import score_with_official_toolkit
+    from core.bench.vbvr_official import score_with_official_toolkit
     from core.io import write_json_atomic
 
     videos = videos.resolve()

@@ -13,7 +13,7 @@ class _KnownNotices(logging.Filter):
     """Drops library notices that say nothing about a vlmt run, by their text, where they are logged:
 
     - transformers' notice that an image processor falls back to its PIL backend without
-      torchvision. The models load without torchvision by design (``core/models/teacher.py``,
+      torchvision. The models load without torchvision by design (``core/models/teacher/``,
       "Loading without torchvision"), yet importing diffusers' Wan pipeline printed the notice on
       every command that touches a model, so that a one-line input error read as two lines.
     - transformers' deprecation notice that a processor class (e.g. ``PaddleOCRVLProcessor``,

@@ -26,11 +26,10 @@ from core.bench.source import open_benchmark
 from core.bench.synth.generate import make_synth_benchmark
 from core.models.teacher import TeacherArchConfig
 from core.train.teacher import (
-    TeacherData,
     TeacherTrainConfig,
-    build_teacher_data,
     train_teacher,
 )
+from core.train.teacher_data import TeacherData, build_teacher_data
 from core.train.teacher_eval import evaluate_teacher
 
 

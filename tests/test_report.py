@@ -14,8 +14,9 @@ import pytest
 
 from core.errors import InputError
 from core.report import plots
-from core.report.build import CURVE_ITEMS, SUMMARY_COLUMNS, build_report
+from core.report.build import CURVE_ITEMS, build_report
 from core.report.data import PAPER_LABEL, ItemView, find_ground_truth, item_order, load_report_data
+from core.report.html import SUMMARY_COLUMNS
 from tests.report_helpers import GOAL, METHODS, fixture_experiment
 
 REPO = Path(__file__).resolve().parents[1]

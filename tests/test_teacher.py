@@ -44,9 +44,9 @@ from core.scoring.synth import SCORERS, score_synth
 from core.train.common import ground_truth_video
 from core.train.teacher import (
     TeacherTrainConfig,
-    build_teacher_data,
     train_teacher,
 )
+from core.train.teacher_data import build_teacher_data
 from core.train.teacher_eval import evaluate_teacher
 
 CORPUS = [

@@ -1,4 +1,5 @@
-"""Tests for core.bench.vbvr: reading/writing the official VBVR-Bench layout.
+"""Tests for core.bench.vbvr (reading/writing the official VBVR-Bench layout) and
+core.bench.vbvr_official (scoring with the official toolkit).
 
 Fixtures are generated into tmp dirs (small PNGs via PIL, one short mp4 via
 core.media.write_video), so no binaries are committed.
@@ -24,11 +25,11 @@ from core.bench.source import open_benchmark
 from core.bench.vbvr import (
     INDEX_NAME,
     read_vbvr,
-    score_with_official_toolkit,
     split_dir_name,
     split_from_dir,
     write_index,
 )
+from core.bench.vbvr_official import score_with_official_toolkit
 from core.errors import InputError, MissingDependencyError
 from core.media import write_video
 
@@ -410,7 +411,7 @@ def test_score_without_toolkit_raises(tmp_path: Path, monkeypatch: pytest.Monkey
     assert not (tmp_path / "scores").exists()
 
 
-# VBVR-EvalKit's result, shaped as its VBVRBench.evaluate returns it (see the comment in core/bench/vbvr.py):
+# VBVR-EvalKit's result, shaped as its VBVRBench.evaluate returns it (see the comment in core/bench/vbvr_official.py):
 # no top-level mean_score; failed videos carry `error` and count 0.0 in the means.
 DOT_TASK = "O-34_dot_to_dot_task_data-generator"
 
@@ -474,7 +475,7 @@ def _videos_for(root: Path, videos: Path, skip: int = 0) -> Path:
 
 
 def test_read_official_result_reads_evalkit_sections_and_errors() -> None:
-    from core.bench.vbvr import read_official_result
+    from core.bench.vbvr_official import read_official_result
 
     raw = _evalkit_result()
     raw["Out_of_Domain"]["by_task"][OOD_TASK]["error"] = "task-level failure"  # not seen from EvalKit, still reported
@@ -494,7 +495,7 @@ def test_read_official_result_reads_evalkit_sections_and_errors() -> None:
 @pytest.mark.parametrize("raw", [{"mean_score": {}}, {"overall": {}, "In_Domain": {}, "Out_of_Domain": {}}, [1, 2]])
 def test_read_official_result_refuses_an_unknown_shape(raw: object) -> None:
     """The old reading printed an empty table for a result it did not understand; now it says so."""
-    from core.bench.vbvr import read_official_result
+    from core.bench.vbvr_official import read_official_result
     from core.errors import VlmtError
 
     with pytest.raises(VlmtError, match="VBVR-EvalKit"):
@@ -550,19 +551,19 @@ def test_toolkit_delegation_warns_once_under_opencv_5(
     official: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """EvalKit's dot-to-dot evaluator fails on every video under opencv 5.x (0.0 instead of 0.93)."""
-    from core.bench import vbvr
+    from core.bench import vbvr_official
 
-    vbvr._log_once.cache_clear()
+    vbvr_official._log_once.cache_clear()
     _fake_toolkit(monkeypatch, _evalkit_result())
     _fake_opencv(monkeypatch, "5.0.0")
     videos = _videos_for(official, tmp_path / "videos")
-    with caplog.at_level(logging.WARNING, logger="core.bench.vbvr"):
+    with caplog.at_level(logging.WARNING, logger="core.bench.vbvr_official"):
         first = score_with_official_toolkit(official, videos, tmp_path / "scores")
         second = score_with_official_toolkit(official, videos, tmp_path / "scores")
     assert len(first.warnings) == 1 and first.warnings == second.warnings
     assert "opencv 5.0.0" in first.warnings[0] and "opencv-python<5" in first.warnings[0]
     assert sum("opencv-python<5" in r.getMessage() for r in caplog.records) == 1
-    vbvr._log_once.cache_clear()
+    vbvr_official._log_once.cache_clear()
 
 
 def test_missing_toolkit_message_pins_opencv_below_5(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -161,7 +161,8 @@ def _distil_loop(micro):
 def _teacher_loop(micro, tmp_path):
     from safetensors.torch import load_file
 
-    from core.train.teacher import TeacherTrainConfig, build_teacher_data, train_teacher
+    from core.train.teacher import TeacherTrainConfig, train_teacher
+    from core.train.teacher_data import build_teacher_data
 
     cfg, train, _ = micro
     bench = open_benchmark(train)

@@ -2,7 +2,7 @@
 
 Why this module exists: a record file is downloaded data, and the paths it names are
 read by the loader (``core.bench.ruler``) and copied by the report beside its HTML
-(``core.report.build``). Both ask the same two questions here: is the path inside the
+(``core.report.media``). Both ask the same two questions here: is the path inside the
 benchmark, and is the file an image.
 
 Image paths are relative to ``image_root`` (default: the record file's directory), the

@@ -201,7 +201,7 @@ def find_ground_truth(instance_id: str, first_frame: str | None, benches: list[P
     layouts keep both in the instance folder), else under a benchmark folder at ``{instance id}/``.
 
     None where there is none (RULER-Bench ships none; an official VBVR folder may lack it).
-    Whether the report may copy the file is decided where it copies (``build._media_source``).
+    Whether the report may copy the file is decided where it copies (``media._media_source``).
     """
     candidates = [Path(first_frame).parent / GROUND_TRUTH] if first_frame else []
     candidates += [root / instance_id / GROUND_TRUTH for root in benches]

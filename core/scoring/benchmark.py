@@ -81,7 +81,7 @@ def score_benchmark(
     if bench.kind != "synth":
         raise VlmtError(
             f"{bench.root}: only synth benchmarks are scored by vlmt's own scorers; score official VBVR-Bench "
-            "output with core.bench.vbvr.score_with_official_toolkit (needs the vbvr_bench package)"
+            "output with core.bench.vbvr_official.score_with_official_toolkit (needs the vbvr_bench package)"
         )
     if ground_truth == (videos is not None):
         raise ValueError("give exactly one of videos= or ground_truth=True")

@@ -18,7 +18,7 @@ from core.bench.record import TaskInstance
 from core.bench.synth.queries import RuleQueries, queries_content_ok, query_bank, rule_queries
 from core.errors import InputError
 from core.models.teacher import answer_logprob, generate_queries, load_teacher, video_qa_batch
-from core.train.teacher import TeacherData, build_teacher_data
+from core.train.teacher_data import TeacherData, build_teacher_data
 
 
 class TeacherEval(BaseModel):
