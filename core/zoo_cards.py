@@ -98,6 +98,15 @@ def _few_steps(cfg: dict) -> tuple[str, str]:
     return "sampled at **4 Euler steps** without distillation (`distill.steps: 0`)", ", no reflow"
 
 
+def _sampling_note(cfg: dict) -> str:
+    """Where diffusers' own call cannot sample this folder: its TI2V timestep mask assumes a 2x2 patch."""
+    if cfg["arch"].get("dit_patch", 2) == 2:
+        return ""
+    return (" The transformer's patch is not 2x2, which diffusers' TI2V call (`pipe(...)`) hard-codes in its timestep "
+            "mask: the folder loads with `WanImageToVideoPipeline.from_pretrained`, and samples with "
+            "`core.models.wan.generate_videos(pipe, ...)` (the same arithmetic; what every stage uses).")
+
+
 def write_cards(models: Path, evaluation: dict) -> None:
     """A README.md model card in every folder, and the figures in ``zoo.json``."""
     record = json.loads((models / "zoo.json").read_text())
@@ -127,7 +136,7 @@ def write_cards(models: Path, evaluation: dict) -> None:
                 f"changes nothing: every process rule kept, no goal), through the same codec: "
                 f"{_split_scores(ev, 'still_floor')}.\n"
                 f"- Transformer: flow matching on the in-domain families only ({cfg['flow']['steps']} steps){trained}. "
-                f"Use `num_inference_steps=4, guidance_scale=1.0`.\n"
+                f"Use `num_inference_steps=4, guidance_scale=1.0`.{_sampling_note(cfg)}\n"
                 f"- Test-time optimisation: `{OPTIM_DEFAULTS_FILE}` recommends learning rate {ZOO_OPTIM_DEFAULTS.lr:g} "
                 f"for the item LoRA (an experiment that leaves `lr` unset uses it; the paper's 5e-5 is for a 5B model).\n"
                 f"- Wall time: VAE {st['vae']['seconds']:.0f} s, transformer + distillation {st['reasoner']['seconds']:.0f} s.\n\n"

@@ -67,7 +67,8 @@ def test_the_piped_demo_is_short_quiet_and_its_hints_run_as_printed(demo):
     status, out, work, env, seconds = demo
     lines = out.splitlines()
     assert status == 0, out
-    assert len(lines) < 40, f"{len(lines)} lines:\n{out}"
+    # two tables and the hints; a third (paired strict success) when some method's successes differ from vanilla's
+    assert len(lines) < 50, f"{len(lines)} lines:\n{out}"
     for noise in ("Finished in state", "Beginning flow run", "temporary server", "Traceback", "telemetry", "INFO",
                   "Warning", "Loading weights", "Loading pipeline components", "it/s]", "MLflow database tables",
                   "is deprecated", "requires torchvision"):

@@ -76,6 +76,6 @@ def test_missing_facts_and_tiny_videos_are_clear_errors(bench):
 
 
 def test_the_grid_is_read_from_the_folders_configs():
-    assert reasoner_grid("models/reasoner") == ReasonerGrid(temporal=4, spatial=8)
+    assert reasoner_grid("models/reasoner") == ReasonerGrid(temporal=1, spatial=16)  # no temporal compression; 4x VAE x 4x4 patch
     with pytest.raises(InputError, match="config.json"):
         reasoner_grid("models/teacher")

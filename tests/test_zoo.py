@@ -173,13 +173,15 @@ def test_a_surrogate_for_any_wan_vae_is_distilled_by_the_cli_and_reused(micro_zo
     assert r.exit_code == 2 and "not a VAE folder" in r.output
 
 
-def test_the_defaults_are_the_shipped_zoos_recipe():
-    """`vlmt zoo train` with no config makes the shipped zoo: its first stage keys are the ones recorded."""
+def test_the_shipped_zoos_recipe_is_the_config_in_the_repo():
+    """`vlmt zoo train --config configs/zoo-v2.yaml` makes the shipped zoo: its first stage keys are the ones recorded."""
     from flows.zoo import config_keys, zoo_config
 
-    shipped = json.loads((Path(__file__).resolve().parents[1] / "models" / "zoo.json").read_text())
+    root = Path(__file__).resolve().parents[1]
+    shipped = json.loads((root / "models" / "zoo.json").read_text())
     keys = (shipped["stages"]["benchmarks"]["key"], shipped["stages"]["vae"]["key"])
-    assert config_keys(zoo_config("full", 0), world=shipped.get("world_version", 1)) == keys
+    assert config_keys(zoo_config("full", 0, str(root / "configs" / "zoo-v2.yaml")), world=shipped["world_version"]) == keys
+    assert config_keys(zoo_config("full", 0), world=shipped["world_version"]) != keys  # the preset alone is the first zoo's
 
 
 def test_the_benchmark_key_names_the_synthetic_world():
@@ -329,3 +331,17 @@ def test_the_reasoner_card_says_when_it_is_not_distilled():
     cfg["distill"]["steps"] = 0
     headline, training = _few_steps(cfg)
     assert training == ", no reflow" and "without distillation" in headline
+
+
+def test_the_reasoner_card_says_how_to_sample_a_patch_diffusers_call_cannot():
+    """A 4x4-patch transformer (the shipped one) loads with diffusers but its TI2V call assumes 2x2: the card says so."""
+    from core.zoo import ZooConfig
+    from core.zoo_cards import _sampling_note
+
+    cfg = ZooConfig().model_dump(mode="json")
+    assert _sampling_note(cfg) == ""
+    cfg["arch"]["dit_patch"] = 4
+    assert "generate_videos" in _sampling_note(cfg) and "2x2" in _sampling_note(cfg)
+    shipped = json.loads((Path(__file__).resolve().parents[1] / "models" / "zoo.json").read_text())["config"]
+    card = (Path(__file__).resolve().parents[1] / "models" / "reasoner" / "README.md").read_text()
+    assert (_sampling_note(shipped) in card) and bool(_sampling_note(shipped)) == (shipped["arch"].get("dit_patch", 2) != 2)
