@@ -107,6 +107,10 @@ class ZooConfig(StrictConfig):
     judge_seed: int | None = Field(None, description=(
         "Seed of the held-out judge, a second Teacher trained on the same data in another order (None: no judge)."))
     eval_steps_base: int = 30
+    optim_defaults: OptimDefaults | None = Field(None, description=(
+        "What the published Reasoner recommends to the test-time optimiser (its optim_defaults.json), measured on "
+        "validation items once the zoo is trained (None: ZOO_OPTIM_DEFAULTS, the first zoo's). Not part of any stage "
+        "key: publishing writes it, training never reads it (the mining round uses ZOO_OPTIM_DEFAULTS)."))
     checkpoint_seconds: float = Field(
         EVERY_SECONDS, ge=0, le=MAX_EVERY_SECONDS, description=(
             "Wall seconds between two checkpoints of a training loop (0: every step); a killed stage resumes from its "
@@ -363,6 +367,11 @@ def _load_samples(folder: Path, instances: list[TaskInstance] | None = None) -> 
 
 # --------------------------------------------------------------------------- publishing
 
+def published_optim_defaults(cfg: ZooConfig) -> OptimDefaults:
+    """The test-time optimiser settings the published Reasoner recommends: the config's, else the first zoo's."""
+    return cfg.optim_defaults or ZOO_OPTIM_DEFAULTS
+
+
 def publish(stage_records: dict[str, dict], out: Path, cfg: ZooConfig) -> Path:
     """Copy the stage outputs into ``out`` and write ``zoo.json`` (config, world version, keys, wall seconds)."""
     sources = {
@@ -383,7 +392,7 @@ def publish(stage_records: dict[str, dict], out: Path, cfg: ZooConfig) -> Path:
         shutil.copytree(src, tmp, ignore=shutil.ignore_patterns(STAGE_RECORD, "judge"))
         shutil.rmtree(out / name, ignore_errors=True)
         tmp.rename(out / name)
-    write_json_atomic(out / REASONER / OPTIM_DEFAULTS_FILE, ZOO_OPTIM_DEFAULTS.model_dump(mode="json"))
+    write_json_atomic(out / REASONER / OPTIM_DEFAULTS_FILE, published_optim_defaults(cfg).model_dump(mode="json"))
     seconds = {k: v["seconds"] for k, v in stage_records.items()}  # a resumed stage's: summed over its runs
     record = {
         "config": cfg.model_dump(mode="json"),

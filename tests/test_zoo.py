@@ -35,9 +35,9 @@ def test_micro_zoo_publishes_every_model_with_cards_and_figures(micro_zoo):
     with safe_open(models / "reasoner-base" / "diffusion_pytorch_model.safetensors", "pt") as f:
         assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.bfloat16}
     assert {p.dtype for p in WanTransformer3DModel.from_pretrained(models / "reasoner-base").parameters()} == {torch.float32}
-    # the Reasoner recommends the zoo's tuned learning rate, as the shipped one does
-    shipped = Path(__file__).resolve().parents[1] / "models" / "reasoner" / "optim_defaults.json"
-    assert json.loads((models / "reasoner" / "optim_defaults.json").read_text()) == json.loads(shipped.read_text())
+    # the Reasoner recommends a learning rate: a config without optim_defaults publishes the first zoo's
+    from core.zoo import ZOO_OPTIM_DEFAULTS
+    assert json.loads((models / "reasoner" / "optim_defaults.json").read_text()) == ZOO_OPTIM_DEFAULTS.model_dump(mode="json")
     assert set(record["eval"]["targets"]) >= {"codec_success_ge_0.9_every_family", "reasoner_success_id_in_0.2_0.5",
                                               "reasoner_above_still", "teacher_accuracy_ge_0.9", "teacher_query_json_ge_0.95"}
     assert 0.0 <= record["eval"]["reasoner"]["score_id"] <= 1.0
@@ -345,3 +345,21 @@ def test_the_reasoner_card_says_how_to_sample_a_patch_diffusers_call_cannot():
     shipped = json.loads((Path(__file__).resolve().parents[1] / "models" / "zoo.json").read_text())["config"]
     card = (Path(__file__).resolve().parents[1] / "models" / "reasoner" / "README.md").read_text()
     assert (_sampling_note(shipped) in card) and bool(_sampling_note(shipped)) == (shipped["arch"].get("dit_patch", 2) != 2)
+
+
+def test_the_recommended_learning_rate_is_a_recipe_field_outside_every_stage_key(tmp_path):
+    """optim_defaults in a zoo config is what publishing writes to reasoner/optim_defaults.json; no stage key moves."""
+    from core.method.reasoner import OPTIM_DEFAULTS_FILE
+    from core.zoo import ZOO_OPTIM_DEFAULTS, published_optim_defaults
+    from flows.zoo import config_keys, zoo_config
+
+    plain = zoo_config("full", 0)
+    f = tmp_path / "zoo.yaml"
+    f.write_text("optim_defaults: {lr: 3.0e-4, why: measured}\n")
+    tuned = zoo_config("full", 0, str(f))
+    assert published_optim_defaults(plain) == ZOO_OPTIM_DEFAULTS
+    assert published_optim_defaults(tuned).lr == 3e-4 and published_optim_defaults(tuned).why == "measured"
+    assert config_keys(tuned) == config_keys(plain)
+    root = Path(__file__).resolve().parents[1]
+    shipped = json.loads((root / "models" / "reasoner" / OPTIM_DEFAULTS_FILE).read_text())
+    assert shipped == published_optim_defaults(zoo_config("full", 0, str(root / "configs" / "zoo-v2.yaml"))).model_dump(mode="json")
