@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from core.io import write_json_atomic, write_text_atomic
-from core.method.reasoner import OPTIM_DEFAULTS_FILE
-from core.zoo import JUDGE, REASONER, REASONER_BASE, SURROGATE, TEACHER, ZooConfig, published_optim_defaults
+from core.method.reasoner import OPTIM_DEFAULTS_FILE, recommended_lr
+from core.zoo import JUDGE, REASONER, REASONER_BASE, SURROGATE, TEACHER
 
 
 def _params(folder: Path) -> int:
@@ -98,11 +98,6 @@ def _few_steps(cfg: dict) -> tuple[str, str]:
     return "sampled at **4 Euler steps** without distillation (`distill.steps: 0`)", ", no reflow"
 
 
-def _optim_lr(cfg: dict) -> float:
-    """The learning rate the published Reasoner recommends (``published_optim_defaults``, from the recorded config)."""
-    return published_optim_defaults(ZooConfig.model_validate(cfg)).lr
-
-
 def _sampling_note(cfg: dict) -> str:
     """Where diffusers' own call cannot sample this folder: its TI2V timestep mask assumes a 2x2 patch."""
     if cfg["arch"].get("dit_patch", 2) == 2:
@@ -142,7 +137,7 @@ def write_cards(models: Path, evaluation: dict) -> None:
                 f"{_split_scores(ev, 'still_floor')}.\n"
                 f"- Transformer: flow matching on the in-domain families only ({cfg['flow']['steps']} steps){trained}. "
                 f"Use `num_inference_steps=4, guidance_scale=1.0`.{_sampling_note(cfg)}\n"
-                f"- Test-time optimisation: `{OPTIM_DEFAULTS_FILE}` recommends learning rate {_optim_lr(cfg):g} "
+                f"- Test-time optimisation: `{OPTIM_DEFAULTS_FILE}` recommends learning rate {recommended_lr(models / REASONER)[0]:g} "
                 f"for the item LoRA (an experiment that leaves `lr` unset uses it; the paper's 5e-5 is for a 5B model).\n"
                 f"- Wall time: VAE {st['vae']['seconds']:.0f} s, transformer + distillation {st['reasoner']['seconds']:.0f} s.\n\n"
                 f"| sampler | ID score | OOD score | ID strict success | OOD strict success |\n|---|---|---|---|---|\n"
