@@ -12,7 +12,6 @@ import logging
 from fractions import Fraction
 from pathlib import Path
 
-import av
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
@@ -20,6 +19,14 @@ from core.errors import InputError
 from core.io import atomic_path
 
 log = logging.getLogger(__name__)
+
+
+def _av():
+    """PyAV, imported where a video file is read or written: generating and scoring videos in
+    memory (a GPU machine's benchmark run, say) does not need the FFmpeg libraries installed."""
+    import av
+
+    return av
 
 #: Constant rate factor for mp4 writing: visually lossless at our tiny sizes, so that
 #: the round trip changes rule-based scores by far less than their tolerance.
@@ -78,6 +85,7 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float = 8, crf: int =
     _, h, w, _ = frames.shape
     if h % 2 or w % 2:
         raise ValueError(f"H.264 needs even frame sizes, got {w}x{h}")
+    av = _av()
     with atomic_path(path) as tmp, av.open(str(tmp), "w", format="mp4") as container:
         options = {"crf": str(crf), "preset": "medium", "x264-params": X264_PARAMS, "threads": str(X264_THREADS)}
         stream = container.add_stream("libx264", rate=_rate(fps), options=options)
@@ -112,6 +120,7 @@ def read_video(path: str | Path, min_frames: int = 1, max_frames: int | None = N
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "file not found", "a video file (mp4)")
+    av = _av()
     try:
         with av.open(str(path)) as container:
             frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
@@ -130,6 +139,7 @@ def video_header(path: str | Path) -> tuple[int, float, int, int]:
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "file not found", "a video file (mp4)")
+    av = _av()
     try:
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
