@@ -25,6 +25,7 @@ GPU's arrangement there. Components are moved to the device once, at constructio
 
 from __future__ import annotations
 
+
 import hashlib
 import logging
 from collections import OrderedDict
@@ -170,6 +171,26 @@ def _placement(device: str | torch.device | None, precision: str) -> tuple[torch
     return device, precision == "bf16" or (precision == "auto" and device.type == "cuda")
 
 
+def _float32_patch_embedding(conv: torch.nn.Conv3d) -> None:
+    """Make ``conv`` (a transformer's patch embedding) compute in float32 whatever the autocast.
+
+    On the CPU, torch 2.13's oneDNN bfloat16 Conv3d returns wrong values for Wan's patch
+    embedding at a 4x4 patch (kernel = stride = (1, 4, 4), the shipped Reasoner): relative error
+    1.2 against float32, so bfloat16 videos differed from float32 ones by 56 of 255 levels
+    (measured 2026-12-06; the 2x2 patch was not affected). One convolution in float32 costs
+    nothing, and unlike switching oneDNN off (a process-wide flag) it is safe beside other threads.
+    CUDA is not affected (on an H100 bfloat16 videos differ from float32 by 0.10 of 255).
+    """
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast("cpu", enabled=False):
+            bias = None if conv.bias is None else conv.bias.float()
+            return torch.nn.functional.conv3d(x.float(), conv.weight.float(), bias, conv.stride, conv.padding,
+                                              conv.dilation, conv.groups)
+
+    conv.forward = forward
+
+
 class ReasonerAdapter:
     """A loaded Reasoner (pipeline + optional surrogate decoder) with the method's operations.
 
@@ -208,6 +229,9 @@ class ReasonerAdapter:
                 tf.enable_gradient_checkpointing()
         #: The transformer's compute dtype; None: float32 throughout.
         self.autocast_dtype = torch.bfloat16 if bf16 else None
+        if bf16 and self.device.type == "cpu":
+            for tf in experts:
+                _float32_patch_embedding(tf.patch_embedding)
         self.meter = CostMeter()
         self._prepared: OrderedDict[tuple, ItemCondition] = OrderedDict()
         self._negatives: dict[str, torch.Tensor] = {}  # negative-prompt embeddings for guidance
