@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from core.bench.ruler_judge import JudgeConfig
 from core.checks import shipped
@@ -59,8 +59,15 @@ class EvaluateConfig(StrictConfig):
                                        description="How the judge sees videos and is retried (not part of the experiment id).")
     heldout_judge: str | None = Field(
         None, description="A second Qwen-VL Teacher that answers every method's queries on its returned video, never "
-                          "optimised or selected against (columns heldout_*; e.g. the zoo's models/teacher-judge). "
-                          "Scoring only: not part of the experiment id.")
+                          "optimised against (columns heldout_*; e.g. the zoo's models/teacher-judge). Scoring only, "
+                          "not part of the experiment id, except for best_of_n_heldout, which it selects for.")
+
+    @model_validator(mode="after")
+    def _selecting_judge(self) -> EvaluateConfig:
+        if Method.BEST_OF_N_HELDOUT in self.methods and not self.heldout_judge:
+            raise ValueError("methods lists best_of_n_heldout, which selects with the held-out judge: set heldout_judge "
+                             "to a Teacher folder (e.g. models/teacher-judge)")
+        return self
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> EvaluateConfig:

@@ -145,7 +145,9 @@ def experiment_of(cfg: EvaluateConfig) -> ExperimentRecord:
     """The experiment a config belongs to (its id names its rows in DuckDB; where the run keeps
     its files, ``work`` and ``mlflow_uri``, is not part of it: ``results.LOCATION_FIELDS``)."""
     cfg = cfg.resolved()
-    return ExperimentRecord(name=cfg.name, kind="evaluate", config=cfg.model_dump(mode="json", exclude={"judge", "judge_options", "heldout_judge"}),
+    # the judges only score, except a held-out judge that best_of_n_heldout selects with
+    scoring_only = {"judge", "judge_options"} | ({"heldout_judge"} if Method.BEST_OF_N_HELDOUT not in cfg.methods else set())
+    return ExperimentRecord(name=cfg.name, kind="evaluate", config=cfg.model_dump(mode="json", exclude=scoring_only),
                             code_version=keys.CODE_VERSION)
 
 

@@ -4,7 +4,8 @@
     extract-rules -> compile-reward -> optimise-item (GRPO) -> generate-video (adapter) -> score-video [grpo]
     optimise-oracle-reward (the item's ground truth) -> generate-video (adapter)  -> score-video   [oracle_reward]
     generate-video (seed)                                                        -> score-video   [vanilla]
-    generate-video (seeds 0..N-1) -> select-video (judge | oracle)               -> score-video   [best_of_n, pass_at_n]
+    generate-video (seeds 0..N-1) -> select-video (judge | held-out judge | oracle) -> score-video [best_of_n,
+                                                                                        best_of_n_heldout, pass_at_n]
     generate-video (instruction + rules)                                         -> score-video   [pe]
     videotpo                                                                     -> score-video   [videotpo]
     (the run's shared adapter) -> generate-video (adapter)                       -> score-video   [shared]
@@ -163,15 +164,18 @@ def _submit_item(inst: TaskInstance, cfg: EvaluateConfig, ids: dict[str, str], i
             chains[method].heldout = submit(stages.judge_heldout, f"heldout/{method.value}", video, cfg.heldout_judge, reward)
 
     n_needed = mc.n if CANDIDATE_METHODS & methods else 1
-    candidates = [generate(j) for j in range(n_needed)] if {Method.VANILLA, Method.BEST_OF_N, Method.PASS_AT_N} & methods else []
+    candidates = [generate(j) for j in range(n_needed)] if ({Method.VANILLA} | CANDIDATE_METHODS) & methods else []
     if Method.VANILLA in methods:
         score(Method.VANILLA, chains[Method.VANILLA].add("generate", candidates[0]))
-    for method, by in ((Method.BEST_OF_N, "judge"), (Method.PASS_AT_N, "oracle")):
+    # (method, selection stage, how it selects, the judge that selects)
+    for method, name, by, judge in ((Method.BEST_OF_N, "select/judge", "judge", m.teacher),
+                                    (Method.BEST_OF_N_HELDOUT, "select/heldout", "judge", cfg.heldout_judge),
+                                    (Method.PASS_AT_N, "select/oracle", "oracle", None)):
         if method in methods:
             for fut in candidates:
                 chains[method].add("generate", fut)
-            sel = chains[method].add("select", submit(stages.select_video, f"select/{by}", candidates, by,
-                                                      m.teacher if by == "judge" else None, reward if by == "judge" else None))
+            sel = chains[method].add("select", submit(stages.select_video, name, candidates, by, judge,
+                                                      reward if by == "judge" else None))
             score(method, sel)
     if Method.PE in methods:
         score(Method.PE, chains[Method.PE].add("generate", generate("pe", rules=rules)))

@@ -76,7 +76,8 @@ def stage_keys(item_hash: str, seed: int, cfg: EvaluateConfig, ids: dict[str, st
     ``videotpo``, ``optimise``, ``video/teacher``, ``grpo`` (its optimisation), ``video/grpo``, ``oracle_reward``
     (its optimisation), ``video/oracle_reward``, ``video/still``, and ``score/<method>``;
     given the shared adapter's key (``shared_key``), ``video/shared`` and ``score/shared``; given a
-    held-out judge (``ids["heldout_judge"]``), ``heldout/<method>``.
+    held-out judge (``ids["heldout_judge"]``), ``select/heldout`` (best_of_n_heldout's pick) and
+    ``heldout/<method>``.
     """
     o, mc = cfg.method.optim, cfg.method
     k: dict[str, str] = {}
@@ -111,11 +112,15 @@ def stage_keys(item_hash: str, seed: int, cfg: EvaluateConfig, ids: dict[str, st
                                 ids.get("surrogate"), _optim_key_part(o), seed)
     k["video/oracle_reward"] = video(0, adapter_key=k["oracle_reward"])
     k["video/still"] = digest("still", CODE_VERSION, item_hash, seed)
+    if "heldout_judge" in ids:  # best_of_n_heldout: the same candidates and queries, the held-out judge picks
+        k["select/heldout"] = digest("select", CODE_VERSION, "judge", candidates, k["reward"], ids["heldout_judge"])
     judged = USES_RULES & set(cfg.methods)
     sources = {Method.VANILLA: k["video/0"], Method.BEST_OF_N: k["select/judge"], Method.PASS_AT_N: k["select/oracle"],
                Method.PE: k["video/pe"], Method.VIDEOTPO: k["videotpo"], Method.TEACHER: k["video/teacher"],
                Method.STILL: k["video/still"], Method.GRPO: k["video/grpo"],
                Method.ORACLE_REWARD: k["video/oracle_reward"]}
+    if "select/heldout" in k:
+        sources[Method.BEST_OF_N_HELDOUT] = k["select/heldout"]
     if shared is not None:
         sources[Method.SHARED] = k["video/shared"] = video(0, adapter_key=shared)
     for method, source in sources.items():

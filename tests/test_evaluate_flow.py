@@ -65,7 +65,8 @@ def test_every_method_runs_and_lands_in_duckdb(setup):
     root, models = setup
     cfg = config(root, models, "w1")
     out = evaluate(config=cfg)
-    assert set(out["summary"]) == {m.value for m in DEFAULT_METHODS} == {m.value for m in Method} - {"shared", "grpo", "oracle_reward"}
+    assert set(out["summary"]) == {m.value for m in DEFAULT_METHODS} == {m.value for m in Method} - {"shared", "grpo", "oracle_reward",
+                                                                                                        "best_of_n_heldout"}
     assert not out["failed"]
     with duckdb.connect(str(Path(cfg.work) / "vlmt.duckdb"), read_only=True) as con:
         n, n_err = con.execute("SELECT count(*), count(error) FROM results").fetchone()
@@ -161,6 +162,33 @@ def test_a_held_out_judge_answers_every_methods_queries_and_joins_a_finished_run
         rows = con.execute("SELECT judge_p_yes_json, heldout_p_yes_json FROM results").fetchall()
     pairs = [(json.loads(a), json.loads(b)) for a, b in rows]
     assert all(len(a) == len(b) for a, b in pairs) and not any(np.allclose(a, b, rtol=1e-2, atol=0) for a, b in pairs)
+
+
+def test_best_of_n_selected_by_the_held_out_judge_reuses_the_candidates_and_asks_that_judge(setup, tmp_path):
+    """best_of_n_heldout: best-of-N's N videos, picked by the held-out judge with the same queries."""
+    root, models = setup
+    cfg = config(root, models, "w-heldout-select").model_copy(update={"methods": [Method.BEST_OF_N]})
+    with pytest.raises(ValueError, match="best_of_n_heldout, which selects with the held-out judge: set heldout_judge"):
+        EvaluateConfig.model_validate({**cfg.model_dump(mode="json"), "methods": ["best_of_n_heldout"]})
+    evaluate(config=cfg)
+    before = stage_dirs(Path(cfg.work))
+    other = build_micro_teacher(make_synth_benchmark(tmp_path / "b", per_family=1, seed=3, purpose=Purpose.TEST,
+                                                     families=["maze_navigate", "gravity_fall"]), tmp_path / "other", seed=5)
+    both = cfg.model_copy(update={"methods": [Method.BEST_OF_N, Method.BEST_OF_N_HELDOUT], "heldout_judge": str(other)})
+    out = evaluate(config=both)
+    assert not out["failed"] and set(out["summary"]) == {"best_of_n", "best_of_n_heldout"}
+    after = stage_dirs(Path(cfg.work))
+    new = {d for d in after if d not in before}
+    # the N candidates, the rules and the reward were reused: only the pick, its score and the held-out answers ran
+    assert {Path(d).name.split("-")[0] for d in new} == {"select", "score", "heldout"}
+    assert all(after[d] == before[d] for d in before)
+    for item in (Path(cfg.work) / "items").iterdir():
+        picks = [json.loads((d / "record.json").read_text()) for d in sorted(item.glob("select-*"))
+                 if json.loads((d / "record.json").read_text())["by"] == "judge"]
+        assert len(picks) == 2 and len(picks[0]["values"]) == len(picks[1]["values"]) == 2
+        assert not np.allclose(picks[0]["values"], picks[1]["values"])  # another judge's reward losses
+    # the judge decides this method's videos, so it names the experiment; another judge is another experiment
+    assert experiment_of(both).experiment_id != experiment_of(both.model_copy(update={"heldout_judge": "elsewhere"})).experiment_id
 
 
 def test_a_failing_held_out_judge_keeps_every_score(setup, tmp_path):
@@ -679,8 +707,12 @@ def test_stage_keys_change_exactly_where_they_should():
     # a held-out judge adds its own stage per method and moves nothing else; another judge moves only those
     judged = stage_keys("item", 7, base, {**ids, "heldout_judge": "J"})
     heldout = {k for k in judged if k.startswith("heldout/")}
-    assert {k: v for k, v in judged.items() if k not in heldout} == k0 and heldout == {f"heldout/{m.value}" for m in Method} - {"heldout/shared"}
-    assert _changed(judged, stage_keys("item", 7, base, {**ids, "heldout_judge": "J2"})) == heldout
+    # and best_of_n_heldout's pick and its score, which exist only with a judge to pick by
+    selection = {"select/heldout", "score/best_of_n_heldout"}
+    assert {k: v for k, v in judged.items() if k not in heldout | selection} == k0 and selection <= set(judged)
+    assert heldout == {f"heldout/{m.value}" for m in Method} - {"heldout/shared"}
+    assert judged["select/heldout"] not in (judged["select/judge"], judged["select/oracle"])
+    assert _changed(judged, stage_keys("item", 7, base, {**ids, "heldout_judge": "J2"})) == heldout | selection
     assert _changed(judged, stage_keys("item", 7, base, {**ids, "heldout_judge": "J", "teacher": "T2"})) >= heldout
 
 

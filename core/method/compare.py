@@ -392,6 +392,9 @@ def compare(
     if Method.SHARED in methods:
         raise InputError("methods: shared", "trains one adapter on every item's reward before any item's video",
                          "the pipeline, which runs it as its own stage: vlmt evaluate --methods vanilla,teacher,shared")
+    if Method.BEST_OF_N_HELDOUT in methods:
+        raise InputError("methods: best_of_n_heldout", "selects with a held-out judge, which only the pipeline loads",
+                         "the pipeline with a judge: vlmt evaluate --config FILE with heldout_judge set")
     if Method.ORACLE_REWARD in methods:
         require_oracle_items(instances)
     n_methods = [m for m in methods if m in CANDIDATE_METHODS]

@@ -3,6 +3,11 @@
 * ``vanilla``: the Reasoner once, from the item's seed.
 * ``best_of_n``: N seeds; the Teacher's judge picks the video with the lowest reward loss
   (non-oracle: it sees only what a user would have).
+* ``best_of_n_heldout`` (needs a held-out judge, not in the default list): the same N seeds;
+  the held-out judge (another Teacher, ``EvaluateConfig.heldout_judge``) picks with the same
+  queries. Selection by a judge that nothing else saw: beside ``best_of_n`` it says how much
+  of selection's gain is the optimising Teacher's taste. Its own held-out-judge column is not
+  independent (that judge chose it). It runs through the pipeline (``vlmt evaluate``).
 * ``pass_at_n``: the same N seeds; the benchmark's own scorer picks (the paper's oracle
   Pass@N; an upper bound on selection, not a deployable method).
 * ``pe`` (VLM-as-Solver, prompt engineering): the Teacher expands the instruction once, and
@@ -66,6 +71,7 @@ V = TypeVar("V")
 class Method(str, Enum):
     VANILLA = "vanilla"
     BEST_OF_N = "best_of_n"
+    BEST_OF_N_HELDOUT = "best_of_n_heldout"
     PASS_AT_N = "pass_at_n"
     PE = "pe"
     VIDEOTPO = "videotpo"
@@ -81,15 +87,17 @@ ABLATIONS = {Method.SHARED, Method.GRPO}
 #: Methods that read the benchmark's answer key (its scorer or ground truth): upper bounds, not
 #: deployable methods; marked "oracle" wherever results are shown (``core.report.data``).
 ORACLES = {Method.PASS_AT_N, Method.ORACLE_REWARD}
+#: Methods that need a held-out judge (``EvaluateConfig.heldout_judge``) besides the optimising Teacher.
+NEEDS_HELDOUT_JUDGE = {Method.BEST_OF_N_HELDOUT}
 #: What runs unless methods are named: every method and the still reference; not the ablations,
-#: nor the oracle reward (it needs synth items).
-DEFAULT_METHODS: list[Method] = [m for m in Method if m not in ABLATIONS | {Method.ORACLE_REWARD}]
+#: nor the oracle reward (it needs synth items), nor what needs a held-out judge.
+DEFAULT_METHODS: list[Method] = [m for m in Method if m not in ABLATIONS | NEEDS_HELDOUT_JUDGE | {Method.ORACLE_REWARD}]
 
 
 #: Methods that need the item's rules from the Teacher.
-USES_RULES = {Method.BEST_OF_N, Method.PE, Method.VIDEOTPO, Method.TEACHER, Method.SHARED, Method.GRPO}
+USES_RULES = {Method.BEST_OF_N, Method.BEST_OF_N_HELDOUT, Method.PE, Method.VIDEOTPO, Method.TEACHER, Method.SHARED, Method.GRPO}
 #: Methods that draw N candidates (``MethodConfig.n``) and select one.
-CANDIDATE_METHODS = {Method.BEST_OF_N, Method.PASS_AT_N}
+CANDIDATE_METHODS = {Method.BEST_OF_N, Method.BEST_OF_N_HELDOUT, Method.PASS_AT_N}
 #: Methods that run the Reasoner (and so pay for preparing its condition).
 USES_REASONER = set(Method) - {Method.STILL}
 #: Methods that train a LoRA (and so read the optimiser's learning rate).

@@ -44,6 +44,8 @@ ORACLE_METHODS = frozenset({"pass_at_n", "oracle_reward"})
 METHOD_NOTES: dict[str, str] = {
     "vanilla": "the Reasoner once, from the item's seed; no test-time work.",
     "best_of_n": "N videos from N seeds; the Teacher's judge picks one (sees only what a user would have).",
+    "best_of_n_heldout": "the same N videos; the held-out judge (a second Teacher nothing optimised against) picks "
+                         "one. Its held-out-judge column is not independent: that judge chose the video.",
     "pass_at_n": "oracle: the same N videos, but the benchmark's own scorer picks the best one. It uses the answer "
                  "key, so it is an upper bound on picking among N videos, not a method one could deploy.",
     "pe": "prompt engineering: the Teacher's rules appended to the instruction, then the Reasoner once.",
@@ -60,7 +62,7 @@ METHOD_NOTES: dict[str, str] = {
 }
 
 #: Display order of the methods (others follow alphabetically).
-METHOD_ORDER = ["vanilla", "best_of_n", "pass_at_n", "pe", "videotpo", "teacher", "shared", "grpo", "oracle_reward",
+METHOD_ORDER = ["vanilla", "best_of_n", "best_of_n_heldout", "pass_at_n", "pe", "videotpo", "teacher", "shared", "grpo", "oracle_reward",
                 "still"]
 
 #: Teacher-minus-vanilla score change that counts as "improved" / "worsened" in the filters.

@@ -31,6 +31,7 @@ from core.report.data import method_label
 METHOD_COLOURS: dict[str, str] = {
     "vanilla": "#0072b2",    # blue
     "best_of_n": "#e69f00",  # orange
+    "best_of_n_heldout": "#f0e442",  # yellow: best-of-N's other judge
     "pass_at_n": "#cc79a7",  # reddish purple: the oracle
     "pe": "#56b4e9",         # sky blue
     "videotpo": "#009e73",   # bluish green
