@@ -45,8 +45,9 @@ def evaluate(
                                                         "(default: every item).")] = None,
     methods: Annotated[str | None, typer.Option(help="Comma-separated method names (default: "
                                                       "vanilla,best_of_n,pass_at_n,pe,videotpo,teacher,still: all but "
-                                                      "the shared and grpo ablations and the oracle_reward "
-                                                      "upper bound).")] = None,
+                                                      "the shared and grpo ablations, the oracle_reward "
+                                                      "upper bound and best_of_n_heldout, which needs "
+                                                      "--heldout-judge).")] = None,
     models: Annotated[Path | None, typer.Option(help="Zoo folder with reasoner/, surrogate-decoder/, teacher/ "
                                                      "(default: the shipped one); its teacher-judge/, where it has one, "
                                                      "is the held-out judge unless --heldout-judge says otherwise.")] = None,

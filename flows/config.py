@@ -38,7 +38,8 @@ class EvaluateConfig(StrictConfig):
     limit: int | None = Field(None, ge=1, description="At most this many items, spread over families.")
     methods: list[Method] = Field(default_factory=lambda: list(DEFAULT_METHODS),
                                   description="Default: every method and the still reference, not the shared and grpo "
-                                              "ablations nor the oracle_reward upper bound (synth items only).")
+                                              "ablations, the oracle_reward upper bound (synth items only) nor "
+                                              "best_of_n_heldout (it needs heldout_judge).")
     video: VideoOverride = Field(default_factory=VideoOverride,
                                  description="Frames, fps and size for benchmarks whose instances do not set them "
                                              "(VBVR's official layout: read from ground_truth.mp4 unless set here).")
