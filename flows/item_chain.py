@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from prefect.futures import PrefectFuture
-from prefect.states import Failed, State
+from prefect.states import Completed, Failed, State
 
 from core.bench.record import TaskInstance
 from core.method.compare import ItemResult, item_seed
@@ -66,11 +66,15 @@ def _submit(task, target: str, work: str, inline: bool, *args, **kwargs) -> Stag
 
     Its cache (records in ``work``) is reused only where its outputs are on disk (see
     ``stages.RECORD``). Inline, a stage whose upstream failed does not run (its chain already
-    records the failed stage).
+    records the failed stage), and a finished stage is its record, read without a task run:
+    the record is what the task would return from Prefect's cache, and each cached task run
+    costs ~8 ms (a 140-item claims rerun has ~9,000 stages: 70 of its 86 s, measured 2026-12-06).
     """
     stage = reuse_only_if(task, Path(target) / stages.RECORD, work)
     if not inline:
         return stage.submit(*args, **kwargs)
+    if (record := stages.finished_record(target)) is not None:
+        return _Ran(Completed(data=record))
     values = [*args, *kwargs.values()]
     upstream = [u for v in values for u in (v if isinstance(v, list) else [v]) if isinstance(u, _Ran)]
     if any(not u.state.is_completed() for u in upstream):

@@ -65,12 +65,19 @@ def resumable(fn: Callable[..., dict]) -> Callable[..., dict]:
 
     @functools.wraps(fn)
     def run(*args, **kwargs) -> dict:
-        target = Path(signature.bind(*args, **kwargs).arguments["target"])
-        if (target / RECORD).is_file():
-            return relocated(json.loads((target / RECORD).read_text()), target)
-        return fn(*args, **kwargs)
+        record = finished_record(signature.bind(*args, **kwargs).arguments["target"])
+        return record if record is not None else fn(*args, **kwargs)
 
     return run
+
+
+def finished_record(target: str | Path) -> dict | None:
+    """The record of the stage finished in ``target`` (its paths relocated to where the work dir is
+    now), or None where it has not finished."""
+    target = Path(target)
+    if not (target / RECORD).is_file():
+        return None
+    return relocated(json.loads((target / RECORD).read_text()), target)
 
 
 #: Record fields that hold paths (stage outputs, all inside the work dir).

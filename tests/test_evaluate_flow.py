@@ -461,6 +461,33 @@ def test_inline_thread_and_a_local_dask_cluster_give_the_same_results(setup):
     assert scores["dask"] == scores["thread"] == scores["inline"]
 
 
+def test_an_inline_rerun_reads_finished_stages_without_a_task_run_and_gets_the_same_rows(setup, monkeypatch):
+    from prefect.tasks import Task
+
+    from flows.evaluate import run_evaluate
+
+    root, models = setup
+    cfg = config(root, models, "w-inline-rerun").model_copy(update={"methods": [Method.VANILLA, Method.BEST_OF_N,
+                                                                                Method.TEACHER]})
+    query = "SELECT instance_id, method, score, final_loss, judge_p_yes_json FROM results ORDER BY 1, 2"
+    run_evaluate(cfg, "inline")
+    with duckdb.connect(str(Path(cfg.work) / "vlmt.duckdb"), read_only=True) as con:
+        first = con.execute(query).fetchall()
+    before = stage_dirs(Path(cfg.work))
+    calls = []
+    real_call = Task.__call__
+    monkeypatch.setattr(Task, "__call__", lambda self, *a, **k: calls.append(self.name) or real_call(self, *a, **k))
+    run_evaluate(cfg, "inline")
+    assert calls == []  # every stage had finished: its record is read, no cached task run is made
+    with duckdb.connect(str(Path(cfg.work) / "vlmt.duckdb"), read_only=True) as con:
+        assert con.execute(query).fetchall() == first and len(first) == 6
+    assert stage_dirs(Path(cfg.work)) == before
+    # a stage whose folder is gone runs again, as a task
+    shutil.rmtree(next(Path(cfg.work).glob("items/*/score-*")))
+    run_evaluate(cfg, "inline")
+    assert calls == ["score-video"]
+
+
 def test_ablate_runs_a_grid_as_variants_of_one_experiment(setup):
     from core.storage.named import load_queries
     from core.storage.warehouse import query
