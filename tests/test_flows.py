@@ -147,7 +147,11 @@ def test_stage_caches_are_json_and_a_planted_pickle_is_never_loaded_while_the_re
             return json.loads(text, *args, **kwargs)
 
     monkeypatch.setattr(stages, "json", Spy())
-    again = evaluate(config=cfg, inline=True)
+    # inline, a finished stage is its record.json, read without a task run: no cache record is opened at all
+    assert evaluate(config=cfg, inline=True)["summary"] == first["summary"]
+    assert not marker.exists() and len(bodies) == len(finished)
+    bodies.clear()
+    again = evaluate(config=cfg)  # through the task runner, which reads Prefect's cache records
     assert not marker.exists()
     assert len(bodies) == 1  # only the refused record's stage ran (from its record.json); the rest were cache hits
     assert {p: p.stat().st_mtime_ns for p in finished} == finished  # nothing recomputed
