@@ -13,7 +13,7 @@ from pydantic import Field, model_validator
 from core.bench.ruler_judge import JudgeConfig
 from core.checks import shipped
 from core.config import StrictConfig, load_config
-from core.method.methods import DEFAULT_METHODS, Method, MethodConfig, trains_lora
+from core.method.methods import DEFAULT_METHODS, NEEDS_HELDOUT_JUDGE, Method, MethodConfig, trains_lora
 from core.method.optimise import resolve_optim
 from core.pipeline.video_spec import VideoOverride
 from core.storage.results import VariantParams
@@ -65,9 +65,9 @@ class EvaluateConfig(StrictConfig):
 
     @model_validator(mode="after")
     def _selecting_judge(self) -> EvaluateConfig:
-        if Method.BEST_OF_N_HELDOUT in self.methods and not self.heldout_judge:
-            raise ValueError("methods lists best_of_n_heldout, which selects with the held-out judge: set heldout_judge "
-                             "to a Teacher folder (e.g. models/teacher-judge)")
+        if (needs := NEEDS_HELDOUT_JUDGE & set(self.methods)) and not self.heldout_judge:
+            raise ValueError(f"methods lists {', '.join(sorted(m.value for m in needs))}, which selects with the held-out "
+                             "judge: set heldout_judge to a Teacher folder (e.g. models/teacher-judge)")
         return self
 
     @classmethod

@@ -34,7 +34,7 @@ from core.bench.source import open_benchmark, spread_over_families
 from core.bench.synth.generate import make_synth_benchmark
 from core.errors import InputError
 from core.method.compare import ItemResult, summarise_methods
-from core.method.methods import Method
+from core.method.methods import NEEDS_HELDOUT_JUDGE, Method
 from core.method.oracle import require_oracle_items
 from core.models.teacher import teacher_model_type
 from core.models.wan import check_guidance_2
@@ -146,7 +146,7 @@ def experiment_of(cfg: EvaluateConfig) -> ExperimentRecord:
     its files, ``work`` and ``mlflow_uri``, is not part of it: ``results.LOCATION_FIELDS``)."""
     cfg = cfg.resolved()
     # the judges only score, except a held-out judge that best_of_n_heldout selects with
-    scoring_only = {"judge", "judge_options"} | ({"heldout_judge"} if Method.BEST_OF_N_HELDOUT not in cfg.methods else set())
+    scoring_only = {"judge", "judge_options"} | (set() if NEEDS_HELDOUT_JUDGE & set(cfg.methods) else {"heldout_judge"})
     return ExperimentRecord(name=cfg.name, kind="evaluate", config=cfg.model_dump(mode="json", exclude=scoring_only),
                             code_version=keys.CODE_VERSION)
 

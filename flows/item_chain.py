@@ -70,11 +70,11 @@ def _submit(task, target: str, work: str, inline: bool, *args, **kwargs) -> Stag
     the record is what the task would return from Prefect's cache, and each cached task run
     costs ~8 ms (a 140-item claims rerun has ~9,000 stages: 70 of its 86 s, measured 2026-12-06).
     """
+    if inline and (record := stages.finished_record(target)) is not None:
+        return _Ran(Completed(data=record))
     stage = reuse_only_if(task, Path(target) / stages.RECORD, work)
     if not inline:
         return stage.submit(*args, **kwargs)
-    if (record := stages.finished_record(target)) is not None:
-        return _Ran(Completed(data=record))
     values = [*args, *kwargs.values()]
     upstream = [u for v in values for u in (v if isinstance(v, list) else [v]) if isinstance(u, _Ran)]
     if any(not u.state.is_completed() for u in upstream):

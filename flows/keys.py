@@ -96,7 +96,11 @@ def stage_keys(item_hash: str, seed: int, cfg: EvaluateConfig, ids: dict[str, st
         k[f"video/{j}"] = video(j)
     k["video/pe"] = video(0, rules_key=k["rules"])
     candidates = [k[f"video/{j}"] for j in range(mc.n)]
-    k["select/judge"] = digest("select", CODE_VERSION, "judge", candidates, k["reward"], ids["teacher"])
+
+    def judged_pick(judge: str) -> str:  # best-of-N's pick among the candidates by this judge's reward loss
+        return digest("select", CODE_VERSION, "judge", candidates, k["reward"], judge)
+
+    k["select/judge"] = judged_pick(ids["teacher"])
     k["select/oracle"] = digest("select", CODE_VERSION, "oracle", candidates, SCORE_VERSION)
     k["videotpo"] = digest("videotpo", CODE_VERSION, k["reward"], ids["reasoner"], ids["teacher"], seed, sampler,
                            mc.tpo_rounds, mc.tpo_videos)
@@ -112,15 +116,13 @@ def stage_keys(item_hash: str, seed: int, cfg: EvaluateConfig, ids: dict[str, st
                                 ids.get("surrogate"), _optim_key_part(o), seed)
     k["video/oracle_reward"] = video(0, adapter_key=k["oracle_reward"])
     k["video/still"] = digest("still", CODE_VERSION, item_hash, seed)
-    if "heldout_judge" in ids:  # best_of_n_heldout: the same candidates and queries, the held-out judge picks
-        k["select/heldout"] = digest("select", CODE_VERSION, "judge", candidates, k["reward"], ids["heldout_judge"])
     judged = USES_RULES & set(cfg.methods)
     sources = {Method.VANILLA: k["video/0"], Method.BEST_OF_N: k["select/judge"], Method.PASS_AT_N: k["select/oracle"],
                Method.PE: k["video/pe"], Method.VIDEOTPO: k["videotpo"], Method.TEACHER: k["video/teacher"],
                Method.STILL: k["video/still"], Method.GRPO: k["video/grpo"],
                Method.ORACLE_REWARD: k["video/oracle_reward"]}
-    if "select/heldout" in k:
-        sources[Method.BEST_OF_N_HELDOUT] = k["select/heldout"]
+    if "heldout_judge" in ids:  # best_of_n_heldout: the same candidates and queries, the held-out judge picks
+        sources[Method.BEST_OF_N_HELDOUT] = k["select/heldout"] = judged_pick(ids["heldout_judge"])
     if shared is not None:
         sources[Method.SHARED] = k["video/shared"] = video(0, adapter_key=shared)
     for method, source in sources.items():

@@ -25,7 +25,6 @@ GPU's arrangement there. Components are moved to the device once, at constructio
 
 from __future__ import annotations
 
-
 import hashlib
 import logging
 from collections import OrderedDict
