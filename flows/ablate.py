@@ -22,7 +22,7 @@ from core.config import StrictConfig, load_config
 from core.errors import InputError
 from core.method.reasoner import GradMode
 from core.storage.results import ExperimentRecord
-from flows.evaluate import EvaluateConfig, evaluate
+from flows.evaluate import EvaluateConfig, evaluate, write_database
 from flows.keys import CODE_VERSION
 
 #: Grid names -> how to set them on an EvaluateConfig.
@@ -88,13 +88,16 @@ def ablate(config: AblateConfig | None = None, config_file: str | None = None, i
     cfg = AblateConfig.from_yaml(config_file) if config_file else (config or AblateConfig())
     cfg, experiment = ablation_experiment(cfg)
     out: dict[str, Any] = {"experiment_id": experiment.experiment_id, "variants": {}, "failed": []}
-    for name, variant in cfg.variants():
-        logger.info("variant %s", name)
-        state = evaluate(config=variant, experiment=experiment, inline=inline, return_state=True)
-        if state.is_completed():
-            out["variants"][name] = state.result()["summary"]
-        else:
-            out["failed"].append(name)
+    try:
+        for name, variant in cfg.variants():
+            logger.info("variant %s", name)
+            state = evaluate(config=variant, experiment=experiment, inline=inline, write_db=False, return_state=True)
+            if state.is_completed():
+                out["variants"][name] = state.result()["summary"]
+            else:
+                out["failed"].append(name)
+    finally:  # once for every variant, and whatever stopped the loop: the finished variants' rows are kept
+        out["rows"] = write_database(cfg.base.work)
     if out["failed"]:
         raise RuntimeError(f"variants with failures: {out['failed']} (results of the rest are in DuckDB)")
     return out

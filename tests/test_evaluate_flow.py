@@ -488,15 +488,22 @@ def test_an_inline_rerun_reads_finished_stages_without_a_task_run_and_gets_the_s
     assert calls == ["score-video"]
 
 
-def test_ablate_runs_a_grid_as_variants_of_one_experiment(setup):
+def test_ablate_runs_a_grid_as_variants_of_one_experiment(setup, monkeypatch):
+    import flows.ablate
+    import flows.evaluate
     from core.storage.named import load_queries
     from core.storage.warehouse import query
     from flows.ablate import AblateConfig, ablate
 
     root, models = setup
+    writes = []
+    counted = lambda work: writes.append(work) or flows.evaluate.consolidate(Path(work) / "results", Path(work) / "vlmt.duckdb")
+    monkeypatch.setattr(flows.evaluate, "write_database", counted)
+    monkeypatch.setattr(flows.ablate, "write_database", counted)
     base = config(root, models, "w6").model_copy(update={"methods": [Method.VANILLA, Method.TEACHER]})
     out = ablate(config=AblateConfig(base=base, grid={"lam": [0.0, 1.0]}))
     assert sorted(out["variants"]) == ["lam=0.0", "lam=1.0"]
+    assert len(writes) == 1 and out["rows"]["results"] == 8  # rebuilt once, after the last variant: 2 items x 2 methods x 2
     work = Path(base.work)
     db = work / "vlmt.duckdb"
     with duckdb.connect(str(db), read_only=True) as con:
