@@ -497,7 +497,11 @@ def test_ablate_runs_a_grid_as_variants_of_one_experiment(setup, monkeypatch):
 
     root, models = setup
     writes = []
-    counted = lambda work: writes.append(work) or flows.evaluate.consolidate(Path(work) / "results", Path(work) / "vlmt.duckdb")
+
+    def counted(work):
+        writes.append(work)
+        return flows.evaluate.consolidate(Path(work) / "results", Path(work) / "vlmt.duckdb")
+
     monkeypatch.setattr(flows.evaluate, "write_database", counted)
     monkeypatch.setattr(flows.ablate, "write_database", counted)
     base = config(root, models, "w6").model_copy(update={"methods": [Method.VANILLA, Method.TEACHER]})
