@@ -48,7 +48,7 @@ from flows.item_chain import _ItemStages, _outcome, _submit_item
 from flows.judge import judge_exported
 from flows.keys import shared_key, stage_keys
 from flows.matched import run_matched, to_match
-from flows.run import EvaluationRun, progress_file
+from flows.run import EvaluationRun, progress_file, results_root
 from flows.runners import LOCAL_DASK_CLUSTER, RUNNERS, task_runner
 from flows.shared import run_shared
 from flows.tracking import open_tracker, track
@@ -153,7 +153,7 @@ def experiment_of(cfg: EvaluateConfig) -> ExperimentRecord:
 
 def write_database(work: str | Path) -> dict[str, int]:
     """Rebuild ``<work>/vlmt.duckdb`` from every Parquet row under ``<work>/results``; returns row counts."""
-    return consolidate(Path(work) / "results", Path(work) / "vlmt.duckdb")
+    return consolidate(results_root(work), Path(work) / "vlmt.duckdb")
 
 
 @flow(name="evaluate")

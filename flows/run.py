@@ -26,6 +26,11 @@ if TYPE_CHECKING:
     from flows.config import EvaluateConfig
 
 
+def results_root(work: str | Path) -> Path:
+    """Where a run in ``work`` writes its Parquet rows (one folder per table), and what DuckDB is built from."""
+    return Path(work) / "results"
+
+
 def progress_file(cfg: EvaluateConfig, experiment_id: str) -> Path:
     """Where the flow counts finished (item, method) results, for progress displays."""
     return Path(cfg.work) / "progress" / f"{experiment_id}-{slug(cfg.variant)}.json"
@@ -39,7 +44,7 @@ class EvaluationRun:
         self.cfg, self.items, self.ids, self.inline, self.logger = cfg, items, ids, inline, logger
         self.experiment_id = experiment_id
         self.work = Path(cfg.work)
-        self.results_root = self.work / "results"
+        self.results_root = results_root(self.work)
         self.exported = self.work / "outputs" / experiment_id  # {method}/ in the official layout (non-synth items)
         self.params = cfg.params()
         self.progress = progress_file(cfg, experiment_id)
